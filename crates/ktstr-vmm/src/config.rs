@@ -1,0 +1,98 @@
+//! What a caller asks of a VM, as plain data.
+
+use std::path::PathBuf;
+
+use ktstr_topology::Topology;
+
+/// Where the guest's application serial port (COM2, `/dev/ttyS1`) goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppChannel {
+    /// A pipe the caller reads through [`crate::Vm::take_app_channel`].
+    Pipe,
+    /// The caller's own terminal, for interactive shells.
+    Terminal,
+}
+
+/// One guest: its topology, memory, kernel, initramfs and I/O.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// CPU topology the guest must see.
+    pub topology: Topology,
+    /// Guest RAM in MiB, split evenly over the NUMA nodes.
+    pub memory_mib: u64,
+    /// Kernel image: an ELF vmlinux (preferred, no decompression) or a bzImage.
+    pub kernel: PathBuf,
+    /// Initramfs (newc cpio, possibly several concatenated).
+    pub initramfs: PathBuf,
+    /// Kernel command line from the caller; the engine appends its console settings.
+    pub cmdline: String,
+    /// File that receives COM1, the kernel console.
+    pub console_log: PathBuf,
+    /// Where COM2 goes.
+    pub app_channel: AppChannel,
+    /// Directory for the guest RAM files the host can map (tmpfs such as /dev/shm is best).
+    pub ram_dir: PathBuf,
+}
+
+impl VmConfig {
+    /// A config with the default memory (256 MiB, at least 64 MiB per vCPU), COM2 on a pipe.
+    pub fn new(kernel: PathBuf, initramfs: PathBuf, topology: Topology) -> Self {
+        VmConfig {
+            topology,
+            memory_mib: default_memory_mib(&topology),
+            kernel,
+            initramfs,
+            cmdline: String::new(),
+            console_log: std::env::temp_dir().join("ktstr-console.log"),
+            app_channel: AppChannel::Pipe,
+            ram_dir: PathBuf::from("/dev/shm"),
+        }
+    }
+
+    /// Sets guest RAM in MiB.
+    pub fn memory_mib(mut self, mib: u64) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Sets the caller's part of the kernel command line.
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
+        self.cmdline = cmdline.into();
+        self
+    }
+
+    /// Sets the file COM1 is written to.
+    pub fn console_log(mut self, path: PathBuf) -> Self {
+        self.console_log = path;
+        self
+    }
+
+    /// Sets where COM2 goes.
+    pub fn app_channel(mut self, channel: AppChannel) -> Self {
+        self.app_channel = channel;
+        self
+    }
+
+    /// Sets the directory for guest RAM files.
+    pub fn ram_dir(mut self, dir: PathBuf) -> Self {
+        self.ram_dir = dir;
+        self
+    }
+}
+
+/// The existing ktstr's memory rule: max(vCPUs x 64, 256) MiB.
+pub fn default_memory_mib(topology: &Topology) -> u64 {
+    (u64::from(topology.total_cpus()) * 64).max(256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_default_scales_with_cpus() {
+        assert_eq!(default_memory_mib(&Topology::default()), 256);
+        let big = Topology::new(2, 2, 2, 2).unwrap();
+        assert_eq!(default_memory_mib(&big), 1024);
+    }
+}

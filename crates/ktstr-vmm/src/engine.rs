@@ -1,0 +1,238 @@
+//! Which engine runs a guest, and why.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use ktstr_topology::Topology;
+
+use crate::VmmError;
+
+/// What the user asked for (`--accel auto|kvm|tcg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VmmRequest {
+    /// KVM where it can boot Linux, TCG otherwise.
+    #[default]
+    Auto,
+    /// Hardware KVM or an error.
+    Kvm,
+    /// QEMU's TCG emulator.
+    Tcg,
+}
+
+/// TCG threading: one host thread for all vCPUs, or one per vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcgThreads {
+    /// One host thread runs every vCPU in turn (no cross-vCPU code-patching races).
+    Single,
+    /// One host thread per vCPU.
+    Multi,
+}
+
+/// The engine that will run the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// QEMU accelerated by hardware KVM.
+    QemuKvm,
+    /// QEMU's TCG emulator.
+    QemuTcg(TcgThreads),
+}
+
+/// The chosen engine and the one-line reason for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineChoice {
+    /// The engine.
+    pub engine: Engine,
+    /// Why it was chosen, for the user.
+    pub reason: String,
+}
+
+/// What this host's KVM can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKvm {
+    /// `/dev/kvm` opens read-write.
+    pub dev_kvm: bool,
+    /// The CPU advertises `vmx` or `svm`.
+    pub hw_virt: bool,
+    /// The KVM module is PVM (software KVM that cannot boot stock kernels).
+    pub pvm: bool,
+}
+
+impl HostKvm {
+    /// Why KVM cannot boot Linux here, or `None` if it can.
+    pub fn unusable_reason(&self) -> Option<String> {
+        if !self.dev_kvm {
+            Some("/dev/kvm is absent or not accessible".into())
+        } else if self.pvm {
+            Some("/dev/kvm is PVM (kvm_pvm), which cannot boot stock kernels".into())
+        } else if !self.hw_virt {
+            Some("the CPU has no vmx/svm flag".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// Probes `/dev/kvm`, `/proc/cpuinfo` and `/sys/module/kvm_pvm`.
+pub fn host_kvm() -> HostKvm {
+    let dev_kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw_virt = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    HostKvm {
+        dev_kvm,
+        hw_virt,
+        pvm: Path::new("/sys/module/kvm_pvm").exists(),
+    }
+}
+
+/// Picks the engine for `topology` on a host with `host_cpus` CPUs.
+///
+/// TCG runs single-threaded unless `threads` says otherwise: multi-threaded
+/// TCG races on the kernel's live code patching (`Oops: int3`) and is slower
+/// once vCPUs outnumber host CPUs.
+pub fn choose_engine(
+    request: VmmRequest,
+    threads: Option<TcgThreads>,
+    topology: &Topology,
+    host: &HostKvm,
+    host_cpus: usize,
+) -> Result<EngineChoice, VmmError> {
+    let vcpus = topology.total_cpus() as usize;
+    let tcg = |why: String| {
+        let (t, how) = match threads {
+            Some(t) => (t, "as asked".to_string()),
+            None => (
+                TcgThreads::Single,
+                if vcpus > host_cpus {
+                    format!("{vcpus} vCPUs > {host_cpus} host CPUs")
+                } else {
+                    "avoids multi-threaded TCG's int3 races".to_string()
+                },
+            ),
+        };
+        EngineChoice {
+            engine: Engine::QemuTcg(t),
+            reason: format!("{why}; TCG {t} ({how})"),
+        }
+    };
+    match (request, host.unusable_reason()) {
+        (VmmRequest::Kvm, Some(reason)) => Err(VmmError::KvmUnusable { reason }),
+        (VmmRequest::Kvm, None) => Ok(EngineChoice {
+            engine: Engine::QemuKvm,
+            reason: "KVM as asked".into(),
+        }),
+        (VmmRequest::Auto, None) => Ok(EngineChoice {
+            engine: Engine::QemuKvm,
+            reason: "hardware KVM available".into(),
+        }),
+        (VmmRequest::Auto, Some(reason)) => Ok(tcg(format!("QEMU TCG because {reason}"))),
+        (VmmRequest::Tcg, _) => Ok(tcg("QEMU TCG as asked".into())),
+    }
+}
+
+impl fmt::Display for TcgThreads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TcgThreads::Single => "single-threaded",
+            TcgThreads::Multi => "multi-threaded",
+        })
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Engine::QemuKvm => f.write_str("qemu/kvm"),
+            Engine::QemuTcg(TcgThreads::Single) => f.write_str("qemu/tcg-single"),
+            Engine::QemuTcg(TcgThreads::Multi) => f.write_str("qemu/tcg-multi"),
+        }
+    }
+}
+
+impl FromStr for VmmRequest {
+    type Err = VmmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(VmmRequest::Auto),
+            "kvm" => Ok(VmmRequest::Kvm),
+            "tcg" => Ok(VmmRequest::Tcg),
+            other => Err(VmmError::BadConfig {
+                reason: format!("accelerator `{other}`: expected auto, kvm or tcg"),
+            }),
+        }
+    }
+}
+
+impl FromStr for TcgThreads {
+    type Err = VmmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "single" => Ok(TcgThreads::Single),
+            "multi" => Ok(TcgThreads::Multi),
+            other => Err(VmmError::BadConfig {
+                reason: format!("TCG threading `{other}`: expected single or multi"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PVM: HostKvm = HostKvm {
+        dev_kvm: true,
+        hw_virt: false,
+        pvm: true,
+    };
+    const HW: HostKvm = HostKvm {
+        dev_kvm: true,
+        hw_virt: true,
+        pvm: false,
+    };
+
+    #[test]
+    fn auto_avoids_pvm_and_says_why() {
+        let c = choose_engine(VmmRequest::Auto, None, &Topology::default(), &PVM, 2).unwrap();
+        assert_eq!(c.engine, Engine::QemuTcg(TcgThreads::Single));
+        assert!(c.reason.contains("PVM"), "{}", c.reason);
+    }
+
+    #[test]
+    fn auto_takes_hardware_kvm() {
+        let c = choose_engine(VmmRequest::Auto, None, &Topology::default(), &HW, 2).unwrap();
+        assert_eq!(c.engine, Engine::QemuKvm);
+    }
+
+    #[test]
+    fn kvm_request_on_pvm_is_an_error() {
+        let e = choose_engine(VmmRequest::Kvm, None, &Topology::default(), &PVM, 2);
+        assert!(matches!(e, Err(VmmError::KvmUnusable { .. })));
+    }
+
+    #[test]
+    fn tcg_threads_follow_request_and_cpu_count() {
+        let big = Topology::new(1, 2, 4, 2).unwrap();
+        let c = choose_engine(VmmRequest::Tcg, None, &big, &HW, 2).unwrap();
+        assert_eq!(c.engine, Engine::QemuTcg(TcgThreads::Single));
+        assert!(c.reason.contains("16 vCPUs > 2 host CPUs"), "{}", c.reason);
+        let m = choose_engine(VmmRequest::Tcg, Some(TcgThreads::Multi), &big, &HW, 2).unwrap();
+        assert_eq!(m.engine, Engine::QemuTcg(TcgThreads::Multi));
+    }
+
+    #[test]
+    fn parses_requests() {
+        assert_eq!("auto".parse::<VmmRequest>().unwrap(), VmmRequest::Auto);
+        assert!("xen".parse::<VmmRequest>().is_err());
+        assert_eq!("multi".parse::<TcgThreads>().unwrap(), TcgThreads::Multi);
+    }
+}

@@ -1,0 +1,21 @@
+//! Engines that boot a ktstr guest.
+//!
+//! A caller describes the machine once ([`VmConfig`]: topology, memory, kernel,
+//! initramfs, command line, where the console goes) and picks an engine with
+//! [`choose_engine`]; [`Vm::start`] boots it and returns a handle that gives the
+//! guest's application channel (COM2) as a byte stream, the guest RAM files the
+//! host can map, and a bounded wait. The caller never needs to know which
+//! engine runs the guest: today that is QEMU (TCG, or KVM where hardware
+//! virtualization exists); ktstr's own KVM VMM plugs in as another [`Engine`].
+
+mod config;
+mod engine;
+mod error;
+mod qemu;
+mod vm;
+
+pub use config::{AppChannel, VmConfig};
+pub use engine::{choose_engine, host_kvm, Engine, EngineChoice, HostKvm, TcgThreads, VmmRequest};
+pub use error::VmmError;
+pub use qemu::{qemu_args, QEMU_BINARY};
+pub use vm::{GuestRamFile, Vm, VmExit};

@@ -1,0 +1,171 @@
+//! The QEMU backend: a pure mapping from [`VmConfig`] to a `qemu-system-x86_64` command line.
+//!
+//! Topology: QEMU 7.2's x86 CPUID shares the L3 per socket, so each LLC is
+//! one QEMU socket and each NUMA node holds `llcs` consecutive sockets. Guest
+//! RAM is one shared `memory-backend-file` per node, which the host can map.
+
+use std::path::PathBuf;
+
+use crate::{AppChannel, Engine, TcgThreads, VmConfig};
+
+/// The QEMU program the backend runs.
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+
+/// Kernel parameters that make TCG boots faster without changing what a test sees:
+/// skip TSC recalibration and mitigation patching, trust the CPU's RNG.
+const TCG_CMDLINE: &str = "mitigations=off no_timer_check cryptomgr.notests random.trust_cpu=on";
+
+/// Builds QEMU's arguments for `cfg` on `engine`, with guest RAM in `ram_files` (one per node).
+pub fn qemu_args(
+    cfg: &VmConfig,
+    engine: Engine,
+    ram_files: &[PathBuf],
+    tsc_khz: Option<u64>,
+) -> Vec<String> {
+    let t = &cfg.topology;
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    match engine {
+        Engine::QemuKvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        Engine::QemuTcg(TcgThreads::Single) => {
+            push(&["-accel", "tcg,thread=single", "-cpu", "max"])
+        }
+        Engine::QemuTcg(TcgThreads::Multi) => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+    }
+    let machine = if t.numa_nodes == 1 {
+        "pc,memory-backend=ram0".to_string()
+    } else {
+        "pc".to_string()
+    };
+    let smp = format!(
+        "cpus={},sockets={},dies=1,cores={},threads={}",
+        t.total_cpus(),
+        t.total_llcs(),
+        t.cores,
+        t.threads
+    );
+    let mem = format!("{}M", cfg.memory_mib);
+    push(&["-machine", &machine, "-smp", &smp, "-m", &mem]);
+    for (node, mib) in t.split_memory_mib(cfg.memory_mib).iter().enumerate() {
+        let path = ram_files
+            .get(node)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let backend =
+            format!("memory-backend-file,id=ram{node},size={mib}M,mem-path={path},share=on");
+        push(&["-object", &backend]);
+        if t.numa_nodes > 1 {
+            let cpus = t.node_cpus(node as u32);
+            let (first, last) = (cpus.first().copied(), cpus.last().copied());
+            if let (Some(first), Some(last)) = (first, last) {
+                let numa = format!("node,nodeid={node},cpus={first}-{last},memdev=ram{node}");
+                push(&["-numa", &numa]);
+            }
+        }
+    }
+    let mut cmdline = cfg.cmdline.trim().to_string();
+    for extra in ["console=ttyS0", "panic=-1"] {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    if matches!(engine, Engine::QemuTcg(_)) {
+        cmdline.push(' ');
+        cmdline.push_str(TCG_CMDLINE);
+        if let Some(khz) = tsc_khz {
+            cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+        }
+    }
+    let kernel = cfg.kernel.display().to_string();
+    let initrd = cfg.initramfs.display().to_string();
+    let com1 = format!("file:{}", cfg.console_log.display());
+    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", cmdline.trim()]);
+    push(&["-serial", &com1]);
+    match cfg.app_channel {
+        AppChannel::Pipe => push(&["-serial", "stdio"]),
+        AppChannel::Terminal => push(&[
+            "-chardev",
+            "stdio,id=com2,signal=off",
+            "-serial",
+            "chardev:com2",
+        ]),
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktstr_topology::Topology;
+
+    fn cfg(t: Topology) -> VmConfig {
+        VmConfig::new("/k/vmlinux".into(), "/k/init.cpio".into(), t)
+            .memory_mib(1024)
+            .console_log("/run/c.log".into())
+            .cmdline("rdinit=/init quiet")
+    }
+
+    fn arg_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn llcs_become_sockets_and_nodes_group_them() {
+        let t = Topology::new(2, 2, 2, 2).unwrap();
+        let files: Vec<PathBuf> = vec!["/dev/shm/a".into(), "/dev/shm/b".into()];
+        let args = qemu_args(&cfg(t), Engine::QemuTcg(TcgThreads::Single), &files, None);
+        assert_eq!(
+            arg_after(&args, "-smp"),
+            ["cpus=16,sockets=4,dies=1,cores=2,threads=2"]
+        );
+        assert_eq!(
+            arg_after(&args, "-numa"),
+            [
+                "node,nodeid=0,cpus=0-7,memdev=ram0",
+                "node,nodeid=1,cpus=8-15,memdev=ram1"
+            ]
+        );
+        assert_eq!(
+            arg_after(&args, "-object"),
+            [
+                "memory-backend-file,id=ram0,size=512M,mem-path=/dev/shm/a,share=on",
+                "memory-backend-file,id=ram1,size=512M,mem-path=/dev/shm/b,share=on"
+            ]
+        );
+        assert_eq!(arg_after(&args, "-machine"), ["pc"]);
+        assert_eq!(arg_after(&args, "-accel"), ["tcg,thread=single"]);
+    }
+
+    #[test]
+    fn single_node_uses_machine_memory_backend() {
+        let args = qemu_args(
+            &cfg(Topology::default()),
+            Engine::QemuKvm,
+            &["/dev/shm/x".into()],
+            Some(2_100_000),
+        );
+        assert_eq!(arg_after(&args, "-machine"), ["pc,memory-backend=ram0"]);
+        assert!(arg_after(&args, "-numa").is_empty());
+        assert_eq!(arg_after(&args, "-cpu"), ["host"]);
+        let append = arg_after(&args, "-append")[0];
+        assert!(append.starts_with("rdinit=/init quiet console=ttyS0 panic=-1"));
+        assert!(!append.contains("tsc_early_khz"), "KVM needs no TSC hint");
+    }
+
+    #[test]
+    fn serial_ports_in_order() {
+        let mut c = cfg(Topology::default());
+        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Multi), &[], Some(2_100_000));
+        assert_eq!(arg_after(&args, "-serial"), ["file:/run/c.log", "stdio"]);
+        assert!(arg_after(&args, "-append")[0].ends_with("tsc_early_khz=2100000"));
+        c.app_channel = AppChannel::Terminal;
+        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Multi), &[], None);
+        assert_eq!(
+            arg_after(&args, "-serial"),
+            ["file:/run/c.log", "chardev:com2"]
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! A running guest: start it, read its application channel, wait for it with a deadline.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{qemu_args, AppChannel, Engine, VmConfig, VmmError, QEMU_BINARY};
+
+/// One guest RAM file the host can map: node `node`'s memory, `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRamFile {
+    /// NUMA node whose memory this is.
+    pub node: u32,
+    /// The file (on tmpfs) backing that memory.
+    pub path: PathBuf,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// How the engine process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The engine exited by itself (guest power-off, reboot or engine error).
+    Exited {
+        /// Exit code, `None` if killed by a signal.
+        code: Option<i32>,
+        /// What the engine printed on stderr.
+        engine_stderr: String,
+    },
+    /// The deadline passed; the VM was killed.
+    TimedOut,
+}
+
+/// A booted guest. Dropping it kills the engine and removes its RAM files.
+pub struct Vm {
+    child: Child,
+    engine: Engine,
+    app: Option<ChildStdout>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    ram_files: Vec<GuestRamFile>,
+}
+
+impl Vm {
+    /// Boots `cfg` on `engine`.
+    pub fn start(cfg: &VmConfig, engine: Engine) -> Result<Vm, VmmError> {
+        cfg.topology.validate().map_err(|e| VmmError::BadConfig {
+            reason: e.to_string(),
+        })?;
+        let min_mib = u64::from(cfg.topology.numa_nodes) * 64;
+        if cfg.memory_mib < min_mib {
+            return Err(VmmError::BadConfig {
+                reason: format!(
+                    "{} MiB of memory is too little: at least {min_mib} MiB ({} NUMA nodes)",
+                    cfg.memory_mib, cfg.topology.numa_nodes
+                ),
+            });
+        }
+        for (what, path) in [("kernel", &cfg.kernel), ("initramfs", &cfg.initramfs)] {
+            if !path.is_file() {
+                return Err(VmmError::MissingFile {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        let program = find_in_path(QEMU_BINARY).ok_or_else(|| VmmError::EngineMissing {
+            program: QEMU_BINARY.into(),
+            package: "qemu-system-x86".into(),
+        })?;
+        let ram_files = ram_files(cfg)?;
+        let paths: Vec<PathBuf> = ram_files.iter().map(|r| r.path.clone()).collect();
+        let args = qemu_args(cfg, engine, &paths, host_tsc_khz());
+        let mut cmd = Command::new(&program);
+        cmd.args(&args).stderr(Stdio::piped());
+        match cfg.app_channel {
+            AppChannel::Pipe => cmd.stdin(Stdio::null()).stdout(Stdio::piped()),
+            AppChannel::Terminal => cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()),
+        };
+        let mut child = cmd.spawn().map_err(|source| {
+            remove_ram_files(&ram_files);
+            VmmError::Spawn {
+                program: program.display().to_string(),
+                source,
+            }
+        })?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_thread = child.stderr.take().map(|mut pipe| {
+            let sink = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut s) = sink.lock() {
+                        s.extend_from_slice(&buf[..n]);
+                    }
+                }
+            })
+        });
+        Ok(Vm {
+            app: child.stdout.take(),
+            child,
+            engine,
+            stderr,
+            stderr_thread,
+            ram_files,
+        })
+    }
+
+    /// The engine running this guest.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// COM2's byte stream from the guest (once; `None` in terminal mode).
+    pub fn take_app_channel(&mut self) -> Option<ChildStdout> {
+        self.app.take()
+    }
+
+    /// The guest RAM files, one per NUMA node.
+    pub fn ram_files(&self) -> &[GuestRamFile] {
+        &self.ram_files
+    }
+
+    /// The engine's exit if it has ended, without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<VmExit>, VmmError> {
+        match self.child.try_wait().map_err(VmmError::Wait)? {
+            Some(status) => Ok(Some(self.exited(status.code()))),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits until the engine exits or `deadline` passes (then kills it).
+    pub fn wait_until(&mut self, deadline: Instant) -> Result<VmExit, VmmError> {
+        loop {
+            if let Some(exit) = self.try_wait()? {
+                return Ok(exit);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Ok(VmExit::TimedOut);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills the engine and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn exited(&mut self, code: Option<i32>) -> VmExit {
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        let engine_stderr = self
+            .stderr
+            .lock()
+            .map(|s| String::from_utf8_lossy(&s).into_owned())
+            .unwrap_or_default();
+        VmExit::Exited {
+            code,
+            engine_stderr,
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+        remove_ram_files(&self.ram_files);
+    }
+}
+
+fn ram_files(cfg: &VmConfig) -> Result<Vec<GuestRamFile>, VmmError> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = if cfg.ram_dir.is_dir() {
+        cfg.ram_dir.clone()
+    } else {
+        std::env::temp_dir()
+    };
+    let files: Vec<GuestRamFile> = cfg
+        .topology
+        .split_memory_mib(cfg.memory_mib)
+        .into_iter()
+        .enumerate()
+        .map(|(node, mib)| GuestRamFile {
+            node: node as u32,
+            path: dir.join(format!("ktstr-ram-{}-{n}-node{node}", std::process::id())),
+            size: mib << 20,
+        })
+        .collect();
+    for f in &files {
+        // QEMU creates and sizes the file; make sure no stale one of ours is in the way.
+        match std::fs::remove_file(&f.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(VmmError::RunFile {
+                    path: f.path.clone(),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(files)
+}
+
+fn remove_ram_files(files: &[GuestRamFile]) {
+    for f in files {
+        let _ = std::fs::remove_file(&f.path);
+    }
+}
+
+/// Finds `program` in `$PATH`.
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The host TSC frequency in kHz, measured against the monotonic clock (TCG guests see the host TSC).
+fn host_tsc_khz() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        if !cpuinfo.contains("constant_tsc") {
+            return None;
+        }
+        let t0 = Instant::now();
+        // SAFETY: RDTSC has no memory effects; constant_tsc was checked above.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(Duration::from_millis(20));
+        // SAFETY: as above.
+        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+        let ns = t0.elapsed().as_nanos() as u64;
+        // Round to 1 MHz: the kernel only needs an estimate it will not recalibrate.
+        let khz = c1.checked_sub(c0)? * 1_000_000 / ns.max(1);
+        Some((khz + 500) / 1000 * 1000)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktstr_topology::Topology;
+
+    #[test]
+    fn missing_kernel_is_named() {
+        let cfg = VmConfig::new(
+            "/nonexistent/vmlinux".into(),
+            "/nonexistent/i.cpio".into(),
+            Topology::default(),
+        );
+        let err = Vm::start(&cfg, Engine::QemuTcg(crate::TcgThreads::Single))
+            .err()
+            .expect("must fail");
+        assert!(
+            matches!(err, VmmError::MissingFile { what: "kernel", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn too_little_memory_is_refused() {
+        let cfg = VmConfig::new("/k".into(), "/i".into(), Topology::new(4, 1, 1, 1).unwrap())
+            .memory_mib(128);
+        let err = Vm::start(&cfg, Engine::QemuKvm).err().expect("must fail");
+        assert!(err.to_string().contains("at least 256 MiB"), "{err}");
+    }
+
+    #[test]
+    fn tsc_estimate_is_plausible() {
+        if let Some(khz) = host_tsc_khz() {
+            assert!((100_000..20_000_000).contains(&khz), "{khz}");
+        }
+    }
+}
