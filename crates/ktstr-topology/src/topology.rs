@@ -61,7 +61,12 @@ impl Default for Topology {
 
 impl Topology {
     /// A validated topology of `numa_nodes` x `llcs` per node x `cores` per LLC x `threads` per core.
-    pub fn new(numa_nodes: u32, llcs: u32, cores: u32, threads: u32) -> Result<Self, TopologyError> {
+    pub fn new(
+        numa_nodes: u32,
+        llcs: u32,
+        cores: u32,
+        threads: u32,
+    ) -> Result<Self, TopologyError> {
         let t = Topology {
             numa_nodes,
             llcs,
@@ -86,7 +91,9 @@ impl Topology {
         }
         if total_llcs % numa_nodes != 0 {
             return Err(TopologyError::BadSpec {
-                input: format!("{total_llcs} LLCs do not divide evenly over {numa_nodes} NUMA nodes"),
+                input: format!(
+                    "{total_llcs} LLCs do not divide evenly over {numa_nodes} NUMA nodes"
+                ),
             });
         }
         Self::new(numa_nodes, total_llcs / numa_nodes, cores, threads)

@@ -25,7 +25,13 @@ pub fn qemu_args(
     let t = &cfg.topology;
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
     match engine {
         Engine::QemuKvm => push(&["-accel", "kvm", "-cpu", "host"]),
         Engine::QemuTcg(TcgThreads::Single) => {
@@ -79,7 +85,14 @@ pub fn qemu_args(
     let kernel = cfg.kernel.display().to_string();
     let initrd = cfg.initramfs.display().to_string();
     let com1 = format!("file:{}", cfg.console_log.display());
-    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", cmdline.trim()]);
+    push(&[
+        "-kernel",
+        &kernel,
+        "-initrd",
+        &initrd,
+        "-append",
+        cmdline.trim(),
+    ]);
     push(&["-serial", &com1]);
     match cfg.app_channel {
         AppChannel::Pipe => push(&["-serial", "stdio"]),

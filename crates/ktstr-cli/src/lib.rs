@@ -1,0 +1,514 @@
+//! The ktstr command line: clap definitions, turned into library calls.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ktstr::kernel::{self, BuildOptions, ConfigBase, FetchOptions};
+use ktstr::run::{self, GuestFailure, Mode, Outcome, RunOptions, RunReport, Stream};
+use ktstr::vmm::{TcgThreads, VmmRequest};
+use ktstr::Topology;
+
+/// Command-line interface of `ktstr`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ktstr",
+    version,
+    about = "Test Linux CPU schedulers in VMs with a chosen topology"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch, build and list kernels.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+    /// Boot a kernel and run CMD in it as root; exits with CMD's status.
+    Exec(ExecArgs),
+    /// Boot a kernel and open an interactive shell (or run --exec CMD).
+    Shell(ShellArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KernelCommand {
+    /// Get Debian's newest sched_ext cloud kernel into the cache (instant when cached).
+    Fetch {
+        /// Version prefix, e.g. 7.3.
+        #[arg(long)]
+        version: Option<String>,
+        /// Download again even if cached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build a kernel from source with ktstr.kconfig merged in.
+    Build {
+        /// Kernel source tree.
+        #[arg(long, conflicts_with = "linux_source")]
+        source: Option<PathBuf>,
+        /// Use Debian's linux-source package matching the fetched kernel.
+        #[arg(long)]
+        linux_source: bool,
+        /// Base config: `tiny` (tinyconfig), `distro` (the fetched Debian kernel's), or a file.
+        #[arg(long, default_value = "tiny")]
+        base: String,
+        /// Another fragment merged after ktstr.kconfig.
+        #[arg(long)]
+        extra_kconfig: Option<PathBuf>,
+        /// Parallel jobs (default: all CPUs).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Rebuild even if cached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List cached kernels.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options shared by `exec` and `shell`.
+#[derive(Debug, Args)]
+struct VmArgs {
+    /// Kernel: cache name, version (7.3), image path or source tree (default $KTSTR_KERNEL, else newest cached).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Topology as NUMA,LLCS,CORES,THREADS (LLCs per node, cores per LLC, threads per core).
+    #[arg(long, conflicts_with_all = ["numa", "llcs", "cores", "threads"])]
+    topology: Option<Topology>,
+    /// NUMA nodes.
+    #[arg(long)]
+    numa: Option<u32>,
+    /// LLCs per NUMA node.
+    #[arg(long)]
+    llcs: Option<u32>,
+    /// Cores per LLC.
+    #[arg(long)]
+    cores: Option<u32>,
+    /// SMT threads per core.
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Guest memory, e.g. 512M or 2G (plain numbers are MiB).
+    #[arg(long, conflicts_with = "memory_mib")]
+    memory: Option<String>,
+    /// Guest memory in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Files or directories to put under /include-files (bare names are looked up in PATH).
+    #[arg(short = 'i', long = "include-files")]
+    include_files: Vec<PathBuf>,
+    /// Accelerator: auto (KVM only where it can boot Linux), kvm, tcg.
+    #[arg(long, default_value = "auto")]
+    accel: VmmRequest,
+    /// TCG threading: single or multi (default single: no int3 races, faster past host CPUs).
+    #[arg(long)]
+    tcg_threads: Option<TcgThreads>,
+    /// Attempts when the guest dies before the command runs.
+    #[arg(long, default_value_t = run::DEFAULT_ATTEMPTS)]
+    attempts: u32,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Print the guest kernel console (COM1) after the run.
+    #[arg(long)]
+    dmesg: bool,
+    /// Print timing and engine details.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Seconds before the VM is killed (boot and command together).
+    #[arg(long, default_value_t = run::DEFAULT_TIMEOUT.as_secs())]
+    timeout: u64,
+    /// Command and arguments to run in the guest.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ShellArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Run this shell command instead of an interactive shell.
+    #[arg(long)]
+    exec: Option<String>,
+    /// Seconds before an --exec command is killed.
+    #[arg(long, default_value_t = 120)]
+    exec_timeout: u64,
+}
+
+/// Runs the CLI with `args` (program name first) and returns the process exit code.
+pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ktstr: error: {e:#}");
+            125
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Kernel { command } => kernel_command(command),
+        Command::Exec(a) => {
+            let timeout = Duration::from_secs(a.timeout);
+            run_vm(&a.vm, Mode::Exec(a.cmd), timeout)
+        }
+        Command::Shell(a) => match a.exec {
+            Some(cmd) => run_vm(
+                &a.vm,
+                Mode::Exec(vec!["/bin/sh".into(), "-c".into(), cmd]),
+                Duration::from_secs(a.exec_timeout),
+            ),
+            None => run_vm(&a.vm, Mode::Shell, Duration::from_secs(u64::MAX / 4)),
+        },
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("ktstr: {msg}");
+}
+
+fn kernel_command(cmd: KernelCommand) -> Result<i32> {
+    match cmd {
+        KernelCommand::Fetch { version, force } => {
+            let k = kernel::fetch(
+                &FetchOptions {
+                    version,
+                    force,
+                    ..FetchOptions::default()
+                },
+                &mut progress,
+            )?;
+            println!("{}", k.boot_image.display());
+        }
+        KernelCommand::Build {
+            source,
+            linux_source,
+            base,
+            extra_kconfig,
+            jobs,
+            force,
+        } => {
+            let source = match (source, linux_source) {
+                (Some(s), _) => s,
+                (None, true) => kernel::linux_source(&mut progress)?,
+                (None, false) => bail!("give --source DIR or --linux-source"),
+            };
+            let base = match base.as_str() {
+                "tiny" => ConfigBase::Tiny,
+                "distro" => {
+                    let k = kernel::fetch(&FetchOptions::default(), &mut progress)?;
+                    ConfigBase::File(k.config.context("the fetched kernel has no config")?)
+                }
+                file => ConfigBase::File(PathBuf::from(file)),
+            };
+            let k = kernel::build(
+                &BuildOptions {
+                    source,
+                    base,
+                    extra_kconfig,
+                    jobs,
+                    force,
+                },
+                &mut progress,
+            )?;
+            println!("{}", k.boot_image.display());
+        }
+        KernelCommand::List { json } => {
+            let kernels = kernel::list()?;
+            if json {
+                let metas: Vec<_> = kernels.iter().map(|k| &k.meta).collect();
+                println!("{}", serde_json::to_string_pretty(&metas)?);
+            } else if kernels.is_empty() {
+                println!(
+                    "no kernels cached in {} (run `ktstr kernel fetch`)",
+                    kernel::kernels_dir().display()
+                );
+            } else {
+                println!(
+                    "{:<40} {:<28} {:>9} {:>4} {:>8}",
+                    "NAME", "VERSION", "SCHED_EXT", "BTF", "SIZE"
+                );
+                for k in kernels {
+                    println!(
+                        "{:<40} {:<28} {:>9} {:>4} {:>6}MB",
+                        k.meta.name,
+                        k.meta.release,
+                        yes_no(k.meta.sched_ext),
+                        yes_no(k.meta.btf),
+                        k.size >> 20
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Parses `512M`, `512MiB`, `2G`, `2GiB` or a plain number of MiB.
+pub fn parse_memory_mib(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = [("gib", 1024), ("g", 1024), ("mib", 1), ("m", 1)]
+        .iter()
+        .find_map(|(suffix, mult)| lower.strip_suffix(suffix).map(|n| (n.to_string(), *mult)))
+        .unwrap_or((lower.clone(), 1));
+    let n: u64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("bad memory size `{t}`: use e.g. 512M or 2G"))?;
+    Ok(n * mult)
+}
+
+fn topology(a: &VmArgs) -> Result<Topology> {
+    if let Some(t) = a.topology {
+        return Ok(t);
+    }
+    let d = Topology::default();
+    Ok(Topology::new(
+        a.numa.unwrap_or(d.numa_nodes),
+        a.llcs.unwrap_or(d.llcs),
+        a.cores.unwrap_or(d.cores),
+        a.threads.unwrap_or(d.threads),
+    )?)
+}
+
+fn run_vm(a: &VmArgs, mode: Mode, timeout: Duration) -> Result<i32> {
+    let topo = topology(a)?;
+    let memory_mib = match (&a.memory, a.memory_mib) {
+        (Some(m), _) => Some(parse_memory_mib(m)?),
+        (None, m) => m,
+    };
+    let kernel = kernel::resolve(a.kernel.as_deref(), &mut progress)?;
+    if kernel.config.is_none() {
+        progress(&format!(
+            "warning: no config found for {}: cannot check it before booting",
+            kernel.name
+        ));
+    }
+    let mut opts = RunOptions::new(kernel, topo)?;
+    opts.memory_mib = memory_mib;
+    opts.timeout = timeout;
+    opts.accel = a.accel;
+    opts.tcg_threads = a.tcg_threads;
+    opts.max_attempts = a.attempts;
+    opts.include_files = a.include_files.clone();
+    opts.extra_cmdline = a.cmdline.clone();
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = Arc::clone(&cancel);
+        // A second handler registration (tests calling twice) is harmless to skip.
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::SeqCst));
+    }
+    let mut out = |stream: Stream, data: &[u8]| {
+        let _ = match stream {
+            Stream::Stdout => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(data).and_then(|()| o.flush())
+            }
+            Stream::Stderr => {
+                let mut e = std::io::stderr().lock();
+                e.write_all(data).and_then(|()| e.flush())
+            }
+        };
+    };
+    let report = run::run(&opts, &mode, &mut out, &cancel)?;
+    print_report(&report, a, &topo);
+    Ok(report.exit_code())
+}
+
+fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
+    let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+    progress(&format!(
+        "engine {} ({}), topology {} ({} CPUs)",
+        r.engine.engine,
+        r.engine.reason,
+        topo,
+        topo.total_cpus()
+    ));
+    for f in &r.retried {
+        progress(&format!(
+            "retried: guest died before the command ran: {} (console: {})",
+            describe(&f.failure),
+            f.console_log.display()
+        ));
+    }
+    if a.verbose {
+        progress(&format!(
+            "launch to init {}, launch to end {}",
+            r.launch_to_init.map(secs).unwrap_or_else(|| "-".into()),
+            secs(r.launch_to_end)
+        ));
+        for l in &r.guest_log {
+            progress(&format!("guest: {l}"));
+        }
+    }
+    for issue in &r.channel_issues {
+        progress(&format!("warning: COM2 channel: {issue}"));
+    }
+    match &r.outcome {
+        Outcome::Command(_) | Outcome::ShellEnded => {}
+        Outcome::CommandTimedOut { after } => progress(&format!(
+            "command timed out after {}: VM killed, output above is partial",
+            secs(*after)
+        )),
+        Outcome::GuestDied(f) => progress(&format!(
+            "guest kernel died while the command ran: {}",
+            describe(f)
+        )),
+        Outcome::Infrastructure(f) => progress(&format!(
+            "infrastructure failure: the guest died before the command ran ({} attempt(s)): {}",
+            r.retried.len() + 1,
+            describe(f)
+        )),
+        Outcome::Interrupted => progress("interrupted: VM stopped and its files removed"),
+    }
+    if !r.console_tail.is_empty() {
+        progress(&format!(
+            "last console lines ({}):",
+            r.console_log.display()
+        ));
+        for l in &r.console_tail {
+            eprintln!("  | {l}");
+        }
+    }
+    if a.dmesg {
+        if let Ok(c) = std::fs::read_to_string(&r.console_log) {
+            eprint!("{c}");
+        }
+    }
+}
+
+fn describe(f: &GuestFailure) -> String {
+    match f {
+        GuestFailure::KernelPanic { line } => format!("kernel panic: {line}"),
+        GuestFailure::KernelOops { line } => format!("kernel oops: {line}"),
+        GuestFailure::KvmInternalError { detail } => format!("KVM internal error:\n{detail}"),
+        GuestFailure::BootTimeout { after } => {
+            format!(
+                "guest init did not start within {:.0}s",
+                after.as_secs_f64()
+            )
+        }
+        GuestFailure::EngineError { detail } => format!("engine error: {detail}"),
+        GuestFailure::InitError { message } => format!("guest init failed: {message}"),
+        GuestFailure::NoReport { detail } => {
+            format!(
+                "the VM ended without reporting the command's status{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_mib("512M").unwrap(), 512);
+        assert_eq!(parse_memory_mib("2G").unwrap(), 2048);
+        assert_eq!(parse_memory_mib("2GiB").unwrap(), 2048);
+        assert_eq!(parse_memory_mib("512mib").unwrap(), 512);
+        assert_eq!(parse_memory_mib("1024").unwrap(), 1024);
+        assert!(parse_memory_mib("lots").is_err());
+    }
+
+    #[test]
+    fn topology_flags() {
+        let cli =
+            Cli::try_parse_from(["ktstr", "exec", "--numa", "2", "--llcs", "2", "--", "true"])
+                .unwrap();
+        let Command::Exec(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(topology(&a.vm).unwrap(), Topology::new(2, 2, 2, 1).unwrap());
+        let cli =
+            Cli::try_parse_from(["ktstr", "exec", "--topology", "1,2,4,2", "--", "nproc"]).unwrap();
+        let Command::Exec(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(topology(&a.vm).unwrap().total_cpus(), 16);
+        assert_eq!(a.cmd, ["nproc"]);
+        assert!(Cli::try_parse_from(["ktstr", "exec", "--topology", "1,2", "--", "x"]).is_err());
+        assert!(Cli::try_parse_from([
+            "ktstr",
+            "exec",
+            "--topology",
+            "1,1,1,1",
+            "--numa",
+            "2",
+            "--",
+            "x"
+        ])
+        .is_err());
+        assert!(
+            Cli::try_parse_from(["ktstr", "exec"]).is_err(),
+            "a command is required"
+        );
+    }
+
+    #[test]
+    fn shell_flags_match_upstream_names() {
+        let cli = Cli::try_parse_from([
+            "ktstr",
+            "shell",
+            "--topology",
+            "1,1,2,1",
+            "-i",
+            "/etc/hostname",
+            "--include-files",
+            "/bin/true",
+            "--exec",
+            "ls /include-files",
+            "--memory-mib",
+            "512",
+        ])
+        .unwrap();
+        let Command::Shell(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.vm.include_files.len(), 2);
+        assert_eq!(a.vm.memory_mib, Some(512));
+        assert_eq!(a.exec.as_deref(), Some("ls /include-files"));
+    }
+}

@@ -1,0 +1,92 @@
+//! Errors of the ktstr library.
+
+use std::path::{Path, PathBuf};
+
+/// Why a ktstr operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KtstrError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path given with `--include-files` does not exist.
+    #[error("include file {0} not found (bare names are looked up in PATH)")]
+    IncludeMissing(PathBuf),
+    /// A shared library an ELF needs is not on the host.
+    #[error("shared library {library} needed by {needed_by} not found on the host")]
+    LibraryMissing {
+        /// The DT_NEEDED name.
+        library: String,
+        /// The ELF needing it.
+        needed_by: PathBuf,
+    },
+    /// An ELF file could not be parsed.
+    #[error("{path} is not a usable ELF file: {reason}")]
+    BadElf {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No kernel matched what was asked.
+    #[error("kernel `{spec}` not found: {hint}")]
+    KernelNotFound {
+        /// What the user asked for.
+        spec: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The kernel lacks configuration ktstr needs.
+    #[error("kernel {kernel} lacks what ktstr needs: {}", missing.join(", "))]
+    KernelConfig {
+        /// The kernel.
+        kernel: String,
+        /// Missing options, e.g. `CONFIG_DEVTMPFS (not set)`.
+        missing: Vec<String>,
+    },
+    /// Fetching a kernel package failed.
+    #[error("kernel fetch failed while {step}: {detail}")]
+    Fetch {
+        /// What was being done.
+        step: String,
+        /// What went wrong (command output).
+        detail: String,
+    },
+    /// Building a kernel failed.
+    #[error("kernel build failed while {step}: {detail}")]
+    Build {
+        /// What was being done.
+        step: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A required host tool is missing.
+    #[error("`{tool}` not found: {hint}")]
+    ToolMissing {
+        /// The tool.
+        tool: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// The engine failed.
+    #[error(transparent)]
+    Vmm(#[from] ktstr_vmm::VmmError),
+    /// A bug or an unexpected state in ktstr itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl KtstrError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        KtstrError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The guest side: ktstr's `/init`.
+//!
+//! The host packs the ktstr binary (or a test binary) as `/init` with a job
+//! file at [`JOB_PATH`]. As PID 1 it mounts the kernel filesystems, opens COM2
+//! raw, says [`Hello`], loads modules, runs the job's command while framing its
+//! output ([`crate::proto`]), reports [`CommandExit`], and powers the VM off.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::{Encoder, FrameKind};
+
+/// Where the host puts the job in the initramfs.
+pub const JOB_PATH: &str = "/ktstr/job.json";
+/// The serial device of the application channel (COM2).
+pub const APP_TTY: &str = "/dev/ttyS1";
+/// Where `--include-files` land in the guest.
+pub const INCLUDE_DIR: &str = "/include-files";
+/// Where modules land in the guest.
+pub const MODULE_DIR: &str = "/lib/modules/ktstr";
+/// `PATH` in the guest.
+pub const GUEST_PATH: &str = "/include-files:/bin:/sbin:/usr/bin:/usr/sbin";
+
+/// What the guest is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Run a command and report, or hand COM2 to an interactive shell.
+    pub mode: JobMode,
+    /// Module file names under [`MODULE_DIR`], loaded in order before the command.
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+/// The two things guest init can do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobMode {
+    /// Run `argv` with framed stdout/stderr and exit status.
+    Exec {
+        /// Program and arguments; the program is looked up in [`GUEST_PATH`].
+        argv: Vec<String>,
+    },
+    /// Run an interactive busybox shell on COM2.
+    Shell,
+}
+
+/// Sent once guest init is up: proof the guest booted before the command ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Guest uptime when init started, seconds.
+    pub uptime_s: f64,
+    /// `uname -r` of the guest kernel.
+    pub kernel_release: String,
+    /// CPUs online.
+    pub cpus_online: u32,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandExit {
+    /// Exit code if it exited.
+    pub code: Option<i32>,
+    /// Signal if it was killed by one.
+    pub signal: Option<i32>,
+    /// Wall time of the command, milliseconds.
+    pub runtime_ms: u64,
+}
+
+/// The COM2 writer shared by init and its panic hook.
+static CHANNEL: Mutex<Option<(File, Encoder)>> = Mutex::new(None);
+
+fn send(kind: FrameKind, payload: &[u8]) {
+    if let Ok(mut guard) = CHANNEL.lock() {
+        if let Some((tty, enc)) = guard.as_mut() {
+            let bytes = enc.frames(kind, payload);
+            let _ = tty.write_all(&bytes);
+        }
+    }
+}
+
+fn log(msg: &str) {
+    send(FrameKind::Log, msg.as_bytes());
+}
+
+/// Waits until everything written to COM2 has left the UART.
+fn drain() {
+    if let Ok(guard) = CHANNEL.lock() {
+        if let Some((tty, _)) = guard.as_ref() {
+            // SAFETY: tcdrain on an fd we own; it only waits for output to drain.
+            unsafe { libc::tcdrain(tty.as_raw_fd()) };
+        }
+    }
+}
+
+/// Runs as PID 1 and never returns: the VM powers off at the end.
+pub fn init_main() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        send(
+            FrameKind::InitError,
+            format!("guest init panicked: {info}").as_bytes(),
+        );
+        power_off();
+    }));
+    let mount_errors = mount_filesystems();
+    match open_app_channel() {
+        Ok(tty) => {
+            if let Ok(mut g) = CHANNEL.lock() {
+                *g = Some((tty, Encoder::default()));
+            }
+        }
+        Err(e) => {
+            // Nothing to report on: the host sees no Hello and says so.
+            eprintln!("ktstr init: cannot open {APP_TTY}: {e}");
+            power_off();
+        }
+    }
+    let hello = Hello {
+        uptime_s: uptime_s(),
+        kernel_release: kernel_release(),
+        cpus_online: cpus_online(),
+    };
+    send(
+        FrameKind::Hello,
+        serde_json::to_string(&hello).unwrap_or_default().as_bytes(),
+    );
+    for e in mount_errors {
+        log(&e);
+    }
+    match run_job() {
+        Ok(()) => {}
+        Err(e) => send(FrameKind::InitError, e.as_bytes()),
+    }
+    power_off()
+}
+
+fn run_job() -> Result<(), String> {
+    let text = std::fs::read_to_string(JOB_PATH).map_err(|e| format!("reading {JOB_PATH}: {e}"))?;
+    let job: Job = serde_json::from_str(&text).map_err(|e| format!("parsing {JOB_PATH}: {e}"))?;
+    for m in &job.modules {
+        load_module(&Path::new(MODULE_DIR).join(m))?;
+    }
+    std::env::set_var("PATH", GUEST_PATH);
+    std::env::set_var("HOME", "/root");
+    std::env::set_var("TERM", "linux");
+    let _ = std::fs::create_dir_all("/root");
+    match job.mode {
+        JobMode::Exec { argv } => exec(&argv),
+        JobMode::Shell => shell(),
+    }
+}
+
+fn exec(argv: &[String]) -> Result<(), String> {
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    let (tx, rx) = mpsc::channel::<(FrameKind, Vec<u8>)>();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(pump(out, FrameKind::Stdout, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(pump(err, FrameKind::Stderr, tx.clone()));
+    }
+    drop(tx);
+    // Forward output until both pipes close or the command is gone and its pipes stay quiet.
+    let mut exited = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok((kind, data)) => send(kind, &data),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if exited.is_none() {
+                    exited = child.try_wait().ok().flatten().map(|s| (s, Instant::now()));
+                }
+                // A daemon the command left behind may hold the pipes open.
+                if matches!(exited, Some((_, t)) if t.elapsed() > Duration::from_secs(1)) {
+                    break;
+                }
+            }
+        }
+    }
+    let status = match exited {
+        Some((s, _)) => s,
+        None => child
+            .wait()
+            .map_err(|e| format!("waiting for `{program}`: {e}"))?,
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let exit = CommandExit {
+        code: status.code(),
+        signal: status.signal(),
+        runtime_ms: start.elapsed().as_millis() as u64,
+    };
+    send(
+        FrameKind::Exit,
+        serde_json::to_string(&exit).unwrap_or_default().as_bytes(),
+    );
+    Ok(())
+}
+
+fn pump(
+    mut pipe: impl Read + Send + 'static,
+    kind: FrameKind,
+    tx: mpsc::Sender<(FrameKind, Vec<u8>)>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((kind, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn shell() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let tty = |what| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(APP_TTY)
+            .map_err(|e| format!("opening {APP_TTY} for the shell's {what}: {e}"))
+    };
+    let (stdin, stdout, stderr) = (tty("stdin")?, tty("stdout")?, tty("stderr")?);
+    set_sane_tty(&stdin);
+    let _ = writeln!(
+        &stdout,
+        "ktstr shell: {} CPUs, kernel {}; files from --include-files are in {INCLUDE_DIR}; `exit` powers off.\r",
+        cpus_online(),
+        kernel_release()
+    );
+    let mut cmd = Command::new("/bin/sh");
+    cmd.stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .current_dir("/root");
+    // SAFETY: between fork and exec we only call async-signal-safe setsid and ioctl.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
+    let _ = status;
+    Ok(())
+}
+
+/// Mounts the filesystems a scheduler test needs; returns what failed.
+fn mount_filesystems() -> Vec<String> {
+    let mounts: [(&str, &str, &str, bool); 10] = [
+        ("proc", "/proc", "proc", true),
+        ("sysfs", "/sys", "sysfs", true),
+        ("devtmpfs", "/dev", "devtmpfs", true),
+        ("devpts", "/dev/pts", "devpts", false),
+        ("tmpfs", "/tmp", "tmpfs", false),
+        ("tmpfs", "/run", "tmpfs", false),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", true),
+        ("debugfs", "/sys/kernel/debug", "debugfs", false),
+        ("tracefs", "/sys/kernel/tracing", "tracefs", false),
+        ("bpf", "/sys/fs/bpf", "bpf", false),
+    ];
+    let mut errors = Vec::new();
+    for (src, target, fstype, required) in mounts {
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = mount(src, target, fstype) {
+            errors.push(format!(
+                "{}mount {fstype} on {target} failed: {e}",
+                if required { "required " } else { "" }
+            ));
+        }
+    }
+    errors
+}
+
+fn mount(src: &str, target: &str, fstype: &str) -> std::io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(std::io::Error::other);
+    let (src, target, fstype) = (c(src)?, c(target)?, c(fstype)?);
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn open_app_channel() -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(APP_TTY)?;
+    // SAFETY: termios is plain data; tcgetattr fills it for our own fd.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer to a termios.
+    if unsafe { libc::tcgetattr(tty.as_raw_fd(), &mut t) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: cfmakeraw only edits the struct we own.
+    unsafe { libc::cfmakeraw(&mut t) };
+    // SAFETY: valid fd and pointer to a termios; cfsetspeed edits our struct.
+    unsafe {
+        libc::cfsetspeed(&mut t, libc::B115200);
+        if libc::tcsetattr(tty.as_raw_fd(), libc::TCSANOW, &t) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(tty)
+}
+
+/// Puts a tty back to cooked mode with CR-LF output, for the interactive shell.
+fn set_sane_tty(tty: &File) {
+    // SAFETY: termios is plain data.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer.
+    if unsafe { libc::tcgetattr(tty.as_raw_fd(), &mut t) } == 0 {
+        t.c_iflag |= libc::ICRNL;
+        t.c_oflag |= libc::OPOST | libc::ONLCR;
+        t.c_lflag |= libc::ICANON | libc::ECHO | libc::ECHOE | libc::ISIG;
+        // SAFETY: valid fd and pointer.
+        unsafe { libc::tcsetattr(tty.as_raw_fd(), libc::TCSANOW, &t) };
+    }
+}
+
+fn load_module(path: &Path) -> Result<(), String> {
+    let data =
+        std::fs::read(path).map_err(|e| format!("reading module {}: {e}", path.display()))?;
+    let params = c"";
+    // SAFETY: init_module reads `data.len()` bytes from a live buffer and a NUL-terminated string.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_init_module,
+            data.as_ptr(),
+            data.len() as libc::c_ulong,
+            params.as_ptr(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    if rc == 0 || err.raw_os_error() == Some(libc::EEXIST) {
+        Ok(())
+    } else {
+        Err(format!("loading module {}: {err}", path.display()))
+    }
+}
+
+fn uptime_s() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpus_online() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| ktstr_topology::parse_cpu_list(&s).ok())
+        .map(|v| v.len() as u32)
+        .unwrap_or(0)
+}
+
+fn power_off() -> ! {
+    drain();
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    // SAFETY: PID 1 powering the machine off is the intended end of the run.
+    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+    // reboot only returns on failure (not PID 1, or no permission): there is nothing left to do.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// True when this process should act as guest init (PID 1).
+pub fn is_guest_init() -> bool {
+    std::process::id() == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_json_round_trip_and_strictness() {
+        let job = Job {
+            mode: JobMode::Exec {
+                argv: vec!["nproc".into()],
+            },
+            modules: vec![],
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert_eq!(text, r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[]}"#);
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        assert!(serde_json::from_str::<Job>(r#"{"mode":"shell","extra":1}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Job>(r#"{"mode":"shell"}"#)
+                .unwrap()
+                .mode,
+            JobMode::Shell
+        );
+    }
+}

@@ -1,0 +1,665 @@
+//! Boot a guest, run a command (or a shell) in it, and report what happened.
+//!
+//! A run ends in exactly one [`Outcome`]. Failures before guest init said
+//! hello are infrastructure failures (the command never ran) and are retried a
+//! bounded number of times; what happens after belongs to the command.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ktstr_topology::Topology;
+use ktstr_vmm::{
+    choose_engine, host_kvm, AppChannel, EngineChoice, TcgThreads, Vm, VmConfig, VmExit, VmmRequest,
+};
+
+use crate::guest::{CommandExit, Hello, Job, JobMode};
+use crate::initramfs::{base_cache_key, build_base, write_run_initramfs, InitramfsSpec};
+use crate::kernel::{cache_root, check_config, Kernel, EXEC_REQUIRED};
+use crate::proto::{Decoder, Event, FrameKind};
+use crate::KtstrError;
+
+/// How long guest init may take to say hello, unless the overall timeout is shorter.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default limit for a whole run (boot and command).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Attempts for a guest that dies before the command runs.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Kernel to boot.
+    pub kernel: Kernel,
+    /// Topology the guest must see.
+    pub topology: Topology,
+    /// Guest memory; `None` for max(64 MiB per vCPU, 256 MiB), raised to fit the initramfs.
+    pub memory_mib: Option<u64>,
+    /// Limit for the whole run (boot and command).
+    pub timeout: Duration,
+    /// Limit for reaching guest init.
+    pub boot_timeout: Duration,
+    /// Accelerator request.
+    pub accel: VmmRequest,
+    /// TCG threading override.
+    pub tcg_threads: Option<TcgThreads>,
+    /// Attempts when the guest dies before the command runs (at least 1).
+    pub max_attempts: u32,
+    /// Files or directories for /include-files.
+    pub include_files: Vec<PathBuf>,
+    /// Binary packed as /init (default: this executable).
+    pub init_binary: PathBuf,
+    /// Busybox for shells and commands (default: /bin/busybox if present).
+    pub busybox: Option<PathBuf>,
+    /// Extra kernel command line.
+    pub extra_cmdline: String,
+}
+
+impl RunOptions {
+    /// Options with defaults for `kernel` and `topology`.
+    pub fn new(kernel: Kernel, topology: Topology) -> Result<Self, KtstrError> {
+        let exe =
+            std::env::current_exe().map_err(|e| KtstrError::io(Path::new("/proc/self/exe"), e))?;
+        Ok(RunOptions {
+            kernel,
+            topology,
+            memory_mib: None,
+            timeout: DEFAULT_TIMEOUT,
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            accel: VmmRequest::Auto,
+            tcg_threads: None,
+            max_attempts: DEFAULT_ATTEMPTS,
+            include_files: Vec::new(),
+            init_binary: exe,
+            busybox: ["/bin/busybox", "/usr/bin/busybox"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file()),
+            extra_cmdline: String::new(),
+        })
+    }
+}
+
+/// What the guest should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Run a command and report its output and status.
+    Exec(Vec<String>),
+    /// Give the caller's terminal an interactive shell.
+    Shell,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The command's stdout.
+    Stdout,
+    /// The command's stderr.
+    Stderr,
+}
+
+/// Why a guest did not deliver a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFailure {
+    /// The kernel panicked.
+    KernelPanic {
+        /// The panic line from the console.
+        line: String,
+    },
+    /// The kernel oopsed (under multi-threaded TCG, `Oops: int3` is a known emulator race).
+    KernelOops {
+        /// The oops line from the console.
+        line: String,
+    },
+    /// The engine reported a KVM internal error.
+    KvmInternalError {
+        /// The engine's report, with registers.
+        detail: String,
+    },
+    /// Guest init did not report within the boot timeout.
+    BootTimeout {
+        /// How long was waited.
+        after: Duration,
+    },
+    /// The engine exited with an error of its own.
+    EngineError {
+        /// Its stderr.
+        detail: String,
+    },
+    /// Guest init failed.
+    InitError {
+        /// Its message.
+        message: String,
+    },
+    /// The VM ended without reporting how the command ended.
+    NoReport {
+        /// What the engine said, if anything.
+        detail: String,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command ran and ended.
+    Command(CommandExit),
+    /// The command ran past the timeout; the VM was killed, output so far was kept.
+    CommandTimedOut {
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// The guest failed after the command started.
+    GuestDied(GuestFailure),
+    /// The guest failed before the command ran, on every attempt.
+    Infrastructure(GuestFailure),
+    /// The interactive shell ended.
+    ShellEnded,
+    /// The user interrupted the run.
+    Interrupted,
+}
+
+/// One attempt that failed before the command ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedAttempt {
+    /// What happened.
+    pub failure: GuestFailure,
+    /// Its console log.
+    pub console_log: PathBuf,
+}
+
+/// Everything known about a finished run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Engine used and why.
+    pub engine: EngineChoice,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Attempts before the last that died before the command ran.
+    pub retried: Vec<FailedAttempt>,
+    /// The last attempt's console log (COM1).
+    pub console_log: PathBuf,
+    /// Guest init's hello, if it came.
+    pub hello: Option<Hello>,
+    /// Launch of the engine to guest init's hello (last attempt).
+    pub launch_to_init: Option<Duration>,
+    /// Launch to the end of the VM (last attempt).
+    pub launch_to_end: Duration,
+    /// Messages from guest init (failed optional mounts and the like).
+    pub guest_log: Vec<String>,
+    /// Damage seen on the COM2 channel (garbage, CRC failures, gaps, truncation).
+    pub channel_issues: Vec<String>,
+    /// The last lines of the console when the guest failed.
+    pub console_tail: Vec<String>,
+}
+
+impl RunReport {
+    /// The exit status `ktstr exec` returns: the command's, 128+signal, 124 on timeout,
+    /// 125 when the guest failed, 130 when interrupted.
+    pub fn exit_code(&self) -> i32 {
+        match &self.outcome {
+            Outcome::Command(e) => match (e.code, e.signal) {
+                (Some(c), _) => c,
+                (None, Some(s)) => 128 + s,
+                (None, None) => 125,
+            },
+            Outcome::CommandTimedOut { .. } => 124,
+            Outcome::GuestDied(_) | Outcome::Infrastructure(_) => 125,
+            Outcome::ShellEnded => 0,
+            Outcome::Interrupted => 130,
+        }
+    }
+}
+
+/// Checks the kernel's config for what a run needs; unknown configs pass with a warning from the caller.
+pub fn check_kernel(kernel: &Kernel, topology: &Topology) -> Result<(), KtstrError> {
+    let Some(config) = kernel.config_text() else {
+        return Ok(());
+    };
+    let mut required: Vec<&str> = EXEC_REQUIRED.to_vec();
+    if topology.numa_nodes > 1 {
+        required.extend(["NUMA", "ACPI_NUMA"]);
+    }
+    let missing = check_config(&config, &required);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(KtstrError::KernelConfig {
+            kernel: kernel.name.clone(),
+            missing,
+        })
+    }
+}
+
+/// The cached base initramfs for `opts`, built if needed.
+pub fn base_initramfs(opts: &RunOptions) -> Result<PathBuf, KtstrError> {
+    let spec = InitramfsSpec {
+        init: opts.init_binary.clone(),
+        busybox: opts.busybox.clone(),
+        include_files: opts.include_files.clone(),
+        modules: Vec::new(),
+    };
+    let dir = cache_root().join("initramfs");
+    std::fs::create_dir_all(&dir).map_err(|e| KtstrError::io(&dir, e))?;
+    let path = dir.join(format!("{}.cpio", base_cache_key(&spec)));
+    if !path.is_file() {
+        let tmp = dir.join(format!(
+            "{}.{}.cpio",
+            base_cache_key(&spec),
+            std::process::id()
+        ));
+        build_base(&spec, &tmp)?;
+        std::fs::rename(&tmp, &path).map_err(|e| KtstrError::io(&path, e))?;
+    }
+    Ok(path)
+}
+
+/// Boots, runs `mode`, retries infrastructure failures, and reports.
+pub fn run(
+    opts: &RunOptions,
+    mode: &Mode,
+    output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
+) -> Result<RunReport, KtstrError> {
+    check_kernel(&opts.kernel, &opts.topology)?;
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let engine = choose_engine(
+        opts.accel,
+        opts.tcg_threads,
+        &opts.topology,
+        &host_kvm(),
+        host_cpus,
+    )?;
+    let base = base_initramfs(opts)?;
+    let job = Job {
+        mode: match mode {
+            Mode::Exec(argv) => JobMode::Exec { argv: argv.clone() },
+            Mode::Shell => JobMode::Shell,
+        },
+        modules: Vec::new(),
+    };
+    let run_dir = RunDir::new()?;
+    let initramfs = run_dir.path.join("initramfs.cpio");
+    write_run_initramfs(&base, &job, &initramfs)?;
+    let initramfs_mib = std::fs::metadata(&initramfs)
+        .map(|m| m.len() >> 20)
+        .unwrap_or(0);
+    let memory_mib = opts.memory_mib.unwrap_or_else(|| {
+        (u64::from(opts.topology.total_cpus()) * 64)
+            .max(256)
+            .max(128 + 3 * initramfs_mib)
+    });
+    let mut retried = Vec::new();
+    let attempts = opts.max_attempts.max(1);
+    for attempt in 1..=attempts {
+        let console_log = console_log_path()?;
+        let cfg = VmConfig::new(
+            opts.kernel.boot_image.clone(),
+            initramfs.clone(),
+            opts.topology,
+        )
+        .memory_mib(memory_mib)
+        .cmdline(format!("rdinit=/init quiet {}", opts.extra_cmdline))
+        .console_log(console_log.clone())
+        .app_channel(match mode {
+            Mode::Exec(_) => AppChannel::Pipe,
+            Mode::Shell => AppChannel::Terminal,
+        });
+        let mut report = attempt_once(&cfg, &engine, opts, mode, output, cancel)?;
+        report.retried = std::mem::take(&mut retried);
+        match &report.outcome {
+            Outcome::Infrastructure(f) if attempt < attempts && !cancel.load(Ordering::SeqCst) => {
+                retried = report.retried;
+                retried.push(FailedAttempt {
+                    failure: f.clone(),
+                    console_log,
+                });
+            }
+            _ => return Ok(report),
+        }
+    }
+    Err(KtstrError::Internal(
+        "retry loop ended without a report".into(),
+    ))
+}
+
+fn attempt_once(
+    cfg: &VmConfig,
+    engine: &EngineChoice,
+    opts: &RunOptions,
+    mode: &Mode,
+    output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
+) -> Result<RunReport, KtstrError> {
+    let launch = Instant::now();
+    let mut vm = Vm::start(cfg, engine.engine)?;
+    let mut report = RunReport {
+        engine: engine.clone(),
+        outcome: Outcome::Interrupted,
+        retried: Vec::new(),
+        console_log: cfg.console_log.clone(),
+        hello: None,
+        launch_to_init: None,
+        launch_to_end: Duration::ZERO,
+        guest_log: Vec::new(),
+        channel_issues: Vec::new(),
+        console_tail: Vec::new(),
+    };
+    let (tx, rx) = mpsc::channel::<Event>();
+    let reader = vm.take_app_channel().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut dec = Decoder::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        for ev in dec.push(&buf[..n]) {
+                            if tx.send(ev).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(ev) = dec.finish() {
+                let _ = tx.send(ev);
+            }
+        })
+    });
+    let boot_deadline = launch + opts.boot_timeout.min(opts.timeout);
+    let run_deadline = launch + opts.timeout;
+    let mut exit: Option<CommandExit> = None;
+    let mut init_error: Option<String> = None;
+    let mut vm_exit: Option<VmExit> = None;
+    let mut timed_out = false;
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            vm.kill();
+            report.outcome = Outcome::Interrupted;
+            report.launch_to_end = launch.elapsed();
+            return Ok(report);
+        }
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(ev) => {
+                handle_event(ev, &mut report, &mut exit, &mut init_error, output, launch);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if let Some(e) = vm.try_wait()? {
+            vm_exit = Some(e);
+            break;
+        }
+        let deadline = match mode {
+            Mode::Shell => None,
+            Mode::Exec(_) if report.hello.is_none() => Some(boot_deadline),
+            Mode::Exec(_) => Some(run_deadline),
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            vm.kill();
+            timed_out = true;
+            break;
+        }
+    }
+    // The engine is gone: collect what the reader still had.
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    while let Ok(ev) = rx.try_recv() {
+        handle_event(ev, &mut report, &mut exit, &mut init_error, output, launch);
+    }
+    report.launch_to_end = launch.elapsed();
+    let console = std::fs::read_to_string(&cfg.console_log).unwrap_or_default();
+    let engine_stderr = match &vm_exit {
+        Some(VmExit::Exited { engine_stderr, .. }) => engine_stderr.clone(),
+        _ => String::new(),
+    };
+    let started = report.hello.is_some();
+    report.outcome = if let Some(e) = exit {
+        Outcome::Command(e)
+    } else if matches!(mode, Mode::Shell)
+        && !timed_out
+        && classify_console(&console, &engine_stderr).is_none()
+    {
+        Outcome::ShellEnded
+    } else {
+        let failure = if let Some(message) = init_error {
+            GuestFailure::InitError { message }
+        } else if let Some(f) = classify_console(&console, &engine_stderr) {
+            f
+        } else if timed_out && !started {
+            GuestFailure::BootTimeout {
+                after: opts.boot_timeout.min(opts.timeout),
+            }
+        } else if matches!(&vm_exit, Some(VmExit::Exited { code: Some(c), .. }) if *c != 0) {
+            GuestFailure::EngineError {
+                detail: engine_stderr.trim().to_string(),
+            }
+        } else {
+            GuestFailure::NoReport {
+                detail: engine_stderr.trim().to_string(),
+            }
+        };
+        if timed_out && started {
+            Outcome::CommandTimedOut {
+                after: opts.timeout,
+            }
+        } else if started {
+            // An int3 oops under multi-threaded TCG is the emulator's fault, not the command's.
+            let tcg_race = matches!(&failure, GuestFailure::KernelOops { line } if line.contains("int3"))
+                && matches!(engine.engine, ktstr_vmm::Engine::QemuTcg(TcgThreads::Multi));
+            if tcg_race {
+                Outcome::Infrastructure(failure)
+            } else {
+                Outcome::GuestDied(failure)
+            }
+        } else {
+            Outcome::Infrastructure(failure)
+        }
+    };
+    if !matches!(report.outcome, Outcome::Command(_) | Outcome::ShellEnded) {
+        report.console_tail = console
+            .lines()
+            .rev()
+            .take(25)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(str::to_string)
+            .collect();
+    }
+    Ok(report)
+}
+
+fn handle_event(
+    ev: Event,
+    report: &mut RunReport,
+    exit: &mut Option<CommandExit>,
+    init_error: &mut Option<String>,
+    output: &mut dyn FnMut(Stream, &[u8]),
+    launch: Instant,
+) {
+    match ev {
+        Event::Frame(f) => match f.kind {
+            FrameKind::Hello => {
+                report.launch_to_init = Some(launch.elapsed());
+                match serde_json::from_slice::<Hello>(&f.payload) {
+                    Ok(h) => report.hello = Some(h),
+                    Err(e) => report.channel_issues.push(format!("unreadable hello: {e}")),
+                }
+            }
+            FrameKind::Stdout => output(Stream::Stdout, &f.payload),
+            FrameKind::Stderr => output(Stream::Stderr, &f.payload),
+            FrameKind::Exit => match serde_json::from_slice::<CommandExit>(&f.payload) {
+                Ok(e) => *exit = Some(e),
+                Err(e) => report
+                    .channel_issues
+                    .push(format!("unreadable exit report: {e}")),
+            },
+            FrameKind::Log => report
+                .guest_log
+                .push(String::from_utf8_lossy(&f.payload).into_owned()),
+            FrameKind::InitError => {
+                *init_error = Some(String::from_utf8_lossy(&f.payload).into_owned())
+            }
+        },
+        Event::Garbage { bytes } => report
+            .channel_issues
+            .push(format!("{bytes} bytes of garbage on COM2")),
+        Event::Corrupt { reason } => report
+            .channel_issues
+            .push(format!("corrupt frame: {reason}")),
+        Event::Gap { expected, got } => report
+            .channel_issues
+            .push(format!("frames lost: expected #{expected}, got #{got}")),
+        Event::Truncated { have, need } => report
+            .channel_issues
+            .push(format!("truncated frame: {have} of {need} bytes arrived")),
+    }
+}
+
+/// Finds why a guest died in its console and the engine's stderr.
+pub fn classify_console(console: &str, engine_stderr: &str) -> Option<GuestFailure> {
+    if engine_stderr.contains("KVM internal error") || engine_stderr.contains("emulation failure") {
+        return Some(GuestFailure::KvmInternalError {
+            detail: engine_stderr.trim().to_string(),
+        });
+    }
+    let find = |pat: &str| {
+        console
+            .lines()
+            .find(|l| l.contains(pat))
+            .map(|l| l.trim().to_string())
+    };
+    if let Some(line) = find("Kernel panic - not syncing") {
+        return Some(GuestFailure::KernelPanic { line });
+    }
+    if let Some(line) = find("Oops:").or_else(|| find("BUG: unable to handle")) {
+        return Some(GuestFailure::KernelOops { line });
+    }
+    None
+}
+
+/// A temporary directory removed when dropped (also on error paths).
+struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    fn new() -> Result<RunDir, KtstrError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ktstr-run-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).map_err(|e| KtstrError::io(&path, e))?;
+        Ok(RunDir { path })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A fresh console log path under the cache's `runs/`, keeping the newest 50 logs.
+fn console_log_path() -> Result<PathBuf, KtstrError> {
+    let dir = cache_root().join("runs");
+    std::fs::create_dir_all(&dir).map_err(|e| KtstrError::io(&dir, e))?;
+    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+        .map_err(|e| KtstrError::io(&dir, e))?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if logs.len() > 50 {
+        logs.sort();
+        for (_, p) in &logs[..logs.len() - 50] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Ok(dir.join(format!(
+        "console-{now}-{}-{}.log",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_classification() {
+        let panic = "[ 1.0] foo\n[ 2.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
+        assert!(
+            matches!(classify_console(panic, ""), Some(GuestFailure::KernelPanic { line }) if line.contains("VFS"))
+        );
+        let oops = "[ 0.5] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n";
+        assert!(
+            matches!(classify_console(oops, ""), Some(GuestFailure::KernelOops { line }) if line.contains("int3"))
+        );
+        assert!(matches!(
+            classify_console("", "KVM internal error. Suberror: 1\nRAX=0"),
+            Some(GuestFailure::KvmInternalError { .. })
+        ));
+        assert_eq!(classify_console("[ 1.0] all fine\n", ""), None);
+    }
+
+    fn report(outcome: Outcome) -> RunReport {
+        RunReport {
+            engine: EngineChoice {
+                engine: ktstr_vmm::Engine::QemuTcg(TcgThreads::Single),
+                reason: String::new(),
+            },
+            outcome,
+            retried: vec![],
+            console_log: PathBuf::new(),
+            hello: None,
+            launch_to_init: None,
+            launch_to_end: Duration::ZERO,
+            guest_log: vec![],
+            channel_issues: vec![],
+            console_tail: vec![],
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        let cmd = |code, signal| {
+            report(Outcome::Command(CommandExit {
+                code,
+                signal,
+                runtime_ms: 1,
+            }))
+            .exit_code()
+        };
+        assert_eq!(cmd(Some(3), None), 3);
+        assert_eq!(cmd(None, Some(9)), 137);
+        assert_eq!(
+            report(Outcome::CommandTimedOut {
+                after: Duration::ZERO
+            })
+            .exit_code(),
+            124
+        );
+        assert_eq!(
+            report(Outcome::Infrastructure(GuestFailure::BootTimeout {
+                after: Duration::ZERO
+            }))
+            .exit_code(),
+            125
+        );
+        assert_eq!(report(Outcome::Interrupted).exit_code(), 130);
+    }
+}
