@@ -1,0 +1,394 @@
+//! VM tests: boot the real kernel under the engine `auto` picks (QEMU TCG on
+//! hosts without hardware KVM) and check what the guest reports.
+//!
+//! They need QEMU and a cached kernel (`scripts/setup`). Without them each test
+//! prints why it skipped, unless `KTSTR_REQUIRE_VM=1` (set by `.ci/run`), which
+//! turns a missing prerequisite into a failure. VMs run one at a time (a lock
+//! file), so the suite stays fast and steady on a 2-CPU host.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KTSTR: &str = env!("CARGO_BIN_EXE_ktstr");
+
+/// Holds the VM lock while a test runs.
+struct VmSlot {
+    _lock: File,
+}
+
+/// Returns `None` (after saying why) when VM tests cannot run here.
+fn vm_slot() -> Option<VmSlot> {
+    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
+    let why = if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        Some("qemu-system-x86_64 is not installed")
+    } else if !has_kernel() {
+        Some("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        assert!(!required, "KTSTR_REQUIRE_VM=1 but {why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let path = std::env::temp_dir().join("ktstr-vm-tests.lock");
+    let lock = File::create(&path).expect("lock file");
+    // SAFETY: flock on a file we own; blocks until the other VM test finishes.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock failed");
+    Some(VmSlot { _lock: lock })
+}
+
+fn has_kernel() -> bool {
+    if std::env::var_os("KTSTR_KERNEL").is_some() {
+        return true;
+    }
+    Command::new(KTSTR)
+        .args(["kernel", "list", "--json"])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"release\""))
+        .unwrap_or(false)
+}
+
+fn ktstr(args: &[&str]) -> Output {
+    Command::new(KTSTR)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ktstr")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Reads the guest's own view of its topology, one `key value` line per fact.
+const TOPOLOGY_SCRIPT: &str = r#"
+for c in /sys/devices/system/cpu/cpu[0-9]*; do
+  n=${c##*cpu}
+  echo "llc$n $(cat $c/cache/index3/shared_cpu_list)"
+  echo "smt$n $(cat $c/topology/thread_siblings_list)"
+done
+for n in /sys/devices/system/node/node[0-9]*; do echo "node${n##*node} $(cat $n/cpulist)"; done
+echo "online $(cat /sys/devices/system/cpu/online)"
+"#;
+
+fn check_topology(spec: &str) {
+    let Some(_slot) = vm_slot() else { return };
+    let topo: ktstr::Topology = spec.parse().unwrap();
+    let out = ktstr(&[
+        "exec",
+        "--topology",
+        spec,
+        "--",
+        "sh",
+        "-c",
+        TOPOLOGY_SCRIPT,
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ktstr failed: {}\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    let facts: std::collections::BTreeMap<&str, &str> =
+        stdout.lines().filter_map(|l| l.split_once(' ')).collect();
+    let want = topo.expected();
+    let last = topo.total_cpus() - 1;
+    assert_eq!(
+        facts.get("online").copied(),
+        Some(format!("0-{last}").as_str())
+            .filter(|_| last > 0)
+            .or(Some("0")),
+        "{stdout}"
+    );
+    for (cpu, llc) in want.llc_shared_cpu_lists.iter().enumerate() {
+        assert_eq!(
+            facts.get(format!("llc{cpu}").as_str()).copied(),
+            Some(llc.as_str()),
+            "LLC of cpu{cpu} for {spec}:\n{stdout}"
+        );
+    }
+    for (cpu, smt) in want.thread_siblings_lists.iter().enumerate() {
+        assert_eq!(
+            facts.get(format!("smt{cpu}").as_str()).copied(),
+            Some(smt.as_str()),
+            "SMT siblings of cpu{cpu} for {spec}:\n{stdout}"
+        );
+    }
+    for (node, cpus) in want.node_cpulists.iter().enumerate() {
+        assert_eq!(
+            facts.get(format!("node{node}").as_str()).copied(),
+            Some(cpus.as_str()),
+            "node{node} for {spec}:\n{stdout}"
+        );
+    }
+    let nodes = facts.keys().filter(|k| k.starts_with("node")).count();
+    assert_eq!(nodes as u32, topo.numa_nodes, "{stdout}");
+}
+
+#[test]
+fn vm_topology_default_two_cores() {
+    check_topology("1,1,2,1");
+}
+
+#[test]
+fn vm_topology_two_llcs_with_smt() {
+    check_topology("1,2,2,2");
+}
+
+#[test]
+fn vm_topology_two_numa_nodes() {
+    check_topology("2,2,1,1");
+}
+
+#[test]
+fn vm_exec_streams_output_and_exit_status() {
+    let Some(_slot) = vm_slot() else { return };
+    let out = ktstr(&[
+        "exec", "--", "sh", "-c",
+        "echo out-line; echo err-line >&2; test -d /sys/fs/cgroup/cgroup.procs || test -f /sys/fs/cgroup/cgroup.procs; \
+         grep -q ' /sys/fs/bpf ' /proc/mounts && grep -q ' /sys/kernel/tracing ' /proc/mounts && echo mounts-ok; \
+         cat /sys/kernel/sched_ext/state; exit 7",
+    ]);
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "stdout:\n{o}\nstderr:\n{e}");
+    assert!(o.contains("out-line\n") && !o.contains("err-line"), "{o}");
+    assert!(e.contains("err-line"), "{e}");
+    assert!(o.contains("mounts-ok"), "{o}");
+    assert!(
+        o.contains("disabled"),
+        "sched_ext state should be readable: {o}"
+    );
+    assert!(
+        e.contains("engine qemu/"),
+        "the engine and mode are named: {e}"
+    );
+}
+
+#[test]
+fn vm_large_output_arrives_intact() {
+    let Some(_slot) = vm_slot() else { return };
+    // 200 KB through COM2: frames are split and must reassemble in order.
+    let out = ktstr(&["exec", "--", "sh", "-c", "seq 1 30000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    let nums: Vec<u32> = o.lines().map(|l| l.parse().expect("a number")).collect();
+    assert_eq!(nums, (1..=30000).collect::<Vec<_>>());
+    assert!(
+        !text(&out.stderr).contains("COM2 channel"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn vm_include_files_and_signal_status() {
+    let Some(_slot) = vm_slot() else { return };
+    let dir = std::env::temp_dir().join(format!("ktstr-inc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "included!\n").unwrap();
+    let inc = dir.display().to_string();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let script = format!("cat /include-files/{name}/hello.txt; kill -9 $$");
+    let out = ktstr(&["exec", "-i", &inc, "--", "sh", "-c", &script]);
+    assert!(
+        text(&out.stdout).contains("included!"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 9),
+        "killed by SIGKILL maps to 137"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vm_shell_exec_runs_a_command() {
+    let Some(_slot) = vm_slot() else { return };
+    let out = ktstr(&["shell", "--topology", "1,1,1,1", "--exec", "nproc; echo $0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().next(), Some("1"));
+}
+
+#[test]
+fn vm_kernel_panic_during_command_is_reported() {
+    let Some(_slot) = vm_slot() else { return };
+    let out = ktstr(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo before-panic; sleep 1; echo c > /proc/sysrq-trigger; sleep 5",
+    ]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    assert!(text(&out.stdout).contains("before-panic"));
+    assert!(e.contains("guest kernel died while the command ran"), "{e}");
+    assert!(
+        e.contains("Kernel panic") || e.contains("Oops"),
+        "console tail is shown: {e}"
+    );
+    assert!(e.contains("last console lines"), "{e}");
+}
+
+#[test]
+fn vm_timeout_kills_the_vm_and_keeps_partial_output() {
+    let Some(_slot) = vm_slot() else { return };
+    let start = Instant::now();
+    let out = ktstr(&[
+        "exec",
+        "--timeout",
+        "20",
+        "--",
+        "sh",
+        "-c",
+        "echo partial; sleep 600",
+    ]);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("partial"));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn vm_guest_dying_before_the_command_is_an_infrastructure_failure() {
+    let Some(_slot) = vm_slot() else { return };
+    // No init at that path: the kernel panics before any command can run.
+    let out = ktstr(&[
+        "exec",
+        "--attempts",
+        "2",
+        "--cmdline",
+        "rdinit=/no/such/init",
+        "--",
+        "true",
+    ]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    assert!(e.contains("infrastructure failure"), "{e}");
+    assert!(e.contains("(2 attempt(s))"), "retried once: {e}");
+    assert!(
+        e.contains("retried: guest died before the command ran"),
+        "{e}"
+    );
+    assert!(e.contains("Kernel panic"), "{e}");
+}
+
+#[test]
+fn vm_ctrl_c_stops_the_vm_and_removes_its_files() {
+    let Some(_slot) = vm_slot() else { return };
+    let shm_before = ram_files();
+    let mut child = Command::new(KTSTR)
+        .args(["exec", "--", "sh", "-c", "echo running; sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the command is running (the guest printed), then interrupt.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"running\n");
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let leaked: Vec<PathBuf> = ram_files()
+        .into_iter()
+        .filter(|p| !shm_before.contains(p))
+        .collect();
+    assert!(leaked.is_empty(), "guest RAM files left behind: {leaked:?}");
+    let run_dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("ktstr-run-{pid}-"))
+        })
+        .collect();
+    assert!(run_dirs.is_empty(), "run directories left behind");
+}
+
+fn ram_files() -> Vec<PathBuf> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("ktstr-ram-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn missing_kernel_is_a_clear_error() {
+    let out = ktstr(&["exec", "--kernel", "/no/such/vmlinux", "--", "true"]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(e.contains("kernel `/no/such/vmlinux` not found"), "{e}");
+}
+
+#[test]
+fn kernel_lacking_config_is_refused_with_the_list() {
+    let dir = std::env::temp_dir().join(format!("ktstr-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Any ELF stands in for the image: the config check refuses it before booting.
+    std::fs::copy(KTSTR, dir.join("vmlinux")).unwrap();
+    std::fs::write(
+        dir.join("config"),
+        "CONFIG_BLK_DEV_INITRD=y\nCONFIG_DEVTMPFS=m\n",
+    )
+    .unwrap();
+    let k = dir.join("vmlinux").display().to_string();
+    let out = ktstr(&["exec", "--kernel", &k, "--", "true"]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    assert!(e.contains("CONFIG_DEVTMPFS (=m, must be =y)"), "{e}");
+    assert!(e.contains("CONFIG_SERIAL_8250_CONSOLE (not set)"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_qemu_says_what_to_install() {
+    if !has_kernel() {
+        eprintln!("skipped: no kernel cached");
+        return;
+    }
+    let out = Command::new(KTSTR)
+        .args(["exec", "--accel", "tcg", "--", "true"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    assert!(e.contains("apt-get install -y qemu-system-x86"), "{e}");
+}
