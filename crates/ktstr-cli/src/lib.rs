@@ -121,6 +121,9 @@ struct VmArgs {
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Kernel module to load in the guest before the command (its dependencies come along).
+    #[arg(short = 'm', long = "module")]
+    modules: Vec<String>,
     /// Print the guest kernel console (COM1) after the run.
     #[arg(long)]
     dmesg: bool,
@@ -327,6 +330,7 @@ fn run_vm(a: &VmArgs, mode: Mode, timeout: Duration) -> Result<i32> {
     opts.max_attempts = a.attempts;
     opts.include_files = a.include_files.clone();
     opts.extra_cmdline = a.cmdline.clone();
+    opts.modules = a.modules.clone();
 
     let cancel = Arc::new(AtomicBool::new(false));
     {

@@ -392,3 +392,25 @@ fn missing_qemu_says_what_to_install() {
     assert_eq!(out.status.code(), Some(125), "{e}");
     assert!(e.contains("apt-get install -y qemu-system-x86"), "{e}");
 }
+
+#[test]
+fn vm_modules_load_with_their_dependencies() {
+    let Some(_slot) = vm_slot() else { return };
+    let out = ktstr(&[
+        "exec", "--module", "virtio-net", "--", "sh", "-c",
+        "for m in failover net_failover virtio_net; do test -d /sys/module/$m && echo loaded-$m; done",
+    ]);
+    let o = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        o,
+        "loaded-failover\nloaded-net_failover\nloaded-virtio_net\n"
+    );
+    let bad = ktstr(&["exec", "--module", "no_such_module_x", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(
+        text(&bad.stderr).contains("no_such_module_x"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -65,6 +65,16 @@ pub enum KtstrError {
         /// What went wrong.
         detail: String,
     },
+    /// A kernel module asked for cannot be provided.
+    #[error("module {module} for kernel {kernel}: {hint}")]
+    ModuleMissing {
+        /// The module.
+        module: String,
+        /// The kernel.
+        kernel: String,
+        /// Why.
+        hint: String,
+    },
     /// A required host tool is missing.
     #[error("`{tool}` not found: {hint}")]
     ToolMissing {

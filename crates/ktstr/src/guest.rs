@@ -112,6 +112,18 @@ pub fn init_main() -> ! {
         power_off();
     }));
     let mount_errors = mount_filesystems();
+    let job = read_job();
+    if let Ok(Job {
+        mode: JobMode::Shell,
+        modules,
+    }) = &job
+    {
+        // The shell owns COM2 as a terminal: no frames, plain text only.
+        if let Err(e) = load_modules(modules).and_then(|()| shell(&mount_errors)) {
+            eprintln!("ktstr init: {e}");
+        }
+        power_off();
+    }
     match open_app_channel() {
         Ok(tty) => {
             if let Ok(mut g) = CHANNEL.lock() {
@@ -136,27 +148,34 @@ pub fn init_main() -> ! {
     for e in mount_errors {
         log(&e);
     }
-    match run_job() {
-        Ok(()) => {}
-        Err(e) => send(FrameKind::InitError, e.as_bytes()),
+    let result = job.and_then(|job| {
+        load_modules(&job.modules)?;
+        match &job.mode {
+            JobMode::Exec { argv } => exec(argv),
+            JobMode::Shell => Ok(()),
+        }
+    });
+    if let Err(e) = result {
+        send(FrameKind::InitError, e.as_bytes());
     }
     power_off()
 }
 
-fn run_job() -> Result<(), String> {
+fn read_job() -> Result<Job, String> {
     let text = std::fs::read_to_string(JOB_PATH).map_err(|e| format!("reading {JOB_PATH}: {e}"))?;
     let job: Job = serde_json::from_str(&text).map_err(|e| format!("parsing {JOB_PATH}: {e}"))?;
-    for m in &job.modules {
-        load_module(&Path::new(MODULE_DIR).join(m))?;
-    }
     std::env::set_var("PATH", GUEST_PATH);
     std::env::set_var("HOME", "/root");
     std::env::set_var("TERM", "linux");
     let _ = std::fs::create_dir_all("/root");
-    match job.mode {
-        JobMode::Exec { argv } => exec(&argv),
-        JobMode::Shell => shell(),
+    Ok(job)
+}
+
+fn load_modules(modules: &[String]) -> Result<(), String> {
+    for m in modules {
+        load_module(&Path::new(MODULE_DIR).join(m))?;
     }
+    Ok(())
 }
 
 fn exec(argv: &[String]) -> Result<(), String> {
@@ -235,7 +254,7 @@ fn pump(
     })
 }
 
-fn shell() -> Result<(), String> {
+fn shell(mount_errors: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let tty = |what| {
         std::fs::OpenOptions::new()
@@ -246,6 +265,9 @@ fn shell() -> Result<(), String> {
     };
     let (stdin, stdout, stderr) = (tty("stdin")?, tty("stdout")?, tty("stderr")?);
     set_sane_tty(&stdin);
+    for e in mount_errors {
+        let _ = writeln!(&stdout, "ktstr init: {e}\r");
+    }
     let _ = writeln!(
         &stdout,
         "ktstr shell: {} CPUs, kernel {}; files from --include-files are in {INCLUDE_DIR}; `exit` powers off.\r",

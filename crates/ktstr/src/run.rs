@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub busybox: Option<PathBuf>,
     /// Extra kernel command line.
     pub extra_cmdline: String,
+    /// Kernel modules to load before the command (dependencies are added).
+    pub modules: Vec<String>,
 }
 
 impl RunOptions {
@@ -78,6 +80,7 @@ impl RunOptions {
                 .map(PathBuf::from)
                 .find(|p| p.is_file()),
             extra_cmdline: String::new(),
+            modules: Vec::new(),
         })
     }
 }
@@ -233,12 +236,12 @@ pub fn check_kernel(kernel: &Kernel, topology: &Topology) -> Result<(), KtstrErr
 }
 
 /// The cached base initramfs for `opts`, built if needed.
-pub fn base_initramfs(opts: &RunOptions) -> Result<PathBuf, KtstrError> {
+pub fn base_initramfs(opts: &RunOptions, modules: Vec<PathBuf>) -> Result<PathBuf, KtstrError> {
     let spec = InitramfsSpec {
         init: opts.init_binary.clone(),
         busybox: opts.busybox.clone(),
         include_files: opts.include_files.clone(),
-        modules: Vec::new(),
+        modules,
     };
     let dir = cache_root().join("initramfs");
     std::fs::create_dir_all(&dir).map_err(|e| KtstrError::io(&dir, e))?;
@@ -273,13 +276,18 @@ pub fn run(
         &host_kvm(),
         host_cpus,
     )?;
-    let base = base_initramfs(opts)?;
+    let modules = crate::kernel::resolve_modules(&opts.kernel, &opts.modules)?;
+    let module_names = modules
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let base = base_initramfs(opts, modules)?;
     let job = Job {
         mode: match mode {
             Mode::Exec(argv) => JobMode::Exec { argv: argv.clone() },
             Mode::Shell => JobMode::Shell,
         },
-        modules: Vec::new(),
+        modules: module_names,
     };
     let run_dir = RunDir::new()?;
     let initramfs = run_dir.path.join("initramfs.cpio");

@@ -6,12 +6,14 @@ mod cache;
 mod config;
 mod fetch;
 mod image;
+mod modules;
 
 pub use build::{build, BuildOptions, ConfigBase};
 pub use cache::{cache_root, kernels_dir, list, CachedKernel, Kernel, KernelMeta, KernelSource};
 pub use config::{check_config, parse_config, ConfigValue, EXEC_REQUIRED, KTSTR_KCONFIG};
 pub use fetch::{debian_mirror, fetch, linux_source, newest_package, FetchOptions};
 pub use image::{extract_vmlinux, has_btf, image_kind, ImageKind};
+pub use modules::{modinfo, resolve_modules};
 
 use std::path::Path;
 
