@@ -37,6 +37,24 @@ enum Command {
     Exec(ExecArgs),
     /// Boot a kernel and open an interactive shell (or run --exec CMD).
     Shell(ShellArgs),
+    /// BPF verifier log tools.
+    Verifier {
+        #[command(subcommand)]
+        command: VerifierCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VerifierCommand {
+    /// Print a verifier log with its repeated loop iterations folded.
+    Collapse {
+        /// The log file, or - for standard input.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+        /// Print the folding summary on stderr.
+        #[arg(long)]
+        stats: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +195,9 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Kernel { command } => kernel_command(command),
+        Command::Verifier {
+            command: VerifierCommand::Collapse { file, stats },
+        } => verifier_collapse(&file, stats),
         Command::Exec(a) => {
             let timeout = Duration::from_secs(a.timeout);
             run_vm(&a.vm, Mode::Exec(a.cmd), timeout)
@@ -190,6 +211,27 @@ fn dispatch(cli: Cli) -> Result<i32> {
             None => run_vm(&a.vm, Mode::Shell, Duration::from_secs(u64::MAX / 4)),
         },
     }
+}
+
+fn verifier_collapse(file: &std::path::Path, stats: bool) -> Result<i32> {
+    let stdout = std::io::stdout();
+    let out = std::io::BufWriter::new(stdout.lock());
+    let summary = if file == std::path::Path::new("-") {
+        ktstr_verifier::collapse_to_writer(std::io::stdin().lock(), out)?
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        ktstr_verifier::collapse_to_writer(std::io::BufReader::new(f), out)?
+    };
+    if stats {
+        progress(&format!(
+            "{} lines in, {} out ({:.1}x), {} folds",
+            summary.lines_in,
+            summary.lines_out,
+            summary.ratio(),
+            summary.folds
+        ));
+    }
+    Ok(0)
 }
 
 fn progress(msg: &str) {

@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 
 use super::cache::{cache_root, kernels_dir, Kernel, KernelMeta, KernelSource, META_FILE};
 use super::config::{parse_config, ConfigValue, EXEC_REQUIRED, KTSTR_KCONFIG};
-use super::image::has_btf;
 use crate::KtstrError;
 
 /// The config the fragment is merged onto.
@@ -151,23 +150,11 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Kern
     let release = make_capture(&src, &[&o, "-s", "kernelrelease"])
         .map(|s| s.trim().to_string())
         .unwrap_or(version);
-    let meta = KernelMeta {
-        name: name.clone(),
-        release,
-        source: KernelSource::Built {
-            source: src.clone(),
-            config_hash,
-        },
-        sched_ext: parse_config(&final_config).get("SCHED_CLASS_EXT") == Some(&ConfigValue::Yes),
-        btf: has_btf(&work.join("vmlinux")),
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+    let source = KernelSource::Built {
+        source: src.clone(),
+        config_hash,
     };
-    let json =
-        serde_json::to_string_pretty(&meta).map_err(|e| KtstrError::Internal(e.to_string()))?;
-    std::fs::write(work.join(META_FILE), json).map_err(|e| KtstrError::io(&work, e))?;
+    KernelMeta::describe(&name, &release, source, &work).write(&work)?;
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&work, &dest).map_err(|e| KtstrError::io(&dest, e))?;
     progress(&format!("cached kernel {name} in {}", dest.display()));

@@ -48,6 +48,32 @@ pub struct KernelMeta {
     pub created_unix: u64,
 }
 
+impl KernelMeta {
+    /// Metadata for the kernel files in `dir` (its `config` and `vmlinux`), stamped now.
+    pub fn describe(name: &str, release: &str, source: KernelSource, dir: &Path) -> KernelMeta {
+        let config = std::fs::read_to_string(dir.join("config")).unwrap_or_default();
+        KernelMeta {
+            name: name.to_string(),
+            release: release.to_string(),
+            source,
+            sched_ext: parse_config(&config).get("SCHED_CLASS_EXT") == Some(&ConfigValue::Yes),
+            btf: super::image::has_btf(&dir.join("vmlinux")),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Writes the metadata into cache entry `dir`, which makes the entry complete.
+    pub fn write(&self, dir: &Path) -> Result<(), KtstrError> {
+        let path = dir.join(META_FILE);
+        let json =
+            serde_json::to_string_pretty(self).map_err(|e| KtstrError::Internal(e.to_string()))?;
+        std::fs::write(&path, json).map_err(|e| KtstrError::io(&path, e))
+    }
+}
+
 /// A kernel ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kernel {

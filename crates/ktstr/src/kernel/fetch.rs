@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::cache::{kernels_dir, Kernel, KernelMeta, KernelSource, META_FILE};
-use super::config::{parse_config, ConfigValue};
-use super::image::{extract_vmlinux, has_btf};
+use super::image::extract_vmlinux;
 use crate::KtstrError;
 
 /// What to fetch.
@@ -351,27 +350,13 @@ fn fetch_into(
         let p = work.join("vmlinux");
         std::fs::write(&p, elf).map_err(|e| KtstrError::io(&p, e))?;
     }
-    let config_text = std::fs::read_to_string(work.join("config")).unwrap_or_default();
-    let meta = KernelMeta {
-        name: release.to_string(),
-        release: release.to_string(),
-        source: KernelSource::Debian {
-            package: package.to_string(),
-            version: version.to_string(),
-        },
-        sched_ext: parse_config(&config_text).get("SCHED_CLASS_EXT") == Some(&ConfigValue::Yes),
-        btf: has_btf(&work.join("vmlinux")),
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
     let _ = std::fs::remove_dir_all(&debs);
     let _ = std::fs::remove_dir_all(&root);
-    let meta_path = work.join(META_FILE);
-    let json =
-        serde_json::to_string_pretty(&meta).map_err(|e| KtstrError::Internal(e.to_string()))?;
-    std::fs::write(&meta_path, json).map_err(|e| KtstrError::io(&meta_path, e))
+    let source = KernelSource::Debian {
+        package: package.to_string(),
+        version: version.to_string(),
+    };
+    KernelMeta::describe(release, release, source, work).write(work)
 }
 
 /// Debian's `linux-source-X.Y` matching the newest fetched kernel, unpacked into the cache; returns the tree.

@@ -1,0 +1,627 @@
+//! The streaming collapse pipeline: read lines, guard errors and the tail, fold, write.
+//!
+//! ```text
+//! reader -> escape + classify -> stats
+//!        -> guard (last `keep_tail` lines; marks the tail and the lines before an error unfoldable)
+//!        -> pass 1 -> pass 2 -> ... (nested loops fold in later passes)
+//!        -> writer
+//! ```
+//!
+//! Every stage holds a bounded number of lines, so memory does not grow with the input.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufWriter, Write};
+use std::mem;
+use std::sync::mpsc;
+use std::thread;
+
+use crate::cycle::{Folder, Item, PassParams};
+use crate::error::VerifierError;
+use crate::fold;
+use crate::line::LineKind;
+use crate::stats::{StatsParser, VerifierStats};
+
+/// Longest input line kept whole; the rest of a longer line is dropped with a marker.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Tuning of [`collapse_with`]; [`Default`] suits real verifier logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollapseConfig {
+    /// Longest repeated block, in lines, that can be folded (1..=65536).
+    pub max_period: usize,
+    /// Lines at the end of the log, and before every error line, that are never folded.
+    pub keep_tail: usize,
+    /// Folding passes; each later pass folds loops around loops folded earlier (1..=8).
+    pub passes: usize,
+    /// Fewest lines a fold must hide (1..).
+    pub min_fold_lines: usize,
+    /// Most note lines under one fold header (..=256).
+    pub max_notes: usize,
+}
+
+impl Default for CollapseConfig {
+    fn default() -> Self {
+        Self {
+            max_period: 2048,
+            keep_tail: 32,
+            passes: 3,
+            min_fold_lines: 4,
+            max_notes: 16,
+        }
+    }
+}
+
+impl CollapseConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), VerifierError> {
+        let bad = |field, expected| Err(VerifierError::InvalidConfig { field, expected });
+        if !(1..=65536).contains(&self.max_period) {
+            return bad("max_period", "between 1 and 65536");
+        }
+        if !(1..=8).contains(&self.passes) {
+            return bad("passes", "between 1 and 8");
+        }
+        if self.min_fold_lines == 0 {
+            return bad("min_fold_lines", "at least 1");
+        }
+        if self.max_notes > 256 {
+            return bad("max_notes", "at most 256");
+        }
+        if self.keep_tail > 1 << 20 {
+            return bad("keep_tail", "at most 1048576");
+        }
+        Ok(())
+    }
+}
+
+/// What a collapse did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollapseSummary {
+    /// Lines read.
+    pub lines_in: u64,
+    /// Lines written.
+    pub lines_out: u64,
+    /// Bytes read, newlines included.
+    pub bytes_in: u64,
+    /// Fold blocks written, over all passes.
+    pub folds: u64,
+    /// Statistics of each program whose stats the log contains, in log order.
+    pub programs: Vec<VerifierStats>,
+}
+
+impl CollapseSummary {
+    /// Lines in per line out (1.0 for an empty input).
+    pub fn ratio(&self) -> f64 {
+        if self.lines_out == 0 {
+            1.0
+        } else {
+            self.lines_in as f64 / self.lines_out as f64
+        }
+    }
+
+    /// Statistics of the last program in the log (the failing one when a load failed).
+    pub fn last_program(&self) -> Option<&VerifierStats> {
+        self.programs.last()
+    }
+}
+
+/// A collapsed log held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collapsed {
+    /// The collapsed text, one line per `\n`.
+    pub text: String,
+    /// What the collapse did.
+    pub summary: CollapseSummary,
+}
+
+impl Collapsed {
+    /// The collapsed lines.
+    pub fn lines(&self) -> std::str::Lines<'_> {
+        self.text.lines()
+    }
+}
+
+/// Push-based collapser: feed lines one at a time (e.g. from a libbpf print callback).
+pub struct Collapser<W: Write> {
+    cfg: CollapseConfig,
+    out: BufWriter<W>,
+    guard: VecDeque<Item>,
+    passes: Vec<Folder>,
+    scratch: (Vec<Item>, Vec<Item>),
+    stats: StatsParser,
+    lines_in: u64,
+    lines_out: u64,
+    bytes_in: u64,
+}
+
+impl<W: Write> std::fmt::Debug for Collapser<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collapser")
+            .field("cfg", &self.cfg)
+            .field("lines_in", &self.lines_in)
+            .field("lines_out", &self.lines_out)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> Collapser<W> {
+    /// A collapser writing to `out`.
+    pub fn new(out: W, cfg: CollapseConfig) -> Result<Self, VerifierError> {
+        cfg.validate()?;
+        let params = PassParams {
+            max_period: cfg.max_period,
+            min_fold_lines: cfg.min_fold_lines,
+            max_notes: cfg.max_notes,
+        };
+        Ok(Self {
+            cfg,
+            out: BufWriter::with_capacity(1 << 16, out),
+            guard: VecDeque::with_capacity(cfg.keep_tail + 1),
+            passes: (0..cfg.passes).map(|_| Folder::new(params)).collect(),
+            scratch: (Vec::new(), Vec::new()),
+            stats: StatsParser::new(),
+            lines_in: 0,
+            lines_out: 0,
+            bytes_in: 0,
+        })
+    }
+
+    /// Feeds one line, without its trailing newline.
+    pub fn push_line(&mut self, line: &str) -> Result<(), VerifierError> {
+        self.observe(line);
+        self.push_item(Item::new(fold::escape(line).into_owned()))
+    }
+
+    /// Counts a raw input line and feeds it to the stats parser.
+    fn observe(&mut self, line: &str) {
+        self.lines_in += 1;
+        self.bytes_in = self.bytes_in.saturating_add(line.len() as u64 + 1);
+        self.stats.observe(line);
+    }
+
+    /// Passes a classified line through the tail guard into the folding passes.
+    fn push_item(&mut self, item: Item) -> Result<(), VerifierError> {
+        if item.class.kind == LineKind::Error {
+            for it in &mut self.guard {
+                it.foldable = false;
+            }
+        }
+        self.guard.push_back(item);
+        if self.guard.len() > self.cfg.keep_tail {
+            if let Some(it) = self.guard.pop_front() {
+                self.feed(it)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::push_item`] for a batch.
+    fn push_items(&mut self, items: Vec<Item>) -> Result<(), VerifierError> {
+        for it in items {
+            self.push_item(it)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one item through every pass and writes what comes out.
+    fn feed(&mut self, item: Item) -> Result<(), VerifierError> {
+        let (a, b) = &mut self.scratch;
+        a.clear();
+        match self.passes.split_first_mut() {
+            Some((first, rest)) => {
+                first.push(item, a);
+                for pass in rest {
+                    if a.is_empty() {
+                        break;
+                    }
+                    b.clear();
+                    for it in a.drain(..) {
+                        pass.push(it, b);
+                    }
+                    mem::swap(a, b);
+                }
+            }
+            None => a.push(item),
+        }
+        if a.is_empty() {
+            return Ok(());
+        }
+        self.write_items()
+    }
+
+    fn write_items(&mut self) -> Result<(), VerifierError> {
+        let (a, _) = &mut self.scratch;
+        for it in a.drain(..) {
+            let lines = 1 + it.text.bytes().filter(|&c| c == b'\n').count() as u64;
+            let res = self
+                .out
+                .write_all(it.text.as_bytes())
+                .and_then(|()| self.out.write_all(b"\n"));
+            if let Err(source) = res {
+                return Err(VerifierError::Write {
+                    line: self.lines_out,
+                    source,
+                });
+            }
+            self.lines_out += lines;
+        }
+        Ok(())
+    }
+
+    /// Ends the input: flushes every stage and the writer.
+    pub fn finish(mut self) -> Result<CollapseSummary, VerifierError> {
+        let tail: Vec<Item> = self.guard.drain(..).collect();
+        for mut it in tail {
+            it.foldable = false;
+            self.feed(it)?;
+        }
+        let n = self.passes.len();
+        for i in 0..n {
+            let (a, b) = &mut self.scratch;
+            a.clear();
+            if let Some(p) = self.passes.get_mut(i) {
+                p.finish(a);
+            }
+            for pass in self.passes.iter_mut().skip(i + 1) {
+                b.clear();
+                for it in a.drain(..) {
+                    pass.push(it, b);
+                }
+                mem::swap(a, b);
+            }
+            self.write_items()?;
+        }
+        if let Err(source) = self.out.flush() {
+            return Err(VerifierError::Write {
+                line: self.lines_out,
+                source,
+            });
+        }
+        Ok(CollapseSummary {
+            lines_in: self.lines_in,
+            lines_out: self.lines_out,
+            bytes_in: self.bytes_in,
+            folds: self.passes.iter().map(Folder::folds).sum(),
+            programs: self.stats.finish(),
+        })
+    }
+}
+
+/// Collapses a log into memory with the default configuration.
+pub fn collapse(reader: impl BufRead) -> Result<Collapsed, VerifierError> {
+    let mut out = Vec::new();
+    let summary = collapse_with(reader, &mut out, &CollapseConfig::default())?;
+    let text = match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    Ok(Collapsed { text, summary })
+}
+
+/// Collapses a log from `input` to `out` in bounded memory, with the default configuration.
+pub fn collapse_to_writer(
+    input: impl BufRead,
+    out: impl Write,
+) -> Result<CollapseSummary, VerifierError> {
+    collapse_with(input, out, &CollapseConfig::default())
+}
+
+/// Collapses a log from `input` to `out` in bounded memory.
+pub fn collapse_with(
+    input: impl BufRead,
+    out: impl Write,
+    cfg: &CollapseConfig,
+) -> Result<CollapseSummary, VerifierError> {
+    let mut c = Collapser::new(out, *cfg)?;
+    // Classifying and hashing lines runs on a second thread while this one reads, folds and
+    // writes; batches go back in order, and at most two are in flight (bounded memory).
+    thread::scope(|scope| {
+        let (to_worker, worker_in) = mpsc::sync_channel::<Vec<String>>(2);
+        let (worker_out, from_worker) = mpsc::sync_channel::<Vec<Item>>(2);
+        scope.spawn(move || {
+            for batch in worker_in {
+                let items = batch.into_iter().map(Item::new).collect();
+                if worker_out.send(items).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut in_flight = 0usize;
+        let mut batch = Vec::with_capacity(BATCH_LINES);
+        let send = |c: &mut Collapser<_>, batch: Vec<String>, in_flight: &mut usize| {
+            if to_worker.send(batch).is_err() {
+                return Err(worker_gone());
+            }
+            *in_flight += 1;
+            if *in_flight > 1 {
+                let items = from_worker.recv().map_err(|_| worker_gone())?;
+                *in_flight -= 1;
+                c.push_items(items)?;
+            }
+            Ok(())
+        };
+        for_each_line(input, |line| {
+            c.observe(line);
+            batch.push(fold::escape(line).into_owned());
+            if batch.len() == BATCH_LINES {
+                let full = mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+                send(&mut c, full, &mut in_flight)?;
+            }
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            send(&mut c, batch, &mut in_flight)?;
+        }
+        while in_flight > 0 {
+            let items = from_worker.recv().map_err(|_| worker_gone())?;
+            in_flight -= 1;
+            c.push_items(items)?;
+        }
+        Ok::<(), VerifierError>(())
+    })?;
+    c.finish()
+}
+
+/// Lines per batch handed to the classifying thread.
+const BATCH_LINES: usize = 4096;
+
+/// The error for a classifying thread that stopped early (it only stops by panicking).
+fn worker_gone() -> VerifierError {
+    VerifierError::Worker
+}
+
+/// Calls `f` on every line of `r` (newline and trailing `\r` stripped, invalid UTF-8
+/// replaced, lines longer than [`MAX_LINE_BYTES`] truncated with a marker).
+pub fn for_each_line(
+    mut r: impl BufRead,
+    mut f: impl FnMut(&str) -> Result<(), VerifierError>,
+) -> Result<(), VerifierError> {
+    let mut acc: Vec<u8> = Vec::new();
+    let mut dropped: u64 = 0;
+    let mut lines: u64 = 0;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(VerifierError::Read {
+                    line: lines,
+                    source,
+                })
+            }
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        while let Some(nl) = find_newline(&buf[pos..]) {
+            let seg = &buf[pos..pos + nl];
+            if acc.is_empty() && dropped == 0 {
+                emit(seg, 0, &mut f)?;
+            } else {
+                append_bounded(&mut acc, &mut dropped, seg);
+                emit(&acc, dropped, &mut f)?;
+                acc.clear();
+                dropped = 0;
+            }
+            lines += 1;
+            pos += nl + 1;
+        }
+        append_bounded(&mut acc, &mut dropped, &buf[pos..]);
+        let n = buf.len();
+        r.consume(n);
+    }
+    if !acc.is_empty() || dropped > 0 {
+        emit(&acc, dropped, &mut f)?;
+    }
+    Ok(())
+}
+
+fn append_bounded(acc: &mut Vec<u8>, dropped: &mut u64, seg: &[u8]) {
+    let room = MAX_LINE_BYTES.saturating_sub(acc.len());
+    let take = room.min(seg.len());
+    acc.extend_from_slice(&seg[..take]);
+    *dropped = dropped.saturating_add((seg.len() - take) as u64);
+}
+
+fn emit(
+    mut seg: &[u8],
+    dropped: u64,
+    f: &mut impl FnMut(&str) -> Result<(), VerifierError>,
+) -> Result<(), VerifierError> {
+    if let [rest @ .., b'\r'] = seg {
+        seg = rest;
+    }
+    let text = match std::str::from_utf8(seg) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(seg),
+    };
+    if dropped > 0 {
+        f(&format!(
+            "{text} [ktstr: line truncated, {dropped} bytes dropped]"
+        ))
+    } else {
+        f(&text)
+    }
+}
+
+/// Position of the first `\n`, eight bytes at a time.
+fn find_newline(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * (b'\n' as u64);
+    let mut chunks = b.chunks_exact(8);
+    let mut off = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ NL;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(off + (found.trailing_zeros() / 8) as usize);
+        }
+        off += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|p| off + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fold::expanded_line_count;
+
+    fn loop_log(iters: u32, fail: bool) -> String {
+        let mut s = String::from(
+            "func#0 @0\n0: R1=ctx() R10=fp0\n0: (b7) r7 = 0                       ; R7_w=0\n",
+        );
+        for i in 0..iters {
+            s.push_str("; for (i = 0; i < 40; i++) @ main.bpf.c:33\n");
+            s.push_str(&format!(
+                "1: (bf) r1 = r7                       ; R1_w={i} R7_w={i}\n"
+            ));
+            s.push_str(&format!(
+                "2: (67) r1 <<= 3                      ; R1_w={}\n",
+                i * 8
+            ));
+            if fail && i + 1 == iters {
+                s.push_str("3: (61) r2 = *(u32 *)(r1 +0)\nR1 invalid mem access 'scalar'\n");
+                s.push_str("processed 200 insns (limit 1000000) max_states_per_insn 1 total_states 12 peak_states 12 mark_read 3\n");
+                return s;
+            }
+            s.push_str(&format!(
+                "3: (07) r7 += 1                       ; R7_w={}\n",
+                i + 1
+            ));
+            s.push_str(&format!(
+                "4: (a5) if r7 < 0x28 goto pc-4       ; R7_w={}\n",
+                i + 1
+            ));
+        }
+        s.push_str("5: (95) exit\nprocessed 203 insns (limit 1000000) max_states_per_insn 1 total_states 12 peak_states 12 mark_read 3\n");
+        s
+    }
+
+    #[test]
+    fn passing_loop_collapses_and_counts_back() {
+        let log = loop_log(40, false);
+        let c = collapse(log.as_bytes()).expect("collapse");
+        assert!(c.summary.lines_out * 3 < c.summary.lines_in, "{}", c.text);
+        assert_eq!(expanded_line_count(&c.text).ok(), Some(c.summary.lines_in));
+        assert!(c.text.contains("R7 (insn 1): 0 -> "), "{}", c.text);
+        assert_eq!(c.summary.folds, 1);
+        assert_eq!(
+            c.summary.last_program().and_then(|p| p.processed_insns),
+            Some(203)
+        );
+    }
+
+    #[test]
+    fn failing_loop_keeps_error_and_context() {
+        let log = loop_log(40, true);
+        let c = collapse(log.as_bytes()).expect("collapse");
+        let tail: Vec<&str> = log.lines().rev().take(32).collect();
+        let out_tail: Vec<&str> = c.lines().rev().take(32).collect();
+        assert_eq!(tail, out_tail);
+        assert_eq!(expanded_line_count(&c.text).ok(), Some(c.summary.lines_in));
+        assert!(c.summary.lines_out < c.summary.lines_in / 2);
+    }
+
+    #[test]
+    fn crlf_missing_final_newline_and_invalid_utf8() {
+        let input: &[u8] = b"a\r\nb\xffc\nlast";
+        let mut got = Vec::new();
+        for_each_line(input, |l| {
+            got.push(l.to_string());
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(got, vec!["a", "b\u{fffd}c", "last"]);
+    }
+
+    #[test]
+    fn long_lines_are_truncated() {
+        let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\nshort\n");
+        let mut got = Vec::new();
+        let reader = io::BufReader::with_capacity(4096, input.as_slice());
+        for_each_line(reader, |l| {
+            got.push(l.len());
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(got.len(), 2);
+        assert!(got[0] > MAX_LINE_BYTES && got[0] < MAX_LINE_BYTES + 100);
+        assert_eq!(got[1], 5);
+    }
+
+    #[test]
+    fn newline_search_matches_naive() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut v = vec![b'a'; len];
+                if at < len {
+                    v[at] = b'\n';
+                }
+                assert_eq!(find_newline(&v), v.iter().position(|&c| c == b'\n'));
+            }
+        }
+        assert_eq!(find_newline(b"\x8a\x0b\n"), Some(2));
+    }
+
+    #[test]
+    fn bad_config_is_rejected() {
+        let cfg = CollapseConfig {
+            passes: 0,
+            ..CollapseConfig::default()
+        };
+        let r = collapse_with(&b""[..], io::sink(), &cfg);
+        assert!(matches!(
+            r,
+            Err(VerifierError::InvalidConfig {
+                field: "passes",
+                ..
+            })
+        ));
+    }
+
+    struct FailWriter;
+    impl Write for FailWriter {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::other("disk full"))
+        }
+    }
+
+    #[test]
+    fn write_errors_are_reported() {
+        let r = collapse_to_writer(&b"a\nb\n"[..], FailWriter);
+        assert!(matches!(r, Err(VerifierError::Write { .. })));
+    }
+
+    struct FailReader;
+    impl io::Read for FailReader {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("gone"))
+        }
+    }
+
+    #[test]
+    fn read_errors_are_reported() {
+        let r = collapse_to_writer(io::BufReader::new(FailReader), io::sink());
+        assert!(matches!(r, Err(VerifierError::Read { line: 0, .. })));
+    }
+
+    #[test]
+    fn escaped_marker_lines_count_once() {
+        let log = "--- ktstr fold: 99 lines omitted: iterations 2-2 of 3 (period 1 lines); 0 notes ---\nx\n";
+        let c = collapse(log.as_bytes()).expect("collapse");
+        assert!(c.text.starts_with("\\--- ktstr fold: 99"));
+        assert_eq!(expanded_line_count(&c.text).ok(), Some(2));
+    }
+}

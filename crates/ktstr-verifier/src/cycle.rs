@@ -1,0 +1,730 @@
+//! One folding pass: find blocks of lines that repeat with the same shapes and fold them.
+//!
+//! The pass keeps a window of at most `4 * max_period + min_fold_lines` pending lines. For every
+//! new line it looks up where a line of the same shape was last seen; the distance is a candidate
+//! period. Each candidate carries the length of the current run of lines that match the line one
+//! period earlier, updated in O(1) per line. When a run covers enough iterations the pass enters
+//! a cycle: it writes the first iteration, keeps only the newest complete iteration and the one in
+//! progress, and folds every older iteration into per-value statistics. When a line breaks the
+//! pattern it writes the fold block and the last iteration, then goes on searching. Memory is
+//! bounded by the window, whatever the input size.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::mem;
+
+use crate::fold::{render_note, Header, SlotStats};
+use crate::line::{self, classify, Classified, LineKind, NOTE_PREFIX};
+
+/// One line (or one fold block) flowing between passes.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    /// The text, without trailing newline; a fold block holds its header and notes.
+    pub(crate) text: String,
+    /// How many original input lines this item stands for.
+    pub(crate) weight: u64,
+    /// The line's classification.
+    pub(crate) class: Classified,
+    /// The line's shape hash.
+    pub(crate) shape: u64,
+    /// False for lines that must never be folded away (errors, the log's tail).
+    pub(crate) foldable: bool,
+    /// Instruction indices the item covers.
+    pub(crate) insns: Option<(u32, u32)>,
+    /// The abstracted numbers, kept from the shape scan so folding need not scan again.
+    vals: Vals,
+}
+
+/// Most values an [`Item`] keeps inline; lines with more are scanned again when folded.
+const INLINE_VALS: usize = 6;
+
+/// The first values of a line, and whether they are all of them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vals {
+    n: usize,
+    complete: bool,
+    v: [i64; INLINE_VALS],
+}
+
+impl Vals {
+    fn push(&mut self, value: i128) {
+        match (self.v.get_mut(self.n), i64::try_from(value)) {
+            (Some(slot), Ok(x)) => *slot = x,
+            _ => self.complete = false,
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
+
+impl Item {
+    /// Classifies and hashes one input line.
+    pub(crate) fn new(text: String) -> Self {
+        let class = classify(&text);
+        Self::with_weight(text, class, 1)
+    }
+
+    fn with_weight(text: String, class: Classified, weight: u64) -> Self {
+        let mut vals = Vals {
+            complete: true,
+            ..Vals::default()
+        };
+        let shape = line::scan(&text, &class, |n| vals.push(n.value));
+        Self {
+            vals,
+            foldable: class.kind != LineKind::Error,
+            insns: class.insn.map(|i| (i, i)),
+            text,
+            weight,
+            class,
+            shape,
+        }
+    }
+}
+
+/// Tuning of one pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PassParams {
+    /// Longest block (in lines) that can be detected as repeating.
+    pub(crate) max_period: usize,
+    /// Fewest lines a fold must hide before one is made.
+    pub(crate) min_fold_lines: usize,
+    /// Most note lines under one fold header.
+    pub(crate) max_notes: usize,
+}
+
+/// A hasher for keys that already are hashes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap = HashMap<u64, u64, BuildHasherDefault<IdHasher>>;
+
+/// Most candidate periods tracked at once.
+const MAX_CANDIDATES: usize = 8;
+
+/// A candidate period and the current run of period-matching lines.
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    period: usize,
+    run: usize,
+    need: usize,
+    /// Rotation of the cycle start chosen by [`Folder::phase`], once computed.
+    rot: Option<usize>,
+}
+
+/// A value slot of the repeated block: which line, its label, how it evolved.
+#[derive(Debug)]
+struct Slot {
+    line: usize,
+    label: String,
+    stats: SlotStats,
+}
+
+/// An active cycle.
+#[derive(Debug)]
+struct Cycle {
+    shapes: Vec<u64>,
+    line_insn: Vec<Option<u32>>,
+    /// Slot index range of each line of the period.
+    line_slots: Vec<(usize, usize)>,
+    slots: Vec<Slot>,
+    insns: Option<(u32, u32)>,
+    iterations: u64,
+    folded_weight: u64,
+    held: Vec<Item>,
+    partial: Vec<Item>,
+}
+
+impl Cycle {
+    /// Starts a cycle from its first iteration.
+    fn new(first: &[Item]) -> Self {
+        let mut slots = Vec::new();
+        let mut line_slots = Vec::with_capacity(first.len());
+        let mut insns: Option<(u32, u32)> = None;
+        for (l, it) in first.iter().enumerate() {
+            let start = slots.len();
+            for (label, value, hex) in value_labels(it) {
+                slots.push(Slot {
+                    line: l,
+                    label,
+                    stats: SlotStats::new(value, hex),
+                });
+            }
+            line_slots.push((start, slots.len()));
+            if let Some((a, b)) = it.insns {
+                insns = Some(match insns {
+                    Some((x, y)) => (x.min(a), y.max(b)),
+                    None => (a, b),
+                });
+            }
+        }
+        Self {
+            shapes: first.iter().map(|i| i.shape).collect(),
+            line_insn: first.iter().map(|i| i.class.insn).collect(),
+            line_slots,
+            slots,
+            insns,
+            iterations: 1,
+            folded_weight: 0,
+            held: Vec::new(),
+            partial: Vec::with_capacity(first.len()),
+        }
+    }
+
+    /// Takes the next line if it continues the pattern; gives it back otherwise.
+    fn accept(&mut self, item: Item) -> Option<Item> {
+        let k = self.partial.len();
+        if !item.foldable || self.shapes.get(k) != Some(&item.shape) {
+            return Some(item);
+        }
+        self.partial.push(item);
+        if self.partial.len() == self.shapes.len() {
+            let done = mem::take(&mut self.partial);
+            let mut prev = mem::replace(&mut self.held, done);
+            if !prev.is_empty() {
+                self.absorb(&prev);
+                self.folded_weight = prev
+                    .iter()
+                    .fold(self.folded_weight, |a, i| a.saturating_add(i.weight));
+            }
+            prev.clear();
+            self.partial = prev;
+            self.iterations += 1;
+        }
+        None
+    }
+
+    /// Adds one iteration's values to the slot statistics.
+    fn absorb(&mut self, iteration: &[Item]) {
+        for (l, it) in iteration.iter().enumerate() {
+            let Some(&(start, end)) = self.line_slots.get(l) else {
+                continue;
+            };
+            let Some(slots) = self.slots.get_mut(start..end) else {
+                continue;
+            };
+            if it.vals.complete {
+                for (slot, v) in slots
+                    .iter_mut()
+                    .zip(&it.vals.v[..it.vals.n.min(INLINE_VALS)])
+                {
+                    slot.stats.push(i128::from(*v));
+                }
+            } else {
+                let mut k = 0;
+                line::scan(&it.text, &it.class, |n| {
+                    if let Some(slot) = slots.get_mut(k) {
+                        slot.stats.push(n.value);
+                    }
+                    k += 1;
+                });
+            }
+        }
+    }
+
+    /// Ends the cycle: writes the fold block and the last iteration; returns whether a fold
+    /// block was written and the unfinished iteration.
+    fn finish(mut self, p: &PassParams, out: &mut Vec<Item>) -> (bool, Vec<Item>) {
+        let last = mem::take(&mut self.held);
+        if last.is_empty() {
+            return (false, self.partial);
+        }
+        self.absorb(&last);
+        let folded = self.folded_weight > 0;
+        if folded {
+            out.push(self.fold_block(p));
+        }
+        out.extend(last);
+        (folded, self.partial)
+    }
+
+    /// Builds the header-plus-notes item.
+    fn fold_block(&self, p: &PassParams) -> Item {
+        let mut seen: HashSet<(&str, String)> = HashSet::new();
+        let mut notes = Vec::new();
+        let mut more = 0usize;
+        for slot in &self.slots {
+            if slot.stats.constant() {
+                continue;
+            }
+            if !seen.insert((slot.label.as_str(), slot.stats.pattern())) {
+                continue;
+            }
+            if notes.len() < p.max_notes {
+                let insn = self.line_insn.get(slot.line).copied().flatten();
+                notes.push(render_note(
+                    &slot.label,
+                    insn,
+                    slot.line,
+                    &slot.stats.describe(),
+                ));
+            } else {
+                more += 1;
+            }
+        }
+        if more > 0 {
+            notes.push(format!("{NOTE_PREFIX}... {more} more changing values"));
+        }
+        let header = Header {
+            omitted_lines: self.folded_weight,
+            iterations: self.iterations,
+            period: self.shapes.len(),
+            insns: self.insns,
+            notes: notes.len(),
+        };
+        let mut text = header.render();
+        for n in &notes {
+            text.push('\n');
+            text.push_str(n);
+        }
+        let class = classify(&text);
+        let mut item = Item::with_weight(text, class, self.folded_weight);
+        item.insns = self.insns;
+        item
+    }
+}
+
+/// Labels and values of every abstracted number of an item, in order.
+fn value_labels(it: &Item) -> Vec<(String, i128, bool)> {
+    let mut v = Vec::new();
+    if it.class.kind == LineKind::Fold {
+        // Label numbers of a nested fold block by the note line they sit on.
+        let mut line_starts = vec![0usize];
+        line_starts.extend(it.text.match_indices('\n').map(|(i, _)| i + 1));
+        let mut counts: Vec<usize> = vec![0; line_starts.len()];
+        line::scan(&it.text, &it.class, |n| {
+            let l = line_starts
+                .partition_point(|&s| s <= n.start)
+                .saturating_sub(1);
+            let k = counts.get(l).copied().unwrap_or(0);
+            if let Some(c) = counts.get_mut(l) {
+                *c += 1;
+            }
+            let line_text = it
+                .text
+                .get(line_starts.get(l).copied().unwrap_or(0)..)
+                .unwrap_or("");
+            let name = match line_text.strip_prefix(NOTE_PREFIX) {
+                Some(rest) => rest.split(" (").next().unwrap_or("note"),
+                None => "fold",
+            };
+            v.push((format!("{name}#{k}"), n.value, n.hex));
+        });
+        return v;
+    }
+    let mut fields: Vec<(String, usize)> = Vec::new();
+    line::scan(&it.text, &it.class, |n| {
+        let base = line::label(&n, 0);
+        let k = match fields.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, c)) => {
+                *c += 1;
+                *c
+            }
+            None => {
+                fields.push((base.clone(), 0));
+                0
+            }
+        };
+        let label = if k == 0 { base } else { line::label(&n, k) };
+        v.push((label, n.value, n.hex));
+    });
+    v
+}
+
+/// One folding pass over a stream of items.
+#[derive(Debug)]
+pub(crate) struct Folder {
+    params: PassParams,
+    cap: usize,
+    buf: VecDeque<Item>,
+    base: u64,
+    last_seen: IdMap,
+    cands: Vec<Cand>,
+    cycle: Option<Cycle>,
+    folds: u64,
+}
+
+impl Folder {
+    /// A pass with the given tuning.
+    pub(crate) fn new(params: PassParams) -> Self {
+        let cap = params
+            .max_period
+            .saturating_mul(4)
+            .saturating_add(params.min_fold_lines)
+            .saturating_add(1);
+        Self {
+            params,
+            cap,
+            buf: VecDeque::new(),
+            base: 0,
+            last_seen: IdMap::default(),
+            cands: Vec::new(),
+            cycle: None,
+            folds: 0,
+        }
+    }
+
+    /// Number of folds this pass has written.
+    pub(crate) fn folds(&self) -> u64 {
+        self.folds
+    }
+
+    /// Iterations needed before a cycle of period `p` is folded.
+    fn need(&self, p: usize) -> usize {
+        let extra = self.params.min_fold_lines.div_ceil(p);
+        3usize.max(2 + extra)
+    }
+
+    /// Feeds one item; finished items are appended to `out`.
+    pub(crate) fn push(&mut self, item: Item, out: &mut Vec<Item>) {
+        let item = match self.cycle.as_mut() {
+            Some(c) => match c.accept(item) {
+                None => return,
+                Some(item) => item,
+            },
+            None => return self.search(item, out),
+        };
+        self.end_cycle(out);
+        self.push(item, out);
+    }
+
+    /// Ends the active cycle, if any, and feeds its unfinished iteration back in.
+    fn end_cycle(&mut self, out: &mut Vec<Item>) {
+        if let Some(c) = self.cycle.take() {
+            let (folded, rest) = c.finish(&self.params, out);
+            if folded {
+                self.folds += 1;
+            }
+            for it in rest {
+                self.push(it, out);
+            }
+        }
+    }
+
+    /// Ends the stream: flushes everything still held.
+    pub(crate) fn finish(&mut self, out: &mut Vec<Item>) {
+        while self.cycle.is_some() {
+            self.end_cycle(out);
+        }
+        out.extend(self.buf.drain(..));
+        self.reset_search();
+    }
+
+    fn reset_search(&mut self) {
+        self.base = 0;
+        self.buf.clear();
+        self.cands.clear();
+        self.last_seen.clear();
+    }
+
+    /// Search mode: look for the start of a cycle.
+    fn search(&mut self, item: Item, out: &mut Vec<Item>) {
+        if !item.foldable {
+            out.extend(self.buf.drain(..));
+            out.push(item);
+            self.reset_search();
+            return;
+        }
+        let shape = item.shape;
+        let i = self.base + self.buf.len() as u64;
+        self.buf.push_back(item);
+        let (base, buf) = (self.base, &self.buf);
+        let at = |pos: u64| -> Option<u64> {
+            let idx = usize::try_from(pos.checked_sub(base)?).ok()?;
+            buf.get(idx).map(|it| it.shape)
+        };
+        self.cands.retain_mut(|c| {
+            if at(i - c.period as u64) == Some(shape) {
+                c.run += 1;
+                true
+            } else {
+                false
+            }
+        });
+        if let Some(&j) = self.last_seen.get(&shape) {
+            let p = i.saturating_sub(j);
+            let p_us = usize::try_from(p).unwrap_or(usize::MAX);
+            if j >= base
+                && p_us >= 1
+                && p_us <= self.params.max_period
+                && !self.cands.iter().any(|c| c.period == p_us)
+            {
+                let mut run = 1usize;
+                let mut k = i;
+                while k > base + p && run < self.cap {
+                    k -= 1;
+                    match (at(k), at(k - p)) {
+                        (Some(a), Some(b)) if a == b => run += 1,
+                        _ => break,
+                    }
+                }
+                let cand = Cand {
+                    period: p_us,
+                    run,
+                    need: self.need(p_us),
+                    rot: None,
+                };
+                if self.cands.len() < MAX_CANDIDATES {
+                    self.cands.push(cand);
+                } else if let Some(w) = self.cands.iter_mut().min_by_key(|c| c.run) {
+                    if w.run < run {
+                        *w = cand;
+                    }
+                }
+            }
+        }
+        self.last_seen.insert(shape, i);
+        let ready = self
+            .cands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.run >= (c.need - 1) * c.period)
+            .min_by_key(|(_, c)| c.period)
+            .map(|(k, c)| (k, *c));
+        if let Some((k, c)) = ready {
+            let start = (i + 1)
+                .saturating_sub((c.run + c.period) as u64)
+                .max(self.base);
+            let len = usize::try_from(i + 1 - start).unwrap_or(0);
+            let rot = match c.rot {
+                Some(r) => r,
+                None => {
+                    let r = self.phase(start, c.period);
+                    if let Some(cand) = self.cands.get_mut(k) {
+                        cand.rot = Some(r);
+                    }
+                    r
+                }
+            };
+            // Wait until enough iterations follow the rotated start.
+            if len >= rot && (len - rot) / c.period >= c.need {
+                self.enter(start + rot as u64, c.period, out);
+                return;
+            }
+        }
+        while self.buf.len() > self.cap {
+            if let Some(it) = self.buf.pop_front() {
+                out.push(it);
+            }
+            self.base += 1;
+        }
+        if self.last_seen.len() > self.cap.saturating_mul(4) {
+            let keep_from = self.base;
+            self.last_seen.retain(|_, v| *v >= keep_from);
+        }
+    }
+
+    /// How far to rotate a cycle found at `start` so that its iterations begin where a reader
+    /// expects a loop iteration to begin. A start on a source annotation or a jump-target state
+    /// dump is kept; otherwise the cycle is rotated to the state dump with the lowest
+    /// instruction index (the loop head), or else to the first source annotation, and a source
+    /// annotation just before the chosen line moves with it.
+    fn phase(&self, start: u64, p: usize) -> usize {
+        let Ok(skip) = usize::try_from(start - self.base) else {
+            return 0;
+        };
+        let kinds: Vec<(LineKind, Option<u32>)> = self
+            .buf
+            .iter()
+            .skip(skip)
+            .take(p)
+            .map(|it| (it.class.kind, it.class.insn))
+            .collect();
+        let boundary =
+            |k: LineKind| matches!(k, LineKind::Source | LineKind::InsnState | LineKind::Branch);
+        if kinds.first().is_none_or(|(k, _)| boundary(*k)) {
+            return 0;
+        }
+        let head = kinds
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| matches!(k, LineKind::InsnState | LineKind::Branch))
+            .min_by_key(|(r, (_, insn))| (*insn, *r))
+            .map(|(r, _)| r);
+        let r = head
+            .or_else(|| kinds.iter().position(|(k, _)| *k == LineKind::Source))
+            .unwrap_or(0);
+        match r.checked_sub(1).and_then(|q| kinds.get(q)) {
+            Some((LineKind::Source, _)) => r - 1,
+            _ => r,
+        }
+    }
+
+    /// Enters a cycle of period `p` starting at absolute position `start`.
+    fn enter(&mut self, start: u64, p: usize, out: &mut Vec<Item>) {
+        let skip = usize::try_from(start - self.base).unwrap_or(0);
+        out.extend(self.buf.drain(..skip));
+        let mut rest: Vec<Item> = self.buf.drain(..).collect();
+        self.reset_search();
+        let tail = rest.split_off(p.min(rest.len()));
+        self.cycle = Some(Cycle::new(&rest));
+        out.extend(rest);
+        for it in tail {
+            self.push(it, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lines: &[String], p: PassParams) -> Vec<Item> {
+        let mut f = Folder::new(p);
+        let mut out = Vec::new();
+        for l in lines {
+            f.push(Item::new(l.clone()), &mut out);
+        }
+        f.finish(&mut out);
+        out
+    }
+
+    const P: PassParams = PassParams {
+        max_period: 64,
+        min_fold_lines: 4,
+        max_notes: 16,
+    };
+
+    fn loop_lines(n: i64) -> Vec<String> {
+        let mut v = vec!["0: (b7) r7 = 0                       ; R7_w=0".to_string()];
+        for i in 0..n {
+            v.push("; for (i = 0; i < 40; i++) @ t.c:3".into());
+            v.push(format!(
+                "1: (bf) r1 = r7                       ; R1_w={i} R7_w={i}"
+            ));
+            v.push(format!(
+                "2: (67) r1 <<= 3                      ; R1_w={}",
+                i * 8
+            ));
+            v.push(format!(
+                "3: (07) r7 += 1                       ; R7_w={}",
+                i + 1
+            ));
+            v.push(format!(
+                "4: (a5) if r7 < 0x{n:x} goto pc-4       ; R7_w={}",
+                i + 1
+            ));
+        }
+        v.push("5: (95) exit".into());
+        v
+    }
+
+    #[test]
+    fn folds_a_counted_loop_with_changing_values() {
+        let out = run(&loop_lines(40), P);
+        let texts: Vec<&str> = out.iter().map(|i| i.text.as_str()).collect();
+        // header line + 5 lines first + 5 lines last + 2 outside.
+        assert_eq!(out.len(), 1 + 5 + 1 + 5 + 1, "{texts:#?}");
+        let fold = &out[6];
+        assert_eq!(fold.weight, 38 * 5);
+        assert!(
+            fold.text
+                .contains("190 lines omitted: iterations 2-39 of 40 (period 5 lines, insns 1-4)"),
+            "{}",
+            fold.text
+        );
+        assert!(
+            fold.text.contains("R1 (insn 1): 0 -> 39 step 1"),
+            "{}",
+            fold.text
+        );
+        assert!(
+            fold.text.contains("R1 (insn 2): 0 -> 312 step 8"),
+            "{}",
+            fold.text
+        );
+        assert!(
+            fold.text.contains("R7 (insn 1): 0 -> 39 step 1"),
+            "{}",
+            fold.text
+        );
+        let total: u64 = out.iter().map(|i| i.weight).sum();
+        assert_eq!(total, 40 * 5 + 2);
+        assert_eq!(out.last().map(|i| i.text.as_str()), Some("5: (95) exit"));
+    }
+
+    #[test]
+    fn too_few_iterations_are_kept() {
+        let lines = loop_lines(2);
+        let out = run(&lines, P);
+        assert_eq!(out.len(), lines.len());
+    }
+
+    #[test]
+    fn error_breaks_a_cycle_and_survives() {
+        let mut lines = loop_lines(40);
+        lines.insert(100, "R1 invalid mem access 'scalar'".into());
+        let out = run(&lines, P);
+        assert!(out
+            .iter()
+            .any(|i| i.text == "R1 invalid mem access 'scalar'"));
+        let total: u64 = out.iter().map(|i| i.weight).sum();
+        assert_eq!(total, lines.len() as u64);
+    }
+
+    #[test]
+    fn non_arithmetic_values_say_varies() {
+        let mut lines = Vec::new();
+        for i in 0..10i64 {
+            lines.push(format!(
+                "7: (79) r3 = *(u64 *)(r2 +0)          ; R3_w={}",
+                (i * 7919) % 13
+            ));
+            lines.push("8: (0f) r8 += r3".into());
+        }
+        let out = run(&lines, P);
+        let fold = out.iter().find(|i| i.class.kind == LineKind::Fold);
+        let text = fold.map(|f| f.text.as_str()).unwrap_or("");
+        assert!(
+            text.contains("R3 (insn 7): varies (10 distinct, 0..12)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn too_many_notes_are_summarised() {
+        let mut lines = Vec::new();
+        for i in 0..5i64 {
+            let regs: Vec<String> = (0..10).map(|r| format!("R{r}_w={}", i * r + i)).collect();
+            lines.push(format!("1: R0=ctx() {}", regs.join(" ")));
+            lines.push("2: (05) goto pc-2".into());
+        }
+        let p = PassParams { max_notes: 3, ..P };
+        let out = run(&lines, p);
+        let fold = out
+            .iter()
+            .find(|i| i.class.kind == LineKind::Fold)
+            .map(|f| f.text.clone())
+            .unwrap_or_default();
+        assert!(fold.contains("; 4 notes ---"), "{fold}");
+        assert!(fold.ends_with("---   ... 7 more changing values"), "{fold}");
+    }
+
+    #[test]
+    fn window_stays_bounded_without_cycles() {
+        let mut f = Folder::new(P);
+        let mut out = Vec::new();
+        for i in 0..10_000u32 {
+            f.push(Item::new(format!("{i}: (b7) r0 = {i}")), &mut out);
+            assert!(f.buf.len() <= f.cap);
+            assert!(f.last_seen.len() <= f.cap * 4 + 1);
+        }
+        f.finish(&mut out);
+        assert_eq!(out.len(), 10_000);
+    }
+}

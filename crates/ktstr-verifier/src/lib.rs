@@ -1,0 +1,40 @@
+//! Fold and summarise BPF verifier logs.
+//!
+//! | Module | What it holds |
+//! |---|---|
+//! | [`line`](mod@line) | classify a log line and abstract its values into a shape |
+//! | `cycle` (private) | one folding pass that finds repeated blocks of equal shape |
+//! | [`fold`] | the fold block format, value summaries, [`expanded_line_count`] |
+//! | [`collapse`](mod@collapse) | the streaming pipeline, [`collapse()`], [`collapse_to_writer`], [`Collapser`] |
+//! | [`stats`] | [`VerifierStats`] parsed from the log |
+//! | [`error`] | [`VerifierError`] |
+//!
+//! ```
+//! let mut log = String::from("0: (b7) r1 = 0                        ; R1_w=0\n");
+//! for i in 0..40 {
+//!     log += &format!("1: (07) r1 += 1                       ; R1_w={}\n", i + 1);
+//!     log += &format!("2: (a5) if r1 < 0x28 goto pc-2       ; R1_w={}\n", i + 1);
+//! }
+//! log += "3: (95) exit\nR0 !read_ok\n";
+//! let c = ktstr_verifier::collapse(log.as_bytes())?;
+//! assert!(c.text.contains("--- ktstr fold: "));
+//! assert!(c.text.contains("R1 (insn 1): 1 -> "));
+//! assert_eq!(ktstr_verifier::expanded_line_count(&c.text)?, c.summary.lines_in);
+//! # Ok::<(), ktstr_verifier::VerifierError>(())
+//! ```
+
+pub mod collapse;
+mod cycle;
+pub mod error;
+pub mod fold;
+pub mod line;
+pub mod stats;
+
+pub use collapse::{
+    collapse, collapse_to_writer, collapse_with, CollapseConfig, CollapseSummary, Collapsed,
+    Collapser,
+};
+pub use error::VerifierError;
+pub use fold::expanded_line_count;
+pub use line::{classify, LineKind};
+pub use stats::{parse_stats, StatsParser, VerifierStats};

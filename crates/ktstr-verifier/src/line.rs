@@ -1,0 +1,679 @@
+//! Classify verifier log lines and abstract the values they carry.
+//!
+//! A line's *shape* is its text with register values, immediates and scalar ranges in the
+//! register-state part replaced by placeholders; instruction indices, opcodes, instruction text,
+//! register names and source annotations stay literal. Two iterations of an unrolled loop have the
+//! same shapes line for line even though the values differ, which is what the folding passes fold.
+
+use std::borrow::Cow;
+
+/// What a verifier log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LineKind {
+    /// An instruction, `12: (bf) r1 = r6 ; R1_w=ctx() R6=ctx()`.
+    Insn,
+    /// Register state at an instruction, `12: R1=ctx() R10=fp0`.
+    InsnState,
+    /// Register state without an instruction index, ` frame1: R1=ctx()`.
+    State,
+    /// A branch being explored, `from 12 to 15: R0=scalar()`.
+    Branch,
+    /// A source annotation, `; for (i = 0; i < 40; i++) @ main.bpf.c:33`.
+    Source,
+    /// Precision backtracking, `mark_precise: frame0: ...`, `propagating r7`.
+    Precision,
+    /// A state pruned as equivalent to an explored one, `12: safe`.
+    Safe,
+    /// Statistics, `processed 12 insns ...`, `stack depth 8`, `verification time 5 usec`.
+    Stats,
+    /// An error the verifier or libbpf rejected the program with.
+    Error,
+    /// libbpf's `-- BEGIN PROG LOAD LOG --` and `-- END PROG LOAD LOG --`.
+    Marker,
+    /// Any other `libbpf: ...` line.
+    Libbpf,
+    /// Subprogram and call bookkeeping, `func#0 @0`, `caller:`, `returning from callee:`.
+    Func,
+    /// An empty or all-blank line.
+    Blank,
+    /// A fold header written by this crate.
+    Fold,
+    /// A note line following a fold header.
+    FoldNote,
+    /// Anything else, compared literally.
+    Other,
+}
+
+/// How the tail of a line (from [`Classified::abstract_from`]) is abstracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abstraction {
+    /// Nothing is abstracted; the whole line is compared literally.
+    Literal,
+    /// Register-state tokens `name=value`: names stay literal, numbers in values are abstracted.
+    State,
+    /// Every number is abstracted (fold headers and notes).
+    Numbers,
+}
+
+/// The result of classifying one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified {
+    /// What the line is.
+    pub kind: LineKind,
+    /// The instruction index the line refers to, if any.
+    pub insn: Option<u32>,
+    /// Byte offset where abstraction starts; everything before it is literal.
+    pub abstract_from: usize,
+    /// How the bytes from `abstract_from` on are abstracted.
+    pub mode: Abstraction,
+}
+
+impl Classified {
+    const fn literal(kind: LineKind, insn: Option<u32>) -> Self {
+        Self {
+            kind,
+            insn,
+            abstract_from: usize::MAX,
+            mode: Abstraction::Literal,
+        }
+    }
+
+    const fn state(kind: LineKind, insn: Option<u32>, from: usize) -> Self {
+        Self {
+            kind,
+            insn,
+            abstract_from: from,
+            mode: Abstraction::State,
+        }
+    }
+}
+
+/// Prefix of every fold header line this crate writes.
+pub const FOLD_PREFIX: &str = "--- ktstr fold: ";
+/// Prefix of every note line following a fold header.
+pub const NOTE_PREFIX: &str = "---   ";
+
+/// Substrings that mark a line as a verifier or libbpf error.
+const ERROR_NEEDLES: &[&str] = &[
+    "invalid",
+    "Invalid",
+    "not allowed",
+    "too large",
+    "too complex",
+    "too many",
+    "unbounded",
+    "!read_ok",
+    "Unreleased reference",
+    "expected",
+    "unknown ",
+    "cannot ",
+    "can't ",
+    "misaligned",
+    "out of bounds",
+    "out of range",
+    "outside of",
+    "infinite loop",
+    "back-edge",
+    "unreachable insn",
+    "Possibly NULL",
+    "prohibited",
+    "not supported",
+    "unsupported",
+    "At program exit",
+    "dereference of modified",
+    "math between",
+    "failed",
+    "denied",
+    "is negative",
+    "exceeds",
+    "must be",
+    "must point",
+    "leads to",
+    "error",
+    "Error",
+];
+
+/// Classifies one line (without its trailing newline).
+pub fn classify(line: &str) -> Classified {
+    let b = line.as_bytes();
+    let Some(&first) = b.first() else {
+        return Classified::literal(LineKind::Blank, None);
+    };
+    if first.is_ascii_digit() {
+        return classify_indexed(line);
+    }
+    match first {
+        b';' => return Classified::literal(LineKind::Source, None),
+        b'f' => {
+            if let Some(c) = classify_from(line) {
+                return c;
+            }
+            if line.starts_with("func#") {
+                return Classified::literal(LineKind::Func, None);
+            }
+        }
+        b' ' | b'\t' => {
+            let t = line.trim_start();
+            if t.is_empty() {
+                return Classified::literal(LineKind::Blank, None);
+            }
+            if starts_state(t) {
+                return Classified::state(LineKind::State, None, line.len() - t.len());
+            }
+        }
+        b'-' => {
+            if line.starts_with(FOLD_PREFIX) {
+                return Classified {
+                    kind: LineKind::Fold,
+                    insn: None,
+                    abstract_from: FOLD_PREFIX.len(),
+                    mode: Abstraction::Numbers,
+                };
+            }
+            if line.starts_with(NOTE_PREFIX) {
+                let from = line.find("): ").map_or(NOTE_PREFIX.len(), |p| p + 3);
+                return Classified {
+                    kind: LineKind::FoldNote,
+                    insn: None,
+                    abstract_from: from,
+                    mode: Abstraction::Numbers,
+                };
+            }
+            if line.starts_with("-- BEGIN PROG LOAD LOG")
+                || line.starts_with("-- END PROG LOAD LOG")
+            {
+                return Classified::literal(LineKind::Marker, None);
+            }
+        }
+        b'm' if line.starts_with("mark_precise:") => return classify_precise(line),
+        b'p' => {
+            if line.starts_with("processed ") || line.starts_with("prog size ") {
+                return Classified::literal(LineKind::Stats, None);
+            }
+            if line.starts_with("propagating ") || line.starts_with("parent ") {
+                return Classified::literal(LineKind::Precision, None);
+            }
+        }
+        b'l' => {
+            if let Some(rest) = line.strip_prefix("libbpf: ") {
+                if rest.contains("-- BEGIN PROG LOAD LOG") || rest.contains("-- END PROG LOAD LOG")
+                {
+                    return Classified::literal(LineKind::Marker, None);
+                }
+                let kind = if is_error_text(rest) {
+                    LineKind::Error
+                } else {
+                    LineKind::Libbpf
+                };
+                return Classified::literal(kind, None);
+            }
+            if line.starts_with("last_idx ") {
+                return Classified::literal(LineKind::Precision, None);
+            }
+        }
+        b's' if line.starts_with("stack depth ") => {
+            return Classified::literal(LineKind::Stats, None)
+        }
+        b'v' if line.starts_with("verification time ") => {
+            return Classified::literal(LineKind::Stats, None)
+        }
+        b'c' | b'r' | b'F' | b'V' => {
+            for (p, off) in [
+                ("caller:", 7),
+                ("callee:", 7),
+                ("returning from callee:", 22),
+            ] {
+                if line.starts_with(p) {
+                    return Classified::state(LineKind::Func, None, off);
+                }
+            }
+            if line.starts_with("Func#") || line.starts_with("Validating ") {
+                return Classified::literal(LineKind::Func, None);
+            }
+        }
+        b'R' if starts_state(line) && !is_error_text(line) => {
+            return Classified::state(LineKind::State, None, 0)
+        }
+        _ => {}
+    }
+    if line.starts_with("to caller at ") {
+        return Classified::literal(LineKind::Func, None);
+    }
+    if is_error_text(line) {
+        return Classified::literal(LineKind::Error, None);
+    }
+    Classified::literal(LineKind::Other, None)
+}
+
+/// True when `text` reads like a verifier or libbpf error message.
+fn is_error_text(text: &str) -> bool {
+    ERROR_NEEDLES.iter().any(|n| text.contains(n))
+}
+
+/// True when `t` starts like a register-state dump: `R1=`, `R1_w=`, `fp-8=`, `frame1:`.
+fn starts_state(t: &str) -> bool {
+    let b = t.as_bytes();
+    if t.starts_with("frame") {
+        return b.get(5).is_some_and(u8::is_ascii_digit);
+    }
+    if t.starts_with("fp-") {
+        return t.contains('=');
+    }
+    if b.first() == Some(&b'R') && b.get(1).is_some_and(u8::is_ascii_digit) {
+        let mut i = 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        return matches!(b.get(i), Some(b'=' | b'_'));
+    }
+    false
+}
+
+/// Classifies a line starting with a digit: `12: (bf) ...`, `12: R1=...`, `12: safe`.
+fn classify_indexed(line: &str) -> Classified {
+    let b = line.as_bytes();
+    let mut i = 0;
+    let mut idx: u32 = 0;
+    while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+        idx = idx.saturating_mul(10).saturating_add(u32::from(d - b'0'));
+        i += 1;
+    }
+    if b.get(i) != Some(&b':') {
+        return fallback(line);
+    }
+    let rest = &line[i + 1..];
+    let rest_t = rest.trim_start();
+    let rest_at = line.len() - rest_t.len();
+    let rb = rest_t.as_bytes();
+    if rb.len() >= 4
+        && rb[0] == b'('
+        && rb[1].is_ascii_hexdigit()
+        && rb[2].is_ascii_hexdigit()
+        && rb[3] == b')'
+    {
+        let from = rest_t.find(';').map_or(usize::MAX, |p| rest_at + p + 1);
+        if from == usize::MAX {
+            return Classified::literal(LineKind::Insn, Some(idx));
+        }
+        return Classified::state(LineKind::Insn, Some(idx), from);
+    }
+    if rest_t == "safe" || rest_t.starts_with("safe ") {
+        return Classified::literal(LineKind::Safe, Some(idx));
+    }
+    if starts_state(rest_t) {
+        return Classified::state(LineKind::InsnState, Some(idx), rest_at);
+    }
+    fallback(line)
+}
+
+/// Classifies `from 12 to 15: ...` and `from 12 to 15 (speculative execution): ...`.
+fn classify_from(line: &str) -> Option<Classified> {
+    let rest = line.strip_prefix("from ")?;
+    let (_, rest) = split_number(rest)?;
+    let rest = rest.strip_prefix(" to ")?;
+    let (to, rest) = split_number(rest)?;
+    let colon = rest.find(':')?;
+    let from = line.len() - rest.len() + colon + 1;
+    Some(Classified::state(LineKind::Branch, Some(to), from))
+}
+
+/// Classifies `mark_precise: ...`; only a `parent state` dump carries register state.
+fn classify_precise(line: &str) -> Classified {
+    // `mark_precise: frame0: parent state regs=r1 stack=:  R0_w=scalar() ...`
+    let rest = line.strip_prefix("mark_precise: ").unwrap_or(line);
+    let rest = match rest.strip_prefix("frame") {
+        Some(r) => r.split_once(": ").map_or(r, |(_, r)| r),
+        None => rest,
+    };
+    if rest.starts_with("parent state regs=") {
+        if let Some(colon) = rest.find(": ") {
+            let at = line.len() - rest.len() + colon + 1;
+            return Classified::state(LineKind::Precision, None, at);
+        }
+    }
+    Classified::literal(LineKind::Precision, None)
+}
+
+/// Error or other line for anything that did not match a structured form.
+fn fallback(line: &str) -> Classified {
+    if is_error_text(line) {
+        Classified::literal(LineKind::Error, None)
+    } else {
+        Classified::literal(LineKind::Other, None)
+    }
+}
+
+/// Splits a leading decimal number off `s`.
+fn split_number(s: &str) -> Option<(u32, &str)> {
+    let end = s
+        .bytes()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
+    if end == 0 {
+        return None;
+    }
+    let n = s[..end].parse().ok()?;
+    Some((n, &s[end..]))
+}
+
+/// One number found in the abstracted part of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Number<'a> {
+    /// The value; out-of-range literals saturate.
+    pub value: i128,
+    /// Whether the literal was written in hex.
+    pub hex: bool,
+    /// The state token's name (`R7_w`, `fp-8`), empty outside state tokens.
+    pub token: &'a str,
+    /// The nearest `field=` key before the number inside the token (`smax`), may be empty.
+    pub field: &'a str,
+    /// Byte offset of the literal in the line.
+    pub start: usize,
+    /// Byte offset just past the literal.
+    pub end: usize,
+}
+
+/// A 64-bit multiplicative hash fed in 8-byte words (FxHash style; deterministic).
+struct Hasher64(u64);
+
+impl Hasher64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(Self::K);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            if let Ok(w) = <[u8; 8]>::try_from(c) {
+                self.add(u64::from_le_bytes(w));
+            }
+        }
+        // Assemble the tail by hand: a variable-length copy would call memcpy.
+        let mut w = 0u64;
+        for (k, b) in chunks.remainder().iter().enumerate() {
+            w |= u64::from(*b) << (8 * k);
+        }
+        self.add(w ^ ((bytes.len() as u64) << 56));
+    }
+}
+
+/// Computes the shape hash of `line` and reports every abstracted number to `on_num`.
+pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>)) -> u64 {
+    let b = line.as_bytes();
+    let mut h = Hasher64(c.kind as u64 + 1);
+    let start = c.abstract_from.min(b.len());
+    h.write(&b[..start]);
+    if c.mode == Abstraction::Literal || start == b.len() {
+        return h.0;
+    }
+    let state = c.mode == Abstraction::State;
+    let n = b.len();
+    let mut i = start;
+    let mut lit = start;
+    let mut depth = 0u32;
+    let mut in_name = state;
+    let mut tok_start = start;
+    let mut name_end = start;
+    let mut ident_start = start;
+    let mut field = (start, start);
+    let mut prev_word = false;
+    let mut prev_digit = false;
+    while i < n {
+        let ch = b[i];
+        let num_start = !in_name
+            && ((ch.is_ascii_digit() && (!prev_word || is_value_prefix(&b[ident_start..i])))
+                || (ch == b'-' && !prev_digit && b.get(i + 1).is_some_and(u8::is_ascii_digit)));
+        if num_start {
+            h.write(&b[lit..i]);
+            let (value, hex, end) = parse_number(b, i);
+            h.add(if hex { 0xa1 } else { 0xd1 });
+            on_num(Number {
+                value,
+                hex,
+                token: &line[tok_start..name_end],
+                field: &line[field.0..field.1],
+                start: i,
+                end,
+            });
+            i = end;
+            lit = end;
+            prev_word = true;
+            prev_digit = true;
+            continue;
+        }
+        let word = ch.is_ascii_alphanumeric() || ch == b'_';
+        match ch {
+            b' ' if depth == 0 && state => {
+                in_name = true;
+                tok_start = i + 1;
+                name_end = i + 1;
+                field = (i + 1, i + 1);
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'=' => {
+                if in_name && depth == 0 {
+                    in_name = false;
+                    name_end = i;
+                } else {
+                    field = if prev_word { (ident_start, i) } else { (i, i) };
+                }
+            }
+            _ => {}
+        }
+        if word && !prev_word {
+            ident_start = i;
+        }
+        if in_name && state {
+            name_end = i + 1;
+        }
+        prev_word = word;
+        prev_digit = ch.is_ascii_digit();
+        i += 1;
+    }
+    h.write(&b[lit..]);
+    h.0
+}
+
+/// Words that prefix a constant in a state value: precise `P5`, and older kernels' `inv5`, `invP5`.
+fn is_value_prefix(word: &[u8]) -> bool {
+    matches!(word, b"P" | b"inv" | b"invP")
+}
+
+/// Parses a decimal or `0x` hex literal, optionally negative, starting at `b[i]`.
+fn parse_number(b: &[u8], mut i: usize) -> (i128, bool, usize) {
+    let neg = b[i] == b'-';
+    if neg {
+        i += 1;
+    }
+    let mut v: i128 = 0;
+    let hex = b.get(i) == Some(&b'0')
+        && matches!(b.get(i + 1), Some(b'x' | b'X'))
+        && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+    if hex {
+        i += 2;
+        while let Some(d) = b.get(i).and_then(|c| char::from(*c).to_digit(16)) {
+            v = v.saturating_mul(16).saturating_add(i128::from(d));
+            i += 1;
+        }
+    } else {
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            v = v.saturating_mul(10).saturating_add(i128::from(d - b'0'));
+            i += 1;
+        }
+    }
+    (if neg { -v } else { v }, hex, i)
+}
+
+/// The shape hash of a line: equal for lines that differ only in abstracted values.
+pub fn shape_hash(line: &str) -> u64 {
+    scan(line, &classify(line), |_| {})
+}
+
+/// The shape of a line as text, abstracted numbers written as `#` (decimal) or `#x` (hex).
+pub fn shape(line: &str) -> Cow<'_, str> {
+    let c = classify(line);
+    let start = c.abstract_from.min(line.len());
+    if c.mode == Abstraction::Literal || start == line.len() {
+        return Cow::Borrowed(line);
+    }
+    let mut spans = Vec::new();
+    scan(line, &c, |n| spans.push((n.start, n.end, n.hex)));
+    let mut out = String::with_capacity(line.len());
+    let mut last = 0;
+    for (s, e, hex) in spans {
+        out.push_str(&line[last..s]);
+        out.push_str(if hex { "#x" } else { "#" });
+        last = e;
+    }
+    out.push_str(&line[last..]);
+    Cow::Owned(out)
+}
+
+/// The numbers abstracted out of a line, in order.
+pub fn values(line: &str) -> Vec<i128> {
+    let mut v = Vec::new();
+    scan(line, &classify(line), |n| v.push(n.value));
+    v
+}
+
+/// A register-ish label for a number: `R7`, `R3.smax`, `fp-8`, `R3.var_off[1]`.
+pub(crate) fn label(n: &Number<'_>, same_field_before: usize) -> String {
+    let mut name = n.token;
+    if let Some(u) = name.find('_') {
+        name = &name[..u];
+    }
+    let mut s = String::from(name);
+    if !n.field.is_empty() && n.field != name {
+        if !s.is_empty() {
+            s.push('.');
+        }
+        s.push_str(n.field);
+    }
+    if same_field_before > 0 || s.is_empty() {
+        s.push_str(&format!("[{same_field_before}]"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insn_line_keeps_text_and_abstracts_state() {
+        let l = "12: (bf) r1 = r7                      ; R1_w=5 R7_w=5";
+        let c = classify(l);
+        assert_eq!(c.kind, LineKind::Insn);
+        assert_eq!(c.insn, Some(12));
+        assert_eq!(
+            shape(l),
+            "12: (bf) r1 = r7                      ; R1_w=# R7_w=#"
+        );
+        assert_eq!(values(l), vec![5, 5]);
+    }
+
+    #[test]
+    fn equal_shape_for_different_values_only() {
+        let a = "9: (07) r7 += 1                       ; R7_w=1";
+        let b = "9: (07) r7 += 1                       ; R7_w=38";
+        let c = "9: (07) r7 += 2                       ; R7_w=38";
+        assert_eq!(shape_hash(a), shape_hash(b));
+        assert_ne!(shape_hash(a), shape_hash(c));
+    }
+
+    #[test]
+    fn scalar_ranges_and_hex_are_abstracted_names_are_not() {
+        let l = "from 10 to 2: R3=scalar(id=2,smin=0,smax=umax=39,var_off=(0x0; 0x3f)) R10=fp0 fp-8=mmmmmmmm";
+        let c = classify(l);
+        assert_eq!(c.kind, LineKind::Branch);
+        assert_eq!(c.insn, Some(2));
+        assert_eq!(
+            shape(l),
+            "from 10 to 2: R3=scalar(id=#,smin=#,smax=umax=#,var_off=(#x; #x)) R10=fp0 fp-8=mmmmmmmm"
+        );
+        let mut labels = Vec::new();
+        scan(l, &c, |n| labels.push(label(&n, 0)));
+        assert_eq!(labels[0], "R3.id");
+        assert_eq!(labels[2], "R3.umax");
+        assert_eq!(labels[3], "R3.var_off");
+    }
+
+    #[test]
+    fn fp_offsets_in_values_are_numbers() {
+        let l = "4: R1_w=fp-16 R10=fp0";
+        assert_eq!(classify(l).kind, LineKind::InsnState);
+        assert_eq!(shape(l), "4: R1_w=fp# R10=fp0");
+        assert_eq!(values(l), vec![-16]);
+    }
+
+    #[test]
+    fn kinds() {
+        let cases = [
+            ("; for (i = 0; i < 40; i++) @ main.bpf.c:33", LineKind::Source),
+            ("mark_precise: frame0: last_idx 10 first_idx 2 subseq_idx -1", LineKind::Precision),
+            ("processed 1234 insns (limit 1000000) max_states_per_insn 4 total_states 56 peak_states 56 mark_read 12", LineKind::Stats),
+            ("stack depth 8+0", LineKind::Stats),
+            ("verification time 123 usec", LineKind::Stats),
+            ("R7 invalid mem access 'scalar'", LineKind::Error),
+            ("R1 invalid mem access 'scalar'", LineKind::Error),
+            ("-- BEGIN PROG LOAD LOG --", LineKind::Marker),
+            ("libbpf: prog 'x': -- BEGIN PROG LOAD LOG --", LineKind::Marker),
+            ("libbpf: prog 'x': BPF program load failed: Permission denied", LineKind::Error),
+            ("libbpf: map 'bss': created", LineKind::Libbpf),
+            ("15: safe", LineKind::Safe),
+            ("func#0 @0", LineKind::Func),
+            ("", LineKind::Blank),
+            ("BPF program is too large. Processed 1000001 insn", LineKind::Error),
+            ("some other text", LineKind::Other),
+            (" frame1: R1=ctx() R10=fp0", LineKind::State),
+            ("0: R1=ctx() R10=fp0", LineKind::InsnState),
+        ];
+        for (l, k) in cases {
+            assert_eq!(classify(l).kind, k, "{l}");
+        }
+    }
+
+    #[test]
+    fn precise_and_old_style_constants_are_numbers() {
+        assert_eq!(
+            shape("9: (07) r1 += 1 ; R1_rw=P5"),
+            "9: (07) r1 += 1 ; R1_rw=P#"
+        );
+        assert_eq!(values("5: R2_w=inv7 R3=invP0 R4=ptr5"), vec![7, 0]);
+    }
+
+    #[test]
+    fn multibyte_text_never_splits_a_char() {
+        for l in [
+            "5: R1\u{e9}=3 R2=\u{e9}5 \u{fc}=7 R\u{fc}\u{fc}=x(a\u{e9}=9)",
+            "from 1 to 2: \u{1f600}=1 R1=\u{1f600}2",
+            "3: (bf) r1 = r2 ; R1_w=\u{e9}(\u{e9}=1,\u{e9}\u{e9}=2)",
+        ] {
+            let mut labels = Vec::new();
+            scan(l, &classify(l), |n| labels.push(label(&n, 0)));
+            assert!(!shape(l).is_empty());
+        }
+        assert_eq!(values("5: R1=3 R2=\u{e9}5"), vec![3, 5]);
+    }
+
+    #[test]
+    fn negative_and_saturating_numbers() {
+        let l = "3: R0=scalar(smin=-9223372036854775808,umax=999999999999999999999999999999999999999999)";
+        let v = values(l);
+        assert_eq!(v[0], -9_223_372_036_854_775_808);
+        assert_eq!(v[1], i128::MAX);
+    }
+
+    #[test]
+    fn fold_lines_abstract_every_number() {
+        let h = "--- ktstr fold: 418 lines omitted: iterations 2-39 of 40 (period 11 lines, insns 2-10); 2 notes ---";
+        assert_eq!(classify(h).kind, LineKind::Fold);
+        assert_eq!(values(h), vec![418, 2, 39, 40, 11, 2, 10, 2]);
+        let n = "---   R7 (insn 2): 0 -> 39 step 1";
+        assert_eq!(classify(n).kind, LineKind::FoldNote);
+        assert_eq!(values(n), vec![0, 39, 1]);
+    }
+}
