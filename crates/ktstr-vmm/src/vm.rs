@@ -186,6 +186,7 @@ fn ram_files(cfg: &VmConfig) -> Result<Vec<GuestRamFile>, VmmError> {
     } else {
         std::env::temp_dir()
     };
+    remove_stale_ram_files(&dir);
     let files: Vec<GuestRamFile> = cfg
         .topology
         .split_memory_mib(cfg.memory_mib)
@@ -210,6 +211,26 @@ fn ram_files(cfg: &VmConfig) -> Result<Vec<GuestRamFile>, VmmError> {
         }
     }
     Ok(files)
+}
+
+/// Removes RAM files left by ktstr processes that no longer exist (killed with SIGKILL, say).
+fn remove_stale_ram_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("ktstr-ram-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 fn remove_ram_files(files: &[GuestRamFile]) {
@@ -285,6 +306,23 @@ mod tests {
             .memory_mib(128);
         let err = Vm::start(&cfg, Engine::QemuKvm).err().expect("must fail");
         assert!(err.to_string().contains("at least 256 MiB"), "{err}");
+    }
+
+    #[test]
+    fn stale_ram_files_of_dead_processes_are_removed() {
+        let dir = std::env::temp_dir().join(format!("ktstr-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // PID 4194304 is above the kernel's maximum, so it is never alive.
+        let dead = dir.join("ktstr-ram-4194304-0-node0");
+        let alive = dir.join(format!("ktstr-ram-{}-0-node0", std::process::id()));
+        let other = dir.join("unrelated");
+        for f in [&dead, &alive, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        remove_stale_ram_files(&dir);
+        assert!(!dead.exists());
+        assert!(alive.exists() && other.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
