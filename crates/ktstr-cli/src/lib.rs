@@ -89,6 +89,8 @@ enum KernelCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Print the path of Debian's linux-source tree matching the fetched kernel (downloaded if absent).
+    Source,
     /// List cached kernels.
     List {
         /// JSON output.
@@ -142,6 +144,15 @@ struct VmArgs {
     /// Kernel module to load in the guest before the command (its dependencies come along).
     #[arg(short = 'm', long = "module")]
     modules: Vec<String>,
+    /// A sched_ext scheduler binary to attach before the command (it must stay attached).
+    #[arg(long)]
+    scheduler: Option<PathBuf>,
+    /// Arguments for the scheduler, split on whitespace.
+    #[arg(long, requires = "scheduler", allow_hyphen_values = true)]
+    scheduler_args: Option<String>,
+    /// Seconds the scheduler may take to attach.
+    #[arg(long, default_value_t = 60, requires = "scheduler")]
+    attach_timeout: u64,
     /// Print the guest kernel console (COM1) after the run.
     #[arg(long)]
     dmesg: bool,
@@ -284,6 +295,9 @@ fn kernel_command(cmd: KernelCommand) -> Result<i32> {
             )?;
             println!("{}", k.boot_image.display());
         }
+        KernelCommand::Source => {
+            println!("{}", kernel::linux_source(&mut progress)?.display());
+        }
         KernelCommand::List { json } => {
             let kernels = kernel::list()?;
             if json {
@@ -373,6 +387,17 @@ fn run_vm(a: &VmArgs, mode: Mode, timeout: Duration) -> Result<i32> {
     opts.include_files = a.include_files.clone();
     opts.extra_cmdline = a.cmdline.clone();
     opts.modules = a.modules.clone();
+    opts.scheduler = a.scheduler.as_ref().map(|binary| run::SchedulerRun {
+        binary: binary.clone(),
+        args: a
+            .scheduler_args
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        attach_timeout: Duration::from_secs(a.attach_timeout),
+    });
 
     let cancel = Arc::new(AtomicBool::new(false));
     {
@@ -423,6 +448,9 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
             progress(&format!("guest: {l}"));
         }
     }
+    if let Some(s) = &r.scheduler {
+        print_scheduler(s);
+    }
     for issue in &r.channel_issues {
         progress(&format!("warning: COM2 channel: {issue}"));
     }
@@ -442,6 +470,9 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
             describe(f)
         )),
         Outcome::Interrupted => progress("interrupted: VM stopped and its files removed"),
+        Outcome::SchedulerNotAttached => {
+            progress("the scheduler did not attach: the command was not run")
+        }
     }
     if !r.console_tail.is_empty() {
         progress(&format!(
@@ -455,6 +486,61 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
     if a.dmesg {
         if let Ok(c) = std::fs::read_to_string(&r.console_log) {
             eprint!("{c}");
+        }
+    }
+}
+
+fn print_scheduler(s: &ktstr::sched::SchedulerReport) {
+    use ktstr::sched::SchedulerVerdict as V;
+    let attach = s
+        .attach_ms
+        .map(|ms| {
+            format!(
+                "attached in {:.2}s as `{}`",
+                ms as f64 / 1000.0,
+                s.ops.as_deref().unwrap_or("?")
+            )
+        })
+        .unwrap_or_else(|| "never attached".into());
+    let lost = s
+        .lost_after_ms
+        .map(|ms| format!(" {:.2}s after attaching", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    let verdict = match &s.verdict {
+        V::Healthy => "still attached when the command ended".to_string(),
+        V::ExitedAtStartup { code, signal } => format!(
+            "exited at start-up ({})",
+            match (code, signal) {
+                (Some(c), _) => format!("status {c}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                _ => "could not be started".into(),
+            }
+        ),
+        V::AttachTimeout { state } => format!("did not attach in time (sched_ext state: {state})"),
+        V::Ejected { reason } => format!("FAILED: ejected by the kernel{lost}: {reason}"),
+        V::ExitedCleanly => {
+            format!("FAILED: detached and exited cleanly{lost} while the command ran")
+        }
+        V::Crashed { signal } => format!("FAILED: crashed with signal {signal}{lost}"),
+        V::DiedUnknown { detail } => {
+            format!("FAILED: stopped scheduling{lost} for no known reason: {detail}")
+        }
+    };
+    progress(&format!("scheduler {}: {attach}; {verdict}", s.name));
+    if !s.healthy() {
+        for l in &s.kernel_log {
+            eprintln!("  kernel| {l}");
+        }
+        for l in s
+            .output_tail
+            .iter()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            eprintln!("  {}| {l}", s.name);
         }
     }
 }

@@ -47,22 +47,33 @@ fn vm_slot() -> Option<VmSlot> {
 }
 
 fn has_kernel() -> bool {
-    if std::env::var_os("KTSTR_KERNEL").is_some() {
-        return true;
-    }
-    Command::new(KTSTR)
-        .args(["kernel", "list", "--json"])
-        .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"release\""))
-        .unwrap_or(false)
+    test_kernel().is_some()
+}
+
+/// The kernel VM tests boot: `KTSTR_KERNEL` if set, else the fetched Debian kernel
+/// (modules, SysRq and sched_ext included), whatever else is cached.
+fn test_kernel() -> Option<&'static str> {
+    static KERNEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            if let Ok(k) = std::env::var("KTSTR_KERNEL") {
+                return Some(k);
+            }
+            let out = Command::new(KTSTR).args(["kernel", "fetch"]).output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .as_deref()
 }
 
 fn ktstr(args: &[&str]) -> Output {
-    Command::new(KTSTR)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ktstr")
+    let mut cmd = Command::new(KTSTR);
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(k) = test_kernel() {
+        cmd.env("KTSTR_KERNEL", k);
+    }
+    cmd.output().expect("run ktstr")
 }
 
 fn text(b: &[u8]) -> String {
@@ -299,6 +310,7 @@ fn vm_ctrl_c_stops_the_vm_and_removes_its_files() {
     let shm_before = ram_files();
     let mut child = Command::new(KTSTR)
         .args(["exec", "--", "sh", "-c", "echo running; sleep 600"])
+        .env("KTSTR_KERNEL", test_kernel().unwrap_or_default())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -413,4 +425,131 @@ fn vm_modules_load_with_their_dependencies() {
         "{}",
         text(&bad.stderr)
     );
+}
+
+/// scx_simple from the kernel's tools/sched_ext (`scripts/build-scx-examples`).
+fn scx_simple() -> Option<String> {
+    let path = std::env::var("KTSTR_SCX_SIMPLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| ktstr::kernel::cache_root().join("schedulers/scx_simple"));
+    if path.is_file() {
+        return Some(path.display().to_string());
+    }
+    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "KTSTR_REQUIRE_VM=1 but {} is missing (scripts/build-scx-examples)",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (scripts/build-scx-examples)",
+        path.display()
+    );
+    None
+}
+
+#[test]
+fn vm_scheduler_attaches_and_stays_attached() {
+    let Some(_slot) = vm_slot() else { return };
+    let Some(scx) = scx_simple() else { return };
+    let out = ktstr(&[
+        "exec",
+        "--scheduler",
+        &scx,
+        "--",
+        "sh",
+        "-c",
+        "cat /sys/kernel/sched_ext/state /sys/kernel/sched_ext/root/ops",
+    ]);
+    let e = text(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert_eq!(text(&out.stdout), "enabled\nsimple\n");
+    assert!(e.contains("scheduler scx_simple: attached in"), "{e}");
+    assert!(
+        e.contains("as `simple`; still attached when the command ended"),
+        "{e}"
+    );
+}
+
+#[test]
+fn vm_scheduler_ejected_mid_command_fails_with_the_kernel_reason() {
+    let Some(_slot) = vm_slot() else { return };
+    let Some(scx) = scx_simple() else { return };
+    // SysRq-S makes the kernel disable the BPF scheduler, as it would after an error or a stall.
+    let out = ktstr(&[
+        "exec",
+        "--scheduler",
+        &scx,
+        "--",
+        "sh",
+        "-c",
+        "echo S > /proc/sysrq-trigger; sleep 1; cat /sys/kernel/sched_ext/state",
+    ]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{e}");
+    assert_eq!(
+        text(&out.stdout),
+        "disabled\n",
+        "the command itself ran and succeeded"
+    );
+    assert!(e.contains("FAILED: ejected by the kernel"), "{e}");
+    assert!(
+        e.contains("disabled by sysrq-S"),
+        "the kernel's reason: {e}"
+    );
+    assert!(
+        e.contains("scx_simple| EXIT:"),
+        "the scheduler's own exit line: {e}"
+    );
+}
+
+#[test]
+fn vm_scheduler_exiting_at_startup_is_reported_and_the_command_skipped() {
+    let Some(_slot) = vm_slot() else { return };
+    let out = ktstr(&[
+        "exec",
+        "--scheduler",
+        "/bin/false",
+        "--",
+        "echo",
+        "should-not-run",
+    ]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{e}");
+    assert!(text(&out.stdout).is_empty());
+    assert!(
+        e.contains("scheduler false: never attached; exited at start-up (status 1)"),
+        "{e}"
+    );
+    assert!(e.contains("the command was not run"), "{e}");
+}
+
+#[test]
+fn kernel_without_sched_ext_is_refused_for_scheduler_runs() {
+    let dir = std::env::temp_dir().join(format!("ktstr-noscx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(KTSTR, dir.join("vmlinux")).unwrap();
+    let config: String = ktstr::kernel::EXEC_REQUIRED
+        .iter()
+        .map(|o| format!("CONFIG_{o}=y\n"))
+        .collect();
+    std::fs::write(
+        dir.join("config"),
+        config + "# CONFIG_SCHED_CLASS_EXT is not set\n",
+    )
+    .unwrap();
+    let k = dir.join("vmlinux").display().to_string();
+    let out = ktstr(&[
+        "exec",
+        "--kernel",
+        &k,
+        "--scheduler",
+        "/bin/true",
+        "--",
+        "true",
+    ]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    assert!(e.contains("CONFIG_SCHED_CLASS_EXT (not set)"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,10 +8,14 @@
 //! (ACPI, CPUID), and tests compare what the guest reports against
 //! [`Topology::expected`].
 
+pub mod acpi;
+pub mod cpuid;
 mod cpulist;
 mod error;
 mod topology;
 
+pub use acpi::{build_tables, AcpiError, AcpiLayout, AcpiTables};
+pub use cpuid::{apic_id, patch_cpuid, ApicLayout, CpuidEntry, CpuidError};
 pub use cpulist::{format_cpu_list, parse_cpu_list};
 pub use error::TopologyError;
 pub use topology::{CpuPlace, ExpectedLayout, Topology, MAX_CPUS};

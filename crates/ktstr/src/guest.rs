@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{Encoder, FrameKind};
+use crate::sched::{self, SchedulerJob};
 
 /// Where the host puts the job in the initramfs.
 pub const JOB_PATH: &str = "/ktstr/job.json";
@@ -39,6 +40,9 @@ pub struct Job {
     /// Module file names under [`MODULE_DIR`], loaded in order before the command.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// A sched_ext scheduler to attach before the command and check after it.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerJob>,
 }
 
 /// The two things guest init can do.
@@ -116,6 +120,7 @@ pub fn init_main() -> ! {
     if let Ok(Job {
         mode: JobMode::Shell,
         modules,
+        ..
     }) = &job
     {
         // The shell owns COM2 as a terminal: no frames, plain text only.
@@ -151,7 +156,7 @@ pub fn init_main() -> ! {
     let result = job.and_then(|job| {
         load_modules(&job.modules)?;
         match &job.mode {
-            JobMode::Exec { argv } => exec(argv),
+            JobMode::Exec { argv } => exec(argv, job.scheduler.as_ref()),
             JobMode::Shell => Ok(()),
         }
     });
@@ -178,8 +183,26 @@ fn load_modules(modules: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn exec(argv: &[String]) -> Result<(), String> {
+fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
+    let running = match scheduler.map(sched::start) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(report)) => {
+            // Without its scheduler the command would test the wrong thing: report and stop.
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            send(FrameKind::Scheduler, json.as_bytes());
+            return Ok(());
+        }
+    };
+    let command_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = running.map(|mut r| {
+        let done = std::sync::Arc::clone(&command_done);
+        std::thread::spawn(move || {
+            let lost = sched::watch(&mut r, &|| done.load(std::sync::atomic::Ordering::SeqCst));
+            (r, lost)
+        })
+    });
     let start = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -190,12 +213,11 @@ fn exec(argv: &[String]) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let (tx, rx) = mpsc::channel::<(FrameKind, Vec<u8>)>();
-    let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(pump(out, FrameKind::Stdout, tx.clone()));
+        pump(out, FrameKind::Stdout, tx.clone());
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(pump(err, FrameKind::Stderr, tx.clone()));
+        pump(err, FrameKind::Stderr, tx.clone());
     }
     drop(tx);
     // Forward output until both pipes close or the command is gone and its pipes stay quiet.
@@ -221,11 +243,23 @@ fn exec(argv: &[String]) -> Result<(), String> {
             .wait()
             .map_err(|e| format!("waiting for `{program}`: {e}"))?,
     };
+    let runtime_ms = start.elapsed().as_millis() as u64;
+    command_done.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(w) = watcher {
+        match w.join() {
+            Ok((r, lost)) => {
+                let report = sched::finish(r, lost);
+                let json = serde_json::to_string(&report).unwrap_or_default();
+                send(FrameKind::Scheduler, json.as_bytes());
+            }
+            Err(_) => log("the scheduler watcher panicked"),
+        }
+    }
     use std::os::unix::process::ExitStatusExt;
     let exit = CommandExit {
         code: status.code(),
         signal: status.signal(),
-        runtime_ms: start.elapsed().as_millis() as u64,
+        runtime_ms,
     };
     send(
         FrameKind::Exit,
@@ -454,9 +488,13 @@ mod tests {
                 argv: vec!["nproc".into()],
             },
             modules: vec![],
+            scheduler: None,
         };
         let text = serde_json::to_string(&job).unwrap();
-        assert_eq!(text, r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[]}"#);
+        assert_eq!(
+            text,
+            r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[],"scheduler":null}"#
+        );
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
         assert!(serde_json::from_str::<Job>(r#"{"mode":"shell","extra":1}"#).is_err());
         assert_eq!(

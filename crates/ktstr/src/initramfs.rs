@@ -54,6 +54,8 @@ pub struct InitramfsSpec {
     pub include_files: Vec<PathBuf>,
     /// Kernel modules (uncompressed `.ko`), copied to [`MODULE_DIR`] by file name.
     pub modules: Vec<PathBuf>,
+    /// Other files at fixed guest paths (guest path, host path); ELF files bring their libraries.
+    pub extra_files: Vec<(String, PathBuf)>,
 }
 
 /// What an initramfs was built from, for reports and tests.
@@ -115,6 +117,12 @@ pub fn build_base(spec: &InitramfsSpec, out: &Path) -> Result<InitramfsContents,
             add_file(&mut contents, guest, file);
         }
     }
+    for (guest, host) in &spec.extra_files {
+        for lib in elf_closure(host)? {
+            add_file(&mut contents, lib.display().to_string(), lib);
+        }
+        add_file(&mut contents, guest.clone(), host.clone());
+    }
     for m in &spec.modules {
         let name = m
             .file_name()
@@ -168,22 +176,26 @@ pub fn job_archive(job: &Job) -> Result<Vec<u8>, KtstrError> {
 pub fn base_cache_key(spec: &InitramfsSpec) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut stamp = |p: &Path| {
-        p.hash(&mut h);
+    let stamp = |h: &mut std::collections::hash_map::DefaultHasher, p: &Path| {
+        p.hash(h);
         if let Ok(m) = fs::metadata(p) {
-            m.len().hash(&mut h);
-            m.modified().ok().hash(&mut h);
+            m.len().hash(h);
+            m.modified().ok().hash(h);
         }
     };
-    stamp(&spec.init);
+    stamp(&mut h, &spec.init);
     if let Some(b) = &spec.busybox {
-        stamp(b);
+        stamp(&mut h, b);
     }
     for p in spec.include_files.iter().chain(&spec.modules) {
         for (_, f) in walk(p).unwrap_or_default() {
-            stamp(&f);
+            stamp(&mut h, &f);
         }
-        stamp(p);
+        stamp(&mut h, p);
+    }
+    for (guest, host) in &spec.extra_files {
+        guest.hash(&mut h);
+        stamp(&mut h, host);
     }
     env!("CARGO_PKG_VERSION").hash(&mut h);
     format!("{:016x}", h.finish())
@@ -462,6 +474,7 @@ mod tests {
             busybox: None,
             include_files: vec![inc],
             modules: vec![],
+            extra_files: vec![],
         };
         let out = d.join("base.cpio");
         let contents = build_base(&spec, &out).unwrap();
@@ -472,6 +485,7 @@ mod tests {
                 argv: vec!["true".into()],
             },
             modules: vec![],
+            scheduler: None,
         };
         let run = d.join("run.cpio");
         write_run_initramfs(&out, &job, &run).unwrap();

@@ -4,6 +4,7 @@
 //! - [`initramfs`] (over [`cpio`]): the guest's root filesystem, built on the fly.
 //! - [`guest`]: ktstr as the guest's `/init`.
 //! - [`proto`]: the framed guest-to-host channel on COM2.
+//! - [`sched`]: attach a sched_ext scheduler in the guest and judge what became of it.
 //! - [`run`]: boot a guest, run a command in it, and tell the command's result
 //!   from an infrastructure failure.
 
@@ -14,6 +15,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod proto;
 pub mod run;
+pub mod sched;
 
 pub use error::KtstrError;
 pub use ktstr_topology::Topology;

@@ -37,6 +37,8 @@ pub enum FrameKind {
     Log = 5,
     /// Guest init failed before or while running the command (UTF-8 text).
     InitError = 6,
+    /// What became of the sched_ext scheduler; payload is JSON [`crate::sched::SchedulerReport`].
+    Scheduler = 7,
 }
 
 impl FrameKind {
@@ -48,6 +50,7 @@ impl FrameKind {
             4 => FrameKind::Exit,
             5 => FrameKind::Log,
             6 => FrameKind::InitError,
+            7 => FrameKind::Scheduler,
             _ => return None,
         })
     }

@@ -19,6 +19,7 @@ use crate::guest::{CommandExit, Hello, Job, JobMode};
 use crate::initramfs::{base_cache_key, build_base, write_run_initramfs, InitramfsSpec};
 use crate::kernel::{cache_root, check_config, Kernel, EXEC_REQUIRED};
 use crate::proto::{Decoder, Event, FrameKind};
+use crate::sched::{SchedulerJob, SchedulerReport, GUEST_SCHED_DIR};
 use crate::KtstrError;
 
 /// How long guest init may take to say hello, unless the overall timeout is shorter.
@@ -57,6 +58,30 @@ pub struct RunOptions {
     pub extra_cmdline: String,
     /// Kernel modules to load before the command (dependencies are added).
     pub modules: Vec<String>,
+    /// A sched_ext scheduler to attach before the command.
+    pub scheduler: Option<SchedulerRun>,
+}
+
+/// A scheduler binary to run in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerRun {
+    /// The host binary (packed with its shared libraries).
+    pub binary: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// How long it may take to attach.
+    pub attach_timeout: Duration,
+}
+
+impl SchedulerRun {
+    fn guest_path(&self) -> String {
+        let name = self
+            .binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "scheduler".into());
+        format!("{GUEST_SCHED_DIR}/{name}")
+    }
 }
 
 impl RunOptions {
@@ -81,6 +106,7 @@ impl RunOptions {
                 .find(|p| p.is_file()),
             extra_cmdline: String::new(),
             modules: Vec::new(),
+            scheduler: None,
         })
     }
 }
@@ -157,6 +183,8 @@ pub enum Outcome {
     GuestDied(GuestFailure),
     /// The guest failed before the command ran, on every attempt.
     Infrastructure(GuestFailure),
+    /// The scheduler did not attach, so the command was not run.
+    SchedulerNotAttached,
     /// The interactive shell ended.
     ShellEnded,
     /// The user interrupted the run.
@@ -195,13 +223,17 @@ pub struct RunReport {
     pub channel_issues: Vec<String>,
     /// The last lines of the console when the guest failed.
     pub console_tail: Vec<String>,
+    /// What became of the sched_ext scheduler, when one was asked for.
+    pub scheduler: Option<SchedulerReport>,
 }
 
 impl RunReport {
     /// The exit status `ktstr exec` returns: the command's, 128+signal, 124 on timeout,
-    /// 125 when the guest failed, 130 when interrupted.
+    /// 125 when the guest failed, 126 when the scheduler failed, 130 when interrupted.
     pub fn exit_code(&self) -> i32 {
+        let sched_failed = self.scheduler.as_ref().is_some_and(|s| !s.healthy());
         match &self.outcome {
+            Outcome::Command(_) | Outcome::SchedulerNotAttached if sched_failed => 126,
             Outcome::Command(e) => match (e.code, e.signal) {
                 (Some(c), _) => c,
                 (None, Some(s)) => 128 + s,
@@ -210,19 +242,27 @@ impl RunReport {
             Outcome::CommandTimedOut { .. } => 124,
             Outcome::GuestDied(_) | Outcome::Infrastructure(_) => 125,
             Outcome::ShellEnded => 0,
+            Outcome::SchedulerNotAttached => 126,
             Outcome::Interrupted => 130,
         }
     }
 }
 
 /// Checks the kernel's config for what a run needs; unknown configs pass with a warning from the caller.
-pub fn check_kernel(kernel: &Kernel, topology: &Topology) -> Result<(), KtstrError> {
+pub fn check_kernel(
+    kernel: &Kernel,
+    topology: &Topology,
+    sched_ext: bool,
+) -> Result<(), KtstrError> {
     let Some(config) = kernel.config_text() else {
         return Ok(());
     };
     let mut required: Vec<&str> = EXEC_REQUIRED.to_vec();
     if topology.numa_nodes > 1 {
         required.extend(["NUMA", "ACPI_NUMA"]);
+    }
+    if sched_ext {
+        required.push("SCHED_CLASS_EXT");
     }
     let missing = check_config(&config, &required);
     if missing.is_empty() {
@@ -242,6 +282,11 @@ pub fn base_initramfs(opts: &RunOptions, modules: Vec<PathBuf>) -> Result<PathBu
         busybox: opts.busybox.clone(),
         include_files: opts.include_files.clone(),
         modules,
+        extra_files: opts
+            .scheduler
+            .iter()
+            .map(|s| (s.guest_path(), s.binary.clone()))
+            .collect(),
     };
     let dir = cache_root().join("initramfs");
     std::fs::create_dir_all(&dir).map_err(|e| KtstrError::io(&dir, e))?;
@@ -265,7 +310,15 @@ pub fn run(
     output: &mut dyn FnMut(Stream, &[u8]),
     cancel: &AtomicBool,
 ) -> Result<RunReport, KtstrError> {
-    check_kernel(&opts.kernel, &opts.topology)?;
+    check_kernel(&opts.kernel, &opts.topology, opts.scheduler.is_some())?;
+    if let Some(s) = &opts.scheduler {
+        if !s.binary.is_file() {
+            return Err(KtstrError::KernelNotFound {
+                spec: s.binary.display().to_string(),
+                hint: "the scheduler binary does not exist".into(),
+            });
+        }
+    }
     let host_cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -288,6 +341,11 @@ pub fn run(
             Mode::Shell => JobMode::Shell,
         },
         modules: module_names,
+        scheduler: opts.scheduler.as_ref().map(|s| SchedulerJob {
+            path: s.guest_path(),
+            args: s.args.clone(),
+            attach_timeout_ms: s.attach_timeout.as_millis() as u64,
+        }),
     };
     let run_dir = RunDir::new()?;
     let initramfs = run_dir.path.join("initramfs.cpio");
@@ -355,6 +413,7 @@ fn attempt_once(
         guest_log: Vec::new(),
         channel_issues: Vec::new(),
         console_tail: Vec::new(),
+        scheduler: None,
     };
     let (tx, rx) = mpsc::channel::<Event>();
     let reader = vm.take_app_channel().map(|mut pipe| {
@@ -429,6 +488,12 @@ fn attempt_once(
     let started = report.hello.is_some();
     report.outcome = if let Some(e) = exit {
         Outcome::Command(e)
+    } else if report
+        .scheduler
+        .as_ref()
+        .is_some_and(|s| s.attach_ms.is_none())
+    {
+        Outcome::SchedulerNotAttached
     } else if matches!(mode, Mode::Shell)
         && !timed_out
         && classify_console(&console, &engine_stderr).is_none()
@@ -469,7 +534,10 @@ fn attempt_once(
             Outcome::Infrastructure(failure)
         }
     };
-    if !matches!(report.outcome, Outcome::Command(_) | Outcome::ShellEnded) {
+    if !matches!(
+        report.outcome,
+        Outcome::Command(_) | Outcome::ShellEnded | Outcome::SchedulerNotAttached
+    ) {
         report.console_tail = console
             .lines()
             .rev()
@@ -511,6 +579,12 @@ fn handle_event(
             FrameKind::Log => report
                 .guest_log
                 .push(String::from_utf8_lossy(&f.payload).into_owned()),
+            FrameKind::Scheduler => match serde_json::from_slice::<SchedulerReport>(&f.payload) {
+                Ok(s) => report.scheduler = Some(s),
+                Err(e) => report
+                    .channel_issues
+                    .push(format!("unreadable scheduler report: {e}")),
+            },
             FrameKind::InitError => {
                 *init_error = Some(String::from_utf8_lossy(&f.payload).into_owned())
             }
@@ -639,6 +713,7 @@ mod tests {
             guest_log: vec![],
             channel_issues: vec![],
             console_tail: vec![],
+            scheduler: None,
         }
     }
 

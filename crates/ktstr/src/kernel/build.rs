@@ -138,12 +138,19 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Kern
     let work = kernels_dir().join(format!(".{name}.partial"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| KtstrError::io(&work, e))?;
-    for (from, to) in [
-        ("vmlinux", "vmlinux"),
-        ("arch/x86/boot/bzImage", "vmlinuz"),
-        (".config", "config"),
-        ("System.map", "System.map"),
-    ] {
+    // The cached vmlinux keeps .BTF and the symbol table but not DWARF: a fraction
+    // of the size, and QEMU loads it faster.
+    let vmlinux = out.join("vmlinux");
+    let stripped = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(&vmlinux)
+        .arg(work.join("vmlinux"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(&vmlinux, work.join("vmlinux")).map_err(|e| KtstrError::io(&vmlinux, e))?;
+    }
+    for (from, to) in [(".config", "config"), ("System.map", "System.map")] {
         let from = out.join(from);
         std::fs::copy(&from, work.join(to)).map_err(|e| KtstrError::io(&from, e))?;
     }

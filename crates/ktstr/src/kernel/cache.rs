@@ -194,6 +194,16 @@ impl Kernel {
 
     /// A kernel from an image file; its config is looked for beside it.
     pub fn from_image(path: &Path) -> Result<Kernel, KtstrError> {
+        // An image inside a cache entry is that entry, modules and all.
+        if let Some(dir) = path.parent().filter(|d| d.join(META_FILE).is_file()) {
+            let k = Kernel::from_cache_dir(dir)?;
+            if k.vmlinux.as_deref() == Some(path) || k.bzimage.as_deref() == Some(path) {
+                return Ok(Kernel {
+                    boot_image: path.to_path_buf(),
+                    ..k
+                });
+            }
+        }
         let kind = image_kind(path)?.ok_or_else(|| KtstrError::KernelNotFound {
             spec: path.display().to_string(),
             hint: "the file is neither a bzImage nor an ELF vmlinux".into(),
