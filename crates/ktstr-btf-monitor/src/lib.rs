@@ -1,0 +1,27 @@
+//! Read a Linux guest's scheduler state from the host, through the kernel's own BTF.
+//!
+//! The monitor observes without perturbing: no BPF and no agent in the guest. The pieces:
+//!
+//! - [`btf`]: parse BTF (raw or from a vmlinux ELF) and [`resolve`] member paths such as
+//!   `rq.scx.nr_running` to offsets, sizes and bitfield positions.
+//! - [`symbols`]: kernel symbol addresses from `/proc/kallsyms` text, System.map, or an
+//!   ELF symbol table, with a KASLR slide.
+//! - [`memory`]: one [`GuestMemory`] trait over guest-physical memory, implemented for a
+//!   byte buffer, QEMU's shared RAM files, and a `dump-guest-memory` ELF core.
+//! - [`translate`]: kernel virtual to guest physical (direct map, kernel image, x86-64
+//!   4- and 5-level page walks) and per-CPU variable addresses.
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("ktstr-btf-monitor supports 64-bit hosts only");
+
+pub mod btf;
+pub mod memory;
+pub mod symbols;
+pub mod translate;
+
+pub use btf::{resolve, Btf, BtfError, Field, Kind, TypeId};
+pub use memory::{
+    BufferMemory, ElfCore, GuestMemory, MemError, PcRamLayout, QemuCpuState, RamFiles, RamRegion,
+};
+pub use symbols::{Symbol, SymbolError, SymbolTable};
+pub use translate::{per_cpu_addr, TranslateError, Translator};
