@@ -5,6 +5,8 @@
 //! QEMU: at 2 vCPUs against `qemu-system-x86_64 -M pc -nographic -kernel
 //! <bzImage> -initrd <busybox init>`, and at 16 vCPUs against the same with
 //! multi-threaded TCG. Runs alternate so both sides see the same machine load.
+//! `KTSTR_BENCH_KERNELS=name,name` adds cached kernels (e.g. one from
+//! `ktstr kernel build`) beside the fetched Debian kernel.
 
 mod common;
 
@@ -73,6 +75,18 @@ fn plain_boot(bzimage: &Path, initrd: &Path, smp: u32, threads: &str) -> Option<
         .stderr(Stdio::null())
         .spawn()
         .expect("qemu-system-x86_64");
+    // A plain guest can hang (early oops under multi-threaded TCG): give up after 120 s.
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        while Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+        }
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
     let mut marker = None;
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -82,6 +96,7 @@ fn plain_boot(bzimage: &Path, initrd: &Path, smp: u32, threads: &str) -> Option<
         }
     }
     let _ = child.wait();
+    let _ = watchdog.join();
     marker.map(|m| (m, t.elapsed().as_secs_f64()))
 }
 
@@ -95,8 +110,10 @@ struct Row {
     plain_failures: u32,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench(
     name: &str,
+    kernel: &Path,
     reps: usize,
     topo: &str,
     smp: u32,
@@ -116,7 +133,17 @@ fn bench(
     for i in 0..reps {
         print!("\r{name}: run {}/{reps}", i + 1);
         let _ = std::io::stdout().flush();
-        let (out, wall) = ktstr(&["exec", "-v", "--topology", topo, "--", "true"]);
+        let k = kernel.join("vmlinux").display().to_string();
+        let (out, wall) = ktstr(&[
+            "exec",
+            "-v",
+            "--kernel",
+            &k,
+            "--topology",
+            topo,
+            "--",
+            "true",
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         match (out.status.success(), launch_to_init(&stderr)) {
             (true, Some(init)) if !stderr.contains("retried") => {
@@ -152,36 +179,55 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
-    let kdir = kernel_dir();
-    let bz = kdir.join("vmlinuz");
+    let mut kernels = vec![kernel_dir()];
+    if let Ok(extra) = std::env::var("KTSTR_BENCH_KERNELS") {
+        let root = kernels[0]
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        kernels.extend(
+            extra
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(|k| root.join(k)),
+        );
+    }
     let work = std::env::temp_dir().join(format!("ktstr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let initrd = plain_initramfs(&work);
-    // Warm the initramfs cache so the first run is not an outlier.
-    let _ = ktstr(&["exec", "--", "true"]);
-    let rows = [
-        bench(
-            "2 vCPUs (1,1,2,1) vs plain -smp 2",
+    let mut rows = Vec::new();
+    for kdir in &kernels {
+        let bz = kdir.join("vmlinuz");
+        let kname = kdir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // Warm the initramfs cache so the first run is not an outlier.
+        let k = kdir.join("vmlinux").display().to_string();
+        let _ = ktstr(&["exec", "--kernel", &k, "--", "true"]);
+        rows.push(bench(
+            &format!("{kname}: 2 vCPUs (1,1,2,1) vs -smp 2"),
+            kdir,
             reps,
             "1,1,2,1",
             2,
             "multi",
             &bz,
             &initrd,
-        ),
-        bench(
-            "16 vCPUs (2,2,2,2) vs plain -smp 16 multi-threaded",
+        ));
+        rows.push(bench(
+            &format!("{kname}: 16 vCPUs (2,2,2,2) vs -smp 16 mt"),
+            kdir,
             reps,
             "2,2,2,2",
             16,
             "multi",
             &bz,
             &initrd,
-        ),
-    ];
-    println!("kernel: {}", kdir.display());
+        ));
+    }
     println!(
-        "{:<52} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9}",
+        "{:<58} {:>10} {:>10} {:>11} {:>11} {:>7} {:>7} {:>9}",
         "configuration (medians, s)",
         "ktstr init",
         "plain init",
@@ -195,7 +241,7 @@ fn main() {
         let (ki, pi) = (median(&mut r.ktstr_init), median(&mut r.plain_init));
         let (kt, pt) = (median(&mut r.ktstr_total), median(&mut r.plain_total));
         println!(
-            "{:<52} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>9.2} {:>9.2} {:>9}",
+            "{:<58} {:>10.2} {:>10.2} {:>11.2} {:>11.2} {:>7.2} {:>7.2} {:>9}",
             r.name,
             ki,
             pi,

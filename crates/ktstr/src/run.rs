@@ -292,15 +292,33 @@ pub fn base_initramfs(opts: &RunOptions, modules: Vec<PathBuf>) -> Result<PathBu
     std::fs::create_dir_all(&dir).map_err(|e| KtstrError::io(&dir, e))?;
     let path = dir.join(format!("{}.cpio", base_cache_key(&spec)));
     if !path.is_file() {
-        let tmp = dir.join(format!(
-            "{}.{}.cpio",
-            base_cache_key(&spec),
-            std::process::id()
-        ));
+        prune_oldest(&dir, INITRAMFS_CACHE_KEEP);
+        let tmp = dir.join(format!("{}.{}.cpio", base_cache_key(&spec), std::process::id()));
         build_base(&spec, &tmp)?;
         std::fs::rename(&tmp, &path).map_err(|e| KtstrError::io(&path, e))?;
     }
     Ok(path)
+}
+
+/// Cached base initramfs archives kept (each is a few MB).
+const INITRAMFS_CACHE_KEEP: usize = 16;
+/// Console logs kept under the cache's `runs/`.
+const CONSOLE_LOGS_KEEP: usize = 50;
+
+/// Removes all but the `keep` most recently modified files in `dir`.
+fn prune_oldest(dir: &Path, keep: usize) {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() > keep {
+        files.sort();
+        for (_, p) in &files[..files.len() - keep] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Boots, runs `mode`, retries infrastructure failures, and reports.
@@ -650,21 +668,11 @@ impl Drop for RunDir {
     }
 }
 
-/// A fresh console log path under the cache's `runs/`, keeping the newest 50 logs.
+/// A fresh console log path under the cache's `runs/`, keeping the newest [`CONSOLE_LOGS_KEEP`] logs.
 fn console_log_path() -> Result<PathBuf, KtstrError> {
     let dir = cache_root().join("runs");
     std::fs::create_dir_all(&dir).map_err(|e| KtstrError::io(&dir, e))?;
-    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
-        .map_err(|e| KtstrError::io(&dir, e))?
-        .filter_map(Result::ok)
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    if logs.len() > 50 {
-        logs.sort();
-        for (_, p) in &logs[..logs.len() - 50] {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+    prune_oldest(&dir, CONSOLE_LOGS_KEEP);
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -150,7 +150,11 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Kern
     if !stripped {
         std::fs::copy(&vmlinux, work.join("vmlinux")).map_err(|e| KtstrError::io(&vmlinux, e))?;
     }
-    for (from, to) in [(".config", "config"), ("System.map", "System.map")] {
+    for (from, to) in [
+        ("arch/x86/boot/bzImage", "vmlinuz"),
+        (".config", "config"),
+        ("System.map", "System.map"),
+    ] {
         let from = out.join(from);
         std::fs::copy(&from, work.join(to)).map_err(|e| KtstrError::io(&from, e))?;
     }
