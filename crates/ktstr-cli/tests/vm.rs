@@ -59,7 +59,10 @@ fn test_kernel() -> Option<&'static str> {
             if let Ok(k) = std::env::var("KTSTR_KERNEL") {
                 return Some(k);
             }
-            let out = Command::new(KTSTR).args(["kernel", "fetch"]).output().ok()?;
+            let out = Command::new(KTSTR)
+                .args(["kernel", "fetch"])
+                .output()
+                .ok()?;
             out.status
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
