@@ -10,18 +10,25 @@
 //!   byte buffer, QEMU's shared RAM files, and a `dump-guest-memory` ELF core.
 //! - [`translate`]: kernel virtual to guest physical (direct map, kernel image, x86-64
 //!   4- and 5-level page walks) and per-CPU variable addresses.
+//! - [`sampler`]: per-CPU runqueue samples (`nr_running`, current task, rq clock, ...) and
+//!   sched_ext's state, resolved once and then read cheaply.
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("ktstr-btf-monitor supports 64-bit hosts only");
 
 pub mod btf;
 pub mod memory;
+pub mod sampler;
 pub mod symbols;
 pub mod translate;
 
 pub use btf::{resolve, Btf, BtfError, Field, Kind, TypeId};
 pub use memory::{
     BufferMemory, ElfCore, GuestMemory, MemError, PcRamLayout, QemuCpuState, RamFiles, RamRegion,
+};
+pub use sampler::{
+    CpuRegs, CpuSample, KernelAddrs, RqLayout, RqSample, Sample, Sampler, SamplerError, ScxSample,
+    SetupInfo,
 };
 pub use symbols::{Symbol, SymbolError, SymbolTable};
 pub use translate::{per_cpu_addr, TranslateError, Translator};

@@ -168,6 +168,15 @@ struct ExecArgs {
     /// Seconds before the VM is killed (boot and command together).
     #[arg(long, default_value_t = run::DEFAULT_TIMEOUT.as_secs())]
     timeout: u64,
+    /// Sample every CPU's runqueue from the host while the command runs and write one
+    /// JSON object per sample and line to FILE.
+    #[arg(long, value_name = "FILE")]
+    monitor: Option<PathBuf>,
+    /// Samples per second for --monitor.
+    #[arg(long, value_name = "N", default_value_t = ktstr::monitor::DEFAULT_MONITOR_HZ,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(ktstr::monitor::MAX_MONITOR_HZ)),
+          requires = "monitor")]
+    monitor_hz: u32,
     /// Command and arguments to run in the guest.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -211,15 +220,20 @@ fn dispatch(cli: Cli) -> Result<i32> {
         } => verifier_collapse(&file, stats),
         Command::Exec(a) => {
             let timeout = Duration::from_secs(a.timeout);
-            run_vm(&a.vm, Mode::Exec(a.cmd), timeout)
+            let monitor = a.monitor.map(|output| ktstr::monitor::MonitorOptions {
+                output,
+                hz: a.monitor_hz,
+            });
+            run_vm(&a.vm, Mode::Exec(a.cmd), timeout, monitor)
         }
         Command::Shell(a) => match a.exec {
             Some(cmd) => run_vm(
                 &a.vm,
                 Mode::Exec(vec!["/bin/sh".into(), "-c".into(), cmd]),
                 Duration::from_secs(a.exec_timeout),
+                None,
             ),
-            None => run_vm(&a.vm, Mode::Shell, Duration::from_secs(u64::MAX / 4)),
+            None => run_vm(&a.vm, Mode::Shell, Duration::from_secs(u64::MAX / 4), None),
         },
     }
 }
@@ -365,7 +379,12 @@ fn topology(a: &VmArgs) -> Result<Topology> {
     )?)
 }
 
-fn run_vm(a: &VmArgs, mode: Mode, timeout: Duration) -> Result<i32> {
+fn run_vm(
+    a: &VmArgs,
+    mode: Mode,
+    timeout: Duration,
+    monitor: Option<ktstr::monitor::MonitorOptions>,
+) -> Result<i32> {
     let topo = topology(a)?;
     let memory_mib = match (&a.memory, a.memory_mib) {
         (Some(m), _) => Some(parse_memory_mib(m)?),
@@ -387,6 +406,7 @@ fn run_vm(a: &VmArgs, mode: Mode, timeout: Duration) -> Result<i32> {
     opts.include_files = a.include_files.clone();
     opts.extra_cmdline = a.cmdline.clone();
     opts.modules = a.modules.clone();
+    opts.monitor = monitor;
     opts.scheduler = a.scheduler.as_ref().map(|binary| run::SchedulerRun {
         binary: binary.clone(),
         args: a
@@ -450,6 +470,14 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
     }
     if let Some(s) = &r.scheduler {
         print_scheduler(s);
+    }
+    if let Some(m) = &r.monitor {
+        progress(&m.line());
+        if a.verbose {
+            for n in &m.notes {
+                progress(&format!("monitor: {n}"));
+            }
+        }
     }
     for issue in &r.channel_issues {
         progress(&format!("warning: COM2 channel: {issue}"));

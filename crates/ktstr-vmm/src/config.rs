@@ -32,6 +32,8 @@ pub struct VmConfig {
     pub app_channel: AppChannel,
     /// Directory for the guest RAM files the host can map (tmpfs such as /dev/shm is best).
     pub ram_dir: PathBuf,
+    /// A UNIX socket for QEMU's QMP monitor (`-qmp unix:..,server=on,wait=off`), if wanted.
+    pub qmp_socket: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -46,6 +48,7 @@ impl VmConfig {
             console_log: std::env::temp_dir().join("ktstr-console.log"),
             app_channel: AppChannel::Pipe,
             ram_dir: PathBuf::from("/dev/shm"),
+            qmp_socket: None,
         }
     }
 
@@ -70,6 +73,12 @@ impl VmConfig {
     /// Sets where COM2 goes.
     pub fn app_channel(mut self, channel: AppChannel) -> Self {
         self.app_channel = channel;
+        self
+    }
+
+    /// Asks for a QMP monitor socket at `path` (read registers with [`crate::Qmp`]).
+    pub fn qmp_socket(mut self, path: PathBuf) -> Self {
+        self.qmp_socket = Some(path);
         self
     }
 

@@ -94,6 +94,10 @@ pub fn qemu_args(
         cmdline.trim(),
     ]);
     push(&["-serial", &com1]);
+    if let Some(qmp) = &cfg.qmp_socket {
+        let chardev = format!("unix:{},server=on,wait=off", qmp.display());
+        push(&["-qmp", &chardev]);
+    }
     match cfg.app_channel {
         AppChannel::Pipe => push(&["-serial", "stdio"]),
         AppChannel::Terminal => push(&[
@@ -173,12 +177,19 @@ mod tests {
         let mut c = cfg(Topology::default());
         let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Multi), &[], Some(2_100_000));
         assert_eq!(arg_after(&args, "-serial"), ["file:/run/c.log", "stdio"]);
+        assert!(arg_after(&args, "-qmp").is_empty());
         assert!(arg_after(&args, "-append")[0].ends_with("tsc_early_khz=2100000"));
         c.app_channel = AppChannel::Terminal;
         let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Multi), &[], None);
         assert_eq!(
             arg_after(&args, "-serial"),
             ["file:/run/c.log", "chardev:com2"]
+        );
+        let c = c.qmp_socket("/run/q.sock".into());
+        let args = qemu_args(&c, Engine::QemuKvm, &[], None);
+        assert_eq!(
+            arg_after(&args, "-qmp"),
+            ["unix:/run/q.sock,server=on,wait=off"]
         );
     }
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{qemu_args, AppChannel, Engine, VmConfig, VmmError, QEMU_BINARY};
+use crate::{
+    qemu_args, AppChannel, Engine, Qmp, QmpError, VcpuRegisters, VmConfig, VmmError, QEMU_BINARY,
+};
 
 /// One guest RAM file the host can map: node `node`'s memory, `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,7 @@ pub struct Vm {
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
     ram_files: Vec<GuestRamFile>,
+    qmp_socket: Option<PathBuf>,
 }
 
 impl Vm {
@@ -72,6 +75,9 @@ impl Vm {
             package: "qemu-system-x86".into(),
         })?;
         let ram_files = ram_files(cfg)?;
+        if let Some(sock) = &cfg.qmp_socket {
+            let _ = std::fs::remove_file(sock);
+        }
         let paths: Vec<PathBuf> = ram_files.iter().map(|r| r.path.clone()).collect();
         let args = qemu_args(cfg, engine, &paths, host_tsc_khz());
         let mut cmd = Command::new(&program);
@@ -109,6 +115,7 @@ impl Vm {
             stderr,
             stderr_thread,
             ram_files,
+            qmp_socket: cfg.qmp_socket.clone(),
         })
     }
 
@@ -125,6 +132,26 @@ impl Vm {
     /// The guest RAM files, one per NUMA node.
     pub fn ram_files(&self) -> &[GuestRamFile] {
         &self.ram_files
+    }
+
+    /// The QMP monitor socket, when the config asked for one.
+    pub fn qmp_socket(&self) -> Option<&Path> {
+        self.qmp_socket.as_deref()
+    }
+
+    /// Every vCPU's control registers, read over a fresh QMP connection.
+    pub fn registers(&self, timeout: Duration) -> Result<Vec<VcpuRegisters>, QmpError> {
+        let path = self
+            .qmp_socket
+            .as_deref()
+            .ok_or_else(|| QmpError::Connect {
+                path: PathBuf::new(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the VM was started without a QMP socket",
+                ),
+            })?;
+        Qmp::connect(path, timeout)?.registers()
     }
 
     /// The engine's exit if it has ended, without blocking.
@@ -175,6 +202,9 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
         remove_ram_files(&self.ram_files);
+        if let Some(sock) = &self.qmp_socket {
+            let _ = std::fs::remove_file(sock);
+        }
     }
 }
 

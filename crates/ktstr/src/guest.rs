@@ -43,6 +43,10 @@ pub struct Job {
     /// A sched_ext scheduler to attach before the command and check after it.
     #[serde(default)]
     pub scheduler: Option<SchedulerJob>,
+    /// Kernel symbols the host wants from `/proc/kallsyms` (for its monitor), answered
+    /// with a [`FrameKind::Symbols`] frame before the command starts.
+    #[serde(default)]
+    pub kallsyms: Vec<String>,
 }
 
 /// The two things guest init can do.
@@ -153,6 +157,19 @@ pub fn init_main() -> ! {
     for e in mount_errors {
         log(&e);
     }
+    let wanted = job
+        .as_ref()
+        .map(|j| j.kallsyms.join(","))
+        .unwrap_or_default();
+    if !wanted.is_empty() {
+        match kallsyms_lines(&wanted) {
+            Ok(lines) => send(FrameKind::Symbols, lines.as_bytes()),
+            Err(e) => {
+                log(&format!("reading /proc/kallsyms: {e}"));
+                send(FrameKind::Symbols, b"");
+            }
+        }
+    }
     let result = job.and_then(|job| {
         load_modules(&job.modules)?;
         match &job.mode {
@@ -164,6 +181,43 @@ pub fn init_main() -> ! {
         send(FrameKind::InitError, e.as_bytes());
     }
     power_off()
+}
+
+/// The `/proc/kallsyms` lines of the vmlinux symbols named in `wanted` (comma-separated).
+fn kallsyms_lines(wanted: &str) -> std::io::Result<String> {
+    let mut text = Vec::with_capacity(16 << 20);
+    File::open("/proc/kallsyms")?.read_to_end(&mut text)?;
+    Ok(filter_kallsyms(&text, wanted))
+}
+
+/// Keeps the lines of kallsyms text whose name is in `wanted` and that belong to vmlinux
+/// (no `[module]`). Plain byte scanning: this runs in the guest, often under TCG.
+fn filter_kallsyms(text: &[u8], wanted: &str) -> String {
+    let mut left: Vec<&[u8]> = wanted
+        .split(',')
+        .map(|s| s.trim().as_bytes())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut out = String::new();
+    for line in text.split(|&b| b == b'\n') {
+        // `ADDR T NAME` with no tab-separated `[module]` after the name.
+        if left.is_empty() {
+            break;
+        }
+        if line.contains(&b'\t') {
+            continue;
+        }
+        let mut f = line.splitn(3, |&b| b == b' ');
+        let (Some(_), Some(_), Some(name)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let Some(i) = left.iter().position(|w| *w == name) {
+            left.swap_remove(i);
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn read_job() -> Result<Job, String> {
@@ -482,6 +536,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kallsyms_lines_are_filtered_to_vmlinux_symbols() {
+        let text = "ffffffff81000000 T _text\n\
+                    ffffffffc0001000 t runqueues\t[fake]\n\
+                    ffffffff83cf65c0 D runqueues\n\
+                    ffffffff829340e0 D __per_cpu_offset\n\
+                    ffffffff829340e8 D never_read\n";
+        let got = filter_kallsyms(text.as_bytes(), "runqueues, __per_cpu_offset,,missing");
+        assert_eq!(
+            got,
+            "ffffffff83cf65c0 D runqueues\nffffffff829340e0 D __per_cpu_offset\n"
+        );
+        let early = filter_kallsyms(text.as_bytes(), "_text");
+        assert_eq!(early, "ffffffff81000000 T _text\n");
+        assert_eq!(filter_kallsyms(b"junk\n\n", "junk"), "");
+        assert_eq!(filter_kallsyms(b"1 t a b\n", "a b"), "1 t a b\n");
+    }
+
+    #[test]
     fn job_json_round_trip_and_strictness() {
         let job = Job {
             mode: JobMode::Exec {
@@ -489,11 +561,12 @@ mod tests {
             },
             modules: vec![],
             scheduler: None,
+            kallsyms: vec![],
         };
         let text = serde_json::to_string(&job).unwrap();
         assert_eq!(
             text,
-            r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[],"scheduler":null}"#
+            r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[],"scheduler":null,"kallsyms":[]}"#
         );
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
         assert!(serde_json::from_str::<Job>(r#"{"mode":"shell","extra":1}"#).is_err());

@@ -486,6 +486,7 @@ mod tests {
             },
             modules: vec![],
             scheduler: None,
+            kallsyms: vec![],
         };
         let run = d.join("run.cpio");
         write_run_initramfs(&out, &job, &run).unwrap();

@@ -39,6 +39,8 @@ pub enum FrameKind {
     InitError = 6,
     /// What became of the sched_ext scheduler; payload is JSON [`crate::sched::SchedulerReport`].
     Scheduler = 7,
+    /// Kernel symbols the host asked for, as `/proc/kallsyms` lines (UTF-8 text).
+    Symbols = 8,
 }
 
 impl FrameKind {
@@ -51,6 +53,7 @@ impl FrameKind {
             5 => FrameKind::Log,
             6 => FrameKind::InitError,
             7 => FrameKind::Scheduler,
+            8 => FrameKind::Symbols,
             _ => return None,
         })
     }

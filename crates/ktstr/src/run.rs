@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ktstr_btf_monitor::KernelAddrs;
 use ktstr_topology::Topology;
 use ktstr_vmm::{
     choose_engine, host_kvm, AppChannel, EngineChoice, TcgThreads, Vm, VmConfig, VmExit, VmmRequest,
@@ -18,6 +19,7 @@ use ktstr_vmm::{
 use crate::guest::{CommandExit, Hello, Job, JobMode};
 use crate::initramfs::{base_cache_key, build_base, write_run_initramfs, InitramfsSpec};
 use crate::kernel::{cache_root, check_config, Kernel, EXEC_REQUIRED};
+use crate::monitor::{Monitor, MonitorOptions, MonitorSummary};
 use crate::proto::{Decoder, Event, FrameKind};
 use crate::sched::{SchedulerJob, SchedulerReport, GUEST_SCHED_DIR};
 use crate::KtstrError;
@@ -60,6 +62,8 @@ pub struct RunOptions {
     pub modules: Vec<String>,
     /// A sched_ext scheduler to attach before the command.
     pub scheduler: Option<SchedulerRun>,
+    /// Sample every CPU's runqueue from the host while the command runs.
+    pub monitor: Option<MonitorOptions>,
 }
 
 /// A scheduler binary to run in the guest.
@@ -107,6 +111,7 @@ impl RunOptions {
             extra_cmdline: String::new(),
             modules: Vec::new(),
             scheduler: None,
+            monitor: None,
         })
     }
 }
@@ -225,6 +230,8 @@ pub struct RunReport {
     pub console_tail: Vec<String>,
     /// What became of the sched_ext scheduler, when one was asked for.
     pub scheduler: Option<SchedulerReport>,
+    /// What the runqueue monitor did, when one was asked for.
+    pub monitor: Option<MonitorSummary>,
 }
 
 impl RunReport {
@@ -293,7 +300,11 @@ pub fn base_initramfs(opts: &RunOptions, modules: Vec<PathBuf>) -> Result<PathBu
     let path = dir.join(format!("{}.cpio", base_cache_key(&spec)));
     if !path.is_file() {
         prune_oldest(&dir, INITRAMFS_CACHE_KEEP);
-        let tmp = dir.join(format!("{}.{}.cpio", base_cache_key(&spec), std::process::id()));
+        let tmp = dir.join(format!(
+            "{}.{}.cpio",
+            base_cache_key(&spec),
+            std::process::id()
+        ));
         build_base(&spec, &tmp)?;
         std::fs::rename(&tmp, &path).map_err(|e| KtstrError::io(&path, e))?;
     }
@@ -364,6 +375,11 @@ pub fn run(
             args: s.args.clone(),
             attach_timeout_ms: s.attach_timeout.as_millis() as u64,
         }),
+        // Guest init answers with the kernel's own addresses of these symbols.
+        kallsyms: match opts.monitor {
+            Some(_) => KernelAddrs::WANTED.iter().map(|s| s.to_string()).collect(),
+            None => Vec::new(),
+        },
     };
     let run_dir = RunDir::new()?;
     let initramfs = run_dir.path.join("initramfs.cpio");
@@ -380,18 +396,22 @@ pub fn run(
     let attempts = opts.max_attempts.max(1);
     for attempt in 1..=attempts {
         let console_log = console_log_path()?;
-        let cfg = VmConfig::new(
+        let cmdline = format!("rdinit=/init quiet {}", opts.extra_cmdline);
+        let mut cfg = VmConfig::new(
             opts.kernel.boot_image.clone(),
             initramfs.clone(),
             opts.topology,
         )
         .memory_mib(memory_mib)
-        .cmdline(format!("rdinit=/init quiet {}", opts.extra_cmdline))
+        .cmdline(cmdline)
         .console_log(console_log.clone())
         .app_channel(match mode {
             Mode::Exec(_) => AppChannel::Pipe,
             Mode::Shell => AppChannel::Terminal,
         });
+        if opts.monitor.is_some() {
+            cfg = cfg.qmp_socket(run_dir.path.join(format!("qmp{attempt}.sock")));
+        }
         let mut report = attempt_once(&cfg, &engine, opts, mode, output, cancel)?;
         report.retried = std::mem::take(&mut retried);
         match &report.outcome {
@@ -419,6 +439,18 @@ fn attempt_once(
     cancel: &AtomicBool,
 ) -> Result<RunReport, KtstrError> {
     let launch = Instant::now();
+    let mut monitor = match &opts.monitor {
+        Some(m) => Some(Monitor::spawn(
+            m,
+            opts.kernel
+                .vmlinux
+                .clone()
+                .unwrap_or_else(|| opts.kernel.boot_image.clone()),
+            opts.topology.total_cpus() as usize,
+            launch,
+        )?),
+        None => None,
+    };
     let mut vm = Vm::start(cfg, engine.engine)?;
     let mut report = RunReport {
         engine: engine.clone(),
@@ -432,6 +464,7 @@ fn attempt_once(
         channel_issues: Vec::new(),
         console_tail: Vec::new(),
         scheduler: None,
+        monitor: None,
     };
     let (tx, rx) = mpsc::channel::<Event>();
     let reader = vm.take_app_channel().map(|mut pipe| {
@@ -470,6 +503,17 @@ fn attempt_once(
         }
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(ev) => {
+                if let (Event::Frame(f), Some(m)) = (&ev, monitor.as_mut()) {
+                    match f.kind {
+                        FrameKind::Symbols => m.start(
+                            String::from_utf8_lossy(&f.payload).into_owned(),
+                            vm.qmp_socket(),
+                            vm.ram_files().iter().map(|r| r.path.clone()).collect(),
+                        ),
+                        FrameKind::Exit => m.stop(),
+                        _ => {}
+                    }
+                }
                 handle_event(ev, &mut report, &mut exit, &mut init_error, output, launch);
                 continue;
             }
@@ -490,6 +534,7 @@ fn attempt_once(
             break;
         }
     }
+    report.monitor = monitor.map(Monitor::finish);
     // The engine is gone: collect what the reader still had.
     if let Some(r) = reader {
         let _ = r.join();
@@ -606,6 +651,8 @@ fn handle_event(
             FrameKind::InitError => {
                 *init_error = Some(String::from_utf8_lossy(&f.payload).into_owned())
             }
+            // Handled by the run loop, which owns the monitor.
+            FrameKind::Symbols => {}
         },
         Event::Garbage { bytes } => report
             .channel_issues
@@ -722,6 +769,7 @@ mod tests {
             channel_issues: vec![],
             console_tail: vec![],
             scheduler: None,
+            monitor: None,
         }
     }
 

@@ -1,0 +1,701 @@
+//! Per-CPU runqueue samples from guest memory: resolve once, then sample cheaply.
+//!
+//! [`Sampler::new`] does the expensive, checked work once:
+//!
+//! 1. offsets of `struct rq`, `task_struct` and sched_ext's state from BTF ([`RqLayout`]);
+//! 2. the kernel's own top-level page table: `phys_base` is read through a vCPU's CR3
+//!    (any process's tables map the kernel), then `init_top_pgt`'s physical address is
+//!    `va - __START_KERNEL_map + phys_base` and must translate to itself through itself;
+//! 3. the direct-map base (`page_offset_base`, randomized with KASLR), the kernel-image
+//!    fast path (`phys_base`), and `__per_cpu_offset[]`;
+//! 4. each CPU's `runqueues` copy, which must hold its own CPU number in `rq.cpu`.
+//!
+//! Symbol addresses come from the running kernel (its `/proc/kallsyms`, see
+//! [`KernelAddrs::WANTED`]), so KASLR needs no guessing. A vCPU in the kernel has its
+//! per-CPU offset in GS base: where QEMU shows one, it is compared with
+//! `__per_cpu_offset[cpu]` and the result is kept in [`SetupInfo::notes`].
+//!
+//! [`Sampler::sample`] then reads one span of each `rq` and of its current task, plus
+//! two words of sched_ext state: a few microseconds per CPU with no page walk. The guest
+//! keeps running while it is read, so a sample is not an atomic snapshot; a CPU whose
+//! read fails gets an `error` instead of values and the others are still reported.
+
+use serde::Serialize;
+
+use crate::btf::{resolve, Btf, BtfError, Field, Kind, TypeBody};
+use crate::memory::GuestMemory;
+use crate::symbols::{SymbolTable, START_KERNEL_MAP};
+use crate::translate::{TranslateError, Translator};
+
+/// Top bit of a kernel virtual address (4- and 5-level paging alike).
+const KERNEL_BIT: u64 = 1 << 63;
+/// CR3 bit 12 selects the user half of a PTI page-table pair.
+const PTI_USER_BIT: u64 = 1 << 12;
+/// Longest span of a struct read per sample (guards against absurd BTF offsets).
+const MAX_SPAN: u32 = 64 << 10;
+
+/// Errors from setting up a [`Sampler`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SamplerError {
+    /// A type or member the sampler needs is not in the kernel's BTF.
+    #[error("BTF has no {what}")]
+    Btf {
+        /// The type or member path.
+        what: String,
+        /// The resolver's error.
+        #[source]
+        source: BtfError,
+    },
+    /// A kernel symbol the sampler needs is missing.
+    #[error("kernel symbol `{name}` is missing (is /proc/kallsyms readable in the guest?)")]
+    MissingSymbol {
+        /// The symbol.
+        name: &'static str,
+    },
+    /// No vCPU's CR3 leads to the kernel's page tables.
+    #[error("no vCPU's page tables lead to the kernel's init_top_pgt ({tried} tried): {reason}")]
+    NoKernelPageTable {
+        /// CR3 values tried.
+        tried: usize,
+        /// Why the last one failed.
+        reason: String,
+    },
+    /// Reading a kernel variable failed.
+    #[error("cannot read {what}")]
+    Read {
+        /// The variable.
+        what: String,
+        /// The translation or memory error.
+        #[source]
+        source: TranslateError,
+    },
+    /// What was read contradicts what must hold.
+    #[error("inconsistent guest state: {what}")]
+    Inconsistent {
+        /// What did not hold.
+        what: String,
+    },
+}
+
+/// One vCPU's registers, as far as the sampler needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuRegs {
+    /// vCPU index.
+    pub cpu: u32,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.LA57 (5-level paging).
+    pub la57: bool,
+    /// 64-bit paging is on (EFER.LMA and CR0.PG).
+    pub long_mode: bool,
+    /// GS base (the per-CPU offset while the vCPU is in the kernel).
+    pub gs_base: u64,
+}
+
+/// Run-time addresses of the kernel variables the sampler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelAddrs {
+    /// The per-CPU `runqueues` (`struct rq`).
+    pub runqueues: u64,
+    /// `__per_cpu_offset[NR_CPUS]`.
+    pub per_cpu_offset: u64,
+    /// `page_offset_base`: start of the direct map.
+    pub page_offset_base: u64,
+    /// `phys_base`: physical minus link-time address of the kernel image.
+    pub phys_base: u64,
+    /// `init_top_pgt`: the kernel's top-level page table.
+    pub init_top_pgt: u64,
+    /// sched_ext's `scx_enable_state_var` (`atomic_t` of `enum scx_enable_state`).
+    pub scx_enable_state: Option<u64>,
+    /// sched_ext's `scx_root` (`struct scx_sched *`).
+    pub scx_root: Option<u64>,
+}
+
+impl KernelAddrs {
+    /// Symbols to ask the guest's `/proc/kallsyms` for; the last two are optional.
+    pub const WANTED: [&'static str; 7] = [
+        "runqueues",
+        "__per_cpu_offset",
+        "page_offset_base",
+        "phys_base",
+        "init_top_pgt",
+        "scx_enable_state_var",
+        "scx_root",
+    ];
+
+    /// Picks the addresses out of a symbol table (vmlinux symbols, not modules').
+    pub fn from_symbols(syms: &SymbolTable) -> Result<Self, SamplerError> {
+        let get = |name: &'static str| {
+            syms.lookup_all(name)
+                .find(|s| s.module.is_none())
+                .map(|s| s.addr)
+        };
+        let need = |name: &'static str| get(name).ok_or(SamplerError::MissingSymbol { name });
+        Ok(KernelAddrs {
+            runqueues: need("runqueues")?,
+            per_cpu_offset: need("__per_cpu_offset")?,
+            page_offset_base: need("page_offset_base")?,
+            phys_base: need("phys_base")?,
+            init_top_pgt: need("init_top_pgt")?,
+            scx_enable_state: get("scx_enable_state_var"),
+            scx_root: get("scx_root"),
+        })
+    }
+}
+
+/// sched_ext's layout: enum names and `struct scx_sched` members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScxLayout {
+    /// `enum scx_enable_state` values and names (`SCX_ENABLED` -> `enabled`).
+    pub states: Vec<(i64, String)>,
+    /// `enum scx_exit_kind` values and names (`SCX_EXIT_ERROR` -> `error`).
+    pub exit_kinds: Vec<(i64, String)>,
+    /// `scx_sched.exit_kind` (an `atomic_t`).
+    pub exit_kind: Option<Field>,
+    /// `scx_sched.ops.name`.
+    pub ops_name: Option<Field>,
+}
+
+/// Where the sampled members live, resolved once from BTF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RqLayout {
+    /// `rq.cpu`.
+    pub cpu: Field,
+    /// `rq.nr_running`.
+    pub nr_running: Field,
+    /// `rq.curr`.
+    pub curr: Field,
+    /// `rq.idle`.
+    pub idle: Field,
+    /// `rq.nr_switches`.
+    pub nr_switches: Field,
+    /// `rq.clock`.
+    pub clock: Field,
+    /// Fair-class tasks: `rq.cfs.h_nr_queued` (6.14+) or `rq.cfs.h_nr_running`.
+    pub fair: Option<(Field, &'static str)>,
+    /// `rq.scx.nr_running` (kernels with sched_ext).
+    pub scx_nr_running: Option<Field>,
+    /// `rq.scx.local_dsq.nr`: tasks in the CPU's local DSQ.
+    pub scx_local_dsq_nr: Option<Field>,
+    /// `task_struct.pid`.
+    pub pid: Field,
+    /// `task_struct.comm`.
+    pub comm: Field,
+    /// sched_ext state, when the kernel has it.
+    pub scx: Option<ScxLayout>,
+}
+
+fn field(btf: &Btf, ty: &str, path: &str) -> Result<Field, SamplerError> {
+    resolve(btf, ty, path).map_err(|source| SamplerError::Btf {
+        what: format!("{ty}.{path}"),
+        source,
+    })
+}
+
+fn enum_names(btf: &Btf, name: &str, prefix: &str) -> Vec<(i64, String)> {
+    let id = btf
+        .find(name, Kind::Enum)
+        .or_else(|| btf.find(name, Kind::Enum64));
+    match id.and_then(|id| btf.get(id)).map(|t| &t.body) {
+        Some(TypeBody::Enum { values, .. }) => values
+            .iter()
+            .map(|e| {
+                let n = btf.str_at(e.name_off);
+                (
+                    e.value,
+                    n.strip_prefix(prefix).unwrap_or(n).to_ascii_lowercase(),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl RqLayout {
+    /// Resolves the layout; sched_ext and fair-class fields are optional.
+    pub fn from_btf(btf: &Btf) -> Result<Self, SamplerError> {
+        let f = |ty, path| field(btf, ty, path);
+        let fair = [
+            ("cfs.h_nr_queued", "cfs.h_nr_queued"),
+            ("cfs.h_nr_running", "cfs.h_nr_running"),
+        ]
+        .into_iter()
+        .find_map(|(p, name)| resolve(btf, "rq", p).ok().map(|fl| (fl, name)));
+        let scx_nr_running = resolve(btf, "rq", "scx.nr_running").ok();
+        let scx = scx_nr_running.map(|_| ScxLayout {
+            states: enum_names(btf, "scx_enable_state", "SCX_"),
+            exit_kinds: enum_names(btf, "scx_exit_kind", "SCX_EXIT_"),
+            exit_kind: resolve(btf, "scx_sched", "exit_kind.counter")
+                .or_else(|_| resolve(btf, "scx_sched", "exit_kind"))
+                .ok(),
+            ops_name: resolve(btf, "scx_sched", "ops.name").ok(),
+        });
+        Ok(RqLayout {
+            cpu: f("rq", "cpu")?,
+            nr_running: f("rq", "nr_running")?,
+            curr: f("rq", "curr")?,
+            idle: f("rq", "idle")?,
+            nr_switches: f("rq", "nr_switches")?,
+            clock: f("rq", "clock")?,
+            fair,
+            scx_nr_running,
+            scx_local_dsq_nr: resolve(btf, "rq", "scx.local_dsq.nr").ok(),
+            pid: f("task_struct", "pid")?,
+            comm: f("task_struct", "comm")?,
+            scx,
+        })
+    }
+
+    fn rq_fields(&self) -> Vec<Field> {
+        let mut v = vec![
+            self.cpu,
+            self.nr_running,
+            self.curr,
+            self.idle,
+            self.nr_switches,
+            self.clock,
+        ];
+        v.extend(self.fair.map(|(f, _)| f));
+        v.extend(self.scx_nr_running);
+        v.extend(self.scx_local_dsq_nr);
+        v
+    }
+}
+
+/// Bytes `start..end` of a struct that cover `fields`.
+fn span(fields: &[Field]) -> (u32, u32) {
+    let start = fields.iter().map(|f| f.offset_bytes).min().unwrap_or(0);
+    let end = fields
+        .iter()
+        .map(|f| f.offset_bytes.saturating_add(f.size))
+        .max()
+        .unwrap_or(0);
+    (start, end.min(start.saturating_add(MAX_SPAN)))
+}
+
+/// A field's value from an image that starts at byte `base` of the struct.
+fn value(f: &Field, image: &[u8], base: u32) -> Option<u64> {
+    let shifted = Field {
+        offset_bytes: f.offset_bytes.checked_sub(base)?,
+        bit_offset: f.bit_offset.checked_sub(base.checked_mul(8)?)?,
+        ..*f
+    };
+    shifted.value_in(image)
+}
+
+/// What the setup found, for the log and for checking the sampler's footing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetupInfo {
+    /// Physical address of `init_top_pgt`, the root used for walks.
+    pub page_table_root: u64,
+    /// 5-level paging.
+    pub la57: bool,
+    /// The kernel's `phys_base`.
+    pub phys_base: u64,
+    /// The kernel's `page_offset_base` (direct-map start).
+    pub page_offset_base: u64,
+    /// `__per_cpu_offset[cpu]` for each sampled CPU.
+    pub per_cpu_offsets: Vec<u64>,
+    /// Virtual address of each CPU's `struct rq`.
+    pub rq_addrs: Vec<u64>,
+    /// Cross-checks done (GS base against `__per_cpu_offset`, ...).
+    pub notes: Vec<String>,
+}
+
+/// One CPU's runqueue at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RqSample {
+    /// `rq.nr_running`: runnable tasks of all classes, the running one included.
+    pub nr_running: u32,
+    /// Fair-class (EEVDF) tasks queued, hierarchically (`cfs.h_nr_queued`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fair_nr_running: Option<u32>,
+    /// sched_ext tasks on this CPU (`scx.nr_running`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scx_nr_running: Option<u32>,
+    /// Tasks in this CPU's sched_ext local DSQ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scx_local_dsq_nr: Option<u32>,
+    /// PID of the running task (0 for the idle task).
+    pub curr_pid: i32,
+    /// Its `comm`.
+    pub curr_comm: String,
+    /// The running task is this CPU's idle task.
+    pub curr_is_idle: bool,
+    /// `rq.clock`, guest nanoseconds.
+    pub rq_clock_ns: u64,
+    /// `rq.nr_switches`: context switches on this CPU so far.
+    pub nr_switches: u64,
+}
+
+/// One CPU in a sample: its runqueue, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CpuSample {
+    /// CPU number.
+    pub cpu: u32,
+    /// The runqueue's state.
+    #[serde(flatten)]
+    pub rq: Option<RqSample>,
+    /// Why the runqueue could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// sched_ext's global state at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScxSample {
+    /// `scx_enable_state_var` by name (`enabled`, `disabled`, ...), or its number.
+    pub state: String,
+    /// The attached scheduler's `ops.name`, when `scx_root` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<String>,
+    /// The attached scheduler's exit kind (`none` while it runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_kind: Option<String>,
+}
+
+/// One sample of every CPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// Per CPU, in CPU order.
+    pub cpus: Vec<CpuSample>,
+    /// sched_ext's state, when the kernel has sched_ext and the symbols were found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scx: Option<ScxSample>,
+}
+
+/// Samples the runqueues of one guest.
+pub struct Sampler<M> {
+    mem: M,
+    t: Translator,
+    layout: RqLayout,
+    addrs: KernelAddrs,
+    info: SetupInfo,
+    rq_span: (u32, u32),
+    task_span: (u32, u32),
+    rq_buf: Vec<u8>,
+    task_buf: Vec<u8>,
+}
+
+impl<M> std::fmt::Debug for Sampler<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler").field("info", &self.info).finish()
+    }
+}
+
+/// Finds the kernel's own page-table root through the vCPUs' CR3s.
+fn kernel_root(
+    mem: &dyn GuestMemory,
+    regs: &[CpuRegs],
+    addrs: &KernelAddrs,
+) -> Result<(Translator, u64, u64), SamplerError> {
+    let img_off = addrs
+        .init_top_pgt
+        .checked_sub(START_KERNEL_MAP)
+        .ok_or_else(|| SamplerError::Inconsistent {
+            what: format!(
+                "init_top_pgt {:#x} is below __START_KERNEL_map",
+                addrs.init_top_pgt
+            ),
+        })?;
+    let mut tried = 0;
+    let mut reason = String::from("no vCPU is in 64-bit mode with paging on");
+    for r in regs.iter().filter(|r| r.long_mode && r.cr3 != 0) {
+        let mut candidates = vec![r.cr3];
+        if r.cr3 & PTI_USER_BIT != 0 {
+            candidates.push(r.cr3 & !PTI_USER_BIT);
+        }
+        for cr3 in candidates {
+            tried += 1;
+            let via = Translator::new(cr3, r.la57);
+            let pb = match via.read_virt_u64(mem, addrs.phys_base) {
+                Ok(pb) => pb,
+                Err(e) => {
+                    reason = format!("CPU {} CR3 {cr3:#x}: reading phys_base: {e}", r.cpu);
+                    continue;
+                }
+            };
+            let Some(root) = img_off.checked_add(pb) else {
+                reason = format!("CPU {} CR3 {cr3:#x}: phys_base {pb:#x} overflows", r.cpu);
+                continue;
+            };
+            let t = Translator::new(root, r.la57);
+            match (
+                t.translate(mem, addrs.init_top_pgt),
+                via.translate(mem, addrs.init_top_pgt),
+            ) {
+                (Ok(a), Ok(b)) if a == root && b == root => return Ok((t, root, pb)),
+                (a, b) => {
+                    reason = format!(
+                        "CPU {} CR3 {cr3:#x}: init_top_pgt at {root:#x} does not map itself \
+                         ({a:?} / {b:?})",
+                        r.cpu
+                    );
+                }
+            }
+        }
+    }
+    Err(SamplerError::NoKernelPageTable { tried, reason })
+}
+
+impl<M: GuestMemory> Sampler<M> {
+    /// Sets up sampling of CPUs `0..nr_cpus` of the guest in `mem`, whose RAM ends at
+    /// guest-physical `phys_end` (bounds the direct-map fast path).
+    pub fn new(
+        mem: M,
+        btf: &Btf,
+        regs: &[CpuRegs],
+        addrs: KernelAddrs,
+        nr_cpus: usize,
+        phys_end: u64,
+    ) -> Result<Self, SamplerError> {
+        let layout = RqLayout::from_btf(btf)?;
+        let (walker, root, phys_base) = kernel_root(&mem, regs, &addrs)?;
+        let read = |what: &str, va: u64| {
+            walker
+                .read_virt_u64(&mem, va)
+                .map_err(|source| SamplerError::Read {
+                    what: what.to_string(),
+                    source,
+                })
+        };
+        let page_offset_base = read("page_offset_base", addrs.page_offset_base)?;
+        let mut notes = Vec::new();
+        let mut t = walker.with_kernel_image(phys_base);
+        // Use the direct-map fast path only if the tables agree with it.
+        match walker.walk(&mem, page_offset_base.wrapping_add(root)) {
+            Ok((gpa, _)) if gpa == root => {
+                t = t.with_direct_map(page_offset_base, phys_end);
+            }
+            other => notes.push(format!(
+                "direct map at {page_offset_base:#x} not confirmed ({other:?}); walking tables"
+            )),
+        }
+        let offsets = t
+            .per_cpu_offsets(&mem, addrs.per_cpu_offset, nr_cpus)
+            .map_err(|source| SamplerError::Read {
+                what: "__per_cpu_offset".into(),
+                source,
+            })?;
+        for r in regs {
+            let Some(off) = offsets.get(r.cpu as usize) else {
+                continue;
+            };
+            if r.gs_base & KERNEL_BIT == 0 {
+                continue;
+            }
+            if r.gs_base == *off {
+                notes.push(format!(
+                    "CPU {}: GS base {:#x} = __per_cpu_offset[{}]",
+                    r.cpu, r.gs_base, r.cpu
+                ));
+            } else {
+                notes.push(format!(
+                    "CPU {}: GS base {:#x} != __per_cpu_offset[{}] {off:#x} (vCPU not in the kernel?)",
+                    r.cpu, r.gs_base, r.cpu
+                ));
+            }
+        }
+        let rq_addrs: Vec<u64> = offsets
+            .iter()
+            .map(|o| addrs.runqueues.wrapping_add(*o))
+            .collect();
+        let rq_span = span(&layout.rq_fields());
+        let task_span = span(&[layout.pid, layout.comm]);
+        let mut s = Sampler {
+            rq_buf: vec![0; (rq_span.1 - rq_span.0) as usize],
+            task_buf: vec![0; (task_span.1 - task_span.0) as usize],
+            mem,
+            t,
+            layout,
+            addrs,
+            info: SetupInfo {
+                page_table_root: root,
+                la57: walker_la57(regs),
+                phys_base,
+                page_offset_base,
+                per_cpu_offsets: offsets,
+                rq_addrs,
+                notes,
+            },
+            rq_span,
+            task_span,
+        };
+        for cpu in 0..nr_cpus {
+            let va = s.info.rq_addrs[cpu];
+            let got =
+                s.t.read_virt(&s.mem, va + u64::from(s.rq_span.0), &mut s.rq_buf)
+                    .map_err(|source| SamplerError::Read {
+                        what: format!("CPU {cpu}'s runqueue at {va:#x}"),
+                        source,
+                    })
+                    .map(|()| value(&s.layout.cpu, &s.rq_buf, s.rq_span.0))?;
+            if got != Some(cpu as u64) {
+                return Err(SamplerError::Inconsistent {
+                    what: format!("CPU {cpu}'s runqueue at {va:#x} says rq.cpu = {got:?}"),
+                });
+            }
+        }
+        s.info
+            .notes
+            .push(format!("rq.cpu matches for CPUs 0..{nr_cpus}"));
+        Ok(s)
+    }
+
+    /// What the setup found.
+    pub fn info(&self) -> &SetupInfo {
+        &self.info
+    }
+
+    /// The resolved layout.
+    pub fn layout(&self) -> &RqLayout {
+        &self.layout
+    }
+
+    /// Reads every CPU's runqueue and sched_ext's state.
+    pub fn sample(&mut self) -> Sample {
+        let cpus = (0..self.info.rq_addrs.len())
+            .map(|cpu| match self.sample_cpu(cpu) {
+                Ok(rq) => CpuSample {
+                    cpu: cpu as u32,
+                    rq: Some(rq),
+                    error: None,
+                },
+                Err(e) => CpuSample {
+                    cpu: cpu as u32,
+                    rq: None,
+                    error: Some(error_chain(&e)),
+                },
+            })
+            .collect();
+        Sample {
+            cpus,
+            scx: self.sample_scx(),
+        }
+    }
+
+    fn sample_cpu(&mut self, cpu: usize) -> Result<RqSample, TranslateError> {
+        let l = &self.layout;
+        let base = self.info.rq_addrs[cpu];
+        self.t.read_virt(
+            &self.mem,
+            base + u64::from(self.rq_span.0),
+            &mut self.rq_buf,
+        )?;
+        let rb = self.rq_span.0;
+        let get = |f: &Field| value(f, &self.rq_buf, rb).unwrap_or(0);
+        let opt = |f: Option<Field>| {
+            f.and_then(|f| value(&f, &self.rq_buf, rb))
+                .map(|v| v as u32)
+        };
+        let curr = get(&l.curr);
+        let idle = get(&l.idle);
+        let mut rq = RqSample {
+            nr_running: get(&l.nr_running) as u32,
+            fair_nr_running: opt(l.fair.map(|(f, _)| f)),
+            scx_nr_running: opt(l.scx_nr_running),
+            scx_local_dsq_nr: opt(l.scx_local_dsq_nr),
+            curr_pid: -1,
+            curr_comm: String::new(),
+            curr_is_idle: curr == idle,
+            rq_clock_ns: get(&l.clock),
+            nr_switches: get(&l.nr_switches),
+        };
+        self.t.read_virt(
+            &self.mem,
+            curr + u64::from(self.task_span.0),
+            &mut self.task_buf,
+        )?;
+        let tb = self.task_span.0;
+        rq.curr_pid = value(&l.pid, &self.task_buf, tb).unwrap_or(u64::MAX) as u32 as i32;
+        rq.curr_comm = c_string(&self.task_buf, l.comm.offset_bytes - tb, l.comm.size);
+        Ok(rq)
+    }
+
+    fn sample_scx(&self) -> Option<ScxSample> {
+        let l = self.layout.scx.as_ref()?;
+        let va = self.addrs.scx_enable_state?;
+        let name = |table: &[(i64, String)], v: u64| {
+            let v = v as u32 as i32 as i64;
+            table
+                .iter()
+                .find(|(n, _)| *n == v)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| v.to_string())
+        };
+        let mut b = [0u8; 4];
+        let state = match self.t.read_virt(&self.mem, va, &mut b) {
+            Ok(()) => name(&l.states, u64::from(u32::from_le_bytes(b))),
+            Err(e) => format!("unreadable: {e}"),
+        };
+        let mut out = ScxSample {
+            state,
+            ops: None,
+            exit_kind: None,
+        };
+        let sch = self
+            .addrs
+            .scx_root
+            .and_then(|p| self.t.read_virt_u64(&self.mem, p).ok())
+            .filter(|&p| p & KERNEL_BIT != 0);
+        if let Some(sch) = sch {
+            if let Some(f) = l.exit_kind {
+                let mut b = vec![0u8; f.size as usize];
+                if self
+                    .t
+                    .read_virt(&self.mem, sch + u64::from(f.offset_bytes), &mut b)
+                    .is_ok()
+                {
+                    let base = Field {
+                        offset_bytes: 0,
+                        bit_offset: f.bit_offset - f.offset_bytes * 8,
+                        ..f
+                    };
+                    out.exit_kind = base.value_in(&b).map(|v| name(&l.exit_kinds, v));
+                }
+            }
+            if let Some(f) = l.ops_name {
+                let mut b = vec![0u8; f.size.min(256) as usize];
+                if self
+                    .t
+                    .read_virt(&self.mem, sch + u64::from(f.offset_bytes), &mut b)
+                    .is_ok()
+                {
+                    out.ops = Some(c_string(&b, 0, b.len() as u32));
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+fn walker_la57(regs: &[CpuRegs]) -> bool {
+    regs.iter().any(|r| r.long_mode && r.la57)
+}
+
+/// A NUL-terminated string of at most `len` bytes at `off`, lossily decoded.
+fn c_string(buf: &[u8], off: u32, len: u32) -> String {
+    let bytes = buf
+        .get(off as usize..)
+        .map(|b| &b[..b.len().min(len as usize)])
+        .unwrap_or(&[]);
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// `error: cause: cause` in one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+#[path = "sampler_tests.rs"]
+mod tests;

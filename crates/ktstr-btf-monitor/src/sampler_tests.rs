@@ -1,0 +1,357 @@
+//! Sampler tests on a synthetic guest (hand-built BTF and page tables) and on the real
+//! 7.3 BTF.
+
+use super::*;
+use crate::btf::testutil::BtfBuilder;
+use crate::memory::BufferMemory;
+
+const PS: u64 = 1 << 7;
+const PHYS_BASE: u64 = 0x20_0000;
+const POB: u64 = 0xffff_8880_0000_0000;
+const MEM: usize = 0x40_0000;
+/// Image offsets of the kernel variables (phys = PHYS_BASE + off).
+const TOP: u64 = 0x1000;
+const V_PHYS_BASE: u64 = 0x5000;
+const V_POB: u64 = 0x5008;
+const V_PCPU: u64 = 0x5100;
+const V_SCX_STATE: u64 = 0x5200;
+const V_SCX_ROOT: u64 = 0x5208;
+const V_RUNQUEUES: u64 = 0x8000;
+/// Physical homes of the per-CPU runqueues, tasks and the scx_sched.
+const RQ_PHYS: u64 = 0x30_0000;
+const SCH_PHYS: u64 = 0x31_0000;
+const TASK_PHYS: u64 = 0x32_0000;
+
+/// `struct rq` of the synthetic kernel: nr_running@0 cpu@4 curr@8 idle@16
+/// nr_switches@24 cfs@32 (h_nr_queued@36) scx@64 (local_dsq.nr@72, nr_running@84) clock@128.
+fn btf() -> Btf {
+    let mut b = BtfBuilder::new(false);
+    let int = b.int("int", 4, 32, 1);
+    let u32t = b.int("unsigned int", 4, 32, 0);
+    let u64t = b.int("long long unsigned int", 8, 64, 0);
+    let ch = b.int("char", 1, 8, 2);
+    let comm = b.array(ch, int, 16);
+    let name = b.array(ch, int, 32);
+    let task = b.composite(
+        "task_struct",
+        false,
+        64,
+        &[("pid", int, 16 * 8, 0), ("comm", comm, 32 * 8, 0)],
+    );
+    let tp = b.ptr(task);
+    let cfs = b.composite("cfs_rq", false, 16, &[("h_nr_queued", u32t, 32, 0)]);
+    let dsq = b.composite("scx_dispatch_q", false, 16, &[("nr", u32t, 64, 0)]);
+    let scx = b.composite(
+        "scx_rq",
+        false,
+        32,
+        &[("local_dsq", dsq, 0, 0), ("nr_running", u32t, 20 * 8, 0)],
+    );
+    b.composite(
+        "rq",
+        false,
+        256,
+        &[
+            ("nr_running", u32t, 0, 0),
+            ("cpu", int, 32, 0),
+            ("curr", tp, 64, 0),
+            ("idle", tp, 128, 0),
+            ("nr_switches", u64t, 192, 0),
+            ("cfs", cfs, 256, 0),
+            ("scx", scx, 512, 0),
+            ("clock", u64t, 1024, 0),
+        ],
+    );
+    b.enum32(
+        "scx_enable_state",
+        false,
+        &[
+            ("SCX_ENABLING", 0),
+            ("SCX_ENABLED", 1),
+            ("SCX_DISABLING", 2),
+            ("SCX_DISABLED", 3),
+        ],
+    );
+    b.enum32(
+        "scx_exit_kind",
+        false,
+        &[("SCX_EXIT_NONE", 0), ("SCX_EXIT_ERROR_STALL", 1026)],
+    );
+    let atomic = b.composite("", false, 4, &[("counter", int, 0, 0)]);
+    let atomic_t = b.refer(Kind::Typedef, "atomic_t", atomic);
+    let ops = b.composite("sched_ext_ops", false, 32, &[("name", name, 0, 0)]);
+    b.composite(
+        "scx_sched",
+        false,
+        64,
+        &[("ops", ops, 0, 0), ("exit_kind", atomic_t, 40 * 8, 0)],
+    );
+    Btf::parse(&b.finish()).expect("synthetic BTF parses")
+}
+
+struct Guest {
+    mem: Vec<u8>,
+}
+
+impl Guest {
+    fn put(&mut self, gpa: u64, bytes: &[u8]) {
+        self.mem[gpa as usize..gpa as usize + bytes.len()].copy_from_slice(bytes);
+    }
+    fn u64(&mut self, gpa: u64, v: u64) {
+        self.put(gpa, &v.to_le_bytes());
+    }
+    fn u32(&mut self, gpa: u64, v: u32) {
+        self.put(gpa, &v.to_le_bytes());
+    }
+    fn img(off: u64) -> u64 {
+        PHYS_BASE + off
+    }
+
+    /// Two CPUs: CPU 0 runs `spin` (pid 77) with 2 runnable, CPU 1 is idle.
+    fn new() -> Guest {
+        let mut g = Guest { mem: vec![0; MEM] };
+        // init_top_pgt: kernel image (PML4 511 -> PDPT 510 -> PD 0, a 2 MiB page at
+        // PHYS_BASE) and the direct map (PML4 273 -> PDPT 0, a 1 GiB page at 0).
+        let (top, pdpt_k, pd_k, pdpt_d) = (
+            Self::img(TOP),
+            Self::img(0x2000),
+            Self::img(0x3000),
+            Self::img(0x4000),
+        );
+        for pgd in [top, 0x10_0000] {
+            g.u64(pgd + 511 * 8, pdpt_k | 3);
+            g.u64(pgd + 273 * 8, pdpt_d | 3);
+        }
+        g.u64(pdpt_k + 510 * 8, pd_k | 3);
+        g.u64(pd_k, PHYS_BASE | PS | 3);
+        g.u64(pdpt_d, PS | 3);
+        g.u64(Self::img(V_PHYS_BASE), PHYS_BASE);
+        g.u64(Self::img(V_POB), POB);
+        for cpu in 0..2u64 {
+            let off = (POB + RQ_PHYS + cpu * 0x1000).wrapping_sub(va(V_RUNQUEUES));
+            g.u64(Self::img(V_PCPU) + cpu * 8, off);
+        }
+        g.u32(Self::img(V_SCX_STATE), 1);
+        g.u64(Self::img(V_SCX_ROOT), POB + SCH_PHYS);
+        g.put(SCH_PHYS, b"test_ops\0");
+        g.u32(SCH_PHYS + 40, 0);
+        let task = |g: &mut Guest, i: u64, pid: u32, comm: &[u8]| {
+            g.u32(TASK_PHYS + i * 0x1000 + 16, pid);
+            g.put(TASK_PHYS + i * 0x1000 + 32, comm);
+            POB + TASK_PHYS + i * 0x1000
+        };
+        let idle0 = task(&mut g, 0, 0, b"swapper/0\0");
+        let spin = task(&mut g, 1, 77, b"spin\0");
+        let idle1 = task(&mut g, 2, 0, b"swapper/1\0");
+        for (cpu, curr, idle, nr, switches) in
+            [(0u64, spin, idle0, 2u32, 1000u64), (1, idle1, idle1, 0, 5)]
+        {
+            let rq = RQ_PHYS + cpu * 0x1000;
+            g.u32(rq, nr);
+            g.u32(rq + 4, cpu as u32);
+            g.u64(rq + 8, curr);
+            g.u64(rq + 16, idle);
+            g.u64(rq + 24, switches);
+            g.u32(rq + 36, nr);
+            g.u32(rq + 72, 0);
+            g.u32(rq + 84, 0);
+            g.u64(rq + 128, 5_000_000_000 + cpu);
+        }
+        g
+    }
+
+    fn memory(self) -> BufferMemory<Vec<u8>> {
+        BufferMemory::new(0, self.mem)
+    }
+}
+
+fn va(off: u64) -> u64 {
+    START_KERNEL_MAP + off
+}
+
+fn addrs() -> KernelAddrs {
+    KernelAddrs {
+        runqueues: va(V_RUNQUEUES),
+        per_cpu_offset: va(V_PCPU),
+        page_offset_base: va(V_POB),
+        phys_base: va(V_PHYS_BASE),
+        init_top_pgt: va(TOP),
+        scx_enable_state: Some(va(V_SCX_STATE)),
+        scx_root: Some(va(V_SCX_ROOT)),
+    }
+}
+
+fn regs() -> Vec<CpuRegs> {
+    let off0 = (POB + RQ_PHYS).wrapping_sub(va(V_RUNQUEUES));
+    vec![
+        // CPU 0 is in the kernel on a process's tables; CPU 1 was caught in real mode.
+        CpuRegs {
+            cpu: 0,
+            cr3: 0x10_0000,
+            la57: false,
+            long_mode: true,
+            gs_base: off0,
+        },
+        CpuRegs {
+            cpu: 1,
+            cr3: 0,
+            la57: false,
+            long_mode: false,
+            gs_base: 0,
+        },
+    ]
+}
+
+#[test]
+fn samples_a_synthetic_guest() {
+    let mut s = Sampler::new(
+        Guest::new().memory(),
+        &btf(),
+        &regs(),
+        addrs(),
+        2,
+        MEM as u64,
+    )
+    .expect("setup");
+    let info = s.info().clone();
+    assert_eq!(info.page_table_root, PHYS_BASE + TOP);
+    assert_eq!((info.phys_base, info.page_offset_base), (PHYS_BASE, POB));
+    assert_eq!(info.rq_addrs, [POB + RQ_PHYS, POB + RQ_PHYS + 0x1000]);
+    assert!(
+        info.notes
+            .iter()
+            .any(|n| n.contains("CPU 0: GS base") && n.contains(" = ")),
+        "{:?}",
+        info.notes
+    );
+    let sample = s.sample();
+    let json = serde_json::to_string(&sample).expect("json");
+    assert_eq!(
+        json,
+        r#"{"cpus":[{"cpu":0,"nr_running":2,"fair_nr_running":2,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":77,"curr_comm":"spin","curr_is_idle":false,"rq_clock_ns":5000000000,"nr_switches":1000},{"cpu":1,"nr_running":0,"fair_nr_running":0,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":0,"curr_comm":"swapper/1","curr_is_idle":true,"rq_clock_ns":5000000001,"nr_switches":5}],"scx":{"state":"enabled","ops":"test_ops","exit_kind":"none"}}"#
+    );
+}
+
+#[test]
+fn a_bad_task_pointer_fails_only_its_cpu() {
+    let mut g = Guest::new();
+    g.u64(RQ_PHYS + 8, POB + 0x7fff_0000); // CPU 0's curr points past RAM
+    g.u32(SCH_PHYS + 40, 1026);
+    let mut s = Sampler::new(g.memory(), &btf(), &regs(), addrs(), 2, MEM as u64).expect("setup");
+    let sample = s.sample();
+    assert!(sample.cpus[0].rq.is_none());
+    assert!(
+        sample.cpus[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("0xffff88807fff0010")),
+        "{:?}",
+        sample.cpus[0]
+    );
+    assert_eq!(
+        sample.cpus[1].rq.as_ref().map(|r| r.curr_comm.as_str()),
+        Some("swapper/1")
+    );
+    assert_eq!(
+        sample.scx.and_then(|s| s.exit_kind).as_deref(),
+        Some("error_stall")
+    );
+}
+
+#[test]
+fn setup_refuses_what_does_not_hold() {
+    // rq.cpu of CPU 1 says 7: the per-CPU offsets or the layout are wrong.
+    let mut g = Guest::new();
+    g.u32(RQ_PHYS + 0x1000 + 4, 7);
+    let err = Sampler::new(g.memory(), &btf(), &regs(), addrs(), 2, MEM as u64)
+        .expect_err("inconsistent");
+    assert!(matches!(err, SamplerError::Inconsistent { .. }), "{err}");
+    // No vCPU in long mode.
+    let mut r = regs();
+    r[0].long_mode = false;
+    let err = Sampler::new(Guest::new().memory(), &btf(), &r, addrs(), 2, MEM as u64)
+        .expect_err("no root");
+    assert!(
+        matches!(err, SamplerError::NoKernelPageTable { tried: 0, .. }),
+        "{err}"
+    );
+    // A CR3 that does not map the kernel.
+    r[0] = CpuRegs {
+        long_mode: true,
+        cr3: 0x8000,
+        ..r[0]
+    };
+    let err = Sampler::new(Guest::new().memory(), &btf(), &r, addrs(), 2, MEM as u64)
+        .expect_err("no root");
+    assert!(
+        matches!(err, SamplerError::NoKernelPageTable { tried: 1, .. }),
+        "{err}"
+    );
+    // A user-half PTI CR3 (bit 12 set) is retried without the bit.
+    r[0].cr3 = 0x10_1000;
+    assert!(Sampler::new(Guest::new().memory(), &btf(), &r, addrs(), 2, MEM as u64).is_ok());
+}
+
+#[test]
+fn symbols_come_from_kallsyms_text() {
+    let text = "ffffffff83cf65c0 D runqueues\n\
+                ffffffff829340e0 D __per_cpu_offset\n\
+                ffffffff829236a8 D page_offset_base\n\
+                ffffffff83032010 T phys_base\n\
+                ffffffff8302a000 T init_top_pgt\n\
+                ffffffff8307d330 t scx_enable_state_var\n\
+                ffffffffc0001000 t runqueues\t[fake_mod]\n";
+    let syms = SymbolTable::from_text(text).expect("parses");
+    let a = KernelAddrs::from_symbols(&syms).expect("found");
+    assert_eq!(a.runqueues, 0xffff_ffff_83cf_65c0);
+    assert_eq!(a.scx_enable_state, Some(0xffff_ffff_8307_d330));
+    assert_eq!(a.scx_root, None);
+    let short = SymbolTable::from_text("ffffffff83cf65c0 D runqueues\n").expect("parses");
+    assert!(matches!(
+        KernelAddrs::from_symbols(&short),
+        Err(SamplerError::MissingSymbol {
+            name: "__per_cpu_offset"
+        })
+    ));
+}
+
+#[test]
+fn layout_of_the_real_7_3_kernel() {
+    let path = std::path::Path::new("/root/.cache/ktstr/kernels/7.3.4+deb13-cloud-amd64/vmlinux");
+    if !path.exists() {
+        println!("skipping: {} is absent", path.display());
+        return;
+    }
+    let btf = Btf::from_file(path).expect("BTF");
+    let l = RqLayout::from_btf(&btf).expect("layout");
+    // Offsets checked with `pahole -C rq` (see btf/kernel_tests.rs).
+    assert_eq!(l.nr_running.offset_bytes, 0);
+    assert_eq!(l.curr.offset_bytes, 24);
+    assert_eq!(l.nr_switches.offset_bytes, 64);
+    assert_eq!(l.clock.offset_bytes, 3984);
+    assert_eq!(
+        l.fair.map(|(f, n)| (f.offset_bytes, n)),
+        Some((276, "cfs.h_nr_queued"))
+    );
+    assert_eq!(l.scx_nr_running.map(|f| f.offset_bytes), Some(3000));
+    let scx = l.scx.expect("7.3 has sched_ext");
+    assert!(scx.states.contains(&(1, "enabled".to_string())));
+    assert!(scx.exit_kinds.contains(&(1026, "error_stall".to_string())));
+    assert!(scx.exit_kind.is_some() && scx.ops_name.is_some());
+    let (start, end) = span(&{
+        let mut v = vec![l.cpu, l.nr_running, l.curr, l.idle, l.nr_switches, l.clock];
+        v.extend(l.scx_nr_running);
+        v
+    });
+    // One read of about a page per CPU (rq.idle sits just past 4 KiB).
+    assert!(start == 0 && end <= 8192, "{start}..{end}");
+}
+
+#[test]
+fn c_strings_and_spans() {
+    assert_eq!(c_string(b"abc\0def", 0, 7), "abc");
+    assert_eq!(c_string(b"abcdef", 2, 3), "cde");
+    assert_eq!(c_string(b"ab", 5, 3), "");
+    assert_eq!(c_string(b"\xff\xfe\0", 0, 3), "\u{fffd}\u{fffd}");
+    assert_eq!(span(&[]), (0, 0));
+}

@@ -1,0 +1,308 @@
+//! VM tests of `ktstr exec --monitor`: the host reads each CPU's runqueue from guest RAM
+//! while a workload whose effect is known in advance runs, and the JSON lines must show
+//! that effect.
+//!
+//! Like `tests/vm.rs` they need QEMU and a kernel (the fetched Debian kernel: its BTF and
+//! sched_ext are what the monitor reads), skip with the reason printed when either is
+//! missing unless `KTSTR_REQUIRE_VM=1`, and take the same lock so one VM runs at a time.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const KTSTR: &str = env!("CARGO_BIN_EXE_ktstr");
+
+/// Holds the VM lock while a test runs.
+struct VmSlot {
+    _lock: File,
+}
+
+/// Returns `None` (after saying why) when VM tests cannot run here.
+fn vm_slot() -> Option<VmSlot> {
+    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
+    let why = if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        Some("qemu-system-x86_64 is not installed")
+    } else if test_kernel().is_none() {
+        Some("no kernel: `ktstr kernel fetch` failed")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        assert!(!required, "KTSTR_REQUIRE_VM=1 but {why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let path = std::env::temp_dir().join("ktstr-vm-tests.lock");
+    let lock = File::create(&path).expect("lock file");
+    // SAFETY: flock on a file we own; blocks until the other VM test finishes.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock failed");
+    Some(VmSlot { _lock: lock })
+}
+
+/// The fetched Debian kernel (`ktstr kernel fetch` prints its vmlinux).
+fn test_kernel() -> Option<&'static str> {
+    static KERNEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let out = Command::new(KTSTR)
+                .args(["kernel", "fetch"])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `script` in a 2-CPU guest with the monitor on; returns ktstr's output and the
+/// parsed JSON lines.
+fn monitored(name: &str, hz: u32, script: &str) -> (Output, Vec<Value>) {
+    let kernel = test_kernel().expect("checked by vm_slot");
+    let file: PathBuf =
+        std::env::temp_dir().join(format!("ktstr-monitor-{name}-{}.jsonl", std::process::id()));
+    let out = Command::new(KTSTR)
+        .args(["exec", "-v", "--kernel", kernel, "--topology", "1,1,2,1"])
+        .arg("--monitor")
+        .arg(&file)
+        .args(["--monitor-hz", &hz.to_string(), "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ktstr");
+    assert!(
+        out.status.success(),
+        "ktstr failed: {}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .expect("monitor output")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect();
+    let _ = std::fs::remove_file(&file);
+    (out, lines)
+}
+
+/// CPU `cpu`'s entry of one sample.
+fn cpu(sample: &Value, cpu: u64) -> &Value {
+    sample["cpus"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["cpu"] == cpu))
+        .unwrap_or_else(|| panic!("no CPU {cpu} in {sample}"))
+}
+
+/// Samples from 1 s after the first (the workers have started) to 0.5 s before the last
+/// (the command is still sleeping).
+fn steady(lines: &[Value]) -> Vec<&Value> {
+    let t = |v: &Value| v["t_ns"].as_u64().expect("t_ns");
+    let (first, last) = (t(&lines[0]), t(&lines[lines.len() - 1]));
+    lines
+        .iter()
+        .filter(|l| t(l) >= first + 1_000_000_000 && t(l) + 500_000_000 <= last)
+        .collect()
+}
+
+fn share(samples: &[&Value], pred: impl Fn(&Value) -> bool) -> f64 {
+    samples.iter().filter(|s| pred(s)).count() as f64 / samples.len().max(1) as f64
+}
+
+/// Sets its own comm, then spins: `sh -c` of busybox cannot be renamed by copying.
+fn spinners(n: u32, cpu: u32, comm: &str) -> String {
+    format!(
+        "for i in $(seq {n}); do taskset -c {cpu} sh -c 'printf {comm} > /proc/self/comm; \
+         while :; do :; done' & done; sleep 4"
+    )
+}
+
+#[test]
+fn three_spinners_pinned_to_cpu1_are_seen_there() {
+    let Some(_slot) = vm_slot() else { return };
+    let (out, lines) = monitored("cpu1", 200, &spinners(3, 1, "spin"));
+    let stderr = text(&out.stderr);
+    assert!(
+        lines.len() > 100,
+        "{} samples in a 4 s command at 200 Hz\n{stderr}",
+        lines.len()
+    );
+    // The contract's names are in every CPU entry.
+    for key in [
+        "nr_running",
+        "curr_pid",
+        "curr_comm",
+        "scx_nr_running",
+        "fair_nr_running",
+        "rq_clock_ns",
+        "nr_switches",
+    ] {
+        assert!(
+            cpu(&lines[0], 0).get(key).is_some(),
+            "{key} in {}",
+            lines[0]
+        );
+    }
+    let s = steady(&lines);
+    assert!(s.len() > 50, "{} steady samples\n{stderr}", s.len());
+    let loaded = share(&s, |v| cpu(v, 1)["nr_running"].as_u64() >= Some(3));
+    let spinning = share(&s, |v| cpu(v, 1)["curr_comm"] == "spin");
+    let fair = share(&s, |v| cpu(v, 1)["fair_nr_running"].as_u64() >= Some(3));
+    assert!(
+        loaded >= 0.9,
+        "CPU 1 had nr_running >= 3 in {loaded:.2} of samples"
+    );
+    assert!(
+        spinning >= 0.9,
+        "CPU 1 ran `spin` in {spinning:.2} of samples"
+    );
+    assert!(
+        fair >= 0.9,
+        "CPU 1 had 3 fair tasks in {fair:.2} of samples"
+    );
+    // The spinners are pinned: CPU 0 never runs one.
+    assert!(s.iter().all(|v| cpu(v, 0)["curr_comm"] != "spin"));
+    assert!(
+        stderr.contains("ktstr: monitor: ") && stderr.contains("samples in"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn idle_cpu_shows_its_idle_task_and_clocks_advance() {
+    let Some(_slot) = vm_slot() else { return };
+    // Two spinners on CPU 0, nothing pinned to CPU 1; no scheduler attached.
+    let (out, lines) = monitored("idle1", 100, &spinners(2, 0, "spin0"));
+    let stderr = text(&out.stderr);
+    let s = steady(&lines);
+    assert!(s.len() > 50, "{} steady samples\n{stderr}", s.len());
+    let idle = share(&s, |v| {
+        let c = cpu(v, 1);
+        c["nr_running"] == 0
+            && c["curr_is_idle"] == true
+            && c["curr_pid"] == 0
+            && c["curr_comm"] == "swapper/1"
+    });
+    assert!(idle >= 0.8, "CPU 1 was idle in {idle:.2} of samples");
+    let busy = share(&s, |v| {
+        cpu(v, 0)["nr_running"].as_u64() >= Some(2) && cpu(v, 0)["curr_comm"] == "spin0"
+    });
+    assert!(busy >= 0.9, "CPU 0 ran 2 spinners in {busy:.2} of samples");
+    // Per CPU, the rq clock and the switch count never go back.
+    for c in 0..2 {
+        for w in lines.windows(2) {
+            for key in ["rq_clock_ns", "nr_switches"] {
+                let (a, b) = (cpu(&w[0], c)[key].as_u64(), cpu(&w[1], c)[key].as_u64());
+                assert!(a <= b, "CPU {c} {key} went from {a:?} to {b:?}");
+            }
+        }
+    }
+    // sched_ext is built in but nothing attached it.
+    assert!(lines.iter().all(|l| l["scx"]["state"] == "disabled"));
+}
+
+/// scx_simple from the kernel's tools/sched_ext (`scripts/build-scx-examples`).
+fn scx_simple() -> Option<String> {
+    let path = std::env::var("KTSTR_SCX_SIMPLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| ktstr::kernel::cache_root().join("schedulers/scx_simple"));
+    if path.is_file() {
+        return Some(path.display().to_string());
+    }
+    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "KTSTR_REQUIRE_VM=1 but {} is missing (scripts/build-scx-examples)",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (scripts/build-scx-examples)",
+        path.display()
+    );
+    None
+}
+
+#[test]
+fn spinners_under_scx_simple_are_sched_ext_tasks() {
+    let Some(_slot) = vm_slot() else { return };
+    let Some(scx) = scx_simple() else { return };
+    let kernel = test_kernel().expect("checked by vm_slot");
+    let file = std::env::temp_dir().join(format!("ktstr-monitor-scx-{}.jsonl", std::process::id()));
+    let out = Command::new(KTSTR)
+        .args(["exec", "--kernel", kernel, "--topology", "1,1,2,1"])
+        .args(["--scheduler", &scx, "--monitor"])
+        .arg(&file)
+        .args(["--", "sh", "-c", &spinners(3, 1, "spin")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ktstr");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .expect("monitor output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let _ = std::fs::remove_file(&file);
+    // The scheduler attaches after the first samples and is still attached at the end of
+    // the command: sched_ext must be seen going from disabled to enabled, as `simple`.
+    assert_eq!(lines[0]["scx"]["state"], "disabled", "{}", lines[0]);
+    let enabled: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["scx"]["state"] == "enabled")
+        .collect();
+    assert!(
+        enabled.len() > 50,
+        "{} enabled samples\n{stderr}",
+        enabled.len()
+    );
+    // While enabled it is `simple`; its exit kind is `none` until ktstr stops it after
+    // the command (then the kernel records `unreg`, then `done`, before `disabling`).
+    let odd: Vec<&&Value> = enabled
+        .iter()
+        .filter(|l| {
+            l["scx"]["ops"] != "simple"
+                || !(l["scx"]["exit_kind"] == "none"
+                    || l["scx"]["exit_kind"]
+                        .as_str()
+                        .is_some_and(|k| k.starts_with("unreg") || k == "done"))
+        })
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "{} odd samples, first {}",
+        odd.len(),
+        odd[0]
+    );
+    let s = steady(&enabled.into_iter().cloned().collect::<Vec<_>>())
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    let s: Vec<&Value> = s.iter().collect();
+    let scx_tasks = share(&s, |v| {
+        let c = cpu(v, 1);
+        c["scx_nr_running"].as_u64() >= Some(3) && c["fair_nr_running"] == 0
+    });
+    assert!(
+        scx_tasks >= 0.9,
+        "CPU 1 had 3 sched_ext tasks in {scx_tasks:.2} of samples"
+    );
+    let spinning = share(&s, |v| cpu(v, 1)["curr_comm"] == "spin");
+    assert!(
+        spinning >= 0.9,
+        "CPU 1 ran `spin` in {spinning:.2} of samples"
+    );
+    assert!(s.iter().all(|v| v["scx"]["exit_kind"] == "none"));
+}

@@ -1,0 +1,376 @@
+//! The host-side runqueue monitor of a run (`ktstr exec --monitor FILE`).
+//!
+//! Nothing runs in the guest for it except one read of `/proc/kallsyms` before the
+//! command (the kernel's own symbol addresses, KASLR included; see
+//! [`crate::guest::Job::kallsyms`]). On the host a thread loads the kernel's BTF while the
+//! guest boots, then, once the symbols arrive, reads the vCPUs' registers over QMP, maps
+//! the guest RAM files and samples every CPU's runqueue at the asked rate, writing one
+//! JSON object per line:
+//!
+//! ```text
+//! {"t_ns":..,"seq":..,"cpus":[{"cpu":0,"nr_running":2,"curr_pid":77,"curr_comm":"spin",..},..],"scx":{..}}
+//! ```
+//!
+//! `t_ns` is host monotonic time since the VM was launched; `rq_clock_ns` per CPU is the
+//! guest's. The monitor never fails a run: whatever goes wrong ends up in
+//! [`MonitorSummary`].
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ktstr_btf_monitor::sampler::error_chain;
+use ktstr_btf_monitor::{Btf, CpuRegs, KernelAddrs, RamFiles, Sample, Sampler, SymbolTable};
+use serde::Serialize;
+
+use crate::KtstrError;
+
+/// Samples per second unless asked otherwise.
+pub const DEFAULT_MONITOR_HZ: u32 = 100;
+/// The highest rate accepted.
+pub const MAX_MONITOR_HZ: u32 = 10_000;
+/// How long the monitor waits for QEMU's QMP socket.
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Output is flushed at least this often, so the file can be followed while a run goes on.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// What the monitor of a run should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorOptions {
+    /// The JSON-lines file to write (truncated).
+    pub output: PathBuf,
+    /// Samples per second (1..=[`MAX_MONITOR_HZ`]).
+    pub hz: u32,
+}
+
+/// What the monitor did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MonitorSummary {
+    /// The file written.
+    pub output: PathBuf,
+    /// Samples written.
+    pub samples: u64,
+    /// The rate asked for.
+    pub target_hz: u32,
+    /// Samples per second achieved, first to last sample.
+    pub rate_hz: f64,
+    /// Seconds from the first to the last sample.
+    pub sampling_s: f64,
+    /// Mean time to take and write one sample, microseconds.
+    pub mean_sample_us: f64,
+    /// Launch of the VM to the guest's kernel symbols arriving, milliseconds.
+    pub symbols_ms: Option<u64>,
+    /// Launch of the VM to the first sample, milliseconds.
+    pub first_sample_ms: Option<u64>,
+    /// CPU entries that carried an error instead of values.
+    pub cpu_errors: u64,
+    /// The first such error.
+    pub first_error: Option<String>,
+    /// Why sampling never started, if it did not.
+    pub setup_error: Option<String>,
+    /// What the setup checked (GS base against `__per_cpu_offset`, `rq.cpu`, ...).
+    pub notes: Vec<String>,
+}
+
+impl MonitorSummary {
+    /// One line for a person.
+    pub fn line(&self) -> String {
+        if let Some(e) = &self.setup_error {
+            return format!(
+                "monitor did not sample: {e} ({} written)",
+                self.output.display()
+            );
+        }
+        let mut s = format!(
+            "monitor: {} samples in {:.2} s, {:.1}/s (asked {} Hz), {:.0} us per sample, \
+             first at {:.2} s -> {}",
+            self.samples,
+            self.sampling_s,
+            self.rate_hz,
+            self.target_hz,
+            self.mean_sample_us,
+            self.first_sample_ms.unwrap_or(0) as f64 / 1000.0,
+            self.output.display()
+        );
+        if self.cpu_errors > 0 {
+            s += &format!(
+                "; {} CPU reads failed, first: {}",
+                self.cpu_errors,
+                self.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        s
+    }
+}
+
+/// What the run loop hands the monitor once the guest's symbols arrive.
+struct Start {
+    /// Launch to the symbols' arrival.
+    at: Duration,
+    symbols: String,
+    qmp_socket: Option<PathBuf>,
+    ram_files: Vec<PathBuf>,
+}
+
+/// A running monitor thread.
+pub(crate) struct Monitor {
+    tx: Option<mpsc::Sender<Start>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<MonitorSummary>>,
+    launch: Instant,
+}
+
+/// The line written per sample.
+#[derive(Serialize)]
+struct Line<'a> {
+    t_ns: u64,
+    seq: u64,
+    #[serde(flatten)]
+    sample: &'a Sample,
+}
+
+impl Monitor {
+    /// Creates the output file and starts loading `vmlinux`'s BTF; sampling starts with
+    /// [`Monitor::start`].
+    pub(crate) fn spawn(
+        opts: &MonitorOptions,
+        vmlinux: PathBuf,
+        nr_cpus: usize,
+        launch: Instant,
+    ) -> Result<Monitor, KtstrError> {
+        let file = File::create(&opts.output).map_err(|e| KtstrError::io(&opts.output, e))?;
+        let (tx, rx) = mpsc::channel::<Start>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let summary = MonitorSummary {
+            output: opts.output.clone(),
+            target_hz: opts.hz.clamp(1, MAX_MONITOR_HZ),
+            ..MonitorSummary::default()
+        };
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("ktstr-monitor".into())
+            .spawn(move || {
+                let mut summary = summary;
+                let out = BufWriter::new(file);
+                if let Err(e) =
+                    monitor_thread(&vmlinux, nr_cpus, launch, &rx, &stop2, out, &mut summary)
+                {
+                    summary.setup_error = Some(e);
+                }
+                summary
+            })
+            .map_err(|e| KtstrError::Internal(format!("cannot start the monitor thread: {e}")))?;
+        Ok(Monitor {
+            tx: Some(tx),
+            stop,
+            thread: Some(thread),
+            launch,
+        })
+    }
+
+    /// Starts sampling with the guest's kallsyms lines.
+    pub(crate) fn start(&mut self, symbols: String, qmp_socket: Option<&Path>, ram: Vec<PathBuf>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Start {
+                at: self.launch.elapsed(),
+                symbols,
+                qmp_socket: qmp_socket.map(Path::to_path_buf),
+                ram_files: ram,
+            });
+        }
+    }
+
+    /// Asks the thread to stop sampling (the command ended).
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the thread and returns its summary.
+    pub(crate) fn finish(mut self) -> MonitorSummary {
+        self.stop();
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(s)) => s,
+            _ => MonitorSummary {
+                setup_error: Some("the monitor thread panicked".into()),
+                ..MonitorSummary::default()
+            },
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn monitor_thread(
+    vmlinux: &Path,
+    nr_cpus: usize,
+    launch: Instant,
+    rx: &mpsc::Receiver<Start>,
+    stop: &AtomicBool,
+    mut out: BufWriter<File>,
+    summary: &mut MonitorSummary,
+) -> Result<(), String> {
+    let btf = Btf::from_file(vmlinux).map_err(|e| {
+        format!(
+            "loading BTF from {}: {}",
+            vmlinux.display(),
+            error_chain(&e)
+        )
+    })?;
+    let start = loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err("the command ended before the guest sent its kernel symbols".into());
+        }
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(s) => break s,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("the guest never sent its kernel symbols".into())
+            }
+        }
+    };
+    summary.symbols_ms = Some(start.at.as_millis() as u64);
+    let syms = SymbolTable::from_text(&start.symbols)
+        .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
+    let addrs = KernelAddrs::from_symbols(&syms).map_err(|e| error_chain(&e))?;
+    let qmp = start
+        .qmp_socket
+        .ok_or("the engine has no QMP socket to read registers from")?;
+    let regs: Vec<CpuRegs> = ktstr_vmm::Qmp::connect(&qmp, QMP_TIMEOUT)
+        .and_then(|mut q| q.registers())
+        .map_err(|e| format!("reading vCPU registers: {}", error_chain(&e)))?
+        .iter()
+        .map(|r| CpuRegs {
+            cpu: r.cpu,
+            cr3: r.cr3,
+            la57: r.la57(),
+            long_mode: r.long_mode(),
+            gs_base: r.gs_base,
+        })
+        .collect();
+    let mem = RamFiles::open_pc(&start.ram_files)
+        .map_err(|e| format!("mapping guest RAM: {}", error_chain(&e)))?;
+    let phys_end = mem.regions().map(|(gpa, len)| gpa + len).max().unwrap_or(0);
+    let mut sampler = Sampler::new(mem, &btf, &regs, addrs, nr_cpus, phys_end)
+        .map_err(|e| format!("setting up the sampler: {}", error_chain(&e)))?;
+    summary.notes = sampler.info().notes.clone();
+    drop(btf);
+    let period = Duration::from_nanos(1_000_000_000 / u64::from(summary.target_hz.max(1)));
+    let mut next = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut last_flush = Instant::now();
+    let mut busy = Duration::ZERO;
+    let mut line = Vec::with_capacity(4096);
+    while !stop.load(Ordering::SeqCst) {
+        let t0 = Instant::now();
+        let t_ns = launch.elapsed().as_nanos() as u64;
+        let sample = sampler.sample();
+        for c in &sample.cpus {
+            if let Some(e) = &c.error {
+                summary.cpu_errors += 1;
+                summary.first_error.get_or_insert_with(|| e.clone());
+            }
+        }
+        line.clear();
+        let rec = Line {
+            t_ns,
+            seq: summary.samples,
+            sample: &sample,
+        };
+        if serde_json::to_writer(&mut line, &rec).is_ok() {
+            line.push(b'\n');
+            out.write_all(&line)
+                .map_err(|e| format!("writing {}: {e}", summary.output.display()))?;
+        }
+        summary.samples += 1;
+        if first.is_none() {
+            first = Some(t0);
+            summary.first_sample_ms = Some(launch.elapsed().as_millis() as u64);
+        }
+        last = t0;
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            let _ = out.flush();
+            last_flush = Instant::now();
+        }
+        busy += t0.elapsed();
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > period * 4 {
+            // Far behind (host was busy): do not burst to catch up.
+            next = now;
+        }
+    }
+    let _ = out.flush();
+    if let Some(f) = first {
+        summary.sampling_s = (last - f).as_secs_f64();
+        if summary.samples > 1 && summary.sampling_s > 0.0 {
+            summary.rate_hz = (summary.samples - 1) as f64 / summary.sampling_s;
+        }
+        summary.mean_sample_us = busy.as_secs_f64() * 1e6 / summary.samples as f64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lines() {
+        let s = MonitorSummary {
+            output: "/tmp/m.jsonl".into(),
+            samples: 500,
+            target_hz: 100,
+            rate_hz: 99.8,
+            sampling_s: 5.0,
+            mean_sample_us: 12.0,
+            first_sample_ms: Some(7250),
+            ..MonitorSummary::default()
+        };
+        assert_eq!(
+            s.line(),
+            "monitor: 500 samples in 5.00 s, 99.8/s (asked 100 Hz), 12 us per sample, first at 7.25 s -> /tmp/m.jsonl"
+        );
+        let failed = MonitorSummary {
+            setup_error: Some("no symbols".into()),
+            ..s
+        };
+        assert!(failed
+            .line()
+            .starts_with("monitor did not sample: no symbols"));
+    }
+
+    #[test]
+    fn a_missing_vmlinux_is_reported_not_panicked() {
+        let out = std::env::temp_dir().join(format!("ktstr-mon-test-{}.jsonl", std::process::id()));
+        let opts = MonitorOptions {
+            output: out.clone(),
+            hz: 100,
+        };
+        let m =
+            Monitor::spawn(&opts, "/nonexistent/vmlinux".into(), 2, Instant::now()).expect("spawn");
+        let s = m.finish();
+        assert!(
+            s.setup_error.as_deref().is_some_and(|e| e.contains("BTF")),
+            "{s:?}"
+        );
+        assert_eq!(s.samples, 0);
+        let _ = std::fs::remove_file(out);
+        let bad = MonitorOptions {
+            output: "/nonexistent/dir/m.jsonl".into(),
+            hz: 1,
+        };
+        assert!(Monitor::spawn(&bad, "/x".into(), 1, Instant::now()).is_err());
+    }
+}
