@@ -6,67 +6,14 @@
 //! sched_ext are what the monitor reads), skip with the reason printed when either is
 //! missing unless `KTSTR_REQUIRE_VM=1`, and take the same lock so one VM runs at a time.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const KTSTR: &str = env!("CARGO_BIN_EXE_ktstr");
-
-/// Holds the VM lock while a test runs.
-struct VmSlot {
-    _lock: File,
-}
-
-/// Returns `None` (after saying why) when VM tests cannot run here.
-fn vm_slot() -> Option<VmSlot> {
-    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
-    let why = if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        Some("qemu-system-x86_64 is not installed")
-    } else if test_kernel().is_none() {
-        Some("no kernel: `ktstr kernel fetch` failed")
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        assert!(!required, "KTSTR_REQUIRE_VM=1 but {why}");
-        eprintln!("skipped: {why}");
-        return None;
-    }
-    let path = std::env::temp_dir().join("ktstr-vm-tests.lock");
-    let lock = File::create(&path).expect("lock file");
-    // SAFETY: flock on a file we own; blocks until the other VM test finishes.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock failed");
-    Some(VmSlot { _lock: lock })
-}
-
-/// The fetched Debian kernel (`ktstr kernel fetch` prints its vmlinux).
-fn test_kernel() -> Option<&'static str> {
-    static KERNEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    KERNEL
-        .get_or_init(|| {
-            let out = Command::new(KTSTR)
-                .args(["kernel", "fetch"])
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-                .filter(|s| !s.is_empty())
-        })
-        .as_deref()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{test_kernel, text, vm_slot, KTSTR};
 
 /// Runs `script` in a 2-CPU guest with the monitor on; returns ktstr's output and the
 /// parsed JSON lines.

@@ -7,42 +7,13 @@
 //! Without them each test prints why it skipped, unless `KTSTR_REQUIRE_VM=1`.
 //! VMs run one at a time, sharing vm.rs's lock file.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-const KTSTR: &str = env!("CARGO_BIN_EXE_ktstr");
-
-fn required() -> bool {
-    std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1")
-}
-
-/// Prints why a test skips, or fails it under `KTSTR_REQUIRE_VM=1`.
-fn skip(why: &str) {
-    assert!(!required(), "KTSTR_REQUIRE_VM=1 but {why}");
-    eprintln!("skipped: {why}");
-}
-
-/// The kernel to boot: `KTSTR_KERNEL`, else `ktstr kernel fetch`'s.
-fn test_kernel() -> Option<&'static str> {
-    static KERNEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    KERNEL
-        .get_or_init(|| {
-            if let Ok(k) = std::env::var("KTSTR_KERNEL") {
-                return Some(k);
-            }
-            let out = Command::new(KTSTR)
-                .args(["kernel", "fetch"])
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        })
-        .as_deref()
-}
+use common::{skip, test_kernel, KTSTR};
 
 /// scx_ktstr: `KTSTR_SCX_KTSTR`, else beside the test binary (`target/<profile>/scx_ktstr`).
 fn scx_ktstr() -> Option<PathBuf> {
@@ -56,38 +27,23 @@ fn scx_ktstr() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Holds the VM lock while a test runs.
+/// The VM lock plus what these tests boot and attach.
 struct VmSlot {
-    _lock: File,
+    _lock: common::VmSlot,
     kernel: &'static str,
     scheduler: String,
 }
 
 /// `None` (after saying why) when these tests cannot run here.
 fn vm_slot() -> Option<VmSlot> {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip("qemu-system-x86_64 is not installed");
-        return None;
-    }
-    let Some(kernel) = test_kernel() else {
-        skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
-        return None;
-    };
     let Some(scheduler) = scx_ktstr() else {
         skip("no scx_ktstr binary: `cargo build -p scx-ktstr` (or set KTSTR_SCX_KTSTR)");
         return None;
     };
-    let lock = File::create(std::env::temp_dir().join("ktstr-vm-tests.lock")).expect("lock file");
-    // SAFETY: flock on a file we own; blocks until the other VM test finishes.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock failed");
+    let lock = common::vm_slot()?;
     Some(VmSlot {
         _lock: lock,
-        kernel,
+        kernel: test_kernel()?,
         scheduler: scheduler.display().to_string(),
     })
 }

@@ -6,82 +6,13 @@
 //! turns a missing prerequisite into a failure. VMs run one at a time (a lock
 //! file), so the suite stays fast and steady on a 2-CPU host.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const KTSTR: &str = env!("CARGO_BIN_EXE_ktstr");
-
-/// Holds the VM lock while a test runs.
-struct VmSlot {
-    _lock: File,
-}
-
-/// Returns `None` (after saying why) when VM tests cannot run here.
-fn vm_slot() -> Option<VmSlot> {
-    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
-    let why = if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        Some("qemu-system-x86_64 is not installed")
-    } else if !has_kernel() {
-        Some("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL")
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        assert!(!required, "KTSTR_REQUIRE_VM=1 but {why}");
-        eprintln!("skipped: {why}");
-        return None;
-    }
-    let path = std::env::temp_dir().join("ktstr-vm-tests.lock");
-    let lock = File::create(&path).expect("lock file");
-    // SAFETY: flock on a file we own; blocks until the other VM test finishes.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock failed");
-    Some(VmSlot { _lock: lock })
-}
-
-fn has_kernel() -> bool {
-    test_kernel().is_some()
-}
-
-/// The kernel VM tests boot: `KTSTR_KERNEL` if set, else the fetched Debian kernel
-/// (modules, SysRq and sched_ext included), whatever else is cached.
-fn test_kernel() -> Option<&'static str> {
-    static KERNEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    KERNEL
-        .get_or_init(|| {
-            if let Ok(k) = std::env::var("KTSTR_KERNEL") {
-                return Some(k);
-            }
-            let out = Command::new(KTSTR)
-                .args(["kernel", "fetch"])
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        })
-        .as_deref()
-}
-
-fn ktstr(args: &[&str]) -> Output {
-    let mut cmd = Command::new(KTSTR);
-    cmd.args(args).stdin(Stdio::null());
-    if let Some(k) = test_kernel() {
-        cmd.env("KTSTR_KERNEL", k);
-    }
-    cmd.output().expect("run ktstr")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{ktstr, test_kernel, text, vm_slot, KTSTR};
 
 /// Reads the guest's own view of its topology, one `key value` line per fact.
 const TOPOLOGY_SCRIPT: &str = r#"
@@ -400,7 +331,7 @@ fn kernel_lacking_config_is_refused_with_the_list() {
 
 #[test]
 fn missing_qemu_says_what_to_install() {
-    if !has_kernel() {
+    if test_kernel().is_none() {
         eprintln!("skipped: no kernel cached");
         return;
     }

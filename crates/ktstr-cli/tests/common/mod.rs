@@ -1,0 +1,82 @@
+//! What the VM test files share: the prerequisites check, the one-VM-at-a-time lock,
+//! the kernel they boot, and running the ktstr binary.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output, Stdio};
+
+/// The ktstr binary under test.
+pub const KTSTR: &str = env!("CARGO_BIN_EXE_ktstr");
+
+/// True when a missing prerequisite must fail the test (`KTSTR_REQUIRE_VM=1`, set by `.ci/run`).
+pub fn required() -> bool {
+    std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1")
+}
+
+/// Prints why a test skips, or fails it under `KTSTR_REQUIRE_VM=1`.
+pub fn skip(why: &str) {
+    assert!(!required(), "KTSTR_REQUIRE_VM=1 but {why}");
+    eprintln!("skipped: {why}");
+}
+
+/// The kernel VM tests boot: `KTSTR_KERNEL` if set, else the fetched Debian kernel
+/// (modules, SysRq, BTF and sched_ext included), whatever else is cached.
+pub fn test_kernel() -> Option<&'static str> {
+    static KERNEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            if let Ok(k) = std::env::var("KTSTR_KERNEL") {
+                return Some(k);
+            }
+            let out = Command::new(KTSTR)
+                .args(["kernel", "fetch"])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
+}
+
+/// Holds the VM lock while a test runs: VMs run one at a time, steady on a 2-CPU host.
+pub struct VmSlot {
+    _lock: File,
+}
+
+/// The VM lock, or `None` (after saying why) when QEMU or a kernel is missing.
+pub fn vm_slot() -> Option<VmSlot> {
+    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
+    if qemu.is_err() {
+        skip("qemu-system-x86_64 is not installed");
+        return None;
+    }
+    if test_kernel().is_none() {
+        skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
+        return None;
+    }
+    let path = std::env::temp_dir().join("ktstr-vm-tests.lock");
+    let lock = File::create(&path).expect("lock file");
+    // SAFETY: flock on a file we own; blocks until the other VM test finishes.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock failed");
+    Some(VmSlot { _lock: lock })
+}
+
+/// Runs ktstr with `args`, booting [`test_kernel`] unless `args` say otherwise.
+pub fn ktstr(args: &[&str]) -> Output {
+    let mut cmd = Command::new(KTSTR);
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(k) = test_kernel() {
+        cmd.env("KTSTR_KERNEL", k);
+    }
+    cmd.output().expect("run ktstr")
+}
+
+/// Lossy UTF-8.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
