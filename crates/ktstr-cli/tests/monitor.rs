@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use common::{test_kernel, text, vm_slot, KTSTR};
+use common::{scx_simple, test_kernel, text, vm_slot, KTSTR};
 
 /// Runs `script` in a 2-CPU guest with the monitor on; returns ktstr's output and the
 /// parsed JSON lines.
@@ -158,27 +158,6 @@ fn idle_cpu_shows_its_idle_task_and_clocks_advance() {
     }
     // sched_ext is built in but nothing attached it.
     assert!(lines.iter().all(|l| l["scx"]["state"] == "disabled"));
-}
-
-/// scx_simple from the kernel's tools/sched_ext (`scripts/build-scx-examples`).
-fn scx_simple() -> Option<String> {
-    let path = std::env::var("KTSTR_SCX_SIMPLE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| ktstr::kernel::cache_root().join("schedulers/scx_simple"));
-    if path.is_file() {
-        return Some(path.display().to_string());
-    }
-    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "KTSTR_REQUIRE_VM=1 but {} is missing (scripts/build-scx-examples)",
-        path.display()
-    );
-    eprintln!(
-        "skipped: {} is missing (scripts/build-scx-examples)",
-        path.display()
-    );
-    None
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ktstr, test_kernel, text, vm_slot, KTSTR};
+use common::{ktstr, scx_simple, test_kernel, text, vm_slot, KTSTR};
 
 /// Reads the guest's own view of its topology, one `key value` line per fact.
 const TOPOLOGY_SCRIPT: &str = r#"
@@ -365,27 +365,6 @@ fn vm_modules_load_with_their_dependencies() {
         "{}",
         text(&bad.stderr)
     );
-}
-
-/// scx_simple from the kernel's tools/sched_ext (`scripts/build-scx-examples`).
-fn scx_simple() -> Option<String> {
-    let path = std::env::var("KTSTR_SCX_SIMPLE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| ktstr::kernel::cache_root().join("schedulers/scx_simple"));
-    if path.is_file() {
-        return Some(path.display().to_string());
-    }
-    let required = std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "KTSTR_REQUIRE_VM=1 but {} is missing (scripts/build-scx-examples)",
-        path.display()
-    );
-    eprintln!(
-        "skipped: {} is missing (scripts/build-scx-examples)",
-        path.display()
-    );
-    None
 }
 
 #[test]

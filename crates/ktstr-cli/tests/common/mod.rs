@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 /// The ktstr binary under test.
@@ -79,4 +80,20 @@ pub fn ktstr(args: &[&str]) -> Output {
 /// Lossy UTF-8.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// scx_simple from the kernel's tools/sched_ext (`scripts/build-scx-examples`), or
+/// `KTSTR_SCX_SIMPLE`; `None` (after saying why) when it is missing.
+pub fn scx_simple() -> Option<String> {
+    let path = std::env::var("KTSTR_SCX_SIMPLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| ktstr::kernel::cache_root().join("schedulers/scx_simple"));
+    if path.is_file() {
+        return Some(path.display().to_string());
+    }
+    skip(&format!(
+        "{} is missing (scripts/build-scx-examples)",
+        path.display()
+    ));
+    None
 }
