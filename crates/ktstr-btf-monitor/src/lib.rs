@@ -12,17 +12,23 @@
 //!   4- and 5-level page walks) and per-CPU variable addresses.
 //! - [`sampler`]: per-CPU runqueue samples (`nr_running`, current task, rq clock, ...) and
 //!   sched_ext's state, resolved once and then read cheaply.
+//! - [`checks`]: the monitor checks (`max_imbalance_ratio`, `max_local_dsq_depth`, a stuck
+//!   rq clock, a watchdog-free stall detector) over a sequence of samples.
+//! - [`trace`]: a Chrome/Perfetto trace of per-CPU running tasks and queue depths.
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("ktstr-btf-monitor supports 64-bit hosts only");
 
 pub mod btf;
+pub mod checks;
 pub mod memory;
 pub mod sampler;
 pub mod symbols;
+pub mod trace;
 pub mod translate;
 
 pub use btf::{resolve, Btf, BtfError, Field, Kind, TypeId};
+pub use checks::{CheckResult, Checker, LongestWait, MonitorReport, MonitorThresholds};
 pub use memory::{
     BufferMemory, ElfCore, GuestMemory, MemError, PcRamLayout, QemuCpuState, RamFiles, RamRegion,
 };
@@ -31,4 +37,5 @@ pub use sampler::{
     SetupInfo,
 };
 pub use symbols::{Symbol, SymbolError, SymbolTable};
+pub use trace::TraceWriter;
 pub use translate::{per_cpu_addr, TranslateError, Translator};

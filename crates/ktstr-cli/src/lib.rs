@@ -177,6 +177,16 @@ struct ExecArgs {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(ktstr::monitor::MAX_MONITOR_HZ)),
           requires = "monitor")]
     monitor_hz: u32,
+    /// Also write a Chrome/Perfetto trace JSON (one track per CPU: the running tasks
+    /// and the runqueue depths) to FILE; open it in ui.perfetto.dev or chrome://tracing.
+    #[arg(long, value_name = "FILE", requires = "monitor")]
+    monitor_trace: Option<PathBuf>,
+    /// Fail the run when a monitor check fails (max_imbalance_ratio 4.0,
+    /// max_local_dsq_depth 50, rq clock stuck, each sustained 5 samples) or when the
+    /// monitor took no sample: ktstr then exits with 123 if the run would have exited 0
+    /// (a run that already failed keeps its own code). The checks are printed either way.
+    #[arg(long, requires = "monitor")]
+    monitor_enforce: bool,
     /// Command and arguments to run in the guest.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -221,10 +231,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Exec(a) => {
             let timeout = Duration::from_secs(a.timeout);
             let monitor = a.monitor.map(|output| ktstr::monitor::MonitorOptions {
-                output,
-                hz: a.monitor_hz,
+                trace: a.monitor_trace,
+                ..ktstr::monitor::MonitorOptions::new(output, a.monitor_hz)
             });
-            run_vm(&a.vm, Mode::Exec(a.cmd), timeout, monitor)
+            let code = run_vm_report(&a.vm, Mode::Exec(a.cmd), timeout, monitor)?;
+            Ok(enforce_monitor(code, a.monitor_enforce))
         }
         Command::Shell(a) => match a.exec {
             Some(cmd) => run_vm(
@@ -379,12 +390,39 @@ fn topology(a: &VmArgs) -> Result<Topology> {
     )?)
 }
 
+/// Exit status of `ktstr exec --monitor-enforce` when a monitor check failed.
+pub const MONITOR_CHECK_FAILED: i32 = 123;
+
+/// A run's exit code and whether its monitor checks failed.
+struct RunCode {
+    code: i32,
+    monitor_failed: bool,
+}
+
+/// [`MONITOR_CHECK_FAILED`] instead of 0 when enforcing and a monitor check failed.
+fn enforce_monitor(r: RunCode, enforce: bool) -> i32 {
+    if enforce && r.monitor_failed && r.code == 0 {
+        MONITOR_CHECK_FAILED
+    } else {
+        r.code
+    }
+}
+
 fn run_vm(
     a: &VmArgs,
     mode: Mode,
     timeout: Duration,
     monitor: Option<ktstr::monitor::MonitorOptions>,
 ) -> Result<i32> {
+    run_vm_report(a, mode, timeout, monitor).map(|r| r.code)
+}
+
+fn run_vm_report(
+    a: &VmArgs,
+    mode: Mode,
+    timeout: Duration,
+    monitor: Option<ktstr::monitor::MonitorOptions>,
+) -> Result<RunCode> {
     let topo = topology(a)?;
     let memory_mib = match (&a.memory, a.memory_mib) {
         (Some(m), _) => Some(parse_memory_mib(m)?),
@@ -439,7 +477,14 @@ fn run_vm(
     };
     let report = run::run(&opts, &mode, &mut out, &cancel)?;
     print_report(&report, a, &topo);
-    Ok(report.exit_code())
+    let monitor_failed = report
+        .monitor
+        .as_ref()
+        .is_some_and(|m| !m.failed_checks().is_empty());
+    Ok(RunCode {
+        code: report.exit_code(),
+        monitor_failed,
+    })
 }
 
 fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
@@ -473,6 +518,9 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
     }
     if let Some(m) = &r.monitor {
         progress(&m.line());
+        for l in m.check_lines() {
+            progress(&format!("monitor: {l}"));
+        }
         if a.verbose {
             for n in &m.notes {
                 progress(&format!("monitor: {n}"));
@@ -602,6 +650,40 @@ fn describe(f: &GuestFailure) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monitor_enforcement_exit_codes() {
+        let r = |code, monitor_failed| RunCode {
+            code,
+            monitor_failed,
+        };
+        assert_eq!(enforce_monitor(r(0, true), true), MONITOR_CHECK_FAILED);
+        assert_eq!(enforce_monitor(r(0, true), false), 0);
+        assert_eq!(enforce_monitor(r(0, false), true), 0);
+        assert_eq!(enforce_monitor(r(126, true), true), 126);
+        assert_eq!(enforce_monitor(r(3, true), true), 3);
+        for used in [124, 125, 126, 130] {
+            assert_ne!(MONITOR_CHECK_FAILED, used);
+        }
+        let cli = Cli::try_parse_from([
+            "ktstr",
+            "exec",
+            "--monitor",
+            "m.jsonl",
+            "--monitor-trace",
+            "t.json",
+            "--monitor-enforce",
+            "--",
+            "true",
+        ])
+        .expect("parses");
+        let Command::Exec(a) = cli.command else {
+            panic!("not exec")
+        };
+        assert!(a.monitor_enforce);
+        assert_eq!(a.monitor_trace, Some(PathBuf::from("t.json")));
+        assert!(Cli::try_parse_from(["ktstr", "exec", "--monitor-enforce", "--", "true"]).is_err());
+    }
 
     #[test]
     fn memory_sizes() {

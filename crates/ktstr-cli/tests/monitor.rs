@@ -18,13 +18,23 @@ use common::{scx_simple, test_kernel, text, vm_slot, KTSTR};
 /// Runs `script` in a 2-CPU guest with the monitor on; returns ktstr's output and the
 /// parsed JSON lines.
 fn monitored(name: &str, hz: u32, script: &str) -> (Output, Vec<Value>) {
+    let (out, lines, _) = monitored_traced(name, hz, script);
+    (out, lines)
+}
+
+/// [`monitored`], also writing `--monitor-trace` and returning it parsed.
+fn monitored_traced(name: &str, hz: u32, script: &str) -> (Output, Vec<Value>, Value) {
     let kernel = test_kernel().expect("checked by vm_slot");
     let file: PathBuf =
         std::env::temp_dir().join(format!("ktstr-monitor-{name}-{}.jsonl", std::process::id()));
+    let trace: PathBuf =
+        std::env::temp_dir().join(format!("ktstr-monitor-{name}-{}.json", std::process::id()));
     let out = Command::new(KTSTR)
         .args(["exec", "-v", "--kernel", kernel, "--topology", "1,1,2,1"])
         .arg("--monitor")
         .arg(&file)
+        .arg("--monitor-trace")
+        .arg(&trace)
         .args(["--monitor-hz", &hz.to_string(), "--", "sh", "-c", script])
         .stdin(Stdio::null())
         .output()
@@ -42,7 +52,30 @@ fn monitored(name: &str, hz: u32, script: &str) -> (Output, Vec<Value>) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
         .collect();
     let _ = std::fs::remove_file(&file);
-    (out, lines)
+    let trace_json: Value = serde_json::from_slice(&std::fs::read(&trace).expect("trace file"))
+        .unwrap_or_else(|e| panic!("trace {} is not valid JSON: {e}", trace.display()));
+    let _ = std::fs::remove_file(&trace);
+    (out, lines, trace_json)
+}
+
+/// The worst value and CPU of check `name` from ktstr's summary line
+/// (`ktstr: monitor: check NAME: worst V (cpu C) threshold ...`).
+fn check_line(stderr: &str, name: &str) -> (f64, Option<u64>, String) {
+    let prefix = format!("ktstr: monitor: check {name}: worst ");
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} check line in\n{stderr}"));
+    let value = line
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {line}"));
+    let cpu = line
+        .split_once("(cpu ")
+        .and_then(|(_, r)| r.split(')').next())
+        .and_then(|c| c.parse().ok());
+    (value, cpu, line.to_string())
 }
 
 /// CPU `cpu`'s entry of one sample.
@@ -79,7 +112,7 @@ fn spinners(n: u32, cpu: u32, comm: &str) -> String {
 #[test]
 fn three_spinners_pinned_to_cpu1_are_seen_there() {
     let Some(_slot) = vm_slot() else { return };
-    let (out, lines) = monitored("cpu1", 200, &spinners(3, 1, "spin"));
+    let (out, lines, trace) = monitored_traced("cpu1", 200, &spinners(3, 1, "spin"));
     let stderr = text(&out.stderr);
     assert!(
         lines.len() > 100,
@@ -125,6 +158,42 @@ fn three_spinners_pinned_to_cpu1_are_seen_there() {
         stderr.contains("ktstr: monitor: ") && stderr.contains("samples in"),
         "{stderr}"
     );
+    // The imbalance check saw CPU 1 with 3+ runnable next to a CPU 0 with 0 or 1.
+    let (ratio, busiest, line) = check_line(&stderr, "max_imbalance_ratio");
+    assert!(ratio >= 3.0, "imbalance {ratio}: {line}\n{stderr}");
+    assert_eq!(busiest, Some(1), "{line}");
+    for name in ["max_local_dsq_depth", "rq_clock_stuck"] {
+        check_line(&stderr, name);
+    }
+    assert!(
+        stderr.contains("ktstr: monitor: check longest_wait_ms: "),
+        "{stderr}"
+    );
+    // The trace has a track named CPU 1 whose complete events are the spinners.
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let track = events
+        .iter()
+        .find(|e| e["ph"] == "M" && e["name"] == "thread_name" && e["args"]["name"] == "CPU 1")
+        .map(|e| e["tid"].clone())
+        .expect("a CPU 1 track");
+    let spin: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["tid"] == track && e["name"] == "spin")
+        .collect();
+    assert!(!spin.is_empty(), "no spin events on CPU 1");
+    let spin_us: f64 = spin.iter().filter_map(|e| e["dur"].as_f64()).sum();
+    assert!(
+        spin_us >= 2e6,
+        "spin ran {spin_us} us on CPU 1 in the trace"
+    );
+    assert!(spin.iter().all(|e| e["args"]["pid"].as_i64() > Some(0)));
+    assert!(events.iter().any(|e| e["ph"] == "C"
+        && e["tid"] == track
+        && e["args"]["nr_running"].as_u64() >= Some(3)));
+    // Spinners pinned to CPU 1 never show on CPU 0's track.
+    assert!(!events
+        .iter()
+        .any(|e| e["ph"] == "X" && e["tid"] != track && e["name"] == "spin"));
 }
 
 #[test]

@@ -14,6 +14,12 @@
 //! `t_ns` is host monotonic time since the VM was launched; `rq_clock_ns` per CPU is the
 //! guest's. The monitor never fails a run: whatever goes wrong ends up in
 //! [`MonitorSummary`].
+//!
+//! While sampling, the thread also feeds every sample to the monitor checks
+//! ([`ktstr_btf_monitor::checks`]: imbalance, local DSQ depth, stuck rq clock, longest
+//! wait; memory bounded by the number of CPUs), whose [`MonitorReport`] ends up in the
+//! summary, and, when asked, to a Chrome/Perfetto trace ([`MonitorOptions::trace`]).
+//! Whether a failed check fails the run is the caller's choice.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -24,7 +30,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ktstr_btf_monitor::sampler::error_chain;
-use ktstr_btf_monitor::{Btf, CpuRegs, KernelAddrs, RamFiles, Sample, Sampler, SymbolTable};
+use ktstr_btf_monitor::{
+    Btf, Checker, CpuRegs, KernelAddrs, MonitorReport, MonitorThresholds, RamFiles, Sample,
+    Sampler, SymbolTable, TraceWriter,
+};
 use serde::Serialize;
 
 use crate::KtstrError;
@@ -39,12 +48,28 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// What the monitor of a run should do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MonitorOptions {
     /// The JSON-lines file to write (truncated).
     pub output: PathBuf,
     /// Samples per second (1..=[`MAX_MONITOR_HZ`]).
     pub hz: u32,
+    /// Thresholds of the monitor checks.
+    pub thresholds: MonitorThresholds,
+    /// A Chrome/Perfetto trace JSON to write as well (truncated).
+    pub trace: Option<PathBuf>,
+}
+
+impl MonitorOptions {
+    /// Writes `output` at `hz` with the default thresholds and no trace.
+    pub fn new(output: PathBuf, hz: u32) -> Self {
+        MonitorOptions {
+            output,
+            hz,
+            thresholds: MonitorThresholds::default(),
+            trace: None,
+        }
+    }
 }
 
 /// What the monitor did.
@@ -74,6 +99,12 @@ pub struct MonitorSummary {
     pub setup_error: Option<String>,
     /// What the setup checked (GS base against `__per_cpu_offset`, `rq.cpu`, ...).
     pub notes: Vec<String>,
+    /// What the monitor checks found (absent when sampling never started).
+    pub report: Option<MonitorReport>,
+    /// The trace file written, when one was asked for.
+    pub trace: Option<PathBuf>,
+    /// Why the trace could not be written, if it could not.
+    pub trace_error: Option<String>,
 }
 
 impl MonitorSummary {
@@ -104,6 +135,29 @@ impl MonitorSummary {
             );
         }
         s
+    }
+
+    /// One line per monitor check (value, threshold, pass or fail), and the trace.
+    pub fn check_lines(&self) -> Vec<String> {
+        let mut out = match &self.report {
+            Some(r) => r.lines(),
+            None => vec!["checks: not evaluated, no samples".into()],
+        };
+        match (&self.trace, &self.trace_error) {
+            (_, Some(e)) => out.push(format!("trace not written: {e}")),
+            (Some(t), None) => out.push(format!("trace -> {}", t.display())),
+            (None, None) => {}
+        }
+        out
+    }
+
+    /// Names of the failed checks; `["no samples"]` when there is nothing to check, so
+    /// that enforcing checks over an unmonitored run does not pass silently.
+    pub fn failed_checks(&self) -> Vec<&'static str> {
+        match &self.report {
+            Some(r) if r.samples > 0 => r.failed(),
+            _ => vec!["no samples"],
+        }
     }
 }
 
@@ -143,11 +197,20 @@ impl Monitor {
         launch: Instant,
     ) -> Result<Monitor, KtstrError> {
         let file = File::create(&opts.output).map_err(|e| KtstrError::io(&opts.output, e))?;
+        let trace =
+            match &opts.trace {
+                Some(p) => Some(File::create(p).map_err(|e| KtstrError::io(p, e)).and_then(
+                    |f| TraceWriter::new(BufWriter::new(f)).map_err(|e| KtstrError::io(p, e)),
+                )?),
+                None => None,
+            };
+        let thresholds = opts.thresholds;
         let (tx, rx) = mpsc::channel::<Start>();
         let stop = Arc::new(AtomicBool::new(false));
         let summary = MonitorSummary {
             output: opts.output.clone(),
             target_hz: opts.hz.clamp(1, MAX_MONITOR_HZ),
+            trace: opts.trace.clone(),
             ..MonitorSummary::default()
         };
         let stop2 = Arc::clone(&stop);
@@ -156,10 +219,30 @@ impl Monitor {
             .spawn(move || {
                 let mut summary = summary;
                 let out = BufWriter::new(file);
-                if let Err(e) =
-                    monitor_thread(&vmlinux, nr_cpus, launch, &rx, &stop2, out, &mut summary)
-                {
+                let mut sinks = Sinks {
+                    checker: Checker::new(thresholds),
+                    trace,
+                };
+                let r = monitor_thread(
+                    &vmlinux,
+                    nr_cpus,
+                    launch,
+                    &rx,
+                    &stop2,
+                    out,
+                    &mut sinks,
+                    &mut summary,
+                );
+                if let Err(e) = r {
                     summary.setup_error = Some(e);
+                }
+                if summary.samples > 0 {
+                    summary.report = Some(sinks.checker.report());
+                }
+                if let Some(t) = sinks.trace.take() {
+                    if let Err(e) = t.finish() {
+                        summary.trace_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
                 summary
             })
@@ -209,6 +292,14 @@ impl Drop for Monitor {
     }
 }
 
+/// Where each sample goes besides the JSON lines.
+struct Sinks {
+    checker: Checker,
+    /// Dropped on its first write error (kept in [`MonitorSummary::trace_error`]).
+    trace: Option<TraceWriter<BufWriter<File>>>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn monitor_thread(
     vmlinux: &Path,
     nr_cpus: usize,
@@ -216,6 +307,7 @@ fn monitor_thread(
     rx: &mpsc::Receiver<Start>,
     stop: &AtomicBool,
     mut out: BufWriter<File>,
+    sinks: &mut Sinks,
     summary: &mut MonitorSummary,
 ) -> Result<(), String> {
     let btf = Btf::from_file(vmlinux).map_err(|e| {
@@ -291,6 +383,13 @@ fn monitor_thread(
             out.write_all(&line)
                 .map_err(|e| format!("writing {}: {e}", summary.output.display()))?;
         }
+        sinks.checker.observe(t_ns, &sample);
+        if let Some(t) = sinks.trace.as_mut() {
+            if let Err(e) = t.sample(t_ns, &sample) {
+                summary.trace_error = Some(e.to_string());
+                sinks.trace = None;
+            }
+        }
         summary.samples += 1;
         if first.is_none() {
             first = Some(t0);
@@ -352,12 +451,79 @@ mod tests {
     }
 
     #[test]
+    fn check_lines_and_failures() {
+        use ktstr_btf_monitor::sampler::{CpuSample, RqSample};
+        let rq = |nr: u32, pid: i32, clock: u64| RqSample {
+            nr_running: nr,
+            fair_nr_running: Some(nr),
+            scx_nr_running: None,
+            scx_local_dsq_nr: None,
+            curr_pid: pid,
+            curr_comm: "spin".into(),
+            curr_is_idle: pid == 0,
+            rq_clock_ns: clock,
+            nr_switches: 0,
+        };
+        let mut c = Checker::new(MonitorThresholds::default());
+        for i in 0..10u64 {
+            let sample = Sample {
+                cpus: [rq(0, 0, i), rq(6, 9, i)]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(cpu, rq)| CpuSample {
+                        cpu: cpu as u32,
+                        rq: Some(rq),
+                        error: None,
+                    })
+                    .collect(),
+                scx: None,
+            };
+            c.observe(i * 10_000_000, &sample);
+        }
+        let s = MonitorSummary {
+            samples: 10,
+            report: Some(c.report()),
+            trace: Some("/tmp/t.json".into()),
+            ..MonitorSummary::default()
+        };
+        let lines = s.check_lines();
+        assert!(
+            lines[0].starts_with("check max_imbalance_ratio: worst 6.00 (cpu 1) threshold 4.00")
+                && lines[0].ends_with(": FAIL"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("trace -> /tmp/t.json")
+        );
+        assert_eq!(s.failed_checks(), vec!["max_imbalance_ratio"]);
+    }
+
+    #[test]
+    fn a_missing_vmlinux_still_closes_the_trace() {
+        let dir = std::env::temp_dir();
+        let out = dir.join(format!("ktstr-mon-trace-{}.jsonl", std::process::id()));
+        let trace = dir.join(format!("ktstr-mon-trace-{}.json", std::process::id()));
+        let opts = MonitorOptions {
+            trace: Some(trace.clone()),
+            ..MonitorOptions::new(out.clone(), 100)
+        };
+        let s = Monitor::spawn(&opts, "/nonexistent/vmlinux".into(), 2, Instant::now())
+            .expect("spawn")
+            .finish();
+        assert!(s.setup_error.is_some() && s.trace_error.is_none(), "{s:?}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&trace).expect("trace")).expect("valid JSON");
+        assert!(v["traceEvents"].is_array());
+        assert!(s.check_lines()[0].contains("not evaluated"));
+        let _ = std::fs::remove_file(out);
+        let _ = std::fs::remove_file(trace);
+    }
+
+    #[test]
     fn a_missing_vmlinux_is_reported_not_panicked() {
         let out = std::env::temp_dir().join(format!("ktstr-mon-test-{}.jsonl", std::process::id()));
-        let opts = MonitorOptions {
-            output: out.clone(),
-            hz: 100,
-        };
+        let opts = MonitorOptions::new(out.clone(), 100);
         let m =
             Monitor::spawn(&opts, "/nonexistent/vmlinux".into(), 2, Instant::now()).expect("spawn");
         let s = m.finish();
@@ -366,11 +532,16 @@ mod tests {
             "{s:?}"
         );
         assert_eq!(s.samples, 0);
-        let _ = std::fs::remove_file(out);
-        let bad = MonitorOptions {
-            output: "/nonexistent/dir/m.jsonl".into(),
-            hz: 1,
-        };
+        assert_eq!(s.report, None);
+        assert_eq!(s.failed_checks(), vec!["no samples"]);
+        let _ = std::fs::remove_file(&out);
+        let bad = MonitorOptions::new("/nonexistent/dir/m.jsonl".into(), 1);
         assert!(Monitor::spawn(&bad, "/x".into(), 1, Instant::now()).is_err());
+        let bad_trace = MonitorOptions {
+            trace: Some("/nonexistent/dir/t.json".into()),
+            ..MonitorOptions::new(out.clone(), 1)
+        };
+        assert!(Monitor::spawn(&bad_trace, "/x".into(), 1, Instant::now()).is_err());
+        let _ = std::fs::remove_file(&out);
     }
 }
