@@ -84,7 +84,11 @@ pub fn build_base(spec: &InitramfsSpec, out: &Path) -> Result<InitramfsContents,
         contents.files.insert(guest, host);
     };
 
-    add_file(&mut contents, "/init".into(), strip_debug(&spec.init)?);
+    add_file(
+        &mut contents,
+        "/init".into(),
+        stripped(&spec.init, Strip::All)?,
+    );
     for lib in elf_closure(&spec.init)? {
         add_file(&mut contents, lib.display().to_string(), lib);
     }
@@ -121,7 +125,12 @@ pub fn build_base(spec: &InitramfsSpec, out: &Path) -> Result<InitramfsContents,
         for lib in elf_closure(host)? {
             add_file(&mut contents, lib.display().to_string(), lib);
         }
-        add_file(&mut contents, guest.clone(), host.clone());
+        let copy = if elf_dynamic_info(host)?.is_some() {
+            stripped(host, Strip::Debug)?
+        } else {
+            host.clone()
+        };
+        add_file(&mut contents, guest.clone(), copy);
     }
     for m in &spec.modules {
         let name = m
@@ -394,25 +403,43 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>, KtstrError> {
         .collect())
 }
 
-/// A copy of `bin` without debug sections when `objcopy` is available (keeps the initramfs small).
-fn strip_debug(bin: &Path) -> Result<PathBuf, KtstrError> {
+/// How much of an ELF its initramfs copy keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strip {
+    /// Nothing but what runs (`/init`: its panics are reported as text, not symbolized).
+    All,
+    /// The symbol table, not the DWARF (binaries users may want to debug, such as schedulers).
+    Debug,
+}
+
+/// Stripped copies kept in the cache.
+const STRIPPED_CACHE_KEEP: usize = 16;
+
+/// A cached copy of `bin` stripped by `objcopy` (keeps the initramfs small, so the guest
+/// unpacks it sooner); `bin` itself when it is not an ELF or `objcopy` is missing.
+fn stripped(bin: &Path, how: Strip) -> Result<PathBuf, KtstrError> {
     let dir = crate::kernel::cache_root().join("stripped");
     fs::create_dir_all(&dir).map_err(|e| KtstrError::io(&dir, e))?;
     let key = base_cache_key(&InitramfsSpec {
         init: bin.to_path_buf(),
         ..Default::default()
     });
-    let out = dir.join(format!("init-{key}"));
+    let (flag, prefix) = match how {
+        Strip::All => ("--strip-all", "all"),
+        Strip::Debug => ("--strip-debug", "debug"),
+    };
+    let out = dir.join(format!("{prefix}-{key}"));
     if out.is_file() {
         return Ok(out);
     }
-    let tmp = dir.join(format!("init-{key}.{}.tmp", std::process::id()));
+    crate::run::prune_oldest(&dir, STRIPPED_CACHE_KEEP);
+    let tmp = dir.join(format!("{prefix}-{key}.{}.tmp", std::process::id()));
     let ok = Command::new("objcopy")
-        .arg("--strip-debug")
+        .arg(flag)
         .arg(bin)
         .arg(&tmp)
-        .status()
-        .map(|s| s.success())
+        .output()
+        .map(|o| o.status.success())
         .unwrap_or(false);
     if ok && fs::rename(&tmp, &out).is_ok() {
         Ok(out)

@@ -317,7 +317,7 @@ const INITRAMFS_CACHE_KEEP: usize = 16;
 const CONSOLE_LOGS_KEEP: usize = 50;
 
 /// Removes all but the `keep` most recently modified files in `dir`.
-fn prune_oldest(dir: &Path, keep: usize) {
+pub(crate) fn prune_oldest(dir: &Path, keep: usize) {
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
