@@ -1,7 +1,8 @@
 //! BTF parse time and member resolutions per second.
 //!
-//! `cargo bench -p ktstr-btf-monitor --bench resolve`; uses the cached 7.3 vmlinux and the
-//! host's `/sys/kernel/btf/vmlinux`, skipping whichever is absent.
+//! `cargo bench -p ktstr-btf-monitor --bench resolve [VMLINUX]`; uses VMLINUX (default: the
+//! 7.3 vmlinux in ktstr's cache under `$HOME/.cache/ktstr`) and the host's
+//! `/sys/kernel/btf/vmlinux`, skipping whichever is absent.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -9,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use ktstr_btf_monitor::{resolve, Btf};
 
-const VMLINUX_7_3: &str = "/root/.cache/ktstr/kernels/7.3.4+deb13-cloud-amd64/vmlinux";
 const HOST_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Paths a sampler resolves once per run.
@@ -81,6 +81,13 @@ fn bench_file(label: &str, path: &str) {
 }
 
 fn main() {
-    bench_file("7.3 vmlinux (.BTF from ELF)", VMLINUX_7_3);
+    let vmlinux = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            format!("{home}/.cache/ktstr/kernels/7.3.4+deb13-cloud-amd64/vmlinux")
+        });
+    bench_file("7.3 vmlinux (.BTF from ELF)", &vmlinux);
     bench_file("host raw BTF", HOST_BTF);
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ktstr, scx_simple, test_kernel, text, vm_slot, KTSTR};
+use common::{ktstr, scx_simple, skip, test_kernel, text, vm_slot, KTSTR};
 
 /// Reads the guest's own view of its topology, one `key value` line per fact.
 const TOPOLOGY_SCRIPT: &str = r#"
@@ -332,7 +332,7 @@ fn kernel_lacking_config_is_refused_with_the_list() {
 #[test]
 fn missing_qemu_says_what_to_install() {
     if test_kernel().is_none() {
-        eprintln!("skipped: no kernel cached");
+        skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
         return;
     }
     let out = Command::new(KTSTR)

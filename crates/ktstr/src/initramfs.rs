@@ -532,8 +532,8 @@ mod tests {
     fn busybox_applets_become_symlinks() {
         let bb = Path::new("/bin/busybox");
         if !bb.is_file() {
-            eprintln!(
-                "skipped: /bin/busybox is not installed (scripts/setup installs busybox-static)"
+            crate::test_support::skip(
+                "/bin/busybox is not installed (scripts/setup installs busybox-static)",
             );
             return;
         }

@@ -18,6 +18,8 @@ pub mod monitor;
 pub mod proto;
 pub mod run;
 pub mod sched;
+#[cfg(test)]
+mod test_support;
 
 pub use error::KtstrError;
 pub use ktstr_topology::Topology;

@@ -3,40 +3,70 @@
 //!
 //! The 7.3 offsets were checked against `pahole -C <struct>` on the same file.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::{resolve, Btf, BtfError, Field, Kind, TypeBody};
 
-/// The vmlinux ktstr caches for Debian's 7.3 kernel.
-pub(crate) const VMLINUX_7_3: &str = "/root/.cache/ktstr/kernels/7.3.4+deb13-cloud-amd64/vmlinux";
+/// The vmlinux ktstr caches for Debian's 7.3 kernel (`ktstr kernel fetch`), in ktstr's
+/// cache: `$KTSTR_CACHE_DIR`, else `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
+pub(crate) fn vmlinux_7_3() -> PathBuf {
+    let nonempty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    };
+    let cache = nonempty("KTSTR_CACHE_DIR")
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("ktstr")))
+        .unwrap_or_else(|| nonempty("HOME").unwrap_or_default().join(".cache/ktstr"));
+    cache.join("kernels/7.3.4+deb13-cloud-amd64/vmlinux")
+}
+
+/// Says visibly (libtest hides a passing test's `println!`) that a test skips, and
+/// fails it instead when `KTSTR_REQUIRE_VM=1` (CI, after `scripts/setup`).
+pub(crate) fn skip(why: &str) {
+    assert!(
+        std::env::var("KTSTR_REQUIRE_VM").as_deref() != Ok("1"),
+        "KTSTR_REQUIRE_VM=1 but {why}"
+    );
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
 /// The host kernel's raw BTF.
 const HOST_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-fn load(path: &'static str, cell: &'static OnceLock<Option<Btf>>) -> Option<&'static Btf> {
+fn load(path: &Path, cell: &'static OnceLock<Option<Btf>>) -> Option<&'static Btf> {
     cell.get_or_init(|| {
-        if !Path::new(path).exists() {
+        if !path.exists() {
             return None;
         }
-        Some(Btf::from_file(Path::new(path)).expect("real BTF parses"))
+        Some(Btf::from_file(path).expect("real BTF parses"))
     })
     .as_ref()
 }
 
 fn kernel_7_3() -> Option<&'static Btf> {
     static CELL: OnceLock<Option<Btf>> = OnceLock::new();
-    let btf = load(VMLINUX_7_3, &CELL);
+    let path = vmlinux_7_3();
+    let btf = load(&path, &CELL);
     if btf.is_none() {
-        println!("skipping: {VMLINUX_7_3} is absent (fetch the 7.3 kernel with ktstr)");
+        skip(&format!(
+            "{} is absent (`ktstr kernel fetch`)",
+            path.display()
+        ));
     }
     btf
 }
 
 fn host() -> Option<&'static Btf> {
     static CELL: OnceLock<Option<Btf>> = OnceLock::new();
-    let btf = load(HOST_BTF, &CELL);
+    let btf = load(Path::new(HOST_BTF), &CELL);
     if btf.is_none() {
-        println!("skipping: {HOST_BTF} is absent (kernel without CONFIG_DEBUG_INFO_BTF)");
+        skip(&format!(
+            "{HOST_BTF} is absent (kernel without CONFIG_DEBUG_INFO_BTF)"
+        ));
     }
     btf
 }

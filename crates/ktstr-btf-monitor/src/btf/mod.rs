@@ -7,7 +7,7 @@
 
 mod elf;
 #[cfg(test)]
-mod kernel_tests;
+pub(crate) mod kernel_tests;
 mod parse;
 mod resolve;
 #[cfg(test)]

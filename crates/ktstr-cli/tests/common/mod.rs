@@ -16,10 +16,15 @@ pub fn required() -> bool {
     std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1")
 }
 
-/// Prints why a test skips, or fails it under `KTSTR_REQUIRE_VM=1`.
+/// Says why a test skips, or fails it under `KTSTR_REQUIRE_VM=1`. Written to the real
+/// stderr: libtest hides what a passing test prints with `eprintln!`.
 pub fn skip(why: &str) {
     assert!(!required(), "KTSTR_REQUIRE_VM=1 but {why}");
-    eprintln!("skipped: {why}");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {why}\n").as_bytes(),
+    );
 }
 
 /// The kernel VM tests boot: `KTSTR_KERNEL` if set, else the fetched Debian kernel
