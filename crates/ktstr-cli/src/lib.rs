@@ -345,7 +345,7 @@ fn kernel_command(cmd: KernelCommand) -> Result<i32> {
                         k.meta.release,
                         yes_no(k.meta.sched_ext),
                         yes_no(k.meta.btf),
-                        k.size >> 20
+                        k.size() >> 20
                     );
                 }
             }

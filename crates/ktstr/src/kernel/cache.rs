@@ -98,20 +98,33 @@ pub struct CachedKernel {
     pub meta: KernelMeta,
     /// The bootable kernel.
     pub kernel: Kernel,
-    /// Bytes on disk.
-    pub size: u64,
+    /// The cache entry's directory.
+    pub dir: PathBuf,
+}
+
+impl CachedKernel {
+    /// Bytes the entry takes on disk (walks its module tree: call it for listings only).
+    pub fn size(&self) -> u64 {
+        dir_size(&self.dir)
+    }
 }
 
 /// ktstr's cache directory: `$KTSTR_CACHE_DIR`, else `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
 pub fn cache_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("KTSTR_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("ktstr");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache").join("ktstr")
+    let var = |name| std::env::var_os(name).map(PathBuf::from);
+    cache_root_from(var("KTSTR_CACHE_DIR"), var("XDG_CACHE_HOME"), var("HOME"))
+}
+
+/// [`cache_root`] from the three variables' values (empty ones count as unset).
+fn cache_root_from(ktstr: Option<PathBuf>, xdg: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
+    let set = |v: Option<PathBuf>| v.filter(|d| !d.as_os_str().is_empty());
+    set(ktstr)
+        .or_else(|| set(xdg).map(|d| d.join("ktstr")))
+        .unwrap_or_else(|| {
+            set(home)
+                .unwrap_or_else(|| "/root".into())
+                .join(".cache/ktstr")
+        })
 }
 
 /// Where cached kernels live.
@@ -136,9 +149,9 @@ pub fn list() -> Result<Vec<CachedKernel>, KtstrError> {
         };
         let kernel = Kernel::from_cache_dir(&p)?;
         out.push(CachedKernel {
-            size: dir_size(&p),
             meta,
             kernel,
+            dir: p,
         });
     }
     out.sort_by(|a, b| {
@@ -251,9 +264,23 @@ mod tests {
 
     #[test]
     fn cache_root_honours_env_order() {
-        // Only reads the environment; KTSTR_CACHE_DIR wins when set.
-        let root = cache_root();
-        assert!(root.is_absolute() || std::env::var_os("KTSTR_CACHE_DIR").is_some());
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            cache_root_from(p("/k"), p("/x"), p("/h")),
+            PathBuf::from("/k")
+        );
+        assert_eq!(
+            cache_root_from(p(""), p("/x"), p("/h")),
+            PathBuf::from("/x/ktstr")
+        );
+        assert_eq!(
+            cache_root_from(None, p(""), p("/h")),
+            PathBuf::from("/h/.cache/ktstr")
+        );
+        assert_eq!(
+            cache_root_from(None, None, None),
+            PathBuf::from("/root/.cache/ktstr")
+        );
     }
 
     #[test]
