@@ -10,9 +10,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ktstr::kernel::{self, BuildOptions, ConfigBase, FetchOptions};
-use ktstr::run::{self, GuestFailure, Mode, Outcome, RunOptions, RunReport, Stream};
+use ktstr::run::{self, Mode, Outcome, RunOptions, RunReport, Stream};
 use ktstr::vmm::{TcgThreads, VmmRequest};
 use ktstr::Topology;
+
+mod test_cmd;
 
 /// Command-line interface of `ktstr`.
 #[derive(Debug, Parser)]
@@ -37,6 +39,8 @@ enum Command {
     Exec(ExecArgs),
     /// Boot a kernel and open an interactive shell (or run --exec CMD).
     Shell(ShellArgs),
+    /// Run this crate's ktstr tests in VMs (once per --kernel) and summarise them.
+    Test(test_cmd::TestArgs),
     /// BPF verifier log tools.
     Verifier {
         #[command(subcommand)]
@@ -225,6 +229,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Kernel { command } => kernel_command(command),
+        Command::Test(a) => test_cmd::run(&a, &progress),
         Command::Verifier {
             command: VerifierCommand::Collapse { file, stats },
         } => verifier_collapse(&file, stats),
@@ -499,7 +504,7 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
     for f in &r.retried {
         progress(&format!(
             "retried: guest died before the command ran: {} (console: {})",
-            describe(&f.failure),
+            f.failure,
             f.console_log.display()
         ));
     }
@@ -536,14 +541,13 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
             "command timed out after {}: VM killed, output above is partial",
             secs(*after)
         )),
-        Outcome::GuestDied(f) => progress(&format!(
-            "guest kernel died while the command ran: {}",
-            describe(f)
-        )),
+        Outcome::GuestDied(f) => {
+            progress(&format!("guest kernel died while the command ran: {}", f))
+        }
         Outcome::Infrastructure(f) => progress(&format!(
             "infrastructure failure: the guest died before the command ran ({} attempt(s)): {}",
             r.retried.len() + 1,
-            describe(f)
+            f
         )),
         Outcome::Interrupted => progress("interrupted: VM stopped and its files removed"),
         Outcome::SchedulerNotAttached => {
@@ -567,42 +571,7 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
 }
 
 fn print_scheduler(s: &ktstr::sched::SchedulerReport) {
-    use ktstr::sched::SchedulerVerdict as V;
-    let attach = s
-        .attach_ms
-        .map(|ms| {
-            format!(
-                "attached in {:.2}s as `{}`",
-                ms as f64 / 1000.0,
-                s.ops.as_deref().unwrap_or("?")
-            )
-        })
-        .unwrap_or_else(|| "never attached".into());
-    let lost = s
-        .lost_after_ms
-        .map(|ms| format!(" {:.2}s after attaching", ms as f64 / 1000.0))
-        .unwrap_or_default();
-    let verdict = match &s.verdict {
-        V::Healthy => "still attached when the command ended".to_string(),
-        V::ExitedAtStartup { code, signal } => format!(
-            "exited at start-up ({})",
-            match (code, signal) {
-                (Some(c), _) => format!("status {c}"),
-                (None, Some(sig)) => format!("signal {sig}"),
-                _ => "could not be started".into(),
-            }
-        ),
-        V::AttachTimeout { state } => format!("did not attach in time (sched_ext state: {state})"),
-        V::Ejected { reason } => format!("FAILED: ejected by the kernel{lost}: {reason}"),
-        V::ExitedCleanly => {
-            format!("FAILED: detached and exited cleanly{lost} while the command ran")
-        }
-        V::Crashed { signal } => format!("FAILED: crashed with signal {signal}{lost}"),
-        V::DiedUnknown { detail } => {
-            format!("FAILED: stopped scheduling{lost} for no known reason: {detail}")
-        }
-    };
-    progress(&format!("scheduler {}: {attach}; {verdict}", s.name));
+    progress(&s.summary());
     if !s.healthy() {
         for l in &s.kernel_log {
             eprintln!("  kernel| {l}");
@@ -617,32 +586,6 @@ fn print_scheduler(s: &ktstr::sched::SchedulerReport) {
             .rev()
         {
             eprintln!("  {}| {l}", s.name);
-        }
-    }
-}
-
-fn describe(f: &GuestFailure) -> String {
-    match f {
-        GuestFailure::KernelPanic { line } => format!("kernel panic: {line}"),
-        GuestFailure::KernelOops { line } => format!("kernel oops: {line}"),
-        GuestFailure::KvmInternalError { detail } => format!("KVM internal error:\n{detail}"),
-        GuestFailure::BootTimeout { after } => {
-            format!(
-                "guest init did not start within {:.0}s",
-                after.as_secs_f64()
-            )
-        }
-        GuestFailure::EngineError { detail } => format!("engine error: {detail}"),
-        GuestFailure::InitError { message } => format!("guest init failed: {message}"),
-        GuestFailure::NoReport { detail } => {
-            format!(
-                "the VM ended without reporting the command's status{}",
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {detail}")
-                }
-            )
         }
     }
 }

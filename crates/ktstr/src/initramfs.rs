@@ -532,7 +532,7 @@ mod tests {
     fn busybox_applets_become_symlinks() {
         let bb = Path::new("/bin/busybox");
         if !bb.is_file() {
-            crate::test_support::skip(
+            crate::testing::skip(
                 "/bin/busybox is not installed (scripts/setup installs busybox-static)",
             );
             return;

@@ -8,6 +8,10 @@
 //! - [`sched`]: attach a sched_ext scheduler in the guest and judge what became of it.
 //! - [`run`]: boot a guest, run a command in it, and tell the command's result
 //!   from an infrastructure failure.
+//! - [`scenario`]: cgroups of workers and steps that change them ([`scenario::execute_defs`]).
+//! - [`scenarios`]: canned scenarios, one call each.
+//! - [`test_support`]: `#[ktstr_test]`'s registry, schedulers as data, the VM test runner.
+//! - [`prelude`]: what a test file imports.
 
 pub mod cpio;
 mod error;
@@ -17,10 +21,39 @@ pub mod kernel;
 pub mod monitor;
 pub mod proto;
 pub mod run;
+pub mod scenario;
+pub mod scenarios;
 pub mod sched;
+pub mod test_support;
 #[cfg(test)]
-mod test_support;
+mod testing;
 
 pub use error::KtstrError;
+pub use ktstr_assert as assert;
+pub use ktstr_assert::claim;
+pub use ktstr_macros::{declare_scheduler, ktstr_test};
 pub use ktstr_topology::Topology;
 pub use ktstr_vmm as vmm;
+pub use ktstr_workload as workload;
+
+/// What a test file imports: `use ktstr::prelude::*;`.
+pub mod prelude {
+    pub use crate::scenario::{
+        execute_defs, execute_scenario, execute_scenario_with, execute_steps, execute_steps_with,
+        AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, Op, Phase,
+        PhaseCgroupStats, Step,
+    };
+    pub use crate::scenarios;
+    pub use crate::test_support::{Scheduler, SchedulerSpec, VmResult};
+    pub use crate::{claim, declare_scheduler, ktstr_test};
+    pub use anyhow::{self, Result};
+    pub use ktstr_assert::{
+        Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Verdict,
+    };
+    pub use ktstr_workload::{SchedPolicy, WorkType, WorkerReport};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use linkme;
+}

@@ -174,6 +174,40 @@ pub enum GuestFailure {
     },
 }
 
+impl std::fmt::Display for GuestFailure {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let f = self;
+        let text = {
+            match f {
+                GuestFailure::KernelPanic { line } => format!("kernel panic: {line}"),
+                GuestFailure::KernelOops { line } => format!("kernel oops: {line}"),
+                GuestFailure::KvmInternalError { detail } => {
+                    format!("KVM internal error:\n{detail}")
+                }
+                GuestFailure::BootTimeout { after } => {
+                    format!(
+                        "guest init did not start within {:.0}s",
+                        after.as_secs_f64()
+                    )
+                }
+                GuestFailure::EngineError { detail } => format!("engine error: {detail}"),
+                GuestFailure::InitError { message } => format!("guest init failed: {message}"),
+                GuestFailure::NoReport { detail } => {
+                    format!(
+                        "the VM ended without reporting the command's status{}",
+                        if detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {detail}")
+                        }
+                    )
+                }
+            }
+        };
+        out.write_str(&text)
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -98,6 +98,49 @@ impl SchedulerReport {
     pub fn healthy(&self) -> bool {
         self.verdict == SchedulerVerdict::Healthy
     }
+
+    /// One line: how it attached and what became of it.
+    pub fn summary(&self) -> String {
+        use SchedulerVerdict as V;
+
+        let attach = self
+            .attach_ms
+            .map(|ms| {
+                format!(
+                    "attached in {:.2}s as `{}`",
+                    ms as f64 / 1000.0,
+                    self.ops.as_deref().unwrap_or("?")
+                )
+            })
+            .unwrap_or_else(|| "never attached".into());
+        let lost = self
+            .lost_after_ms
+            .map(|ms| format!(" {:.2}s after attaching", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let verdict = match &self.verdict {
+            V::Healthy => "still attached when the command ended".to_string(),
+            V::ExitedAtStartup { code, signal } => format!(
+                "exited at start-up ({})",
+                match (code, signal) {
+                    (Some(c), _) => format!("status {c}"),
+                    (None, Some(sig)) => format!("signal {sig}"),
+                    _ => "could not be started".into(),
+                }
+            ),
+            V::AttachTimeout { state } => {
+                format!("did not attach in time (sched_ext state: {state})")
+            }
+            V::Ejected { reason } => format!("FAILED: ejected by the kernel{lost}: {reason}"),
+            V::ExitedCleanly => {
+                format!("FAILED: detached and exited cleanly{lost} while the command ran")
+            }
+            V::Crashed { signal } => format!("FAILED: crashed with signal {signal}{lost}"),
+            V::DiedUnknown { detail } => {
+                format!("FAILED: stopped scheduling{lost} for no known reason: {detail}")
+            }
+        };
+        format!("scheduler {}: {attach}; {verdict}", self.name)
+    }
 }
 
 /// The kernel's reason from a `sched_ext: BPF scheduler "x" disabled (reason)` line.

@@ -219,7 +219,7 @@ mod tests {
                     .is_some_and(|m| m.join("kernel/drivers/net").is_dir())
             })
         }) else {
-            crate::test_support::skip("no cached kernel with a module tree (ktstr kernel fetch)");
+            crate::testing::skip("no cached kernel with a module tree (ktstr kernel fetch)");
             return;
         };
         let mods = resolve_modules(&k.kernel, &["virtio-net".into()]).unwrap();

@@ -1,0 +1,129 @@
+//! The keys each macro accepts, and which of them this ktstr does not act on yet.
+
+/// Whether a key is a flag or takes a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `key` or `key = true|false`.
+    Bool,
+    /// `key = expr`.
+    Value,
+}
+
+/// One accepted key.
+pub struct Key {
+    /// Its name.
+    pub name: &'static str,
+    /// Flag or value.
+    pub kind: KeyKind,
+    /// `Some(why)` for a key that is valid but not acted on yet: using it is a compile error.
+    pub unsupported: Option<&'static str>,
+}
+
+const fn b(name: &'static str) -> Key {
+    Key {
+        name,
+        kind: KeyKind::Bool,
+        unsupported: None,
+    }
+}
+
+const fn v(name: &'static str) -> Key {
+    Key {
+        name,
+        kind: KeyKind::Value,
+        unsupported: None,
+    }
+}
+
+const fn later(name: &'static str, kind: KeyKind, why: &'static str) -> Key {
+    Key {
+        name,
+        kind,
+        unsupported: Some(why),
+    }
+}
+
+/// Keys of `#[ktstr_test]`.
+pub const TEST_KEYS: &[Key] = &[
+    v("llcs"),
+    v("cores"),
+    v("threads"),
+    v("numa_nodes"),
+    v("memory_mib"),
+    v("duration_s"),
+    later(
+        "watchdog_timeout_s",
+        KeyKind::Value,
+        "shortening the sched_ext watchdog from the host is not implemented yet",
+    ),
+    v("scheduler"),
+    later(
+        "payload",
+        KeyKind::Value,
+        "external payload binaries beside the workers are not implemented; \
+         run them with `ktstr exec` for now",
+    ),
+    v("workload_root_cgroup"),
+    v("extra_sched_args"),
+    v("extra_include_files"),
+    v("post_vm"),
+    v("num_snapshots"),
+    b("auto_repro"),
+    b("not_stuck"),
+    b("isolation"),
+    v("max_gap_ms"),
+    v("max_spread_pct"),
+    v("max_throughput_cv"),
+    v("min_work_rate"),
+    v("max_p99_wake_latency_ns"),
+    v("max_wake_latency_cv"),
+    v("min_iteration_rate"),
+    v("max_migration_ratio"),
+    b("expect_err"),
+    v("expect_scx_bpf_error_contains"),
+    b("requires_smt"),
+    b("host_only"),
+    b("ignore"),
+];
+
+/// Keys of `declare_scheduler!`.
+pub const SCHEDULER_KEYS: &[Key] = &[
+    v("name"),
+    v("binary"),
+    v("binary_path"),
+    v("topology"),
+    v("sched_args"),
+    v("cgroup_parent"),
+    v("assert"),
+    later(
+        "sysctls",
+        KeyKind::Value,
+        "sysctls are not written in the guest yet",
+    ),
+    later(
+        "kargs",
+        KeyKind::Value,
+        "extra kernel arguments per scheduler are not passed yet",
+    ),
+    later(
+        "kernels",
+        KeyKind::Value,
+        "per-scheduler kernel lists are not implemented",
+    ),
+    later(
+        "config_file",
+        KeyKind::Value,
+        "scheduler config files are not packed yet",
+    ),
+];
+
+/// A hint for keys the existing ktstr renamed or removed.
+pub fn renamed(name: &str) -> Option<&'static str> {
+    match name {
+        "workers_per_cgroup" => Some("removed: use `CgroupDef::workers(N)`"),
+        "memory" | "memory_mb" => Some("the key is `memory_mib`"),
+        "duration" => Some("the key is `duration_s`"),
+        "numa" => Some("the key is `numa_nodes`"),
+        _ => None,
+    }
+}

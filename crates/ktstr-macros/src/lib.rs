@@ -1,0 +1,484 @@
+//! Procedural macros of ktstr.
+//!
+//! - [`macro@ktstr_test`]: turn `fn t(ctx: &Ctx) -> Result<AssertResult>` into a test that boots a VM.
+//! - [`declare_scheduler!`]: a named, registered `Scheduler` constant.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, Ident, ItemFn, Lit, Token};
+
+mod keys;
+
+use keys::{Key, KeyKind, SCHEDULER_KEYS, TEST_KEYS};
+
+/// One `key` or `key = value` of an attribute list.
+struct Arg {
+    key: Ident,
+    value: Option<Expr>,
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let key: Ident = input.parse()?;
+        if input.peek(Token![::]) {
+            return Err(syn::Error::new(
+                key.span(),
+                "paths are not keys: write `key = value`",
+            ));
+        }
+        if input.peek(syn::token::Paren) {
+            return Err(syn::Error::new(
+                key.span(),
+                format!("`{key}(..)` is not a form ktstr accepts: write `{key} = value`"),
+            ));
+        }
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(Arg { key, value })
+    }
+}
+
+/// Parses `a = 1, b, c = [..]`, checking each key against `table`: unknown keys, duplicates,
+/// bare values where a value is needed, and keys not implemented yet are compile errors.
+fn parse_args<'k>(
+    input: TokenStream2,
+    table: &'k [Key],
+    what: &str,
+) -> syn::Result<Vec<(&'k Key, Ident, Option<Expr>)>> {
+    let args = syn::parse::Parser::parse2(Punctuated::<Arg, Token![,]>::parse_terminated, input)?;
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for arg in args {
+        let name = arg.key.to_string();
+        let Some(key) = table.iter().find(|k| k.name == name) else {
+            let valid: Vec<&str> = table.iter().map(|k| k.name).collect();
+            let hint = keys::renamed(&name)
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            return Err(syn::Error::new(
+                arg.key.span(),
+                format!(
+                    "unknown {what} key `{name}`{hint}; valid keys: {}",
+                    valid.join(", ")
+                ),
+            ));
+        };
+        if seen.contains(&name) {
+            return Err(syn::Error::new(
+                arg.key.span(),
+                format!("`{name}` given twice"),
+            ));
+        }
+        seen.push(name.clone());
+        if let Some(why) = key.unsupported {
+            return Err(syn::Error::new(
+                arg.key.span(),
+                format!("`{name}` is a valid key that this ktstr does not act on yet: {why}"),
+            ));
+        }
+        match (key.kind, &arg.value) {
+            (KeyKind::Bool, None) | (KeyKind::Value, Some(_)) => {}
+            (KeyKind::Bool, Some(v)) => {
+                if !matches!(v, Expr::Lit(l) if matches!(l.lit, Lit::Bool(_))) {
+                    return Err(syn::Error::new(
+                        arg.key.span(),
+                        format!("`{name}` takes `true` or `false` (or nothing, meaning true)"),
+                    ));
+                }
+            }
+            (KeyKind::Value, None) => {
+                return Err(syn::Error::new(
+                    arg.key.span(),
+                    format!("`{name}` needs a value: `{name} = ..`"),
+                ));
+            }
+        }
+        out.push((key, arg.key, arg.value));
+    }
+    Ok(out)
+}
+
+fn bool_value(v: &Option<Expr>) -> bool {
+    match v {
+        None => true,
+        Some(Expr::Lit(l)) => matches!(l.lit, Lit::Bool(ref b) if b.value),
+        Some(_) => false,
+    }
+}
+
+/// Marks `fn name(ctx: &Ctx) -> anyhow::Result<AssertResult>` as a ktstr test: it runs in a
+/// VM with the topology, scheduler and checks the keys ask for. Unknown keys are errors that
+/// list the valid ones.
+#[proc_macro_attribute]
+pub fn ktstr_test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match ktstr_test_impl(attr.into(), item.into()) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    let func: ItemFn = syn::parse2(item)?;
+    let name = func.sig.ident.clone();
+    if func.sig.inputs.len() != 1 {
+        return Err(syn::Error::new(
+            func.sig.ident.span(),
+            "a ktstr test takes exactly one argument: `ctx: &Ctx`",
+        ));
+    }
+    let args = parse_args(attr, TEST_KEYS, "ktstr_test")?;
+    let inner = format_ident!("__ktstr_inner_{}", name);
+    let entry = format_ident!("__KTSTR_ENTRY_{}", name.to_string().to_uppercase());
+    let ctor = format_ident!("__KTSTR_CTOR_{}", name.to_string().to_uppercase());
+
+    let mut fields = Vec::new();
+    let mut asserts = Vec::new();
+    let mut ignore = false;
+    let mut flags = (false, false, false, false);
+    for (key, ident, value) in &args {
+        let v = value.as_ref();
+        match key.name {
+            "ignore" => ignore = bool_value(value),
+            "expect_err" => flags.0 = bool_value(value),
+            "host_only" => flags.1 = bool_value(value),
+            "requires_smt" => flags.2 = bool_value(value),
+            "auto_repro" => {
+                if bool_value(value) {
+                    return Err(syn::Error::new(
+                        ident.span(),
+                        "`auto_repro = true` asks for a probe re-run on a scheduler crash, \
+                         which this ktstr does not do yet: write `auto_repro = false`",
+                    ));
+                }
+            }
+            "not_stuck" if bool_value(value) => asserts.push(quote!(.check_not_stuck())),
+            "isolation" if bool_value(value) => asserts.push(quote!(.check_isolation())),
+            "not_stuck" | "isolation" => {}
+            "num_snapshots" => {
+                let zero = matches!(v, Some(Expr::Lit(l)) if matches!(&l.lit, Lit::Int(i) if i.base10_digits() == "0"));
+                if !zero {
+                    return Err(syn::Error::new(
+                        ident.span(),
+                        "`num_snapshots` other than 0 (freeze-and-capture points) is not implemented yet",
+                    ));
+                }
+            }
+            "llcs" | "cores" | "threads" | "numa_nodes" => {
+                let f = Ident::new(key.name, Span::call_site());
+                fields.push(quote!(#f: ::core::option::Option::Some(#v)));
+            }
+            "memory_mib" | "duration_s" | "watchdog_timeout_s" => {
+                let f = Ident::new(key.name, Span::call_site());
+                fields.push(quote!(#f: ::core::option::Option::Some(#v)));
+            }
+            "scheduler" => fields.push(quote!(scheduler: &#v)),
+            "post_vm" => fields.push(quote!(post_vm: ::core::option::Option::Some(#v))),
+            "workload_root_cgroup" => {
+                fields.push(quote!(workload_root_cgroup: ::core::option::Option::Some(#v)))
+            }
+            "expect_scx_bpf_error_contains" => {
+                fields.push(quote!(expect_scx_bpf_error_contains: ::core::option::Option::Some(#v)))
+            }
+            "extra_sched_args" | "extra_include_files" => {
+                let f = Ident::new(key.name, Span::call_site());
+                fields.push(quote!(#f: &#v));
+            }
+            other => {
+                // Assert overrides: the key is the Assert builder of the same name.
+                let f = Ident::new(other, Span::call_site());
+                asserts.push(quote!(.#f(#v)));
+            }
+        }
+    }
+    let (expect_err, host_only, requires_smt, _) = flags;
+    let has_scx_expect = args
+        .iter()
+        .any(|(k, _, _)| k.name == "expect_scx_bpf_error_contains");
+    if has_scx_expect && !expect_err {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "`expect_scx_bpf_error_contains` needs `expect_err`",
+        ));
+    }
+    if host_only {
+        for bad in ["scheduler", "watchdog_timeout_s"] {
+            if args.iter().any(|(k, _, _)| k.name == bad) {
+                return Err(syn::Error::new(
+                    Span::call_site(),
+                    format!("`host_only` tests run without a VM and cannot take `{bad}`"),
+                ));
+            }
+        }
+    }
+    let ignore_attr = ignore.then(|| quote!(#[ignore]));
+    let name_str = name.to_string();
+    let vis = &func.vis;
+    let mut inner_fn = func.clone();
+    inner_fn.sig.ident = inner.clone();
+    inner_fn.vis = syn::Visibility::Inherited;
+    let attrs_doc = &func.attrs;
+
+    Ok(quote! {
+        #[allow(dead_code)]
+        #inner_fn
+
+        #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_TESTS)]
+        #[linkme(crate = ::ktstr::__private::linkme)]
+        #[doc(hidden)]
+        static #entry: ::ktstr::test_support::KtstrTestEntry = ::ktstr::test_support::KtstrTestEntry {
+            name: #name_str,
+            module_path: ::core::module_path!(),
+            func: #inner,
+            assert: ::ktstr::prelude::Assert::NO_OVERRIDES #(#asserts)*,
+            expect_err: #expect_err,
+            host_only: #host_only,
+            requires_smt: #requires_smt,
+            #(#fields,)*
+            ..::ktstr::test_support::KtstrTestEntry::DEFAULT
+        };
+
+        // Runs before main: as PID 1 this binary is the guest's init; with
+        // `--ktstr-test NAME` it runs one test body in the guest.
+        #[used]
+        #[doc(hidden)]
+        #[link_section = ".init_array"]
+        static #ctor: extern "C" fn() = {
+            extern "C" fn __ktstr_early() {
+                ::ktstr::test_support::early_dispatch();
+            }
+            __ktstr_early
+        };
+
+        #(#attrs_doc)*
+        #[test]
+        #ignore_attr
+        #vis fn #name() {
+            ::ktstr::test_support::run_ktstr_test(&#entry);
+        }
+    })
+}
+
+/// `declare_scheduler!(NAME, { name = "x", binary = "scx_x", topology = (1, 2, 4, 2), sched_args = [..] })`:
+/// a `pub static NAME: Scheduler` built from the keys.
+#[proc_macro]
+pub fn declare_scheduler(input: TokenStream) -> TokenStream {
+    match declare_scheduler_impl(input.into()) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+struct SchedDecl {
+    vis: syn::Visibility,
+    name: Ident,
+    body: TokenStream2,
+}
+
+impl Parse for SchedDecl {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let vis = input.parse()?;
+        let name = input.parse()?;
+        input.parse::<Token![,]>()?;
+        let content;
+        syn::braced!(content in input);
+        let body = content.parse()?;
+        let _ = input.parse::<Option<Token![,]>>()?;
+        Ok(SchedDecl { vis, name, body })
+    }
+}
+
+fn declare_scheduler_impl(input: TokenStream2) -> syn::Result<TokenStream2> {
+    let decl: SchedDecl = syn::parse2(input)?;
+    let ident = decl.name.to_string();
+    if ident != ident.to_uppercase() {
+        return Err(syn::Error::new(
+            decl.name.span(),
+            "a scheduler's NAME is SCREAMING_SNAKE_CASE",
+        ));
+    }
+    if ident == "EEVDF" || ident == "KERNEL_DEFAULT" {
+        return Err(syn::Error::new(
+            decl.name.span(),
+            "EEVDF and KERNEL_DEFAULT are reserved",
+        ));
+    }
+    let args = parse_args(decl.body, SCHEDULER_KEYS, "declare_scheduler")?;
+    let get = |k: &str| args.iter().find(|(key, _, _)| key.name == k);
+    let Some((_, _, Some(name))) = get("name") else {
+        return Err(syn::Error::new(
+            decl.name.span(),
+            "`name = \"..\"` is required",
+        ));
+    };
+    let sources = ["binary", "binary_path"]
+        .iter()
+        .filter(|k| get(k).is_some())
+        .count();
+    if sources != 1 {
+        return Err(syn::Error::new(
+            decl.name.span(),
+            "give exactly one of `binary = \"name\"` (discovered) or `binary_path = \"/abs/path\"`",
+        ));
+    }
+    let mut chain = vec![quote!(::ktstr::test_support::Scheduler::named(#name))];
+    for (key, _, value) in &args {
+        let v = value.as_ref();
+        chain.push(match key.name {
+            "name" => continue,
+            "binary" => quote!(.binary_discover(#v)),
+            "binary_path" => {
+                quote!(.binary(::ktstr::test_support::SchedulerSpec::Path(#v)))
+            }
+            "topology" => {
+                let Some(Expr::Tuple(t)) = v else {
+                    return Err(syn::Error::new(
+                        key_span(&args, "topology"),
+                        "`topology = (numa_nodes, llcs, cores, threads)`",
+                    ));
+                };
+                if t.elems.len() != 4 {
+                    return Err(syn::Error::new(
+                        key_span(&args, "topology"),
+                        "`topology` takes 4 numbers: (numa_nodes, llcs, cores, threads)",
+                    ));
+                }
+                let e: Vec<&Expr> = t.elems.iter().collect();
+                let (a, b, c, d) = (e[0], e[1], e[2], e[3]);
+                quote!(.topology(#a, #b, #c, #d))
+            }
+            "sched_args" => quote!(.sched_args(&#v)),
+            "cgroup_parent" => quote!(.cgroup_parent(#v)),
+            "assert" => quote!(.assert(#v)),
+            other => {
+                let f = Ident::new(other, Span::call_site());
+                quote!(.#f(#v))
+            }
+        });
+    }
+    let vis = decl.vis;
+    let ident = decl.name;
+    let doc = format!("Scheduler `{ident}`, declared with `declare_scheduler!`.");
+    Ok(quote! {
+        #[doc = #doc]
+        #vis static #ident: ::ktstr::test_support::Scheduler = #(#chain)*;
+    })
+}
+
+fn key_span(args: &[(&Key, Ident, Option<Expr>)], name: &str) -> Span {
+    args.iter()
+        .find(|(k, _, _)| k.name == name)
+        .map(|(_, i, _)| i.span())
+        .unwrap_or_else(Span::call_site)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(attr: &str) -> Result<String, String> {
+        let item: TokenStream2 = "fn t(ctx: &Ctx) -> Result<AssertResult> { todo!() }"
+            .parse()
+            .unwrap();
+        ktstr_test_impl(attr.parse().unwrap(), item)
+            .map(|t| t.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unknown_keys_list_the_valid_ones() {
+        let e = expand("llcs = 1, bogus = 2").unwrap_err();
+        assert!(e.contains("unknown ktstr_test key `bogus`"), "{e}");
+        for k in [
+            "llcs",
+            "memory_mib",
+            "duration_s",
+            "not_stuck",
+            "post_vm",
+            "host_only",
+        ] {
+            assert!(e.contains(k), "{k} missing from: {e}");
+        }
+        let e = expand("workers_per_cgroup = 2").unwrap_err();
+        assert!(e.contains("CgroupDef::workers(N)"), "{e}");
+    }
+
+    #[test]
+    fn keys_not_acted_on_are_errors_not_silence() {
+        for attr in [
+            "payload = P",
+            "watchdog_timeout_s = 5",
+            "num_snapshots = 3",
+            "auto_repro",
+            "auto_repro = true",
+        ] {
+            let e = expand(attr).unwrap_err();
+            assert!(e.contains("not") && e.contains("yet"), "{attr}: {e}");
+        }
+        assert!(expand("auto_repro = false, num_snapshots = 0").is_ok());
+    }
+
+    #[test]
+    fn malformed_keys_are_errors() {
+        assert!(expand("llcs = 1, llcs = 2").unwrap_err().contains("twice"));
+        assert!(expand("llcs").unwrap_err().contains("needs a value"));
+        assert!(expand("not_stuck = 3").unwrap_err().contains("true"));
+        assert!(expand("a::b = 1").is_err());
+        assert!(expand("expect_scx_bpf_error_contains = \"x\"")
+            .unwrap_err()
+            .contains("expect_err"));
+        assert!(expand("host_only, scheduler = S")
+            .unwrap_err()
+            .contains("host_only"));
+    }
+
+    #[test]
+    fn values_land_in_the_entry() {
+        let out =
+            expand("llcs = 2, cores = 4, duration_s = 3, not_stuck, max_gap_ms = 900, ignore")
+                .unwrap();
+        assert!(
+            out.contains("llcs : :: core :: option :: Option :: Some (2)"),
+            "{out}"
+        );
+        assert!(out.contains("check_not_stuck ()"));
+        assert!(out.contains("max_gap_ms (900)"));
+        assert!(out.contains("# [ignore]"));
+        assert!(out.contains("__ktstr_inner_t"));
+        assert!(out.contains("early_dispatch"));
+    }
+
+    #[test]
+    fn declare_scheduler_checks_its_keys() {
+        let ok = declare_scheduler_impl(
+            "pub MY_SCHED, { name = \"x\", binary = \"scx_x\", topology = (1, 2, 4, 2), sched_args = [\"-v\"] }"
+                .parse()
+                .unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        assert!(
+            ok.contains("binary_discover (\"scx_x\")") && ok.contains("topology (1 , 2 , 4 , 2)"),
+            "{ok}"
+        );
+        let bad = |s: &str| {
+            declare_scheduler_impl(s.parse().unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("my_sched, { name = \"x\", binary = \"y\" }").contains("SCREAMING"));
+        assert!(bad("EEVDF, { name = \"x\", binary = \"y\" }").contains("reserved"));
+        assert!(bad("S, { binary = \"y\" }").contains("required"));
+        assert!(bad("S, { name = \"x\" }").contains("exactly one"));
+        assert!(
+            bad("S, { name = \"x\", binary = \"y\", topology = (1, 2) }").contains("4 numbers")
+        );
+        assert!(bad("S, { name = \"x\", binary = \"y\", sysctls = [] }").contains("not"));
+    }
+}

@@ -1,0 +1,33 @@
+//! Scheduler test workloads: forked workers, their telemetry, and cgroup v2 control.
+//!
+//! - [`work`]: what a worker does in its loop ([`WorkType`]).
+//! - [`config`]: how a workload is set up ([`WorkloadConfig`], [`AffinityMode`],
+//!   [`SchedPolicy`]).
+//! - [`handle`]: spawning, starting, watching and stopping workers ([`WorkloadHandle`]).
+//! - [`report`]: what each worker measured ([`WorkerReport`]).
+//! - [`cgroup`]: cgroup v2 trees for workers to run in ([`CgroupGroup`]).
+//! - [`error`]: what can go wrong ([`WorkloadError`]).
+//!
+//! Internals: `worker` (the forked process and its loops), `shared` (memory shared with
+//! workers), `telemetry` (checkpoints, gaps, latency reservoirs), `sys` (Linux calls),
+//! `rng` (a fork-safe random generator).
+
+pub mod cgroup;
+pub mod config;
+pub mod error;
+pub mod handle;
+pub mod report;
+pub mod work;
+
+mod rng;
+mod shared;
+mod sys;
+mod telemetry;
+mod worker;
+
+pub use cgroup::CgroupGroup;
+pub use config::{AffinityMode, SchedPolicy, WorkloadConfig, MAX_AFFINITY_CPU};
+pub use error::WorkloadError;
+pub use handle::WorkloadHandle;
+pub use report::{WorkerReport, MAX_LATENCY_SAMPLES};
+pub use work::WorkType;

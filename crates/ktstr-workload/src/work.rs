@@ -1,0 +1,491 @@
+//! What a worker does in its loop: the [`WorkType`] catalogue.
+
+use serde::{Deserialize, Serialize};
+
+use crate::WorkloadError;
+
+/// What a worker does in its loop. A work unit is the variant's natural step.
+///
+/// `Custom` values compare equal when name and function address match (function
+/// addresses are only a best-effort identity).
+#[allow(unpredictable_function_pointer_comparisons)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum WorkType {
+    /// Busy loop; one unit is a 1024-iteration spin.
+    SpinWait,
+    /// Short spin then `sched_yield`; one unit each.
+    YieldHeavy,
+    /// A spin batch then a `sched_yield`; one unit per 1024-iteration spin.
+    Mixed,
+    /// Spin for `burst_ms` (one unit per 1024-iteration spin), then sleep `sleep_ms`.
+    Bursty {
+        /// Length of each spinning burst, ms.
+        burst_ms: u64,
+        /// Sleep between bursts, ms.
+        sleep_ms: u64,
+    },
+    /// Pairs ping-pong a byte over pipes; one unit per byte received; wake latency measured.
+    PipeIo {
+        /// Spin iterations done between receiving and sending back.
+        burst_iters: u64,
+    },
+    /// Pairs wake each other with a shared-memory futex; one unit per wake; latency measured.
+    FutexPingPong {
+        /// Spin iterations done between being woken and waking the partner.
+        spin_iters: u64,
+    },
+    /// Ring of `depth` workers, each wakes the next with a futex; wake latency measured.
+    WakeChain {
+        /// Workers in the ring (the group size).
+        depth: usize,
+    },
+    /// One waker wakes `fan_out` waiters each round (futex); wake latency measured.
+    FutexFanOut {
+        /// Waiters per waker (the group is `fan_out + 1`).
+        fan_out: usize,
+    },
+    /// Fork a child that exits at once and wait for it; one unit each.
+    ForkExit,
+    /// Cycle its own nice value through -20..=19 (0..=19 when not permitted) while spinning.
+    NiceSweep,
+    /// Re-pin itself to a random allowed CPU every unit, then spin `spin_iters`.
+    AffinityChurn {
+        /// Spin iterations after each re-pin.
+        spin_iters: u64,
+    },
+    /// Strided read-modify-write passes over a buffer; one unit per pass.
+    CachePressure {
+        /// Buffer size, KiB.
+        size_kb: usize,
+        /// Distance between touched bytes.
+        stride: usize,
+    },
+    /// mmap a region, touch pages, munmap; one unit per page touch.
+    PageFaultChurn {
+        /// Region size, KiB.
+        region_kb: usize,
+        /// Page touches per mmap/munmap cycle.
+        touches_per_cycle: usize,
+    },
+    /// Absolute `clock_nanosleep` every `interval_us`; timer overshoot measured; one unit each.
+    TimerLatency {
+        /// Timer period, µs.
+        interval_us: u64,
+    },
+    /// Run each `(work, duration_ms)` in turn, cycling until stopped.
+    Sequence {
+        /// The phases and how long each lasts, ms.
+        phases: Vec<(WorkType, u64)>,
+    },
+    /// A user function called repeatedly; it returns the work units it did.
+    #[serde(skip)]
+    Custom {
+        /// Name reported as the work type.
+        name: &'static str,
+        /// The function; runs inside the forked worker.
+        run: fn() -> u64,
+    },
+}
+
+/// The serialisable variants, as read back (`Custom` cannot be; its `&'static str` would
+/// otherwise tie deserialisation to `'static` input).
+#[derive(Deserialize)]
+enum Stored {
+    SpinWait,
+    YieldHeavy,
+    Mixed,
+    Bursty {
+        burst_ms: u64,
+        sleep_ms: u64,
+    },
+    PipeIo {
+        burst_iters: u64,
+    },
+    FutexPingPong {
+        spin_iters: u64,
+    },
+    WakeChain {
+        depth: usize,
+    },
+    FutexFanOut {
+        fan_out: usize,
+    },
+    ForkExit,
+    NiceSweep,
+    AffinityChurn {
+        spin_iters: u64,
+    },
+    CachePressure {
+        size_kb: usize,
+        stride: usize,
+    },
+    PageFaultChurn {
+        region_kb: usize,
+        touches_per_cycle: usize,
+    },
+    TimerLatency {
+        interval_us: u64,
+    },
+    Sequence {
+        phases: Vec<(WorkType, u64)>,
+    },
+}
+
+impl<'de> Deserialize<'de> for WorkType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Stored::deserialize(deserializer).map(Self::from)
+    }
+}
+
+impl From<Stored> for WorkType {
+    fn from(stored: Stored) -> Self {
+        match stored {
+            Stored::SpinWait => Self::SpinWait,
+            Stored::YieldHeavy => Self::YieldHeavy,
+            Stored::Mixed => Self::Mixed,
+            Stored::Bursty { burst_ms, sleep_ms } => Self::Bursty { burst_ms, sleep_ms },
+            Stored::PipeIo { burst_iters } => Self::PipeIo { burst_iters },
+            Stored::FutexPingPong { spin_iters } => Self::FutexPingPong { spin_iters },
+            Stored::WakeChain { depth } => Self::WakeChain { depth },
+            Stored::FutexFanOut { fan_out } => Self::FutexFanOut { fan_out },
+            Stored::ForkExit => Self::ForkExit,
+            Stored::NiceSweep => Self::NiceSweep,
+            Stored::AffinityChurn { spin_iters } => Self::AffinityChurn { spin_iters },
+            Stored::CachePressure { size_kb, stride } => Self::CachePressure { size_kb, stride },
+            Stored::PageFaultChurn {
+                region_kb,
+                touches_per_cycle,
+            } => Self::PageFaultChurn {
+                region_kb,
+                touches_per_cycle,
+            },
+            Stored::TimerLatency { interval_us } => Self::TimerLatency { interval_us },
+            Stored::Sequence { phases } => Self::Sequence { phases },
+        }
+    }
+}
+
+impl WorkType {
+    /// `Bursty` spinning 10 ms then sleeping 10 ms.
+    pub fn bursty() -> Self {
+        Self::Bursty {
+            burst_ms: 10,
+            sleep_ms: 10,
+        }
+    }
+
+    /// `PipeIo` with 1024 spin iterations between messages.
+    pub fn pipe_io() -> Self {
+        Self::PipeIo { burst_iters: 1024 }
+    }
+
+    /// `FutexPingPong` with 1024 spin iterations between wakes.
+    pub fn futex_ping_pong() -> Self {
+        Self::FutexPingPong { spin_iters: 1024 }
+    }
+
+    /// `WakeChain` of 4 workers.
+    pub fn wake_chain() -> Self {
+        Self::WakeChain { depth: 4 }
+    }
+
+    /// `FutexFanOut` with one waker and 3 waiters.
+    pub fn futex_fan_out() -> Self {
+        Self::FutexFanOut { fan_out: 3 }
+    }
+
+    /// `AffinityChurn` spinning 16384 iterations per re-pin.
+    pub fn affinity_churn() -> Self {
+        Self::AffinityChurn { spin_iters: 16384 }
+    }
+
+    /// `CachePressure` over 1 MiB, one touch per 64-byte line.
+    pub fn cache_pressure() -> Self {
+        Self::CachePressure {
+            size_kb: 1024,
+            stride: 64,
+        }
+    }
+
+    /// `PageFaultChurn` over 4 MiB, 256 page touches per cycle.
+    pub fn page_fault_churn() -> Self {
+        Self::PageFaultChurn {
+            region_kb: 4096,
+            touches_per_cycle: 256,
+        }
+    }
+
+    /// `TimerLatency` with a 1 ms period.
+    pub fn timer_latency() -> Self {
+        Self::TimerLatency { interval_us: 1000 }
+    }
+
+    /// `Sequence` of the given `(work, duration_ms)` phases.
+    pub fn sequence(phases: Vec<(WorkType, u64)>) -> Self {
+        Self::Sequence { phases }
+    }
+
+    /// `Custom` running `run` under `name`.
+    pub fn custom(name: &'static str, run: fn() -> u64) -> Self {
+        Self::Custom { name, run }
+    }
+
+    /// The variant's name (`"SpinWait"`, ...); `Custom` returns its own name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SpinWait => "SpinWait",
+            Self::YieldHeavy => "YieldHeavy",
+            Self::Mixed => "Mixed",
+            Self::Bursty { .. } => "Bursty",
+            Self::PipeIo { .. } => "PipeIo",
+            Self::FutexPingPong { .. } => "FutexPingPong",
+            Self::WakeChain { .. } => "WakeChain",
+            Self::FutexFanOut { .. } => "FutexFanOut",
+            Self::ForkExit => "ForkExit",
+            Self::NiceSweep => "NiceSweep",
+            Self::AffinityChurn { .. } => "AffinityChurn",
+            Self::CachePressure { .. } => "CachePressure",
+            Self::PageFaultChurn { .. } => "PageFaultChurn",
+            Self::TimerLatency { .. } => "TimerLatency",
+            Self::Sequence { .. } => "Sequence",
+            Self::Custom { name, .. } => name,
+        }
+    }
+
+    /// Workers that cooperate: PipeIo/FutexPingPong 2, WakeChain `depth`, FutexFanOut
+    /// `fan_out + 1`, Sequence the least common multiple of its phases', else 1.
+    pub fn group_size(&self) -> usize {
+        match self {
+            Self::PipeIo { .. } | Self::FutexPingPong { .. } => 2,
+            Self::WakeChain { depth } => (*depth).max(1),
+            Self::FutexFanOut { fan_out } => fan_out.saturating_add(1),
+            Self::Sequence { phases } => phases
+                .iter()
+                .fold(1, |acc, (work, _)| lcm(acc, work.group_size())),
+            _ => 1,
+        }
+    }
+
+    /// Checks the parameters make a runnable loop (non-zero sizes, non-empty sequences).
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        let bad = |msg: &str| Err(WorkloadError::Config(format!("{}: {msg}", self.name())));
+        match self {
+            Self::Bursty { burst_ms: 0, .. } => bad("burst_ms must be at least 1"),
+            Self::WakeChain { depth } if *depth < 2 => bad("depth must be at least 2"),
+            Self::FutexFanOut { fan_out: 0 } => bad("fan_out must be at least 1"),
+            Self::CachePressure { size_kb: 0, .. } => bad("size_kb must be at least 1"),
+            Self::CachePressure { stride: 0, .. } => bad("stride must be at least 1"),
+            Self::PageFaultChurn { region_kb: 0, .. } => bad("region_kb must be at least 1"),
+            Self::PageFaultChurn {
+                touches_per_cycle: 0,
+                ..
+            } => bad("touches_per_cycle must be at least 1"),
+            Self::TimerLatency { interval_us: 0 } => bad("interval_us must be at least 1"),
+            Self::Sequence { phases } if phases.is_empty() => bad("needs at least one phase"),
+            Self::Sequence { phases } => {
+                for (work, duration_ms) in phases {
+                    if *duration_ms == 0 {
+                        return bad(&format!("phase {} lasts 0 ms", work.name()));
+                    }
+                    work.validate()?;
+                }
+                Ok(())
+            }
+            Self::Custom { name: "", .. } => bad("Custom needs a name"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Default worker comm: `ktstr-` and the lower-cased name, cut to 15 bytes.
+    pub fn default_comm(&self) -> String {
+        truncate_comm(&format!("ktstr-{}", self.name().to_lowercase()))
+    }
+
+    /// Work types this one runs, flattened: itself, or a Sequence's phases depth-first.
+    ///
+    /// Each leaf gets its own cooperation state in shared memory, so phases never share
+    /// futex words or pipes.
+    pub(crate) fn leaf_count(&self) -> usize {
+        match self {
+            Self::Sequence { phases } => phases.iter().map(|(w, _)| w.leaf_count()).sum(),
+            _ => 1,
+        }
+    }
+
+    /// Calls `f(leaf_index, leaf)` for every leaf in [`WorkType::leaf_count`] order.
+    pub(crate) fn for_each_leaf(&self, f: &mut impl FnMut(usize, &WorkType)) {
+        fn walk(work: &WorkType, next: &mut usize, f: &mut impl FnMut(usize, &WorkType)) {
+            match work {
+                WorkType::Sequence { phases } => {
+                    for (phase, _) in phases {
+                        walk(phase, next, f);
+                    }
+                }
+                leaf => {
+                    f(*next, leaf);
+                    *next += 1;
+                }
+            }
+        }
+        let mut next = 0;
+        walk(self, &mut next, f);
+    }
+}
+
+/// Cuts a comm to the kernel's 15 visible bytes, on a character boundary.
+pub(crate) fn truncate_comm(comm: &str) -> String {
+    let mut end = comm.len().min(15);
+    while !comm.is_char_boundary(end) {
+        end -= 1;
+    }
+    comm[..end].to_string()
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    if a == 0 || b == 0 {
+        return a.max(b);
+    }
+    (a / gcd(a, b)).saturating_mul(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seven() -> u64 {
+        7
+    }
+
+    fn all_defaults() -> Vec<WorkType> {
+        vec![
+            WorkType::SpinWait,
+            WorkType::YieldHeavy,
+            WorkType::Mixed,
+            WorkType::bursty(),
+            WorkType::pipe_io(),
+            WorkType::futex_ping_pong(),
+            WorkType::wake_chain(),
+            WorkType::futex_fan_out(),
+            WorkType::ForkExit,
+            WorkType::NiceSweep,
+            WorkType::affinity_churn(),
+            WorkType::cache_pressure(),
+            WorkType::page_fault_churn(),
+            WorkType::timer_latency(),
+            WorkType::sequence(vec![(WorkType::SpinWait, 10)]),
+            WorkType::custom("mine", seven),
+        ]
+    }
+
+    #[test]
+    fn names() {
+        let names: Vec<_> = all_defaults().iter().map(WorkType::name).collect();
+        assert_eq!(
+            names,
+            [
+                "SpinWait",
+                "YieldHeavy",
+                "Mixed",
+                "Bursty",
+                "PipeIo",
+                "FutexPingPong",
+                "WakeChain",
+                "FutexFanOut",
+                "ForkExit",
+                "NiceSweep",
+                "AffinityChurn",
+                "CachePressure",
+                "PageFaultChurn",
+                "TimerLatency",
+                "Sequence",
+                "mine"
+            ]
+        );
+    }
+
+    #[test]
+    fn group_sizes() {
+        assert_eq!(WorkType::SpinWait.group_size(), 1);
+        assert_eq!(WorkType::pipe_io().group_size(), 2);
+        assert_eq!(WorkType::futex_ping_pong().group_size(), 2);
+        assert_eq!(WorkType::WakeChain { depth: 5 }.group_size(), 5);
+        assert_eq!(WorkType::FutexFanOut { fan_out: 3 }.group_size(), 4);
+        let seq = WorkType::sequence(vec![
+            (WorkType::pipe_io(), 10),
+            (WorkType::WakeChain { depth: 3 }, 10),
+            (WorkType::SpinWait, 10),
+        ]);
+        assert_eq!(seq.group_size(), 6);
+        assert_eq!(seq.leaf_count(), 3);
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_parameters_do_not() {
+        for work in all_defaults() {
+            work.validate().unwrap();
+        }
+        assert!(WorkType::WakeChain { depth: 1 }.validate().is_err());
+        assert!(WorkType::FutexFanOut { fan_out: 0 }.validate().is_err());
+        let zero_stride = WorkType::CachePressure {
+            size_kb: 4,
+            stride: 0,
+        };
+        assert!(zero_stride.validate().is_err());
+        assert!(WorkType::sequence(vec![]).validate().is_err());
+        assert!(WorkType::sequence(vec![(WorkType::SpinWait, 0)])
+            .validate()
+            .is_err());
+        assert!(
+            WorkType::sequence(vec![(WorkType::TimerLatency { interval_us: 0 }, 5)])
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn comm_is_short() {
+        assert_eq!(WorkType::SpinWait.default_comm(), "ktstr-spinwait");
+        assert_eq!(
+            WorkType::futex_ping_pong().default_comm(),
+            "ktstr-futexping"
+        );
+        assert_eq!(truncate_comm("ééééééééééé"), "ééééééé");
+    }
+
+    #[test]
+    fn leaves_in_order() {
+        let seq = WorkType::sequence(vec![
+            (WorkType::SpinWait, 1),
+            (
+                WorkType::sequence(vec![(WorkType::pipe_io(), 1), (WorkType::ForkExit, 1)]),
+                1,
+            ),
+        ]);
+        let mut seen = Vec::new();
+        seq.for_each_leaf(&mut |i, w| seen.push((i, w.name())));
+        assert_eq!(seen, [(0, "SpinWait"), (1, "PipeIo"), (2, "ForkExit")]);
+    }
+
+    #[test]
+    fn serde_round_trip_except_custom() {
+        let seq = WorkType::sequence(vec![(WorkType::bursty(), 5), (WorkType::pipe_io(), 5)]);
+        let text = serde_json::to_string(&seq).unwrap();
+        assert_eq!(serde_json::from_str::<WorkType>(&text).unwrap(), seq);
+        // Deserialises from borrowed, non-'static input.
+        let owned = String::from(r#"{"PipeIo":{"burst_iters":3}}"#);
+        assert_eq!(
+            serde_json::from_str::<WorkType>(&owned).unwrap(),
+            WorkType::PipeIo { burst_iters: 3 }
+        );
+        assert!(serde_json::from_str::<WorkType>(r#"{"Custom":{}}"#).is_err());
+        assert!(serde_json::to_string(&WorkType::custom("x", seven)).is_err());
+    }
+}

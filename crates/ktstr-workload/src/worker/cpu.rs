@@ -1,0 +1,119 @@
+//! CPU-bound loops: spinning, yielding, bursts, fork/exit, nice and affinity churn, custom.
+
+use std::collections::BTreeSet;
+
+use super::Worker;
+use crate::sys::{self, NS_PER_MS};
+
+/// Spin iterations in one spin work unit.
+const SPIN_UNIT: u64 = 1024;
+/// Spin iterations before each yield in `YieldHeavy`.
+const YIELD_SPIN: u64 = 64;
+/// Spin units per batch in `Mixed` before it yields.
+const MIXED_BATCH: u64 = 8;
+/// Spin iterations per nice step in `NiceSweep`.
+const NICE_SPIN: u64 = 4 * SPIN_UNIT;
+
+/// `SpinWait`: 1024-iteration spins.
+pub(super) fn spin_wait(w: &mut Worker<'_>, until: Option<u64>) {
+    while w.running(until) {
+        sys::spin(SPIN_UNIT);
+        w.done(1);
+    }
+}
+
+/// `YieldHeavy`: a short spin then `sched_yield`, one unit each.
+pub(super) fn yield_heavy(w: &mut Worker<'_>, until: Option<u64>) {
+    while w.running(until) {
+        sys::spin(YIELD_SPIN);
+        sys::yield_now();
+        w.done(1);
+    }
+}
+
+/// `Mixed`: a batch of spin units, then `sched_yield`.
+pub(super) fn mixed(w: &mut Worker<'_>, until: Option<u64>) {
+    while w.running(until) {
+        for _ in 0..MIXED_BATCH {
+            sys::spin(SPIN_UNIT);
+            w.done(1);
+        }
+        sys::yield_now();
+    }
+}
+
+/// `Bursty`: spin units for `burst_ms`, then sleep `sleep_ms`.
+pub(super) fn bursty(w: &mut Worker<'_>, burst_ms: u64, sleep_ms: u64, until: Option<u64>) {
+    while w.running(until) {
+        let burst_end = sys::now_ns().saturating_add(burst_ms.saturating_mul(NS_PER_MS));
+        while w.running(Some(until.map_or(burst_end, |u| u.min(burst_end)))) {
+            sys::spin(SPIN_UNIT);
+            w.done(1);
+        }
+        w.sleep(sleep_ms.saturating_mul(NS_PER_MS), until);
+    }
+}
+
+/// `ForkExit`: fork a child that `_exit`s at once and reap it.
+pub(super) fn fork_exit(w: &mut Worker<'_>, until: Option<u64>) {
+    while w.running(until) {
+        // SAFETY: the worker is single-threaded; the child only calls `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            sys::exit_now(0);
+        }
+        if pid < 0 {
+            // Out of processes for now: back off instead of spinning on fork.
+            w.sleep(NS_PER_MS, until);
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our own child and `status` a valid int.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        w.done(1);
+    }
+}
+
+/// `NiceSweep`: step through nice values (from -20 if allowed, else 0) while spinning.
+pub(super) fn nice_sweep(w: &mut Worker<'_>, until: Option<u64>) {
+    let lowest = if sys::set_nice(-20).is_ok() { -20 } else { 0 };
+    let mut nice = lowest;
+    while w.running(until) {
+        // Failures (e.g. lowering without permission) just leave the value where it is.
+        let _ = sys::set_nice(nice);
+        sys::spin(NICE_SPIN);
+        w.done(1);
+        nice = if nice >= 19 { lowest } else { nice + 1 };
+    }
+}
+
+/// `AffinityChurn`: re-pin to a random allowed CPU, spin, repeat; restores affinity after.
+pub(super) fn affinity_churn(w: &mut Worker<'_>, spin_iters: u64, until: Option<u64>) {
+    let allowed: Vec<usize> = sys::get_affinity(0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    while w.running(until) {
+        if !allowed.is_empty() {
+            let pick = w.rng.below(allowed.len() as u64) as usize;
+            if let Some(&cpu) = allowed.get(pick) {
+                // A CPU going away mid-run just means this unit stays where it was.
+                let _ = sys::set_affinity(0, &BTreeSet::from([cpu]));
+            }
+        }
+        sys::spin(spin_iters);
+        w.done(1);
+    }
+    if !allowed.is_empty() {
+        let _ = sys::set_affinity(0, &allowed.into_iter().collect());
+    }
+}
+
+/// `Custom`: call `run` repeatedly, counting the units it returns.
+pub(super) fn custom(w: &mut Worker<'_>, run: fn() -> u64, until: Option<u64>) {
+    while w.running(until) {
+        let units = run();
+        w.done(units);
+    }
+}

@@ -1,0 +1,88 @@
+//! Memory loops: strided cache pressure and page-fault churn.
+
+use super::Worker;
+use crate::sys::NS_PER_MS;
+
+/// Buffer touches per `CachePressure` work unit.
+const TOUCHES_PER_UNIT: usize = 1024;
+/// Smallest buffer `CachePressure` falls back to when a large one cannot be allocated.
+const MIN_BUFFER: usize = 4096;
+
+/// `CachePressure`: read-modify-write every `stride`-th byte of a `size_kb` buffer,
+/// wrapping round; one unit per 1024 touches.
+pub(super) fn cache_pressure(
+    w: &mut Worker<'_>,
+    size_kb: usize,
+    stride: usize,
+    until: Option<u64>,
+) {
+    let stride = stride.max(1);
+    let mut len = size_kb.saturating_mul(1024).max(1);
+    let mut buf: Vec<u8> = Vec::new();
+    // Halve the request until the allocator agrees rather than aborting the worker.
+    while buf.try_reserve_exact(len).is_err() && len > MIN_BUFFER {
+        len /= 2;
+    }
+    buf.resize(len.min(buf.capacity()).max(1), 0);
+    let len = buf.len();
+    let mut at = 0usize;
+    while w.running(until) {
+        for _ in 0..TOUCHES_PER_UNIT {
+            if let Some(byte) = buf.get_mut(at) {
+                *byte = std::hint::black_box(byte.wrapping_add(1));
+            }
+            at += stride;
+            if at >= len {
+                at %= len;
+            }
+        }
+        w.done(1);
+    }
+    std::hint::black_box(&buf);
+}
+
+/// `PageFaultChurn`: mmap `region_kb`, write one byte to `touches_per_cycle` pages
+/// (round-robin), munmap; one unit per touch.
+pub(super) fn page_fault_churn(
+    w: &mut Worker<'_>,
+    region_kb: usize,
+    touches_per_cycle: usize,
+    until: Option<u64>,
+) {
+    // SAFETY: sysconf only reads a system constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p > 0)
+        .unwrap_or(4096);
+    let len = region_kb.saturating_mul(1024).max(1).div_ceil(page) * page;
+    let pages = len / page;
+    while w.running(until) {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let region = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if region == libc::MAP_FAILED {
+            w.sleep(NS_PER_MS, until);
+            continue;
+        }
+        let base = region.cast::<u8>();
+        for touch in 0..touches_per_cycle {
+            if w.stopping() {
+                break;
+            }
+            let offset = (touch % pages) * page;
+            // SAFETY: `offset` < `len`, inside the writable mapping created above.
+            unsafe { base.add(offset).write_volatile(touch as u8) };
+            w.done(1);
+        }
+        // SAFETY: exactly the mapping created above, no longer referenced.
+        unsafe { libc::munmap(region, len) };
+    }
+}

@@ -1,0 +1,123 @@
+//! Cooperating loops that wake each other: pipe ping-pong, futex token rings, futex fan-out.
+//!
+//! The waker stores CLOCK_MONOTONIC in the wakee's shared `wake_ts` just before waking it;
+//! the wakee subtracts that from its own clock once it runs. Every wait is sliced so stop
+//! requests, phase deadlines and dead partners never hang a worker.
+
+use std::sync::atomic::Ordering;
+
+use super::Worker;
+use crate::sys;
+
+/// Spin iterations each `WakeChain` member does while holding the token.
+pub(super) const CHAIN_SPIN_ITERS: u64 = 256;
+/// Spin iterations each `FutexFanOut` waiter does after being woken.
+const FAN_OUT_SPIN_ITERS: u64 = 256;
+/// Longest one poll on a pipe inbox, ms.
+const POLL_SLICE_MS: i32 = 10;
+
+/// `PipeIo`: the pair passes a byte back and forth; one unit per byte received.
+pub(super) fn pipe_io(w: &mut Worker<'_>, leaf: usize, burst_iters: u64, until: Option<u64>) {
+    let base = w.index - w.index % 2;
+    let partner = base + 1 - (w.index - base);
+    let (Some((inbox, _)), Some((_, outbox))) = (w.inbox(leaf, w.index), w.inbox(leaf, partner))
+    else {
+        return;
+    };
+    let me = w.coop(leaf, w.index);
+    let other = w.coop(leaf, partner);
+    // The first of the pair serves the one token, once for the workload's whole life.
+    if w.index == base && me.seen.swap(1, Ordering::AcqRel) == 0 {
+        other.wake_ts.store(sys::now_ns(), Ordering::Release);
+        let _ = sys::write(outbox, &[1]);
+    }
+    let mut buf = [0u8; 64];
+    while w.running(until) {
+        if !sys::poll_readable(inbox, POLL_SLICE_MS) {
+            w.quit_if_orphaned();
+            continue;
+        }
+        let now = sys::now_ns();
+        let got = match sys::read(inbox, &mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => continue,
+        };
+        w.sample_wake(me.wake_ts.load(Ordering::Acquire), now);
+        sys::spin(burst_iters);
+        other.wake_ts.store(sys::now_ns(), Ordering::Release);
+        // Hand back as many tokens as arrived; a full pipe means the partner is gone.
+        let _ = sys::write(outbox, &buf[..got]);
+        w.done(1);
+    }
+}
+
+/// `FutexPingPong` / `WakeChain`: a token goes round a ring of `size` workers.
+pub(super) fn token_ring(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    size: usize,
+    spin_iters: u64,
+    until: Option<u64>,
+) {
+    let size = size.max(1);
+    let base = w.index - w.index % size;
+    let next_index = base + (w.index - base + 1) % size;
+    let me = w.coop(leaf, w.index);
+    let next = w.coop(leaf, next_index);
+    while w.running(until) {
+        if !w.wait_until(&me.word, |v| v != 0, until) {
+            break;
+        }
+        let now = sys::now_ns();
+        me.word.store(0, Ordering::Relaxed);
+        w.sample_wake(me.wake_ts.load(Ordering::Acquire), now);
+        sys::spin(spin_iters);
+        next.wake_ts.store(sys::now_ns(), Ordering::Relaxed);
+        next.word.store(1, Ordering::Release);
+        sys::futex_wake(&next.word, 1);
+        w.done(1);
+    }
+}
+
+/// `FutexFanOut`: the group's first worker wakes the other `fan_out` each round and
+/// sleeps until the last of them acknowledges (that wake is measured too).
+pub(super) fn fan_out(w: &mut Worker<'_>, leaf: usize, fan_out: usize, until: Option<u64>) {
+    let group = fan_out.saturating_add(1);
+    let base = w.index - w.index % group;
+    let lead = w.coop(leaf, base);
+    let waiters = u32::try_from(fan_out).unwrap_or(u32::MAX);
+    if w.index == base {
+        while w.running(until) {
+            let generation = lead.word.load(Ordering::Relaxed).wrapping_add(1).max(1);
+            lead.count.store(0, Ordering::Relaxed);
+            lead.wake_ts.store(sys::now_ns(), Ordering::Relaxed);
+            lead.word.store(generation, Ordering::Release);
+            sys::futex_wake(&lead.word, i32::MAX);
+            if !w.wait_until(&lead.reply, |v| v == generation, until) {
+                break;
+            }
+            let now = sys::now_ns();
+            w.sample_wake(lead.reply_ts.load(Ordering::Acquire), now);
+            w.done(1);
+        }
+        return;
+    }
+    let me = w.coop(leaf, w.index);
+    while w.running(until) {
+        let seen = me.seen.load(Ordering::Relaxed);
+        if !w.wait_until(&lead.word, |v| v != seen, until) {
+            break;
+        }
+        let now = sys::now_ns();
+        let generation = lead.word.load(Ordering::Acquire);
+        me.seen.store(generation, Ordering::Relaxed);
+        w.sample_wake(lead.wake_ts.load(Ordering::Relaxed), now);
+        sys::spin(FAN_OUT_SPIN_ITERS);
+        if lead.count.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == waiters {
+            lead.reply_ts.store(sys::now_ns(), Ordering::Relaxed);
+            lead.reply.store(generation, Ordering::Release);
+            sys::futex_wake(&lead.reply, 1);
+        }
+        w.done(1);
+    }
+}

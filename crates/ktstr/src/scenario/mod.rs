@@ -1,0 +1,160 @@
+//! Scenarios: cgroups of workers, steps that change them, and the context a test body gets.
+//!
+//! - [`def`]: [`CgroupDef`], [`CpusetSpec`], [`AffinityIntent`].
+//! - [`step`]: [`Step`], [`HoldSpec`], [`Op`], [`Backdrop`].
+//! - [`phase`]: per-step measurements ([`PhaseCgroupStats`]).
+//! - [`topo`]: the CPU layout the test sees ([`CpuTopo`]).
+//! - `engine`: runs it all; [`execute_defs`], [`execute_steps`], [`execute_scenario`] drive it.
+
+pub mod def;
+mod engine;
+pub mod phase;
+pub mod step;
+pub mod topo;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use ktstr_assert::{Assert, AssertResult};
+use ktstr_workload::CgroupGroup;
+
+pub use def::{AffinityIntent, CgroupDef, CpusetSpec};
+pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
+pub use step::{Backdrop, HoldSpec, Op, Step};
+pub use topo::CpuTopo;
+
+/// Where workload cgroups go unless the test says otherwise.
+pub const DEFAULT_WORKLOAD_ROOT: &str = "/ktstr";
+/// The cgroup2 mount in the guest.
+pub const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
+
+/// What a test body gets: the topology, the cgroups, the duration and the checks.
+pub struct Ctx {
+    /// The workload cgroups (under the workload root).
+    pub cgroups: Mutex<CgroupGroup>,
+    /// The CPUs the test sees.
+    pub topo: CpuTopo,
+    /// How long a full-length step holds.
+    pub duration: Duration,
+    /// Workers a cgroup gets when its definition does not say.
+    pub workers_per_cgroup: usize,
+    /// Checks in force (the scheduler's, then the test's).
+    pub assert: Assert,
+    /// The running test's name.
+    pub entry_name: String,
+    /// The step running now.
+    pub current_step: AtomicUsize,
+    phases: Mutex<Vec<PhaseCgroupStats>>,
+}
+
+impl Ctx {
+    /// A context with workload cgroups under `workload_root` (a cgroup path such as
+    /// `/ktstr`, below [`CGROUP_MOUNT`]).
+    pub fn new(
+        entry_name: &str,
+        workload_root: &str,
+        duration: Duration,
+        assert: Assert,
+    ) -> anyhow::Result<Ctx> {
+        let topo = CpuTopo::from_sysfs()?;
+        let root = cgroup_dir(Path::new(CGROUP_MOUNT), workload_root)?;
+        let cgroups = CgroupGroup::new(root)?;
+        Ok(Ctx {
+            cgroups: Mutex::new(cgroups),
+            workers_per_cgroup: topo.total_cpus().max(1),
+            topo,
+            duration,
+            assert,
+            entry_name: entry_name.to_string(),
+            current_step: AtomicUsize::new(0),
+            phases: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The cgroup group, even if a panicking thread held it.
+    pub fn lock_cgroups(&self) -> MutexGuard<'_, CgroupGroup> {
+        self.cgroups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_step(&self, i: usize) {
+        self.current_step.store(i, Ordering::Relaxed);
+    }
+
+    fn record(&self, phases: Vec<PhaseCgroupStats>) {
+        self.phases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(phases);
+    }
+
+    /// Every phase measured so far (all scenarios this context ran, in order).
+    pub fn take_phases(&self) -> Vec<PhaseCgroupStats> {
+        std::mem::take(&mut *self.phases.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// `mount` joined with a cgroup path, refusing `..` and empty paths.
+fn cgroup_dir(mount: &Path, cgroup: &str) -> anyhow::Result<PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "..") {
+        anyhow::bail!("workload cgroup `{cgroup}` is not a path like /ktstr or /test.slice/x");
+    }
+    Ok(mount.join(rel))
+}
+
+/// Runs `defs` together for the whole duration and judges them with the context's checks.
+pub fn execute_defs(ctx: &Ctx, defs: Vec<CgroupDef>) -> anyhow::Result<AssertResult> {
+    execute_steps(ctx, vec![Step::with_defs(defs, HoldSpec::FULL)])
+}
+
+/// Runs `steps` one after another.
+pub fn execute_steps(ctx: &Ctx, steps: Vec<Step>) -> anyhow::Result<AssertResult> {
+    execute_scenario(ctx, Backdrop::new(), steps)
+}
+
+/// Like [`execute_steps`], judging with `assert` instead of the context's checks when given.
+pub fn execute_steps_with(
+    ctx: &Ctx,
+    steps: Vec<Step>,
+    assert: Option<&Assert>,
+) -> anyhow::Result<AssertResult> {
+    execute_scenario_with(ctx, Backdrop::new(), steps, assert)
+}
+
+/// Runs `backdrop`'s cgroups for the whole scenario and `steps` one after another.
+pub fn execute_scenario(
+    ctx: &Ctx,
+    backdrop: Backdrop,
+    steps: Vec<Step>,
+) -> anyhow::Result<AssertResult> {
+    execute_scenario_with(ctx, backdrop, steps, None)
+}
+
+/// Like [`execute_scenario`], judging with `assert` instead of the context's checks when given.
+pub fn execute_scenario_with(
+    ctx: &Ctx,
+    backdrop: Backdrop,
+    steps: Vec<Step>,
+    assert: Option<&Assert>,
+) -> anyhow::Result<AssertResult> {
+    engine::run(ctx, &backdrop, &steps, assert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_roots_are_checked() {
+        let m = Path::new("/sys/fs/cgroup");
+        assert_eq!(cgroup_dir(m, "/ktstr").unwrap(), m.join("ktstr"));
+        assert_eq!(
+            cgroup_dir(m, "test.slice/a").unwrap(),
+            m.join("test.slice/a")
+        );
+        assert!(cgroup_dir(m, "/").is_err());
+        assert!(cgroup_dir(m, "/a/../b").is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! Scenarios over time: steps that change cgroups, cpusets and workers, and how long each holds.
+
+use std::time::Duration;
+
+use ktstr_workload::WorkType;
+
+use super::def::{AffinityIntent, CgroupDef, CpusetSpec};
+
+/// How long a step holds before the next begins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HoldSpec {
+    /// This fraction of the test's duration.
+    Frac(f64),
+    /// This long.
+    Fixed(Duration),
+    /// The whole duration, re-applying the step's ops every `interval`.
+    Loop {
+        /// Time between rounds of ops.
+        interval: Duration,
+    },
+}
+
+impl HoldSpec {
+    /// The test's whole duration.
+    pub const FULL: HoldSpec = HoldSpec::Frac(1.0);
+
+    /// This fraction of the test's duration.
+    pub const fn frac(f: f64) -> Self {
+        HoldSpec::Frac(f)
+    }
+    /// This long.
+    pub const fn fixed(d: Duration) -> Self {
+        HoldSpec::Fixed(d)
+    }
+    /// The whole duration, re-applying the ops every `interval`.
+    pub const fn loop_at(interval: Duration) -> Self {
+        HoldSpec::Loop { interval }
+    }
+
+    /// Checks the spec makes sense.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            HoldSpec::Frac(f) if !(f.is_finite() && *f > 0.0 && *f <= 100.0) => {
+                Err(format!("hold fraction {f} is not in (0, 100]"))
+            }
+            HoldSpec::Fixed(d) if d.is_zero() => Err("a fixed hold of 0 s".into()),
+            HoldSpec::Loop { interval } if interval.is_zero() => {
+                Err("a loop hold with a 0 s interval".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The hold's length for a test of `duration`.
+    pub fn length(&self, duration: Duration) -> Duration {
+        match self {
+            HoldSpec::Frac(f) => duration.mul_f64(*f),
+            HoldSpec::Fixed(d) => *d,
+            HoldSpec::Loop { .. } => duration,
+        }
+    }
+}
+
+/// A change made to the running scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Create an empty cgroup.
+    AddCgroup {
+        /// Its name.
+        name: String,
+    },
+    /// Create a cgroup and start its workers.
+    AddCgroupDef {
+        /// Its definition.
+        def: CgroupDef,
+    },
+    /// Stop a cgroup's workers (their reports are kept) and remove it.
+    RemoveCgroup {
+        /// Its name.
+        cgroup: String,
+    },
+    /// Set a cgroup's cpuset.
+    SetCpuset {
+        /// Its name.
+        cgroup: String,
+        /// The CPUs.
+        cpus: CpusetSpec,
+    },
+    /// Clear a cgroup's cpuset (it inherits its parent's).
+    ClearCpuset {
+        /// Its name.
+        cgroup: String,
+    },
+    /// Exchange two cgroups' cpusets.
+    SwapCpusets {
+        /// One cgroup.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// Start more workers in a cgroup.
+    Spawn {
+        /// Its name.
+        cgroup: String,
+        /// What they do.
+        work: WorkType,
+        /// How many (`None`: the context's `workers_per_cgroup`).
+        workers: Option<usize>,
+    },
+    /// Stop a cgroup's workers (their reports are kept); the cgroup stays.
+    StopCgroup {
+        /// Its name.
+        cgroup: String,
+    },
+    /// Change the affinity of a cgroup's workers.
+    SetAffinity {
+        /// Its name.
+        cgroup: String,
+        /// The new affinity.
+        affinity: AffinityIntent,
+    },
+    /// Move every task of one cgroup into another; the workers count for the destination.
+    MoveAllTasks {
+        /// Source.
+        from: String,
+        /// Destination.
+        to: String,
+    },
+    /// Freeze a cgroup (cgroup.freeze).
+    FreezeCgroup {
+        /// Its name.
+        cgroup: String,
+    },
+    /// Thaw a frozen cgroup.
+    UnfreezeCgroup {
+        /// Its name.
+        cgroup: String,
+    },
+}
+
+impl Op {
+    /// Creates an empty cgroup.
+    pub fn add_cgroup(name: impl Into<String>) -> Op {
+        Op::AddCgroup { name: name.into() }
+    }
+    /// Creates a cgroup and starts its workers.
+    pub fn add_cgroup_def(def: CgroupDef) -> Op {
+        Op::AddCgroupDef { def }
+    }
+    /// Stops a cgroup's workers and removes it.
+    pub fn remove_cgroup(cgroup: impl Into<String>) -> Op {
+        Op::RemoveCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+    /// Sets a cgroup's cpuset.
+    pub fn set_cpuset(cgroup: impl Into<String>, cpus: CpusetSpec) -> Op {
+        Op::SetCpuset {
+            cgroup: cgroup.into(),
+            cpus,
+        }
+    }
+    /// Clears a cgroup's cpuset.
+    pub fn clear_cpuset(cgroup: impl Into<String>) -> Op {
+        Op::ClearCpuset {
+            cgroup: cgroup.into(),
+        }
+    }
+    /// Exchanges two cgroups' cpusets.
+    pub fn swap_cpusets(a: impl Into<String>, b: impl Into<String>) -> Op {
+        Op::SwapCpusets {
+            a: a.into(),
+            b: b.into(),
+        }
+    }
+    /// Starts the context's `workers_per_cgroup` workers of `work` in a cgroup.
+    pub fn spawn_in_cgroup(cgroup: impl Into<String>, work: WorkType) -> Op {
+        Op::Spawn {
+            cgroup: cgroup.into(),
+            work,
+            workers: None,
+        }
+    }
+    /// Starts `workers` workers of `work` in a cgroup.
+    pub fn spawn_workers(cgroup: impl Into<String>, work: WorkType, workers: usize) -> Op {
+        Op::Spawn {
+            cgroup: cgroup.into(),
+            work,
+            workers: Some(workers),
+        }
+    }
+    /// Stops a cgroup's workers.
+    pub fn stop_cgroup(cgroup: impl Into<String>) -> Op {
+        Op::StopCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+    /// Changes the affinity of a cgroup's workers.
+    pub fn set_affinity(cgroup: impl Into<String>, affinity: AffinityIntent) -> Op {
+        Op::SetAffinity {
+            cgroup: cgroup.into(),
+            affinity,
+        }
+    }
+    /// Moves every task of `from` into `to`.
+    pub fn move_all_tasks(from: impl Into<String>, to: impl Into<String>) -> Op {
+        Op::MoveAllTasks {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+    /// Freezes a cgroup.
+    pub fn freeze_cgroup(cgroup: impl Into<String>) -> Op {
+        Op::FreezeCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+    /// Thaws a cgroup.
+    pub fn unfreeze_cgroup(cgroup: impl Into<String>) -> Op {
+        Op::UnfreezeCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+}
+
+/// One step: ops run first, then the step's own cgroups start, then it holds.
+/// The step's own cgroups are removed when it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Cgroups that live for this step only.
+    pub setup: Vec<CgroupDef>,
+    /// Changes made when the step begins.
+    pub ops: Vec<Op>,
+    /// How long it lasts.
+    pub hold: HoldSpec,
+}
+
+impl Step {
+    /// A step of `ops` holding `hold`.
+    pub fn new(ops: Vec<Op>, hold: HoldSpec) -> Self {
+        Step {
+            setup: Vec::new(),
+            ops,
+            hold,
+        }
+    }
+    /// A step that only holds.
+    pub fn hold(hold: HoldSpec) -> Self {
+        Step::new(Vec::new(), hold)
+    }
+    /// A step of one op.
+    pub fn with_op(op: Op, hold: HoldSpec) -> Self {
+        Step::new(vec![op], hold)
+    }
+    /// A step running `defs` for its length.
+    pub fn with_defs(defs: Vec<CgroupDef>, hold: HoldSpec) -> Self {
+        Step {
+            setup: defs,
+            ops: Vec::new(),
+            hold,
+        }
+    }
+    /// Replaces its ops.
+    pub fn set_ops(mut self, ops: Vec<Op>) -> Self {
+        self.ops = ops;
+        self
+    }
+    /// Replaces its hold.
+    pub fn set_hold(mut self, hold: HoldSpec) -> Self {
+        self.hold = hold;
+        self
+    }
+}
+
+/// Cgroups and ops that persist across every step of a scenario.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backdrop {
+    /// Cgroups started before the first step and stopped after the last.
+    pub cgroups: Vec<CgroupDef>,
+    /// Ops run once before the first step.
+    pub ops: Vec<Op>,
+}
+
+impl Backdrop {
+    /// An empty backdrop.
+    pub fn new() -> Self {
+        Backdrop::default()
+    }
+    /// A backdrop of these cgroups.
+    pub fn from_cgroups(cgroups: Vec<CgroupDef>) -> Self {
+        Backdrop {
+            cgroups,
+            ops: Vec::new(),
+        }
+    }
+    /// Adds a cgroup.
+    pub fn push_cgroup(mut self, def: CgroupDef) -> Self {
+        self.cgroups.push(def);
+        self
+    }
+    /// Adds cgroups.
+    pub fn extend_cgroups(mut self, defs: impl IntoIterator<Item = CgroupDef>) -> Self {
+        self.cgroups.extend(defs);
+        self
+    }
+    /// Adds an op.
+    pub fn push_op(mut self, op: Op) -> Self {
+        self.ops.push(op);
+        self
+    }
+    /// Adds ops.
+    pub fn extend_ops(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
+        self.ops.extend(ops);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_validate_and_measure() {
+        let d = Duration::from_secs(10);
+        assert_eq!(HoldSpec::FULL.length(d), d);
+        assert_eq!(HoldSpec::frac(0.5).length(d), Duration::from_secs(5));
+        assert_eq!(
+            HoldSpec::fixed(Duration::from_secs(2)).length(d),
+            Duration::from_secs(2)
+        );
+        assert!(HoldSpec::frac(0.0).validate().is_err());
+        assert!(HoldSpec::frac(f64::NAN).validate().is_err());
+        assert!(HoldSpec::fixed(Duration::ZERO).validate().is_err());
+        assert!(HoldSpec::loop_at(Duration::from_millis(100))
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn steps_and_backdrops_build() {
+        let s = Step::with_defs(vec![CgroupDef::named("a")], HoldSpec::frac(0.5))
+            .set_ops(vec![Op::set_cpuset("b", CpusetSpec::llc(0))]);
+        assert_eq!(s.setup.len(), 1);
+        assert_eq!(s.ops.len(), 1);
+        let b = Backdrop::new()
+            .push_cgroup(CgroupDef::named("x"))
+            .push_op(Op::add_cgroup("y"));
+        assert_eq!((b.cgroups.len(), b.ops.len()), (1, 1));
+    }
+}

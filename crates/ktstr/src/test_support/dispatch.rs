@@ -1,0 +1,152 @@
+//! The test binary's other lives: guest `/init` (as PID 1) and one test body in the guest
+//! (`--ktstr-test NAME`). Chosen before `main` by a constructor `#[ktstr_test]` emits.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use ktstr_assert::AssertResult;
+
+use super::entry::KtstrTestEntry;
+use crate::scenario::{CpuTopo, Ctx, PhaseCgroupStats, DEFAULT_WORKLOAD_ROOT};
+
+/// The argument that makes the test binary run one test body and exit.
+pub const TEST_ARG: &str = "--ktstr-test";
+/// Prefix of the stdout line carrying the [`GuestReport`].
+pub const REPORT_MARKER: &str = "\u{1e}KTSTR-REPORT ";
+
+/// What a test body produced, sent from the guest to the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestReport {
+    /// The body's verdict, or its error (a panic included).
+    pub result: Result<AssertResult, String>,
+    /// Per-step measurements.
+    pub phases: Vec<PhaseCgroupStats>,
+    /// The CPUs the guest had.
+    pub topo: CpuTopo,
+    /// How long the body ran, ms.
+    pub elapsed_ms: u64,
+}
+
+impl GuestReport {
+    /// Finds the report in a test process's stdout.
+    pub fn from_stdout(stdout: &str) -> Option<GuestReport> {
+        stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(REPORT_MARKER))
+            .and_then(|json| serde_json::from_str(json).ok())
+    }
+}
+
+static DISPATCHED: AtomicBool = AtomicBool::new(false);
+
+fn cmdline() -> Vec<String> {
+    std::fs::read("/proc/self/cmdline")
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs before `main`: becomes guest init as PID 1, runs one test body when asked, and
+/// otherwise returns so the test harness starts as usual.
+pub fn early_dispatch() {
+    if DISPATCHED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    if crate::guest::is_guest_init() {
+        crate::guest::init_main();
+    }
+    let args = cmdline();
+    if args.get(1).map(String::as_str) == Some(TEST_ARG) {
+        let name = args.get(2).cloned().unwrap_or_default();
+        std::process::exit(run_test_body(&name));
+    }
+}
+
+/// Runs test `name`'s body here and prints its [`GuestReport`]; returns the exit status.
+pub fn run_test_body(name: &str) -> i32 {
+    let Some(entry) = KtstrTestEntry::find(name) else {
+        eprintln!("ktstr: no test named `{name}` in this binary");
+        return 2;
+    };
+    let start = Instant::now();
+    let root = entry
+        .workload_root_cgroup
+        .or(entry.scheduler.cgroup_parent)
+        .unwrap_or(DEFAULT_WORKLOAD_ROOT);
+    let (result, phases, topo) =
+        match Ctx::new(entry.name, root, entry.duration(), entry.effective_assert()) {
+            Err(e) => (
+                Err(format!("setting up the test context: {e:#}")),
+                vec![],
+                CpuTopo::default(),
+            ),
+            Ok(ctx) => {
+                let body =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.func)(&ctx)));
+                let result = match body {
+                    Ok(Ok(r)) => Ok(r),
+                    Ok(Err(e)) => Err(format!("{e:#}")),
+                    Err(p) => Err(format!("the test body panicked: {}", panic_text(&*p))),
+                };
+                let phases = ctx.take_phases();
+                let topo = ctx.topo.clone();
+                drop(ctx);
+                (result, phases, topo)
+            }
+        };
+    let report = GuestReport {
+        result,
+        phases,
+        topo,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+    };
+    let json = match serde_json::to_string(&report) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("ktstr: cannot encode the report: {e}");
+            return 3;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{REPORT_MARKER}{json}");
+    let _ = out.flush();
+    0
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_is_found_after_other_output() {
+        let report = GuestReport {
+            result: Err("boom".into()),
+            phases: vec![],
+            topo: CpuTopo::default(),
+            elapsed_ms: 5,
+        };
+        let text = format!(
+            "noise\n{REPORT_MARKER}{}\nmore\n",
+            serde_json::to_string(&report).unwrap()
+        );
+        let got = GuestReport::from_stdout(&text).unwrap();
+        assert_eq!(got.result.unwrap_err(), "boom");
+        assert!(GuestReport::from_stdout("nothing here").is_none());
+    }
+}

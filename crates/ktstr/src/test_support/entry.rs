@@ -1,0 +1,123 @@
+//! A registered test: what `#[ktstr_test]` writes down about each test function.
+
+use ktstr_assert::{Assert, AssertResult};
+use ktstr_topology::{Topology, TopologyError};
+
+use super::scheduler::Scheduler;
+use super::VmResult;
+use crate::scenario::Ctx;
+
+/// Every `#[ktstr_test]` of the binary, gathered at link time.
+#[linkme::distributed_slice]
+pub static KTSTR_TESTS: [KtstrTestEntry];
+
+/// The body of a test, run in the guest.
+pub type TestFn = fn(&Ctx) -> anyhow::Result<AssertResult>;
+
+/// A check the host runs on the result after the VM ended.
+pub type PostVmFn = fn(&VmResult) -> anyhow::Result<()>;
+
+/// One test: its body and everything its attribute said.
+#[derive(Debug, Clone, Copy)]
+pub struct KtstrTestEntry {
+    /// The function's name.
+    pub name: &'static str,
+    /// The module it is declared in (`module_path!()`).
+    pub module_path: &'static str,
+    /// The body.
+    pub func: TestFn,
+    /// NUMA nodes (`None`: the scheduler's topology, else 1).
+    pub numa_nodes: Option<u32>,
+    /// LLCs in all (`None`: the scheduler's topology, else 1).
+    pub llcs: Option<u32>,
+    /// Cores per LLC (`None`: the scheduler's topology, else 2).
+    pub cores: Option<u32>,
+    /// Threads per core (`None`: the scheduler's topology, else 1).
+    pub threads: Option<u32>,
+    /// Guest memory (`None`: max(64 MiB per vCPU, 256 MiB)).
+    pub memory_mib: Option<u64>,
+    /// How long the workload runs, seconds (`None`: [`DEFAULT_DURATION_S`]).
+    pub duration_s: Option<u64>,
+    /// sched_ext watchdog timeout for the test (not acted on yet; the macro refuses it).
+    pub watchdog_timeout_s: Option<u64>,
+    /// The scheduler under test ([`Scheduler::EEVDF`] for the kernel's own).
+    pub scheduler: &'static Scheduler,
+    /// Arguments appended to the scheduler's own.
+    pub extra_sched_args: &'static [&'static str],
+    /// Host files or directories copied to `/include-files` in the guest.
+    pub extra_include_files: &'static [&'static str],
+    /// Parent cgroup of the workload cgroups (`None`: `/ktstr`).
+    pub workload_root_cgroup: Option<&'static str>,
+    /// Checks run on the host after the VM.
+    pub post_vm: Option<PostVmFn>,
+    /// Checks the test asked for (merged over the scheduler's).
+    pub assert: Assert,
+    /// The test must fail.
+    pub expect_err: bool,
+    /// With `expect_err`: the scheduler's error must contain this text.
+    pub expect_scx_bpf_error_contains: Option<&'static str>,
+    /// Skip unless the topology has SMT siblings.
+    pub requires_smt: bool,
+    /// Run on the host, without a VM.
+    pub host_only: bool,
+}
+
+/// Default workload duration, seconds.
+pub const DEFAULT_DURATION_S: u64 = 12;
+
+fn unset(_: &Ctx) -> anyhow::Result<AssertResult> {
+    anyhow::bail!("KtstrTestEntry::DEFAULT has no test body")
+}
+
+impl KtstrTestEntry {
+    /// The defaults every attribute starts from.
+    pub const DEFAULT: KtstrTestEntry = KtstrTestEntry {
+        name: "",
+        module_path: "",
+        func: unset,
+        numa_nodes: None,
+        llcs: None,
+        cores: None,
+        threads: None,
+        memory_mib: None,
+        duration_s: None,
+        watchdog_timeout_s: None,
+        scheduler: &Scheduler::EEVDF,
+        extra_sched_args: &[],
+        extra_include_files: &[],
+        workload_root_cgroup: None,
+        post_vm: None,
+        assert: Assert::NO_OVERRIDES,
+        expect_err: false,
+        expect_scx_bpf_error_contains: None,
+        requires_smt: false,
+        host_only: false,
+    };
+
+    /// The topology the guest gets: the test's keys, else the scheduler's, else 1/1/2/1.
+    /// `llcs` counts LLCs across all nodes and must divide evenly over them.
+    pub fn topology(&self) -> Result<Topology, TopologyError> {
+        let (n, l, c, t) = self.scheduler.topology;
+        Topology::with_total_llcs(
+            self.numa_nodes.unwrap_or(n),
+            self.llcs.unwrap_or(l),
+            self.cores.unwrap_or(c),
+            self.threads.unwrap_or(t),
+        )
+    }
+
+    /// Workload duration.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.duration_s.unwrap_or(DEFAULT_DURATION_S))
+    }
+
+    /// The checks in force: the scheduler's, then the test's on top.
+    pub fn effective_assert(&self) -> Assert {
+        self.scheduler.assert.merge(&self.assert)
+    }
+
+    /// Finds a registered test by name.
+    pub fn find(name: &str) -> Option<&'static KtstrTestEntry> {
+        KTSTR_TESTS.iter().find(|e| e.name == name)
+    }
+}

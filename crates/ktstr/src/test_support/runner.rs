@@ -1,0 +1,528 @@
+//! The host side of a `#[ktstr_test]`: boot a VM for it, run its body there, judge the
+//! result, and leave a record for `cargo ktstr test`.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use ktstr_assert::{AssertResult, DetailKind};
+
+use super::dispatch::{GuestReport, TEST_ARG};
+use super::entry::KtstrTestEntry;
+use super::slots::vm_slot;
+use crate::kernel;
+use crate::run::{self, Mode, Outcome, RunOptions, SchedulerRun, Stream};
+use crate::scenario::{CpuTopo, Phase, PhaseCgroupStats};
+use crate::sched::SchedulerReport;
+
+/// How long a scheduler may take to attach in a test.
+pub const TEST_ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed beyond the workload's duration for boot, setup and teardown.
+pub const RUN_MARGIN: Duration = Duration::from_secs(240);
+/// Directory `cargo ktstr test` sets for per-test records.
+pub const RESULTS_DIR_ENV: &str = "KTSTR_RESULTS_DIR";
+
+/// Everything the host knows about a test's VM run.
+#[derive(Debug, Clone, Default)]
+pub struct VmResult {
+    /// The test's name.
+    pub test: String,
+    /// The kernel it booted.
+    pub kernel: String,
+    /// The guest topology, `numa,llcs,cores,threads`.
+    pub topology: String,
+    /// The body's verdict (`None` when it never delivered one).
+    pub result: Option<AssertResult>,
+    /// Why there is no verdict or why the run failed outside the body's checks.
+    pub error: Option<String>,
+    /// Per-step measurements.
+    pub phases: Vec<PhaseCgroupStats>,
+    /// The CPUs the guest had.
+    pub topo: Option<CpuTopo>,
+    /// What became of the scheduler, for sched_ext tests.
+    pub scheduler: Option<SchedulerReport>,
+    /// The test process's stdout in the guest (the report line removed).
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// Last console lines when the guest failed.
+    pub console_tail: Vec<String>,
+    /// Boot to end of the VM.
+    pub wall: Duration,
+}
+
+impl VmResult {
+    /// One cgroup's measurements over one phase.
+    pub fn phase_cgroup(&self, phase: Phase, cgroup: &str) -> Option<&PhaseCgroupStats> {
+        self.phases
+            .iter()
+            .find(|p| p.phase == phase && p.cgroup == cgroup)
+    }
+
+    /// True when the body's checks passed and nothing else went wrong.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.result.as_ref().is_some_and(|r| !r.is_fail())
+    }
+
+    /// Why the test failed, in a few lines (`None` if it passed).
+    pub fn failure(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        let r = self.result.as_ref()?;
+        r.is_fail().then(|| r.to_string())
+    }
+}
+
+/// How a test ended, as `cargo ktstr test` tabulates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// It passed (or failed as `expect_err` wanted).
+    Pass,
+    /// It failed.
+    Fail,
+    /// It could not run here.
+    Skip,
+}
+
+/// One test's record, written to `$KTSTR_RESULTS_DIR/<test>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestRecord {
+    /// Test name.
+    pub test: String,
+    /// `numa,llcs,cores,threads`.
+    pub topology: String,
+    /// The kernel booted.
+    pub kernel: String,
+    /// Scheduler name.
+    pub scheduler: String,
+    /// Wall time, seconds.
+    pub duration_s: f64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The first failing check (or the skip reason).
+    pub reason: Option<String>,
+    /// The full failure text.
+    pub detail: Option<String>,
+}
+
+fn required() -> bool {
+    std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1")
+}
+
+/// Runs one registered test and panics (failing it under libtest) when it fails.
+pub fn run_ktstr_test(entry: &KtstrTestEntry) {
+    let start = Instant::now();
+    let (verdict, reason, detail, vm) = match judge(entry) {
+        Judged::Pass(vm) => (Verdict::Pass, None, None, Some(vm)),
+        Judged::Skip(why) => (Verdict::Skip, Some(why), None, None),
+        Judged::Fail { reason, detail, vm } => (Verdict::Fail, Some(reason), Some(detail), vm),
+    };
+    write_record(entry, &vm, start.elapsed(), verdict, &reason, &detail);
+    match verdict {
+        Verdict::Pass => {}
+        Verdict::Skip => {
+            let why = reason.unwrap_or_default();
+            assert!(!required(), "KTSTR_REQUIRE_VM=1 but {why}");
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {}: {why}\n", entry.name).as_bytes(),
+            );
+        }
+        Verdict::Fail => panic!(
+            "ktstr test {} failed: {}\n{}",
+            entry.name,
+            reason.unwrap_or_default(),
+            detail.unwrap_or_default()
+        ),
+    }
+}
+
+enum Judged {
+    Pass(VmResult),
+    Skip(String),
+    Fail {
+        reason: String,
+        detail: String,
+        vm: Option<VmResult>,
+    },
+}
+
+fn fail(reason: impl Into<String>, detail: impl Into<String>, vm: Option<VmResult>) -> Judged {
+    Judged::Fail {
+        reason: reason.into(),
+        detail: detail.into(),
+        vm,
+    }
+}
+
+/// Runs the test and decides pass, fail or skip, honouring `expect_err` and `post_vm`.
+fn judge(entry: &KtstrTestEntry) -> Judged {
+    let vm = match run_vm(entry) {
+        Ok(vm) => vm,
+        Err(Unrunnable::Skip(why)) => return Judged::Skip(why),
+        Err(Unrunnable::Error(e)) => return fail(e.clone(), e, None),
+    };
+    let failure = vm.failure();
+    if entry.expect_err {
+        let Some(text) = failure else {
+            return fail(
+                "expected to fail (expect_err) but passed",
+                vm.result
+                    .as_ref()
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                Some(vm),
+            );
+        };
+        if let Some(want) = entry.expect_scx_bpf_error_contains {
+            let sched_text = vm
+                .scheduler
+                .as_ref()
+                .map(|s| [s.kernel_log.join("\n"), s.output_tail.join("\n")].join("\n"))
+                .unwrap_or_default();
+            if !sched_text.contains(want) {
+                return fail(
+                    format!("failed, but the scheduler's error does not contain `{want}`"),
+                    format!("{text}\nscheduler output:\n{sched_text}"),
+                    Some(vm),
+                );
+            }
+        }
+        return Judged::Pass(vm);
+    }
+    if let Some(text) = failure {
+        let reason = vm
+            .result
+            .as_ref()
+            .and_then(|r| r.first_failure())
+            .map(|d| d.message.clone())
+            .filter(|_| vm.error.is_none())
+            .unwrap_or_else(|| text.lines().next().unwrap_or("").to_string());
+        return fail(reason, text, Some(vm));
+    }
+    if let Some(post) = entry.post_vm {
+        if let Err(e) = post(&vm) {
+            return fail(format!("post_vm: {e:#}"), format!("{e:?}"), Some(vm));
+        }
+    }
+    Judged::Pass(vm)
+}
+
+enum Unrunnable {
+    Skip(String),
+    Error(String),
+}
+
+fn qemu_present() -> bool {
+    std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Host files named by `extra_include_files`: paths as given, bare names through `PATH`.
+fn include_files(entry: &KtstrTestEntry) -> Result<Vec<PathBuf>, Unrunnable> {
+    let mut out = Vec::new();
+    for name in entry.extra_include_files {
+        let p = PathBuf::from(name);
+        let found = if p.exists() {
+            Some(p)
+        } else if !name.contains('/') {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(name))
+                    .find(|c| c.is_file())
+            })
+        } else {
+            None
+        };
+        out.push(found.ok_or_else(|| {
+            Unrunnable::Error(format!("extra_include_files: `{name}` not found"))
+        })?);
+    }
+    Ok(out)
+}
+
+/// Boots a VM (or, for `host_only`, a child process here) and collects its result.
+fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
+    let topology = entry
+        .topology()
+        .map_err(|e| Unrunnable::Error(format!("topology: {e}")))?;
+    let topo_text = format!(
+        "{},{},{},{}",
+        topology.numa_nodes, topology.llcs, topology.cores, topology.threads
+    );
+    if entry.requires_smt && topology.threads < 2 {
+        return Err(Unrunnable::Skip(format!(
+            "requires_smt but the topology {topo_text} has one thread per core"
+        )));
+    }
+    if entry.host_only {
+        return run_on_host(entry, topo_text);
+    }
+    if !qemu_present() {
+        return Err(Unrunnable::Skip(
+            "qemu-system-x86_64 is not installed (scripts/setup installs it)".into(),
+        ));
+    }
+    let kernel = kernel::resolve(None, &mut |_| {}).map_err(|e| {
+        Unrunnable::Skip(format!(
+            "no kernel ({e}); run `ktstr kernel fetch` or set KTSTR_KERNEL"
+        ))
+    })?;
+    let scheduler = match entry.scheduler.resolve_binary() {
+        Ok(None) => None,
+        Ok(Some(binary)) => Some(SchedulerRun {
+            binary,
+            args: entry
+                .scheduler
+                .sched_args
+                .iter()
+                .chain(entry.extra_sched_args)
+                .map(|s| s.to_string())
+                .collect(),
+            attach_timeout: TEST_ATTACH_TIMEOUT,
+        }),
+        Err(e) => return Err(Unrunnable::Error(e)),
+    };
+    let mut opts =
+        RunOptions::new(kernel.clone(), topology).map_err(|e| Unrunnable::Error(e.to_string()))?;
+    opts.memory_mib = entry.memory_mib;
+    opts.timeout = entry.duration() + RUN_MARGIN;
+    opts.include_files = include_files(entry)?;
+    opts.scheduler = scheduler;
+    let mode = Mode::Exec(vec!["/init".into(), TEST_ARG.into(), entry.name.into()]);
+    let _slot = vm_slot().map_err(|e| Unrunnable::Error(format!("VM slot lock: {e}")))?;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let cancel = AtomicBool::new(false);
+    let report = run::run(
+        &opts,
+        &mode,
+        &mut |s, b| match s {
+            Stream::Stdout => stdout.extend_from_slice(b),
+            Stream::Stderr => stderr.extend_from_slice(b),
+        },
+        &cancel,
+    )
+    .map_err(|e| Unrunnable::Error(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let mut vm = VmResult {
+        test: entry.name.to_string(),
+        kernel: kernel.name.clone(),
+        topology: topo_text,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        scheduler: report.scheduler.clone(),
+        console_tail: report.console_tail.clone(),
+        wall: report.launch_to_end,
+        ..VmResult::default()
+    };
+    let guest_error = match &report.outcome {
+        Outcome::Command(exit) => (exit.code != Some(0)).then(|| {
+            format!(
+                "the test process in the guest ended with {}",
+                match (exit.code, exit.signal) {
+                    (Some(c), _) => format!("status {c}"),
+                    (_, Some(s)) => format!("signal {s}"),
+                    _ => "no status".into(),
+                }
+            )
+        }),
+        Outcome::CommandTimedOut { after } => Some(format!(
+            "timed out after {:.0} s (duration {} s + {} s margin)",
+            after.as_secs_f64(),
+            entry.duration().as_secs(),
+            RUN_MARGIN.as_secs()
+        )),
+        Outcome::GuestDied(f) => Some(format!("the guest kernel died during the test: {f}")),
+        Outcome::Infrastructure(f) => Some(format!(
+            "infrastructure failure before the test ran ({} attempts): {f}",
+            report.retried.len() + 1
+        )),
+        Outcome::SchedulerNotAttached => Some("the scheduler did not attach".into()),
+        Outcome::Interrupted => Some("interrupted".into()),
+        Outcome::ShellEnded => Some("unexpected shell end".into()),
+    };
+    absorb_report(&mut vm, &stdout, guest_error);
+    if let Some(s) = &vm.scheduler {
+        if !s.healthy() {
+            let kind = scheduler_kind(s);
+            let mut text = format!("{kind:?}: {}", s.summary());
+            for l in s
+                .kernel_log
+                .iter()
+                .chain(s.output_tail.iter().rev().take(30).rev())
+            {
+                text.push_str(&format!("\n  | {l}"));
+            }
+            vm.error = Some(match vm.error.take() {
+                Some(e) => format!("{text}\n{e}"),
+                None => text,
+            });
+        }
+    }
+    if vm.error.is_some() && !vm.console_tail.is_empty() {
+        let tail = vm.console_tail.join("\n  | ");
+        if let Some(e) = vm.error.as_mut() {
+            e.push_str(&format!("\nlast console lines:\n  | {tail}"));
+        }
+    }
+    Ok(vm)
+}
+
+/// The detail kind that names a scheduler's death.
+fn scheduler_kind(s: &SchedulerReport) -> DetailKind {
+    use crate::sched::SchedulerVerdict as V;
+    match s.verdict {
+        V::ExitedCleanly => DetailKind::SchedulerExitedCleanly,
+        V::DiedUnknown { .. } => DetailKind::SchedulerDiedUnknownReason,
+        _ => DetailKind::SchedulerCrashed,
+    }
+}
+
+/// Fills `vm` from the test process's stdout and its exit.
+fn absorb_report(vm: &mut VmResult, stdout: &str, process_error: Option<String>) {
+    match GuestReport::from_stdout(stdout) {
+        Some(report) => {
+            vm.phases = report.phases;
+            vm.topo = Some(report.topo);
+            match report.result {
+                Ok(r) => vm.result = Some(r),
+                Err(e) => vm.error = Some(format!("the test body failed: {e}")),
+            }
+            if vm.error.is_none() {
+                vm.error = process_error;
+            }
+        }
+        None => {
+            vm.error = Some(
+                process_error.unwrap_or_else(|| "the test process delivered no report".to_string()),
+            );
+            if !vm.stderr.is_empty() {
+                let tail: Vec<&str> = vm.stderr.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                if let Some(e) = vm.error.as_mut() {
+                    e.push_str(&format!("\nits stderr:\n  | {}", tail.join("\n  | ")));
+                }
+            }
+        }
+    }
+    vm.stdout = stdout
+        .lines()
+        .filter(|l| !l.starts_with(super::dispatch::REPORT_MARKER))
+        .collect::<Vec<_>>()
+        .join("\n");
+}
+
+/// `host_only`: the body runs in a child process of this binary, here.
+fn run_on_host(entry: &KtstrTestEntry, topology: String) -> Result<VmResult, Unrunnable> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Unrunnable::Skip(
+            "host_only tests create cgroups and need root".into(),
+        ));
+    }
+    let exe = std::env::current_exe().map_err(|e| Unrunnable::Error(e.to_string()))?;
+    let start = Instant::now();
+    let out = std::process::Command::new(exe)
+        .args([TEST_ARG, entry.name])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Unrunnable::Error(format!("running the test body: {e}")))?;
+    let mut vm = VmResult {
+        test: entry.name.to_string(),
+        kernel: "host".into(),
+        topology,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        wall: start.elapsed(),
+        ..VmResult::default()
+    };
+    let error =
+        (!out.status.success()).then(|| format!("the test process ended with {}", out.status));
+    absorb_report(&mut vm, &String::from_utf8_lossy(&out.stdout), error);
+    Ok(vm)
+}
+
+fn write_record(
+    entry: &KtstrTestEntry,
+    vm: &Option<VmResult>,
+    wall: Duration,
+    verdict: Verdict,
+    reason: &Option<String>,
+    detail: &Option<String>,
+) {
+    let Some(dir) = std::env::var_os(RESULTS_DIR_ENV).map(PathBuf::from) else {
+        return;
+    };
+    let record = TestRecord {
+        test: entry.name.to_string(),
+        topology: vm.as_ref().map(|v| v.topology.clone()).unwrap_or_else(|| {
+            entry
+                .topology()
+                .map(|t| format!("{},{},{},{}", t.numa_nodes, t.llcs, t.cores, t.threads))
+                .unwrap_or_default()
+        }),
+        kernel: vm.as_ref().map(|v| v.kernel.clone()).unwrap_or_default(),
+        scheduler: entry.scheduler.name.to_string(),
+        // The VM's own time when there was one: waiting for a VM slot is not the test's.
+        duration_s: vm.as_ref().map_or(wall, |v| v.wall).as_secs_f64(),
+        verdict,
+        reason: reason.clone(),
+        detail: detail.clone(),
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(json) = serde_json::to_string_pretty(&record) {
+        let _ = std::fs::write(dir.join(format!("{}.json", entry.name)), json);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_report_names_the_process_end_and_stderr() {
+        let mut vm = VmResult {
+            stderr: "thread panicked at x\n".into(),
+            ..VmResult::default()
+        };
+        absorb_report(&mut vm, "hello\n", Some("status 101".into()));
+        let e = vm.error.unwrap();
+        assert!(e.contains("status 101") && e.contains("panicked"), "{e}");
+        assert_eq!(vm.stdout, "hello");
+    }
+
+    #[test]
+    fn a_report_with_a_failed_check_fails_the_result() {
+        let mut failed = AssertResult::pass();
+        failed.merge(AssertResult::fail(ktstr_assert::AssertDetail {
+            kind: DetailKind::Stuck,
+            message: "cg_0: worker 7 longest progress gap 3000 ms > 2000 ms".into(),
+            cgroup: Some("cg_0".into()),
+            worker: Some(7),
+            measured: Some(3000.0),
+            bound: Some(2000.0),
+        }));
+        let report = GuestReport {
+            result: Ok(failed),
+            phases: vec![],
+            topo: CpuTopo::default(),
+            elapsed_ms: 1,
+        };
+        let stdout = format!(
+            "{}{}\n",
+            super::super::dispatch::REPORT_MARKER,
+            serde_json::to_string(&report).unwrap()
+        );
+        let mut vm = VmResult::default();
+        absorb_report(&mut vm, &stdout, None);
+        assert!(!vm.passed());
+        assert!(vm.failure().unwrap().contains("worker 7"));
+    }
+}

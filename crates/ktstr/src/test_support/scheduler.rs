@@ -1,0 +1,243 @@
+//! Schedulers as data: which binary, its arguments, the topology it wants, its checks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ktstr_assert::Assert;
+
+/// Where a scheduler's binary comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SchedulerSpec {
+    /// No binary: the kernel's default (EEVDF).
+    Eevdf,
+    /// Found by name: `KTSTR_SCHEDULER`, then the ktstr scheduler cache, then `PATH`,
+    /// then a binary built beside the test binary, then `cargo build --bin NAME` in the workspace.
+    Discover(&'static str),
+    /// This absolute path.
+    Path(&'static str),
+}
+
+/// A scheduler under test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scheduler {
+    /// Name used in reports.
+    pub name: &'static str,
+    /// Its binary.
+    pub binary: SchedulerSpec,
+    /// Its arguments.
+    pub sched_args: &'static [&'static str],
+    /// Preferred topology: (numa_nodes, llcs in all, cores per LLC, threads per core).
+    pub topology: (u32, u32, u32, u32),
+    /// Checks every test of this scheduler gets (a test's own keys win).
+    pub assert: Assert,
+    /// Parent cgroup of the workload cgroups for this scheduler's tests.
+    pub cgroup_parent: Option<&'static str>,
+}
+
+impl Scheduler {
+    /// The kernel's default scheduler: no sched_ext binary.
+    pub const EEVDF: Scheduler = Scheduler {
+        name: "eevdf",
+        binary: SchedulerSpec::Eevdf,
+        sched_args: &[],
+        topology: (1, 1, 2, 1),
+        assert: Assert::NO_OVERRIDES,
+        cgroup_parent: None,
+    };
+
+    /// A scheduler called `name`, discovered by that name until [`Scheduler::binary`] says otherwise.
+    pub const fn named(name: &'static str) -> Scheduler {
+        Scheduler {
+            name,
+            binary: SchedulerSpec::Discover(name),
+            ..Scheduler::EEVDF
+        }
+    }
+
+    /// Sets where the binary comes from.
+    pub const fn binary(mut self, spec: SchedulerSpec) -> Self {
+        self.binary = spec;
+        self
+    }
+
+    /// Discovers the binary by this name.
+    pub const fn binary_discover(self, name: &'static str) -> Self {
+        self.binary(SchedulerSpec::Discover(name))
+    }
+
+    /// Sets its arguments.
+    pub const fn sched_args(mut self, args: &'static [&'static str]) -> Self {
+        self.sched_args = args;
+        self
+    }
+
+    /// Sets its preferred topology (numa_nodes, llcs in all, cores per LLC, threads per core).
+    pub const fn topology(mut self, numa: u32, llcs: u32, cores: u32, threads: u32) -> Self {
+        self.topology = (numa, llcs, cores, threads);
+        self
+    }
+
+    /// Sets checks for all its tests.
+    pub const fn assert(mut self, assert: Assert) -> Self {
+        self.assert = assert;
+        self
+    }
+
+    /// Sets the parent cgroup of the workload cgroups.
+    pub const fn cgroup_parent(mut self, path: &'static str) -> Self {
+        self.cgroup_parent = Some(path);
+        self
+    }
+
+    /// True unless this is the kernel's default scheduler.
+    pub const fn has_active_scheduling(&self) -> bool {
+        !matches!(self.binary, SchedulerSpec::Eevdf)
+    }
+
+    /// True when a sched_ext (BPF) scheduler binary runs.
+    pub const fn has_bpf_scheduler(&self) -> bool {
+        self.has_active_scheduling()
+    }
+
+    /// Finds the binary on the host (`None` for EEVDF).
+    pub fn resolve_binary(&self) -> Result<Option<PathBuf>, String> {
+        match self.binary {
+            SchedulerSpec::Eevdf => Ok(None),
+            SchedulerSpec::Path(p) => {
+                let p = PathBuf::from(p);
+                if p.is_file() {
+                    Ok(Some(p))
+                } else {
+                    Err(format!(
+                        "scheduler {}: {} does not exist",
+                        self.name,
+                        p.display()
+                    ))
+                }
+            }
+            SchedulerSpec::Discover(name) => discover(name).map(Some),
+        }
+    }
+}
+
+/// `KTSTR_SCHEDULER`, then `<cache>/schedulers/NAME`, then `PATH`, then a binary of that name
+/// already built beside the running test binary, then `cargo build --bin NAME`.
+fn discover(name: &str) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("KTSTR_SCHEDULER").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("KTSTR_SCHEDULER={} does not exist", p.display()))
+        };
+    }
+    let cached = crate::kernel::cache_root().join("schedulers").join(name);
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    if let Some(p) = built_beside_me(name) {
+        return Ok(p);
+    }
+    cargo_build(name)
+}
+
+/// `target/<profile>/NAME` when this process runs from `target/<profile>/deps/`.
+fn built_beside_me(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    let profile = if deps.file_name()? == "deps" {
+        deps.parent()?
+    } else {
+        deps
+    };
+    let p = profile.join(name);
+    p.is_file().then_some(p)
+}
+
+/// Builds binary `name` of the workspace the tests run from and returns it.
+fn cargo_build(name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            format!(
+                "scheduler {name}: not in KTSTR_SCHEDULER, the scheduler cache or PATH, \
+                 and no cargo workspace to build it in"
+            )
+        })?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args([
+            "build",
+            "--workspace",
+            "--bin",
+            name,
+            "--message-format=json",
+        ])
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| format!("scheduler {name}: running cargo: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        return Err(format!(
+            "scheduler {name}: `cargo build --workspace --bin {name}` failed:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    executable_from_messages(&String::from_utf8_lossy(&out.stdout), name)
+        .ok_or_else(|| format!("scheduler {name}: cargo built, but reported no binary {name}"))
+}
+
+/// The `executable` of the compiler-artifact message for binary `name`.
+fn executable_from_messages(messages: &str, name: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .find(|p| Path::new(p).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static S: Scheduler = Scheduler::named("scx_x")
+        .sched_args(&["--slice-us", "500"])
+        .topology(1, 2, 4, 1);
+
+    #[test]
+    fn builders_are_const_and_keep_defaults() {
+        assert_eq!(S.binary, SchedulerSpec::Discover("scx_x"));
+        assert_eq!(S.topology, (1, 2, 4, 1));
+        assert!(S.has_bpf_scheduler());
+        assert!(!Scheduler::EEVDF.has_active_scheduling());
+        assert_eq!(Scheduler::EEVDF.resolve_binary(), Ok(None));
+        let missing = Scheduler::named("x").binary(SchedulerSpec::Path("/nonexistent/x"));
+        assert!(missing
+            .resolve_binary()
+            .unwrap_err()
+            .contains("/nonexistent/x"));
+    }
+
+    #[test]
+    fn cargo_messages_name_the_executable() {
+        let exe = std::env::current_exe().unwrap();
+        let msg = serde_json::json!({
+            "reason": "compiler-artifact",
+            "target": {"name": "me"},
+            "executable": exe,
+        });
+        let text = format!("{{\"reason\":\"build-script-executed\"}}\n{msg}\n");
+        assert_eq!(executable_from_messages(&text, "me"), Some(exe));
+        assert_eq!(executable_from_messages(&text, "other"), None);
+    }
+}

@@ -1,0 +1,64 @@
+//! `#[ktstr_test]`s under sched_ext schedulers: ktstr's own scx-ktstr (found beside the test
+//! binary, or built with cargo) and the kernel's scx_simple (built by
+//! `scripts/build-scx-examples` into the ktstr cache).
+//!
+//! Without QEMU, a kernel or the scheduler binary they print `SKIPPED` or fail with the reason
+//! (and fail under `KTSTR_REQUIRE_VM=1`).
+
+use ktstr::prelude::*;
+
+declare_scheduler!(pub SCX_KTSTR, {
+    name = "scx_ktstr",
+    binary = "scx_ktstr",
+    topology = (1, 2, 2, 1),
+});
+
+/// scx-ktstr with a stalled comm and a 2 s watchdog.
+static SCX_KTSTR_STALLING: Scheduler = Scheduler::named("scx_ktstr")
+    .sched_args(&["--stall-comm", "stallme", "--watchdog-ms", "2000"])
+    .topology(1, 1, 2, 1);
+
+/// The kernel's example scheduler.
+static SCX_SIMPLE: Scheduler = Scheduler::named("scx_simple").topology(1, 1, 2, 1);
+
+/// scx-ktstr keeps every worker progressing and inside its cpuset, before and after cpusets change.
+#[ktstr_test(scheduler = SCX_KTSTR, duration_s = 3, not_stuck, isolation)]
+fn scx_ktstr_passes_steady_and_cpusets(ctx: &Ctx) -> Result<AssertResult> {
+    let mut r = scenarios::steady(ctx)?;
+    r.merge(scenarios::steady_llc(ctx)?);
+    r.merge(scenarios::cpuset_apply(ctx)?);
+    Ok(r)
+}
+
+/// The stall knob makes the kernel's watchdog eject the scheduler, and the test fails naming it.
+#[ktstr_test(
+    scheduler = SCX_KTSTR_STALLING,
+    duration_s = 6,
+    expect_err,
+    expect_scx_bpf_error_contains = "runnable task stall"
+)]
+fn scx_ktstr_stall_fails_the_test(ctx: &Ctx) -> Result<AssertResult> {
+    execute_defs(
+        ctx,
+        vec![CgroupDef::named("cg_0").workers(2).comm("stallme")],
+    )
+}
+
+/// The error knob makes the scheduler exit with scx_bpf_error, and the test fails with its message.
+#[ktstr_test(
+    scheduler = SCX_KTSTR,
+    extra_sched_args = ["--error-after", "200"],
+    llcs = 1,
+    duration_s = 3,
+    expect_err,
+    expect_scx_bpf_error_contains = "error-after: 200 tasks dispatched"
+)]
+fn scx_ktstr_error_fails_the_test(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+/// An outside scheduler, the kernel's scx_simple, passes steady.
+#[ktstr_test(scheduler = SCX_SIMPLE, duration_s = 3, not_stuck)]
+fn scx_simple_passes_steady(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
