@@ -19,6 +19,22 @@ const REQUIRED_CONTROLLERS: [&str; 2] = ["cpu", "cpuset"];
 /// Bound on waiting for freeze state changes, emptied cgroups and rmdir, ns.
 const SETTLE_TIMEOUT_NS: u64 = 5 * NS_PER_SEC;
 
+/// The cgroup2 mount: `/sys/fs/cgroup` when it is one, else the first cgroup2 mount in
+/// `/proc/self/mounts` (hybrid hosts mount it at `/sys/fs/cgroup/unified`).
+pub fn cgroup2_mount() -> Result<PathBuf, String> {
+    let main = Path::new("/sys/fs/cgroup");
+    if matches!(fs_magic(main), Ok(CGROUP2_SUPER_MAGIC)) {
+        return Ok(main.to_path_buf());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .and_then(|f| f.get(1).map(PathBuf::from))
+        .ok_or_else(|| "/sys/fs/cgroup is not cgroup2 and no cgroup2 mount exists".into())
+}
+
 /// A cgroup v2 subtree under `root`: everything it creates is removed on drop.
 #[derive(Debug)]
 pub struct CgroupGroup {
@@ -475,25 +491,9 @@ mod tests {
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
 
-    /// A cgroup2 mount to test in: `/sys/fs/cgroup`, else the first one `/proc/self/mounts`
-    /// lists (hybrid hosts mount it at `/sys/fs/cgroup/unified`).
-    fn cgroup2_mount() -> Result<PathBuf, String> {
-        let main = Path::new("/sys/fs/cgroup");
-        if matches!(fs_magic(main), Ok(CGROUP2_SUPER_MAGIC)) {
-            return Ok(main.to_path_buf());
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        mounts
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(2) == Some(&"cgroup2"))
-            .and_then(|f| f.get(1).map(PathBuf::from))
-            .ok_or_else(|| "/sys/fs/cgroup is not cgroup2 and no cgroup2 mount exists".into())
-    }
-
     /// A fresh, uniquely named group under the cgroup2 mount, or `None` after a skip.
     fn test_group(test: &str) -> Option<CgroupGroup> {
-        let mount = match cgroup2_mount() {
+        let mount = match super::cgroup2_mount() {
             Ok(mount) => mount,
             Err(reason) => {
                 skip(test, &reason);

@@ -25,9 +25,13 @@ mod sys;
 mod telemetry;
 mod worker;
 
-pub use cgroup::CgroupGroup;
+pub use cgroup::{cgroup2_mount, CgroupGroup};
 pub use config::{AffinityMode, SchedPolicy, WorkloadConfig, MAX_AFFINITY_CPU};
 pub use error::WorkloadError;
 pub use handle::WorkloadHandle;
 pub use report::{WorkerReport, MAX_LATENCY_SAMPLES};
 pub use work::WorkType;
+
+/// One `SpinWait` work unit, the exact code its worker loop runs (for the telemetry benchmark).
+#[doc(hidden)]
+pub use worker::spin_unit;

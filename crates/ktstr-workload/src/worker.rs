@@ -8,6 +8,8 @@ mod memory;
 mod timer;
 mod wake;
 
+pub use cpu::spin_unit;
+
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 

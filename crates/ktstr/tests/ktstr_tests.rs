@@ -214,3 +214,11 @@ fn expect_err_turns_a_failure_into_a_pass(ctx: &Ctx) -> Result<AssertResult> {
     let _ = claim!(v, cpus).at_least(64usize);
     v.into_anyhow_or_log()
 }
+
+/// `host_only`: the body runs on this host (in a child process, in a cgroup2 tree of its own).
+#[ktstr_test(host_only, duration_s = 1, not_stuck)]
+fn host_only_runs_without_a_vm(ctx: &Ctx) -> Result<AssertResult> {
+    let r = execute_defs(ctx, vec![CgroupDef::named("h").workers(2)])?;
+    ensure!(r.stats["h"].num_workers == 2, "{r}");
+    Ok(r)
+}

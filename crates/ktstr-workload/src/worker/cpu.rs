@@ -14,10 +14,16 @@ const MIXED_BATCH: u64 = 8;
 /// Spin iterations per nice step in `NiceSweep`.
 const NICE_SPIN: u64 = 4 * SPIN_UNIT;
 
+/// One spin work unit (`SPIN_UNIT` iterations); never inlined, so every caller runs the same code.
+#[inline(never)]
+pub fn spin_unit() {
+    sys::spin(SPIN_UNIT);
+}
+
 /// `SpinWait`: 1024-iteration spins.
 pub(super) fn spin_wait(w: &mut Worker<'_>, until: Option<u64>) {
     while w.running(until) {
-        sys::spin(SPIN_UNIT);
+        spin_unit();
         w.done(1);
     }
 }
@@ -35,7 +41,7 @@ pub(super) fn yield_heavy(w: &mut Worker<'_>, until: Option<u64>) {
 pub(super) fn mixed(w: &mut Worker<'_>, until: Option<u64>) {
     while w.running(until) {
         for _ in 0..MIXED_BATCH {
-            sys::spin(SPIN_UNIT);
+            spin_unit();
             w.done(1);
         }
         sys::yield_now();
@@ -47,7 +53,7 @@ pub(super) fn bursty(w: &mut Worker<'_>, burst_ms: u64, sleep_ms: u64, until: Op
     while w.running(until) {
         let burst_end = sys::now_ns().saturating_add(burst_ms.saturating_mul(NS_PER_MS));
         while w.running(Some(until.map_or(burst_end, |u| u.min(burst_end)))) {
-            sys::spin(SPIN_UNIT);
+            spin_unit();
             w.done(1);
         }
         w.sleep(sleep_ms.saturating_mul(NS_PER_MS), until);

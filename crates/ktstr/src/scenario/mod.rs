@@ -51,7 +51,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// A context with workload cgroups under `workload_root` (a cgroup path such as
-    /// `/ktstr`, below [`CGROUP_MOUNT`]).
+    /// `/ktstr`), below the cgroup2 mount ([`CGROUP_MOUNT`] in guests).
     pub fn new(
         entry_name: &str,
         workload_root: &str,
@@ -59,7 +59,8 @@ impl Ctx {
         assert: Assert,
     ) -> anyhow::Result<Ctx> {
         let topo = CpuTopo::from_sysfs()?;
-        let root = cgroup_dir(Path::new(CGROUP_MOUNT), workload_root)?;
+        let mount = ktstr_workload::cgroup2_mount().map_err(|e| anyhow::anyhow!(e))?;
+        let root = cgroup_dir(&mount, workload_root)?;
         let cgroups = CgroupGroup::new(root)?;
         Ok(Ctx {
             cgroups: Mutex::new(cgroups),

@@ -77,31 +77,40 @@ pub fn run_test_body(name: &str) -> i32 {
         return 2;
     };
     let start = Instant::now();
-    let root = entry
+    let mut root = entry
         .workload_root_cgroup
         .or(entry.scheduler.cgroup_parent)
-        .unwrap_or(DEFAULT_WORKLOAD_ROOT);
-    let (result, phases, topo) =
-        match Ctx::new(entry.name, root, entry.duration(), entry.effective_assert()) {
-            Err(e) => (
-                Err(format!("setting up the test context: {e:#}")),
-                vec![],
-                CpuTopo::default(),
-            ),
-            Ok(ctx) => {
-                let body =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.func)(&ctx)));
-                let result = match body {
-                    Ok(Ok(r)) => Ok(r),
-                    Ok(Err(e)) => Err(format!("{e:#}")),
-                    Err(p) => Err(format!("the test body panicked: {}", panic_text(&*p))),
-                };
-                let phases = ctx.take_phases();
-                let topo = ctx.topo.clone();
-                drop(ctx);
-                (result, phases, topo)
-            }
-        };
+        .unwrap_or(DEFAULT_WORKLOAD_ROOT)
+        .to_string();
+    if entry.host_only {
+        // Several host_only tests may run at once on one host: each gets its own root.
+        root = format!("{root}-{}", std::process::id());
+    }
+    let (result, phases, topo) = match Ctx::new(
+        entry.name,
+        &root,
+        entry.duration(),
+        entry.effective_assert(),
+    ) {
+        Err(e) => (
+            Err(format!("setting up the test context: {e:#}")),
+            vec![],
+            CpuTopo::default(),
+        ),
+        Ok(ctx) => {
+            let body =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.func)(&ctx)));
+            let result = match body {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(p) => Err(format!("the test body panicked: {}", panic_text(&*p))),
+            };
+            let phases = ctx.take_phases();
+            let topo = ctx.topo.clone();
+            drop(ctx);
+            (result, phases, topo)
+        }
+    };
     let report = GuestReport {
         result,
         phases,
