@@ -57,6 +57,7 @@ pub const TEST_KEYS: &[Key] = &[
         "shortening the sched_ext watchdog from the host is not implemented yet",
     ),
     v("scheduler"),
+    v("staged_schedulers"),
     later(
         "payload",
         KeyKind::Value,

@@ -179,6 +179,16 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                 fields.push(quote!(#f: ::core::option::Option::Some(#v)));
             }
             "scheduler" => fields.push(quote!(scheduler: &#v)),
+            "staged_schedulers" => {
+                let Some(Expr::Array(arr)) = v else {
+                    return Err(syn::Error::new(
+                        ident.span(),
+                        "`staged_schedulers = [A, B]` takes an array of schedulers",
+                    ));
+                };
+                let elems = arr.elems.iter();
+                fields.push(quote!(staged_schedulers: &[#(&#elems),*]));
+            }
             "post_vm" => fields.push(quote!(post_vm: ::core::option::Option::Some(#v))),
             "workload_root_cgroup" => {
                 fields.push(quote!(workload_root_cgroup: ::core::option::Option::Some(#v)))

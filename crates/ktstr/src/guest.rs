@@ -249,12 +249,33 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
             return Ok(());
         }
     };
+    if running.is_some() {
+        if let Some(job) = scheduler {
+            // A test process restarting the scheduler needs its path and arguments.
+            let _ = std::fs::create_dir_all("/run/ktstr");
+            let _ = std::fs::write(
+                sched::STARTED_JOB_PATH,
+                serde_json::to_string(job).unwrap_or_default(),
+            );
+        }
+    }
     let command_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = running.map(|mut r| {
         let done = std::sync::Arc::clone(&command_done);
         std::thread::spawn(move || {
-            let lost = sched::watch(&mut r, &|| done.load(std::sync::atomic::Ordering::SeqCst));
-            (r, lost)
+            let handover = || Path::new(sched::HANDOVER_PATH).exists();
+            let lost = sched::watch(&mut r, &|| {
+                done.load(std::sync::atomic::Ordering::SeqCst) || handover()
+            });
+            if lost.is_none() && handover() {
+                // The test process detaches the scheduler: stop it and report it now.
+                let report = sched::finish(r, None);
+                let json = serde_json::to_string(&report).unwrap_or_default();
+                send(FrameKind::Scheduler, json.as_bytes());
+                let _ = std::fs::write(sched::HANDOVER_DONE_PATH, b"");
+                return None;
+            }
+            Some((r, lost))
         })
     });
     let start = Instant::now();
@@ -301,11 +322,12 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
     command_done.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(w) = watcher {
         match w.join() {
-            Ok((r, lost)) => {
+            Ok(Some((r, lost))) => {
                 let report = sched::finish(r, lost);
                 let json = serde_json::to_string(&report).unwrap_or_default();
                 send(FrameKind::Scheduler, json.as_bytes());
             }
+            Ok(None) => {}
             Err(_) => log("the scheduler watcher panicked"),
         }
     }

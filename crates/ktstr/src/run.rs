@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub modules: Vec<String>,
     /// A sched_ext scheduler to attach before the command.
     pub scheduler: Option<SchedulerRun>,
+    /// More files at fixed guest paths (guest path, host path), e.g. staged schedulers.
+    pub extra_files: Vec<(String, PathBuf)>,
     /// Sample every CPU's runqueue from the host while the command runs.
     pub monitor: Option<MonitorOptions>,
 }
@@ -111,6 +113,7 @@ impl RunOptions {
             extra_cmdline: String::new(),
             modules: Vec::new(),
             scheduler: None,
+            extra_files: Vec::new(),
             monitor: None,
         })
     }
@@ -327,6 +330,7 @@ pub fn base_initramfs(opts: &RunOptions, modules: Vec<PathBuf>) -> Result<PathBu
             .scheduler
             .iter()
             .map(|s| (s.guest_path(), s.binary.clone()))
+            .chain(opts.extra_files.iter().cloned())
             .collect(),
     };
     let dir = cache_root().join("initramfs");

@@ -20,6 +20,14 @@ pub const STATE_PATH: &str = "/sys/kernel/sched_ext/state";
 pub const OPS_PATH: &str = "/sys/kernel/sched_ext/root/ops";
 /// Where the scheduler binary is packed in the guest.
 pub const GUEST_SCHED_DIR: &str = "/ktstr/sched";
+/// Where guest init records the scheduler it started (a [`SchedulerJob`] as JSON), so a test
+/// process can restart it.
+pub const STARTED_JOB_PATH: &str = "/run/ktstr/sched-job.json";
+/// Created by a test process to ask guest init to stop and report its scheduler now
+/// (`Op::detach_scheduler` and friends); init answers by creating [`HANDOVER_DONE_PATH`].
+pub const HANDOVER_PATH: &str = "/run/ktstr/sched-handover";
+/// Created by guest init once its scheduler is stopped and reported after a handover.
+pub const HANDOVER_DONE_PATH: &str = "/run/ktstr/sched-handover-done";
 /// Lines of scheduler output kept for the report.
 const OUTPUT_TAIL: usize = 200;
 
@@ -292,11 +300,37 @@ pub fn watch(sched: &mut RunningScheduler, done: &dyn Fn() -> bool) -> Option<Du
         if done() {
             return None;
         }
-        let gone = read_state() != "enabled" || matches!(sched.child.try_wait(), Ok(Some(_)));
-        if gone {
-            return Some(sched.attached.elapsed());
+        if let Some(lost) = sched.lost() {
+            return Some(lost);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl RunningScheduler {
+    /// `Some(time after attach)` once it stopped scheduling (sched_ext not enabled, or the
+    /// process gone); `None` while it schedules.
+    pub fn lost(&mut self) -> Option<Duration> {
+        let gone = read_state() != "enabled" || matches!(self.child.try_wait(), Ok(Some(_)));
+        gone.then(|| self.attached.elapsed())
+    }
+
+    /// Its file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Waits (up to `limit`) until sched_ext is no longer enabled or disabling, so another
+/// scheduler can attach; returns the state seen last.
+pub fn wait_detached(limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = read_state();
+        if state != "enabled" && state != "disabling" || Instant::now() >= deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -62,3 +62,81 @@ fn scx_ktstr_error_fails_the_test(ctx: &Ctx) -> Result<AssertResult> {
 fn scx_simple_passes_steady(ctx: &Ctx) -> Result<AssertResult> {
     scenarios::steady(ctx)
 }
+
+fn sched_ext(file: &str) -> String {
+    std::fs::read_to_string(format!("/sys/kernel/sched_ext/{file}"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("unreadable: {e}"))
+}
+
+/// Runs two spinning cgroups for a step that begins with `op`.
+fn step_with(ctx: &Ctx, op: Op) -> Result<AssertResult> {
+    execute_steps(
+        ctx,
+        vec![Step::with_defs(
+            vec![
+                CgroupDef::named("cg_0").workers(2),
+                CgroupDef::named("cg_1").workers(2),
+            ],
+            HoldSpec::FULL,
+        )
+        .set_ops(vec![op])],
+    )
+}
+
+/// Detach (EEVDF takes over), attach, restart and replace, each under load; every scheduler
+/// that ran is reported to the host, healthy.
+#[ktstr_test(
+    scheduler = SCX_KTSTR,
+    staged_schedulers = [SCX_SIMPLE],
+    llcs = 1,
+    duration_s = 2,
+    not_stuck,
+    post_vm = four_schedulers_reported
+)]
+fn scheduler_ops_detach_attach_restart_replace(ctx: &Ctx) -> Result<AssertResult> {
+    anyhow::ensure!(
+        sched_ext("root/ops") == "ktstr",
+        "{}",
+        sched_ext("root/ops")
+    );
+    let mut r = step_with(ctx, Op::detach_scheduler())?;
+    anyhow::ensure!(
+        sched_ext("state") == "disabled",
+        "after detach: {}",
+        sched_ext("state")
+    );
+    r.merge(step_with(ctx, Op::attach_scheduler(&SCX_KTSTR))?);
+    anyhow::ensure!(
+        sched_ext("state") == "enabled",
+        "after attach: {}",
+        sched_ext("state")
+    );
+    r.merge(step_with(ctx, Op::restart_scheduler())?);
+    anyhow::ensure!(
+        sched_ext("root/ops") == "ktstr",
+        "after restart: {}",
+        sched_ext("root/ops")
+    );
+    r.merge(step_with(ctx, Op::replace_scheduler(&SCX_SIMPLE))?);
+    anyhow::ensure!(
+        sched_ext("root/ops") == "simple",
+        "after replace: {}",
+        sched_ext("root/ops")
+    );
+    Ok(r)
+}
+
+fn four_schedulers_reported(vm: &VmResult) -> Result<()> {
+    let names: Vec<&str> = vm.schedulers.iter().map(|s| s.name.as_str()).collect();
+    anyhow::ensure!(
+        names == ["scx_ktstr", "scx_ktstr", "scx_ktstr", "scx_simple"],
+        "schedulers reported: {names:?}"
+    );
+    anyhow::ensure!(
+        vm.schedulers.iter().all(|s| s.healthy()),
+        "{:?}",
+        vm.schedulers
+    );
+    Ok(())
+}

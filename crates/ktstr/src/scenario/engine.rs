@@ -300,6 +300,24 @@ impl<'c> Engine<'c> {
                 self.live_mut(cgroup)?.frozen = false;
                 Ok(())
             }
+            Op::AttachScheduler { scheduler } => {
+                let mut ctl = self.ctx.lock_scheduler();
+                match scheduler.guest_job() {
+                    Some(job) => ctl.attach(job),
+                    None if ctl.attached() => ctl.detach(),
+                    None => Ok(()),
+                }
+            }
+            Op::DetachScheduler => self.ctx.lock_scheduler().detach(),
+            Op::RestartScheduler => self.ctx.lock_scheduler().restart(),
+            Op::ReplaceScheduler { scheduler } => {
+                let mut ctl = self.ctx.lock_scheduler();
+                match scheduler.guest_job() {
+                    Some(job) => ctl.replace(job),
+                    None if ctl.attached() => ctl.detach(),
+                    None => Ok(()),
+                }
+            }
         }
     }
 
@@ -336,6 +354,7 @@ impl<'c> Engine<'c> {
 
     /// Looks at every worker once: progress (for gaps) and CPU (for cpuset isolation).
     fn poll(&mut self) {
+        self.ctx.lock_scheduler().poll();
         let now = Instant::now();
         for (name, live) in &mut self.live {
             let judged_set = live

@@ -9,6 +9,7 @@
 pub mod def;
 mod engine;
 pub mod phase;
+pub mod sched_ctl;
 pub mod step;
 pub mod topo;
 
@@ -22,6 +23,7 @@ use ktstr_workload::CgroupGroup;
 
 pub use def::{AffinityIntent, CgroupDef, CpusetSpec};
 pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
+pub use sched_ctl::SchedulerCtl;
 pub use step::{Backdrop, HoldSpec, Op, Step};
 pub use topo::CpuTopo;
 
@@ -46,6 +48,8 @@ pub struct Ctx {
     pub entry_name: String,
     /// The step running now.
     pub current_step: AtomicUsize,
+    /// The sched_ext scheduler, for scheduler ops.
+    pub scheduler: Mutex<SchedulerCtl>,
     phases: Mutex<Vec<PhaseCgroupStats>>,
 }
 
@@ -70,6 +74,7 @@ impl Ctx {
             assert,
             entry_name: entry_name.to_string(),
             current_step: AtomicUsize::new(0),
+            scheduler: Mutex::new(SchedulerCtl::default()),
             phases: Mutex::new(Vec::new()),
         })
     }
@@ -77,6 +82,11 @@ impl Ctx {
     /// The cgroup group, even if a panicking thread held it.
     pub fn lock_cgroups(&self) -> MutexGuard<'_, CgroupGroup> {
         self.cgroups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scheduler control, even if a panicking thread held it.
+    pub fn lock_scheduler(&self) -> MutexGuard<'_, SchedulerCtl> {
+        self.scheduler.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set_step(&self, i: usize) {

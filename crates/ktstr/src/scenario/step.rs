@@ -5,6 +5,7 @@ use std::time::Duration;
 use ktstr_workload::WorkType;
 
 use super::def::{AffinityIntent, CgroupDef, CpusetSpec};
+use crate::test_support::Scheduler;
 
 /// How long a step holds before the next begins.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,6 +137,20 @@ pub enum Op {
         /// Its name.
         cgroup: String,
     },
+    /// Attach a sched_ext scheduler (none may be attached).
+    AttachScheduler {
+        /// The scheduler; its binary must be in the guest (`scheduler` or `staged_schedulers`).
+        scheduler: &'static Scheduler,
+    },
+    /// Detach the attached scheduler: the guest falls back to EEVDF.
+    DetachScheduler,
+    /// Stop the attached scheduler and start it again with the same arguments.
+    RestartScheduler,
+    /// Detach the attached scheduler (if any) and attach another.
+    ReplaceScheduler {
+        /// The new scheduler.
+        scheduler: &'static Scheduler,
+    },
 }
 
 impl Op {
@@ -220,6 +235,22 @@ impl Op {
         Op::UnfreezeCgroup {
             cgroup: cgroup.into(),
         }
+    }
+    /// Attaches `scheduler`.
+    pub const fn attach_scheduler(scheduler: &'static Scheduler) -> Op {
+        Op::AttachScheduler { scheduler }
+    }
+    /// Detaches the attached scheduler (the guest runs EEVDF after).
+    pub const fn detach_scheduler() -> Op {
+        Op::DetachScheduler
+    }
+    /// Restarts the attached scheduler.
+    pub const fn restart_scheduler() -> Op {
+        Op::RestartScheduler
+    }
+    /// Replaces the attached scheduler with `scheduler`.
+    pub const fn replace_scheduler(scheduler: &'static Scheduler) -> Op {
+        Op::ReplaceScheduler { scheduler }
     }
 }
 

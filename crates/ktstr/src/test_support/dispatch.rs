@@ -26,6 +26,9 @@ pub struct GuestReport {
     pub phases: Vec<PhaseCgroupStats>,
     /// The CPUs the guest had.
     pub topo: CpuTopo,
+    /// Schedulers the test process attached (by scheduler ops), in order.
+    #[serde(default)]
+    pub schedulers: Vec<crate::sched::SchedulerReport>,
     /// How long the body ran, ms.
     pub elapsed_ms: u64,
 }
@@ -86,7 +89,7 @@ pub fn run_test_body(name: &str) -> i32 {
         // Several host_only tests may run at once on one host: each gets its own root.
         root = format!("{root}-{}", std::process::id());
     }
-    let (result, phases, topo) = match Ctx::new(
+    let (result, phases, topo, schedulers) = match Ctx::new(
         entry.name,
         &root,
         entry.duration(),
@@ -96,6 +99,7 @@ pub fn run_test_body(name: &str) -> i32 {
             Err(format!("setting up the test context: {e:#}")),
             vec![],
             CpuTopo::default(),
+            vec![],
         ),
         Ok(ctx) => {
             let body =
@@ -107,14 +111,16 @@ pub fn run_test_body(name: &str) -> i32 {
             };
             let phases = ctx.take_phases();
             let topo = ctx.topo.clone();
+            let schedulers = ctx.lock_scheduler().finish();
             drop(ctx);
-            (result, phases, topo)
+            (result, phases, topo, schedulers)
         }
     };
     let report = GuestReport {
         result,
         phases,
         topo,
+        schedulers,
         elapsed_ms: start.elapsed().as_millis() as u64,
     };
     let json = match serde_json::to_string(&report) {
@@ -148,6 +154,7 @@ mod tests {
             result: Err("boom".into()),
             phases: vec![],
             topo: CpuTopo::default(),
+            schedulers: vec![],
             elapsed_ms: 5,
         };
         let text = format!(

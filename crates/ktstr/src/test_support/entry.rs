@@ -42,6 +42,8 @@ pub struct KtstrTestEntry {
     pub watchdog_timeout_s: Option<u64>,
     /// The scheduler under test ([`Scheduler::EEVDF`] for the kernel's own).
     pub scheduler: &'static Scheduler,
+    /// Other schedulers packed into the guest for scheduler ops (`Op::attach_scheduler`).
+    pub staged_schedulers: &'static [&'static Scheduler],
     /// Arguments appended to the scheduler's own.
     pub extra_sched_args: &'static [&'static str],
     /// Host files or directories copied to `/include-files` in the guest.
@@ -83,6 +85,7 @@ impl KtstrTestEntry {
         duration_s: None,
         watchdog_timeout_s: None,
         scheduler: &Scheduler::EEVDF,
+        staged_schedulers: &[],
         extra_sched_args: &[],
         extra_include_files: &[],
         workload_root_cgroup: None,

@@ -41,8 +41,10 @@ pub struct VmResult {
     pub phases: Vec<PhaseCgroupStats>,
     /// The CPUs the guest had.
     pub topo: Option<CpuTopo>,
-    /// What became of the scheduler, for sched_ext tests.
+    /// What became of the scheduler the test started with (guest init's), for sched_ext tests.
     pub scheduler: Option<SchedulerReport>,
+    /// Every scheduler that ran, in order: the first one, then those scheduler ops attached.
+    pub schedulers: Vec<SchedulerReport>,
     /// The test process's stdout in the guest (the report line removed).
     pub stdout: String,
     /// Its stderr.
@@ -180,10 +182,11 @@ fn judge(entry: &KtstrTestEntry) -> Judged {
         };
         if let Some(want) = entry.expect_scx_bpf_error_contains {
             let sched_text = vm
-                .scheduler
-                .as_ref()
+                .schedulers
+                .iter()
                 .map(|s| [s.kernel_log.join("\n"), s.output_tail.join("\n")].join("\n"))
-                .unwrap_or_default();
+                .collect::<Vec<_>>()
+                .join("\n");
             if !sched_text.contains(want) {
                 return fail(
                     format!("failed, but the scheduler's error does not contain `{want}`"),
@@ -293,6 +296,17 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     };
     let mut opts =
         RunOptions::new(kernel.clone(), topology).map_err(|e| Unrunnable::Error(e.to_string()))?;
+    // Every scheduler a scheduler op may attach, at the path the guest looks for it.
+    for s in std::iter::once(entry.scheduler).chain(entry.staged_schedulers.iter().copied()) {
+        if let (Some(path), Some(binary)) = (
+            s.guest_path(),
+            s.resolve_binary().map_err(Unrunnable::Error)?,
+        ) {
+            if !opts.extra_files.iter().any(|(p, _)| *p == path) {
+                opts.extra_files.push((path, binary));
+            }
+        }
+    }
     opts.memory_mib = entry.memory_mib;
     opts.timeout = entry.duration() + RUN_MARGIN;
     opts.include_files = include_files(entry)?;
@@ -349,8 +363,10 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         Outcome::Interrupted => Some("interrupted".into()),
         Outcome::ShellEnded => Some("unexpected shell end".into()),
     };
-    absorb_report(&mut vm, &stdout, guest_error);
-    if let Some(s) = &vm.scheduler {
+    let guest_schedulers = absorb_report(&mut vm, &stdout, guest_error);
+    vm.schedulers.extend(vm.scheduler.iter().cloned());
+    vm.schedulers.extend(guest_schedulers);
+    for s in &vm.schedulers {
         if !s.healthy() {
             let kind = scheduler_kind(s);
             let mut text = format!("{kind:?}: {}", s.summary());
@@ -386,10 +402,17 @@ fn scheduler_kind(s: &SchedulerReport) -> DetailKind {
     }
 }
 
-/// Fills `vm` from the test process's stdout and its exit.
-fn absorb_report(vm: &mut VmResult, stdout: &str, process_error: Option<String>) {
+/// Fills `vm` from the test process's stdout and its exit; returns the schedulers the test
+/// process attached.
+fn absorb_report(
+    vm: &mut VmResult,
+    stdout: &str,
+    process_error: Option<String>,
+) -> Vec<SchedulerReport> {
+    let mut schedulers = Vec::new();
     match GuestReport::from_stdout(stdout) {
         Some(report) => {
+            schedulers = report.schedulers;
             vm.phases = report.phases;
             vm.topo = Some(report.topo);
             match report.result {
@@ -418,6 +441,7 @@ fn absorb_report(vm: &mut VmResult, stdout: &str, process_error: Option<String>)
         .filter(|l| !l.starts_with(super::dispatch::REPORT_MARKER))
         .collect::<Vec<_>>()
         .join("\n");
+    schedulers
 }
 
 /// `host_only`: the body runs in a child process of this binary, here.
@@ -445,7 +469,7 @@ fn run_on_host(entry: &KtstrTestEntry, topology: String) -> Result<VmResult, Unr
     };
     let error =
         (!out.status.success()).then(|| format!("the test process ended with {}", out.status));
-    absorb_report(&mut vm, &String::from_utf8_lossy(&out.stdout), error);
+    let _ = absorb_report(&mut vm, &String::from_utf8_lossy(&out.stdout), error);
     Ok(vm)
 }
 
@@ -492,7 +516,7 @@ mod tests {
             stderr: "thread panicked at x\n".into(),
             ..VmResult::default()
         };
-        absorb_report(&mut vm, "hello\n", Some("status 101".into()));
+        let _ = absorb_report(&mut vm, "hello\n", Some("status 101".into()));
         let e = vm.error.unwrap();
         assert!(e.contains("status 101") && e.contains("panicked"), "{e}");
         assert_eq!(vm.stdout, "hello");
@@ -513,6 +537,7 @@ mod tests {
             result: Ok(failed),
             phases: vec![],
             topo: CpuTopo::default(),
+            schedulers: vec![],
             elapsed_ms: 1,
         };
         let stdout = format!(
@@ -521,7 +546,7 @@ mod tests {
             serde_json::to_string(&report).unwrap()
         );
         let mut vm = VmResult::default();
-        absorb_report(&mut vm, &stdout, None);
+        let _ = absorb_report(&mut vm, &stdout, None);
         assert!(!vm.passed());
         assert!(vm.failure().unwrap().contains("worker 7"));
     }

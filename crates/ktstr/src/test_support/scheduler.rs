@@ -99,6 +99,30 @@ impl Scheduler {
         self.has_active_scheduling()
     }
 
+    /// The file name its binary has in the guest (`None` for EEVDF).
+    pub fn binary_name(&self) -> Option<&'static str> {
+        match self.binary {
+            SchedulerSpec::Eevdf => None,
+            SchedulerSpec::Discover(n) => Some(n),
+            SchedulerSpec::Path(p) => Some(p.rsplit('/').next().unwrap_or(p)),
+        }
+    }
+
+    /// Where its binary is in the guest (`None` for EEVDF).
+    pub fn guest_path(&self) -> Option<String> {
+        self.binary_name()
+            .map(|n| format!("{}/{n}", crate::sched::GUEST_SCHED_DIR))
+    }
+
+    /// How the guest starts it: its own arguments (`None` for EEVDF).
+    pub fn guest_job(&self) -> Option<crate::sched::SchedulerJob> {
+        Some(crate::sched::SchedulerJob {
+            path: self.guest_path()?,
+            args: self.sched_args.iter().map(|a| a.to_string()).collect(),
+            attach_timeout_ms: super::runner::TEST_ATTACH_TIMEOUT.as_millis() as u64,
+        })
+    }
+
     /// Finds the binary on the host (`None` for EEVDF).
     pub fn resolve_binary(&self) -> Result<Option<PathBuf>, String> {
         match self.binary {
