@@ -2,7 +2,9 @@
 //! versus a real telemetry-carrying worker, on the same CPU, alternated over several rounds.
 //!
 //! Environment: `KTSTR_BENCH_SECS` (seconds per measurement, default 2),
-//! `KTSTR_BENCH_ROUNDS` (default 5), `KTSTR_BENCH_CPU` (default the first allowed CPU).
+//! `KTSTR_BENCH_ROUNDS` (default 5), `KTSTR_BENCH_CPU` (default the first allowed CPU),
+//! `KTSTR_BENCH_SLICE_MS` (each round's time is cut into alternating slices this long,
+//! default 100).
 //! Always exits 0: it reports, it does not judge.
 
 use std::collections::BTreeSet;
@@ -16,7 +18,7 @@ const TARGET_PCT: f64 = 2.0;
 const BARE_BATCH: u64 = 64;
 
 /// One measurement: units done, wall and CPU time spent.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Sample {
     units: u64,
     wall_ns: u64,
@@ -24,6 +26,13 @@ struct Sample {
 }
 
 impl Sample {
+    /// Accumulates another measurement of the same side.
+    fn add(&mut self, other: Sample) {
+        self.units += other.units;
+        self.wall_ns += other.wall_ns;
+        self.cpu_ns += other.cpu_ns;
+    }
+
     /// Units per wall-clock second.
     fn per_wall_s(self) -> f64 {
         per_s(self.units, self.wall_ns)
@@ -179,6 +188,7 @@ fn run() -> Result<(), String> {
     let secs = env_or("KTSTR_BENCH_SECS", 2.0f64, |s| s.is_finite() && *s > 0.0);
     let rounds = env_or("KTSTR_BENCH_ROUNDS", 5usize, |r| *r > 0);
     let cpu = env_or("KTSTR_BENCH_CPU", first, |c| allowed.contains(c));
+    let slice_ms = env_or("KTSTR_BENCH_SLICE_MS", 100u64, |&m| m >= 10);
     let dur = Duration::from_secs_f64(secs);
     // While the worker runs, keep this (mostly sleeping) parent off its CPU when possible.
     let mut others: BTreeSet<usize> = allowed.iter().copied().filter(|&c| c != cpu).collect();
@@ -187,7 +197,10 @@ fn run() -> Result<(), String> {
     }
     set_affinity(&others)?;
 
-    println!("SpinWait telemetry overhead: CPU {cpu}, {secs} s per measurement, {rounds} rounds");
+    println!(
+        "SpinWait telemetry overhead: CPU {cpu}, {secs} s per side per round \
+         (alternating {slice_ms} ms slices), {rounds} rounds"
+    );
     println!("units/s = SpinWait work units (1024-iteration spins) per second");
     println!(
         "{:>5}  {:>14} {:>14}  {:>14} {:>14} {:>12}  {:>9} {:>9}",
@@ -204,15 +217,25 @@ fn run() -> Result<(), String> {
     let (mut bare_rates, mut worker_rates) = (Vec::new(), Vec::new());
     // Warm-up (page faults, frequency ramp) not counted.
     bare(cpu, &others, Duration::from_millis(200))?;
+    let slices = (secs * 1000.0 / slice_ms as f64).ceil().max(1.0) as u32;
+    let slice = dur / slices;
     for round in 1..=rounds {
-        // Alternate the order so a drift in machine speed does not favour one side.
-        let (b, (w, checkpoints)) = if round % 2 == 1 {
-            let b = bare(cpu, &others, dur)?;
-            (b, worker(cpu, dur)?)
-        } else {
-            let w = worker(cpu, dur)?;
-            (bare(cpu, &others, dur)?, w)
-        };
+        // Interleave short slices (alternating which side goes first) so both sides see
+        // the same machine conditions: host noise drifts over seconds on shared cores.
+        let (mut b, mut w, mut checkpoints) = (Sample::default(), Sample::default(), 0);
+        for i in 0..slices {
+            if (i + round as u32) % 2 == 0 {
+                b.add(bare(cpu, &others, slice)?);
+                let (ws, cp) = worker(cpu, slice)?;
+                w.add(ws);
+                checkpoints += cp;
+            } else {
+                let (ws, cp) = worker(cpu, slice)?;
+                w.add(ws);
+                checkpoints += cp;
+                b.add(bare(cpu, &others, slice)?);
+            }
+        }
         let (ow, oc) = (
             overhead_pct(b.per_wall_s(), w.per_wall_s()),
             overhead_pct(b.per_cpu_s(), w.per_cpu_s()),
@@ -243,6 +266,9 @@ fn run() -> Result<(), String> {
     );
     let ovh = median(&cpu_ovh);
     println!("telemetry overhead: {ovh:.2}% (median of {rounds} rounds; per CPU-second)");
+    let lo = cpu_ovh.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = cpu_ovh.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    println!("per-round spread: {lo:.2}% .. {hi:.2}% (a negative figure is measurement noise)");
     if ovh < TARGET_PCT {
         println!("target (< {TARGET_PCT}% overhead): MET");
     } else {
