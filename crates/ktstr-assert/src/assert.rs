@@ -54,6 +54,9 @@ pub struct Assert {
     pub fail_on_rq_clock_stuck: Option<bool>,
     /// Consecutive monitor samples a violation must last (judged by the monitor).
     pub sustained_samples: Option<u32>,
+    /// Longest a CPU may run one task while others wait on it, ms, as the host monitor
+    /// sees it (judged by the monitor, always enforced when set: [`Assert::no_stall_over`]).
+    pub max_wait_ms: Option<u64>,
     /// Largest error of a cgroup's CPU-time share against its weight share, percent of the
     /// expected share (see [`Assert::assert_weights`]).
     pub max_weight_error_pct: Option<f64>,
@@ -112,6 +115,7 @@ impl Assert {
         max_local_dsq_depth: None,
         fail_on_rq_clock_stuck: None,
         sustained_samples: None,
+        max_wait_ms: None,
         max_weight_error_pct: None,
         affinity: None,
         enforce_monitor_thresholds: false,
@@ -169,10 +173,29 @@ impl Assert {
         fail_on_rq_clock_stuck: bool;
         /// Sets `sustained_samples` (monitor).
         sustained_samples: u32;
+        /// Sets `max_wait_ms` (monitor; enforced).
+        max_wait_ms: u64;
         /// Sets `max_weight_error_pct`, turning the weight check on.
         max_weight_error_pct: f64;
         /// Sets `affinity`.
         affinity: bool;
+    }
+
+    /// Fails the test when the host monitor sees runnable tasks wait behind another task
+    /// on a CPU for longer than `ms` (stall detection independent of the kernel watchdog).
+    #[must_use]
+    pub const fn no_stall_over(self, ms: u64) -> Self {
+        self.max_wait_ms(ms)
+    }
+
+    /// True when any monitor check is asked for, so a run must sample.
+    pub const fn wants_monitor(&self) -> bool {
+        self.max_imbalance_ratio.is_some()
+            || self.max_local_dsq_depth.is_some()
+            || self.fail_on_rq_clock_stuck.is_some()
+            || self.sustained_samples.is_some()
+            || self.max_wait_ms.is_some()
+            || self.enforce_monitor_thresholds
     }
 
     /// Sets `enforce_monitor_thresholds`.
@@ -211,6 +234,7 @@ impl Assert {
             max_local_dsq_depth: pick!(self, other, max_local_dsq_depth),
             fail_on_rq_clock_stuck: pick!(self, other, fail_on_rq_clock_stuck),
             sustained_samples: pick!(self, other, sustained_samples),
+            max_wait_ms: pick!(self, other, max_wait_ms),
             max_weight_error_pct: pick!(self, other, max_weight_error_pct),
             affinity: pick!(self, other, affinity),
             enforce_monitor_thresholds: self.enforce_monitor_thresholds

@@ -161,6 +161,10 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             "not_stuck" if bool_value(value) => asserts.push(quote!(.check_not_stuck())),
             "isolation" if bool_value(value) => asserts.push(quote!(.check_isolation())),
             "not_stuck" | "isolation" => {}
+            "fail_on_rq_clock_stuck" => {
+                let on = bool_value(value);
+                asserts.push(quote!(.fail_on_rq_clock_stuck(#on)));
+            }
             "num_snapshots" => {
                 let zero = matches!(v, Some(Expr::Lit(l)) if matches!(&l.lit, Lit::Int(i) if i.base10_digits() == "0"));
                 if !zero {

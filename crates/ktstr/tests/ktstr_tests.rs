@@ -222,3 +222,50 @@ fn host_only_runs_without_a_vm(ctx: &Ctx) -> Result<AssertResult> {
     ensure!(r.stats["h"].num_workers == 2, "{r}");
     Ok(r)
 }
+
+/// A SCHED_FIFO spinner and a normal spinner pinned to one CPU: the normal one waits.
+fn fifo_hog_defs() -> Vec<CgroupDef> {
+    vec![
+        CgroupDef::named("hog")
+            .workers(1)
+            .comm("fifo-hog")
+            .sched_policy(SchedPolicy::Fifo(1))
+            .affinity(AffinityIntent::exact([1])),
+        CgroupDef::named("victim")
+            .workers(1)
+            .comm("victim")
+            .affinity(AffinityIntent::exact([1])),
+    ]
+}
+
+/// The host monitor runs beside the test (a monitor key asks for it, report-only here) and
+/// sees what is known: the FIFO hog running on CPU 1 while the other task waits.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 3, max_imbalance_ratio = 50.0, post_vm = monitor_saw_the_hog)]
+fn the_monitor_runs_beside_a_test(ctx: &Ctx) -> Result<AssertResult> {
+    execute_defs(ctx, fifo_hog_defs())
+}
+
+fn monitor_saw_the_hog(vm: &VmResult) -> Result<()> {
+    let m = vm.monitor.as_ref().context("no monitor summary")?;
+    ensure!(m.samples > 50, "too few samples: {}", m.line());
+    let w = m
+        .report
+        .as_ref()
+        .and_then(|r| r.longest_wait.as_ref())
+        .context("no longest wait")?;
+    ensure!(w.cpu == 1 && w.comm == "fifo-hog" && w.ms >= 300, "{w:?}");
+    Ok(())
+}
+
+/// `max_wait_ms` (Assert::no_stall_over) fails the test when the monitor sees a stall.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 3,
+    max_wait_ms = 200,
+    expect_err
+)]
+fn no_stall_over_fails_on_a_starved_task(ctx: &Ctx) -> Result<AssertResult> {
+    execute_defs(ctx, fifo_hog_defs())
+}

@@ -13,14 +13,21 @@ use super::dispatch::{GuestReport, TEST_ARG};
 use super::entry::KtstrTestEntry;
 use super::slots::vm_slot;
 use crate::kernel;
+use crate::monitor::{MonitorOptions, MonitorSummary};
 use crate::run::{self, Mode, Outcome, RunOptions, SchedulerRun, Stream};
 use crate::scenario::{CpuTopo, Phase, PhaseCgroupStats};
 use crate::sched::SchedulerReport;
+use ktstr_assert::Assert;
+use ktstr_btf_monitor::MonitorThresholds;
 
 /// How long a scheduler may take to attach in a test.
 pub const TEST_ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed beyond the workload's duration for boot, setup and teardown.
 pub const RUN_MARGIN: Duration = Duration::from_secs(240);
+/// Set to `1` to run the host-side monitor during every VM test (`cargo ktstr test --monitor`).
+pub const MONITOR_ENV: &str = "KTSTR_MONITOR";
+/// Monitor samples per second during tests.
+pub const TEST_MONITOR_HZ: u32 = 100;
 /// Directory `cargo ktstr test` sets for per-test records.
 pub const RESULTS_DIR_ENV: &str = "KTSTR_RESULTS_DIR";
 
@@ -53,6 +60,9 @@ pub struct VmResult {
     pub console_tail: Vec<String>,
     /// Boot to end of the VM.
     pub wall: Duration,
+    /// What the host-side runqueue monitor saw, when it ran (monitor checks asked for, or
+    /// `KTSTR_MONITOR=1`).
+    pub monitor: Option<MonitorSummary>,
 }
 
 impl VmResult {
@@ -311,6 +321,10 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     opts.timeout = entry.duration() + RUN_MARGIN;
     opts.include_files = include_files(entry)?;
     opts.scheduler = scheduler;
+    let assert = entry.effective_assert();
+    if assert.wants_monitor() || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1") {
+        opts.monitor = Some(monitor_options(entry.name, &assert));
+    }
     let mode = Mode::Exec(vec!["/init".into(), TEST_ARG.into(), entry.name.into()]);
     let _slot = vm_slot().map_err(|e| Unrunnable::Error(format!("VM slot lock: {e}")))?;
     let mut stdout = Vec::new();
@@ -364,6 +378,8 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         Outcome::ShellEnded => Some("unexpected shell end".into()),
     };
     let guest_schedulers = absorb_report(&mut vm, &stdout, guest_error);
+    vm.monitor = report.monitor.clone();
+    judge_monitor(&mut vm, &assert);
     vm.schedulers.extend(vm.scheduler.iter().cloned());
     vm.schedulers.extend(guest_schedulers);
     for s in &vm.schedulers {
@@ -390,6 +406,66 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         }
     }
     Ok(vm)
+}
+
+/// Where a test's monitor writes: `<cache>/monitor/<test>.jsonl` (and `.trace.json`).
+fn monitor_options(test: &str, assert: &Assert) -> MonitorOptions {
+    let dir = crate::kernel::cache_root().join("monitor");
+    let _ = std::fs::create_dir_all(&dir);
+    let d = MonitorThresholds::default();
+    MonitorOptions {
+        thresholds: MonitorThresholds {
+            max_imbalance_ratio: assert.max_imbalance_ratio.unwrap_or(d.max_imbalance_ratio),
+            max_local_dsq_depth: assert.max_local_dsq_depth.unwrap_or(d.max_local_dsq_depth),
+            fail_on_rq_clock_stuck: assert
+                .fail_on_rq_clock_stuck
+                .unwrap_or(d.fail_on_rq_clock_stuck),
+            sustained_samples: assert.sustained_samples.unwrap_or(d.sustained_samples),
+            max_wait_ms: assert.max_wait_ms,
+        },
+        trace: Some(dir.join(format!("{test}.trace.json"))),
+        ..MonitorOptions::new(dir.join(format!("{test}.jsonl")), TEST_MONITOR_HZ)
+    }
+}
+
+/// Reports the monitor's findings on the result, and fails the test when its checks are
+/// enforced (`Assert::with_monitor_defaults`) or a stall bound (`no_stall_over`) is passed.
+fn judge_monitor(vm: &mut VmResult, assert: &Assert) {
+    let Some(m) = &vm.monitor else { return };
+    let mut lines = vec![m.line()];
+    lines.extend(m.check_lines().into_iter().map(|l| format!("monitor: {l}")));
+    if let Some(r) = vm.result.as_mut() {
+        r.notes.extend(lines.iter().cloned());
+    }
+    let mut failures = Vec::new();
+    if assert.enforce_monitor_thresholds {
+        let failed = m.failed_checks();
+        if !failed.is_empty() {
+            failures.push(format!("monitor checks failed: {}", failed.join(", ")));
+        }
+    }
+    if let Some(bound) = assert.max_wait_ms {
+        let report = m.report.as_ref();
+        match (report.map(|r| r.wait_passed), report.and_then(|r| r.longest_wait.as_ref())) {
+            (Some(Some(false)), Some(w)) => failures.push(format!(
+                "Monitor: tasks waited {} ms on CPU {} behind {}[{}] > {bound} ms (no_stall_over)",
+                w.ms, w.cpu, w.comm, w.pid
+            )),
+            (Some(_), _) if m.samples > 0 => {}
+            _ => failures.push(format!(
+                "Monitor: no_stall_over({bound}) could not be judged: the monitor took no samples ({})",
+                m.setup_error.as_deref().unwrap_or("no reason given")
+            )),
+        }
+    }
+    if !failures.is_empty() {
+        failures.extend(lines);
+        let text = failures.join("\n");
+        vm.error = Some(match vm.error.take() {
+            Some(e) => format!("{e}\n{text}"),
+            None => text,
+        });
+    }
 }
 
 /// The detail kind that names a scheduler's death.
