@@ -22,6 +22,9 @@ pub struct TestArgs {
     /// Also write JUnit XML here.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Run the host-side runqueue monitor beside every VM test (its findings are reported).
+    #[arg(long)]
+    monitor: bool,
     /// Use `cargo test` even when cargo-nextest is installed.
     #[arg(long)]
     cargo_test: bool,
@@ -66,6 +69,9 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
             cmd.arg("test");
         }
         cmd.args(&a.passthrough).env(RESULTS_DIR_ENV, &dir);
+        if a.monitor {
+            cmd.env(ktstr::test_support::runner::MONITOR_ENV, "1");
+        }
         if let Some(spec) = spec {
             // Resolved (fetched or built) above: the tests find it in the cache.
             cmd.env("KTSTR_KERNEL", spec);
