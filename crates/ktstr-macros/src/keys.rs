@@ -58,12 +58,8 @@ pub const TEST_KEYS: &[Key] = &[
     ),
     v("scheduler"),
     v("staged_schedulers"),
-    later(
-        "payload",
-        KeyKind::Value,
-        "external payload binaries beside the workers are not implemented; \
-         run them with `ktstr exec` for now",
-    ),
+    v("payload"),
+    v("workloads"),
     v("workload_root_cgroup"),
     v("extra_sched_args"),
     v("extra_include_files"),

@@ -183,15 +183,17 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                 fields.push(quote!(#f: ::core::option::Option::Some(#v)));
             }
             "scheduler" => fields.push(quote!(scheduler: &#v)),
-            "staged_schedulers" => {
+            "payload" => fields.push(quote!(payload: ::core::option::Option::Some(&#v))),
+            "staged_schedulers" | "workloads" => {
                 let Some(Expr::Array(arr)) = v else {
                     return Err(syn::Error::new(
                         ident.span(),
-                        "`staged_schedulers = [A, B]` takes an array of schedulers",
+                        format!("`{} = [A, B]` takes an array", key.name),
                     ));
                 };
                 let elems = arr.elems.iter();
-                fields.push(quote!(staged_schedulers: &[#(&#elems),*]));
+                let f = Ident::new(key.name, Span::call_site());
+                fields.push(quote!(#f: &[#(&#elems),*]));
             }
             "post_vm" => fields.push(quote!(post_vm: ::core::option::Option::Some(#v))),
             "workload_root_cgroup" => {
@@ -426,7 +428,6 @@ mod tests {
     #[test]
     fn keys_not_acted_on_are_errors_not_silence() {
         for attr in [
-            "payload = P",
             "watchdog_timeout_s = 5",
             "num_snapshots = 3",
             "auto_repro",

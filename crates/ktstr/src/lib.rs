@@ -44,7 +44,7 @@ pub mod prelude {
         PhaseCgroupStats, Step,
     };
     pub use crate::scenarios;
-    pub use crate::test_support::{Scheduler, SchedulerSpec, VmResult};
+    pub use crate::test_support::{Payload, Scheduler, SchedulerSpec, VmResult};
     pub use crate::{claim, declare_scheduler, ktstr_test};
     pub use anyhow::{self, Result};
     pub use ktstr_assert::{

@@ -269,3 +269,64 @@ fn monitor_saw_the_hog(vm: &VmResult) -> Result<()> {
 fn no_stall_over_fails_on_a_starved_task(ctx: &Ctx) -> Result<AssertResult> {
     execute_defs(ctx, fifo_hog_defs())
 }
+
+/// A payload with a known end: copies 1 GiB of zeros and exits 0, printing its counts.
+static DD: Payload = Payload::binary("dd", "dd").default_args(&[
+    "if=/dev/zero",
+    "of=/dev/null",
+    "bs=64k",
+    "count=16384",
+]);
+/// A payload that fails.
+static FALSE: Payload = Payload::named("false");
+
+/// Payloads run beside the workers; one that exits non-zero fails the checks, naming itself.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 2,
+    payload = DD,
+    workloads = [FALSE],
+    not_stuck,
+    post_vm = dd_ran_to_the_end
+)]
+fn payloads_run_beside_the_workers(ctx: &Ctx) -> Result<AssertResult> {
+    let r = execute_defs(ctx, vec![CgroupDef::named("cg_0").workers(2)])?;
+    ensure!(!r.is_fail(), "{r}");
+    let bad = execute_steps(
+        ctx,
+        vec![Step::with_op(
+            Op::run_payload(&FALSE, &[]),
+            HoldSpec::frac(0.5),
+        )],
+    )?;
+    ensure!(
+        bad.details
+            .iter()
+            .any(|d| d.message.starts_with("payload false exited with status 1")),
+        "a failing payload passed: {bad}"
+    );
+    Ok(r)
+}
+
+fn dd_ran_to_the_end(vm: &VmResult) -> Result<()> {
+    let dd: Vec<_> = vm.payloads.iter().filter(|p| p.name == "dd").collect();
+    ensure!(
+        dd.len() == 2,
+        "dd ran {} times: {:?}",
+        dd.len(),
+        vm.payloads
+    );
+    ensure!(
+        dd.iter()
+            .all(|p| p.exit_code == Some(0) || p.stopped_at_end),
+        "{dd:?}"
+    );
+    ensure!(
+        dd.iter()
+            .any(|p| p.stderr_tail.iter().any(|l| l.contains("records in"))),
+        "no dd output: {dd:?}"
+    );
+    Ok(())
+}

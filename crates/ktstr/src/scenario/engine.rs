@@ -9,6 +9,7 @@ use ktstr_assert::{Assert, AssertDetail, AssertResult, DetailKind};
 use ktstr_workload::{AffinityMode, WorkerReport, WorkloadConfig, WorkloadHandle};
 
 use super::def::{AffinityIntent, CgroupDef, CpusetSpec};
+use super::payload_run::{PayloadResult, RunningPayload};
 use super::phase::{Phase, PhaseCgroupStats, PhaseWorker};
 use super::step::{Backdrop, HoldSpec, Op, Step};
 use super::Ctx;
@@ -86,7 +87,12 @@ pub(super) struct Engine<'c> {
     phases: Vec<PhaseCgroupStats>,
     notes: Vec<String>,
     seed: u64,
+    payloads: Vec<RunningPayload>,
+    payload_results: Vec<PayloadResult>,
 }
+
+/// The cgroup payloads run in unless an op names another.
+const PAYLOAD_CGROUP: &str = "payload";
 
 impl<'c> Engine<'c> {
     pub(super) fn new(ctx: &'c Ctx) -> Self {
@@ -99,6 +105,8 @@ impl<'c> Engine<'c> {
             phases: Vec::new(),
             notes: Vec::new(),
             seed: 1,
+            payloads: Vec::new(),
+            payload_results: Vec::new(),
         }
     }
 
@@ -300,6 +308,32 @@ impl<'c> Engine<'c> {
                 self.live_mut(cgroup)?.frozen = false;
                 Ok(())
             }
+            Op::RunPayload {
+                payload,
+                args,
+                cgroup,
+            } => {
+                let cg = cgroup.as_deref().unwrap_or(PAYLOAD_CGROUP);
+                if !self.live.contains_key(cg) {
+                    self.add(&CgroupDef::named(cg).workers(0), Scope::Scenario)?;
+                }
+                let dir = self.ctx.lock_cgroups().path(cg);
+                let running = RunningPayload::start(payload, args.as_deref(), &dir)?;
+                self.payloads.push(running);
+                Ok(())
+            }
+            Op::WaitPayload { name } => {
+                let i = self.payload_index(name)?;
+                let p = self.payloads.remove(i);
+                self.payload_results.push(p.wait(self.ctx.duration));
+                Ok(())
+            }
+            Op::KillPayload { name } => {
+                let i = self.payload_index(name)?;
+                let p = self.payloads.remove(i);
+                self.payload_results.push(p.stop());
+                Ok(())
+            }
             Op::AttachScheduler { scheduler } => {
                 let mut ctl = self.ctx.lock_scheduler();
                 match scheduler.guest_job() {
@@ -319,6 +353,13 @@ impl<'c> Engine<'c> {
                 }
             }
         }
+    }
+
+    fn payload_index(&self, name: &str) -> anyhow::Result<usize> {
+        self.payloads
+            .iter()
+            .position(|p| p.name() == name)
+            .ok_or_else(|| anyhow!("no payload `{name}` is running"))
     }
 
     fn set_affinity(&mut self, name: &str, affinity: &AffinityIntent) -> anyhow::Result<()> {
@@ -476,8 +517,11 @@ impl<'c> Engine<'c> {
         Ok(())
     }
 
-    /// Stops and removes everything left, deepest cgroups first.
+    /// Stops payloads still running, then removes everything left, deepest cgroups first.
     fn finish(&mut self) -> anyhow::Result<()> {
+        for p in std::mem::take(&mut self.payloads) {
+            self.payload_results.push(p.stop());
+        }
         let mut names: Vec<String> = self.live.keys().cloned().collect();
         names.sort_by_key(|n| std::cmp::Reverse(n.matches('/').count()));
         for name in names {
@@ -508,6 +552,28 @@ impl<'c> Engine<'c> {
             .collect();
         if assert.max_weight_error_pct.is_some() && !weighted.is_empty() {
             result.merge(assert.assert_weights(&weighted));
+        }
+        for p in &self.payload_results {
+            match p.failure() {
+                Some(f) => result.merge(AssertResult::fail(AssertDetail {
+                    kind: DetailKind::Other,
+                    message: f,
+                    cgroup: None,
+                    worker: None,
+                    measured: None,
+                    bound: None,
+                })),
+                None => result.notes.push(format!(
+                    "payload {} ran {} ms{}",
+                    p.name,
+                    p.runtime_ms,
+                    if p.stopped_at_end {
+                        ", stopped at the end"
+                    } else {
+                        ", exited 0"
+                    }
+                )),
+            }
         }
         result.notes.extend(self.notes.iter().cloned());
         result
@@ -564,6 +630,14 @@ pub(super) fn run(
     let assert = assert.copied().unwrap_or(ctx.assert);
     let mut eng = Engine::new(ctx);
     let outcome = (|| -> anyhow::Result<()> {
+        if let Some(p) = ctx.payload {
+            eng.apply(&Op::RunPayload {
+                payload: p,
+                args: None,
+                cgroup: None,
+            })
+            .context("the test's payload")?;
+        }
         for op in &backdrop.ops {
             eng.apply(op).context("backdrop op")?;
         }
@@ -594,6 +668,9 @@ pub(super) fn run(
     outcome?;
     cleanup?;
     let result = eng.judge(&assert);
-    ctx.record(std::mem::take(&mut eng.phases));
+    ctx.record(
+        std::mem::take(&mut eng.phases),
+        std::mem::take(&mut eng.payload_results),
+    );
     Ok(result)
 }

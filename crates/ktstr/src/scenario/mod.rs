@@ -8,6 +8,7 @@
 
 pub mod def;
 mod engine;
+pub mod payload_run;
 pub mod phase;
 pub mod sched_ctl;
 pub mod step;
@@ -22,6 +23,7 @@ use ktstr_assert::{Assert, AssertResult};
 use ktstr_workload::CgroupGroup;
 
 pub use def::{AffinityIntent, CgroupDef, CpusetSpec};
+pub use payload_run::PayloadResult;
 pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
 pub use sched_ctl::SchedulerCtl;
 pub use step::{Backdrop, HoldSpec, Op, Step};
@@ -50,7 +52,10 @@ pub struct Ctx {
     pub current_step: AtomicUsize,
     /// The sched_ext scheduler, for scheduler ops.
     pub scheduler: Mutex<SchedulerCtl>,
+    /// The test's payload, started beside the workers of every scenario it runs.
+    pub payload: Option<&'static crate::test_support::Payload>,
     phases: Mutex<Vec<PhaseCgroupStats>>,
+    payload_results: Mutex<Vec<PayloadResult>>,
 }
 
 impl Ctx {
@@ -75,7 +80,9 @@ impl Ctx {
             entry_name: entry_name.to_string(),
             current_step: AtomicUsize::new(0),
             scheduler: Mutex::new(SchedulerCtl::default()),
+            payload: None,
             phases: Mutex::new(Vec::new()),
+            payload_results: Mutex::new(Vec::new()),
         })
     }
 
@@ -93,11 +100,25 @@ impl Ctx {
         self.current_step.store(i, Ordering::Relaxed);
     }
 
-    fn record(&self, phases: Vec<PhaseCgroupStats>) {
+    fn record(&self, phases: Vec<PhaseCgroupStats>, payloads: Vec<PayloadResult>) {
         self.phases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(phases);
+        self.payload_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(payloads);
+    }
+
+    /// Every payload run so far, in the order they ended.
+    pub fn take_payload_results(&self) -> Vec<PayloadResult> {
+        std::mem::take(
+            &mut *self
+                .payload_results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     /// Every phase measured so far (all scenarios this context ran, in order).

@@ -5,7 +5,7 @@ use std::time::Duration;
 use ktstr_workload::WorkType;
 
 use super::def::{AffinityIntent, CgroupDef, CpusetSpec};
-use crate::test_support::Scheduler;
+use crate::test_support::{Payload, Scheduler};
 
 /// How long a step holds before the next begins.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,6 +137,25 @@ pub enum Op {
         /// Its name.
         cgroup: String,
     },
+    /// Start a payload beside the workers.
+    RunPayload {
+        /// The payload; its binary must be in the guest (`payload` or `workloads`).
+        payload: &'static Payload,
+        /// Its arguments (`None`: its defaults).
+        args: Option<Vec<String>>,
+        /// The cgroup it runs in (`None`: a `payload` cgroup of its own).
+        cgroup: Option<String>,
+    },
+    /// Wait for a running payload to exit (up to the test's duration), then stop it.
+    WaitPayload {
+        /// Its name.
+        name: String,
+    },
+    /// Stop a running payload.
+    KillPayload {
+        /// Its name.
+        name: String,
+    },
     /// Attach a sched_ext scheduler (none may be attached).
     AttachScheduler {
         /// The scheduler; its binary must be in the guest (`scheduler` or `staged_schedulers`).
@@ -235,6 +254,30 @@ impl Op {
         Op::UnfreezeCgroup {
             cgroup: cgroup.into(),
         }
+    }
+    /// Starts `payload` with `args` beside the workers, in a cgroup of its own.
+    pub fn run_payload(payload: &'static Payload, args: &[&str]) -> Op {
+        Op::RunPayload {
+            payload,
+            args: Some(args.iter().map(|a| a.to_string()).collect()),
+            cgroup: None,
+        }
+    }
+    /// Starts `payload` with its default arguments in `cgroup`.
+    pub fn run_payload_in_cgroup(payload: &'static Payload, cgroup: impl Into<String>) -> Op {
+        Op::RunPayload {
+            payload,
+            args: None,
+            cgroup: Some(cgroup.into()),
+        }
+    }
+    /// Waits for a payload to exit.
+    pub fn wait_payload(name: impl Into<String>) -> Op {
+        Op::WaitPayload { name: name.into() }
+    }
+    /// Stops a payload.
+    pub fn kill_payload(name: impl Into<String>) -> Op {
+        Op::KillPayload { name: name.into() }
     }
     /// Attaches `scheduler`.
     pub const fn attach_scheduler(scheduler: &'static Scheduler) -> Op {

@@ -26,6 +26,9 @@ pub struct GuestReport {
     pub phases: Vec<PhaseCgroupStats>,
     /// The CPUs the guest had.
     pub topo: CpuTopo,
+    /// Payload runs, in the order they ended.
+    #[serde(default)]
+    pub payloads: Vec<crate::scenario::PayloadResult>,
     /// Schedulers the test process attached (by scheduler ops), in order.
     #[serde(default)]
     pub schedulers: Vec<crate::sched::SchedulerReport>,
@@ -89,7 +92,7 @@ pub fn run_test_body(name: &str) -> i32 {
         // Several host_only tests may run at once on one host: each gets its own root.
         root = format!("{root}-{}", std::process::id());
     }
-    let (result, phases, topo, schedulers) = match Ctx::new(
+    let (result, phases, topo, schedulers, payloads) = match Ctx::new(
         entry.name,
         &root,
         entry.duration(),
@@ -100,8 +103,10 @@ pub fn run_test_body(name: &str) -> i32 {
             vec![],
             CpuTopo::default(),
             vec![],
+            vec![],
         ),
-        Ok(ctx) => {
+        Ok(mut ctx) => {
+            ctx.payload = entry.payload;
             let body =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.func)(&ctx)));
             let result = match body {
@@ -112,8 +117,9 @@ pub fn run_test_body(name: &str) -> i32 {
             let phases = ctx.take_phases();
             let topo = ctx.topo.clone();
             let schedulers = ctx.lock_scheduler().finish();
+            let payloads = ctx.take_payload_results();
             drop(ctx);
-            (result, phases, topo, schedulers)
+            (result, phases, topo, schedulers, payloads)
         }
     };
     let report = GuestReport {
@@ -121,6 +127,7 @@ pub fn run_test_body(name: &str) -> i32 {
         phases,
         topo,
         schedulers,
+        payloads,
         elapsed_ms: start.elapsed().as_millis() as u64,
     };
     let json = match serde_json::to_string(&report) {
@@ -155,6 +162,7 @@ mod tests {
             phases: vec![],
             topo: CpuTopo::default(),
             schedulers: vec![],
+            payloads: vec![],
             elapsed_ms: 5,
         };
         let text = format!(

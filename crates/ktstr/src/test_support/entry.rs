@@ -3,6 +3,7 @@
 use ktstr_assert::{Assert, AssertResult};
 use ktstr_topology::{Topology, TopologyError};
 
+use super::payload::Payload;
 use super::scheduler::Scheduler;
 use super::VmResult;
 use crate::scenario::Ctx;
@@ -44,6 +45,10 @@ pub struct KtstrTestEntry {
     pub scheduler: &'static Scheduler,
     /// Other schedulers packed into the guest for scheduler ops (`Op::attach_scheduler`).
     pub staged_schedulers: &'static [&'static Scheduler],
+    /// A payload started beside the workers of every scenario the test runs.
+    pub payload: Option<&'static Payload>,
+    /// More payloads packed into the guest for `Op::run_payload`.
+    pub workloads: &'static [&'static Payload],
     /// Arguments appended to the scheduler's own.
     pub extra_sched_args: &'static [&'static str],
     /// Host files or directories copied to `/include-files` in the guest.
@@ -86,6 +91,8 @@ impl KtstrTestEntry {
         watchdog_timeout_s: None,
         scheduler: &Scheduler::EEVDF,
         staged_schedulers: &[],
+        payload: None,
+        workloads: &[],
         extra_sched_args: &[],
         extra_include_files: &[],
         workload_root_cgroup: None,

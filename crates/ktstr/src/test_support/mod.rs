@@ -3,18 +3,21 @@
 //!
 //! - [`entry`]: [`KtstrTestEntry`] and the [`KTSTR_TESTS`] registry.
 //! - [`scheduler`]: [`Scheduler`], [`SchedulerSpec`].
+//! - [`payload`]: [`Payload`]: outside programs run beside the workers.
 //! - [`runner`]: [`run_ktstr_test`], [`VmResult`], per-test records for `cargo ktstr test`.
 //! - [`dispatch`]: [`early_dispatch`]: guest init or one test body, chosen before `main`.
 //! - [`slots`]: how many VMs run at once.
 
 pub mod dispatch;
 pub mod entry;
+pub mod payload;
 pub mod runner;
 pub mod scheduler;
 pub mod slots;
 
 pub use dispatch::{early_dispatch, GuestReport};
 pub use entry::{KtstrTestEntry, PostVmFn, TestFn, DEFAULT_DURATION_S, KTSTR_TESTS};
+pub use payload::Payload;
 pub use runner::{run_ktstr_test, TestRecord, Verdict, VmResult, RESULTS_DIR_ENV};
 pub use scheduler::{Scheduler, SchedulerSpec};
 pub use slots::{vm_slot, VmSlot};

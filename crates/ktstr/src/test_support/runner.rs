@@ -60,6 +60,8 @@ pub struct VmResult {
     pub console_tail: Vec<String>,
     /// Boot to end of the VM.
     pub wall: Duration,
+    /// How each payload run ended.
+    pub payloads: Vec<crate::scenario::PayloadResult>,
     /// What the host-side runqueue monitor saw, when it ran (monitor checks asked for, or
     /// `KTSTR_MONITOR=1`).
     pub monitor: Option<MonitorSummary>,
@@ -317,6 +319,10 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
             }
         }
     }
+    for p in entry.payload.iter().chain(entry.workloads.iter()) {
+        let binary = p.resolve_binary().map_err(Unrunnable::Error)?;
+        opts.extra_files.push((p.guest_path(), binary));
+    }
     opts.memory_mib = entry.memory_mib;
     opts.timeout = entry.duration() + RUN_MARGIN;
     opts.include_files = include_files(entry)?;
@@ -489,6 +495,7 @@ fn absorb_report(
     match GuestReport::from_stdout(stdout) {
         Some(report) => {
             schedulers = report.schedulers;
+            vm.payloads = report.payloads;
             vm.phases = report.phases;
             vm.topo = Some(report.topo);
             match report.result {
@@ -614,6 +621,7 @@ mod tests {
             phases: vec![],
             topo: CpuTopo::default(),
             schedulers: vec![],
+            payloads: vec![],
             elapsed_ms: 1,
         };
         let stdout = format!(
