@@ -1,7 +1,5 @@
 //! What a worker does in its loop: the [`WorkType`] catalogue.
 
-use serde::{Deserialize, Serialize};
-
 use crate::WorkloadError;
 
 /// What a worker does in its loop. A work unit is the variant's natural step.
@@ -9,7 +7,7 @@ use crate::WorkloadError;
 /// `Custom` values compare equal when name and function address match (function
 /// addresses are only a best-effort identity).
 #[allow(unpredictable_function_pointer_comparisons)]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WorkType {
     /// Busy loop; one unit is a 1024-iteration spin.
     SpinWait,
@@ -78,7 +76,6 @@ pub enum WorkType {
         phases: Vec<(WorkType, u64)>,
     },
     /// A user function called repeatedly; it returns the work units it did.
-    #[serde(skip)]
     Custom {
         /// Name reported as the work type.
         name: &'static str,
@@ -87,85 +84,27 @@ pub enum WorkType {
     },
 }
 
-/// The serialisable variants, as read back (`Custom` cannot be; its `&'static str` would
-/// otherwise tie deserialisation to `'static` input).
-#[derive(Deserialize)]
-enum Stored {
-    SpinWait,
-    YieldHeavy,
-    Mixed,
-    Bursty {
-        burst_ms: u64,
-        sleep_ms: u64,
-    },
-    PipeIo {
-        burst_iters: u64,
-    },
-    FutexPingPong {
-        spin_iters: u64,
-    },
-    WakeChain {
-        depth: usize,
-    },
-    FutexFanOut {
-        fan_out: usize,
-    },
-    ForkExit,
-    NiceSweep,
-    AffinityChurn {
-        spin_iters: u64,
-    },
-    CachePressure {
-        size_kb: usize,
-        stride: usize,
-    },
-    PageFaultChurn {
-        region_kb: usize,
-        touches_per_cycle: usize,
-    },
-    TimerLatency {
-        interval_us: u64,
-    },
-    Sequence {
-        phases: Vec<(WorkType, u64)>,
-    },
-}
-
-impl<'de> Deserialize<'de> for WorkType {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Stored::deserialize(deserializer).map(Self::from)
-    }
-}
-
-impl From<Stored> for WorkType {
-    fn from(stored: Stored) -> Self {
-        match stored {
-            Stored::SpinWait => Self::SpinWait,
-            Stored::YieldHeavy => Self::YieldHeavy,
-            Stored::Mixed => Self::Mixed,
-            Stored::Bursty { burst_ms, sleep_ms } => Self::Bursty { burst_ms, sleep_ms },
-            Stored::PipeIo { burst_iters } => Self::PipeIo { burst_iters },
-            Stored::FutexPingPong { spin_iters } => Self::FutexPingPong { spin_iters },
-            Stored::WakeChain { depth } => Self::WakeChain { depth },
-            Stored::FutexFanOut { fan_out } => Self::FutexFanOut { fan_out },
-            Stored::ForkExit => Self::ForkExit,
-            Stored::NiceSweep => Self::NiceSweep,
-            Stored::AffinityChurn { spin_iters } => Self::AffinityChurn { spin_iters },
-            Stored::CachePressure { size_kb, stride } => Self::CachePressure { size_kb, stride },
-            Stored::PageFaultChurn {
-                region_kb,
-                touches_per_cycle,
-            } => Self::PageFaultChurn {
-                region_kb,
-                touches_per_cycle,
-            },
-            Stored::TimerLatency { interval_us } => Self::TimerLatency { interval_us },
-            Stored::Sequence { phases } => Self::Sequence { phases },
-        }
-    }
-}
-
 impl WorkType {
+    /// Every built-in work type with its default parameters (all but `Sequence` and `Custom`).
+    pub fn builtin() -> Vec<WorkType> {
+        vec![
+            WorkType::SpinWait,
+            WorkType::YieldHeavy,
+            WorkType::Mixed,
+            WorkType::bursty(),
+            WorkType::pipe_io(),
+            WorkType::futex_ping_pong(),
+            WorkType::wake_chain(),
+            WorkType::futex_fan_out(),
+            WorkType::ForkExit,
+            WorkType::NiceSweep,
+            WorkType::affinity_churn(),
+            WorkType::cache_pressure(),
+            WorkType::page_fault_churn(),
+            WorkType::timer_latency(),
+        ]
+    }
+
     /// `Bursty` spinning 10 ms then sleeping 10 ms.
     pub fn bursty() -> Self {
         Self::Bursty {
@@ -365,24 +304,10 @@ mod tests {
     }
 
     fn all_defaults() -> Vec<WorkType> {
-        vec![
-            WorkType::SpinWait,
-            WorkType::YieldHeavy,
-            WorkType::Mixed,
-            WorkType::bursty(),
-            WorkType::pipe_io(),
-            WorkType::futex_ping_pong(),
-            WorkType::wake_chain(),
-            WorkType::futex_fan_out(),
-            WorkType::ForkExit,
-            WorkType::NiceSweep,
-            WorkType::affinity_churn(),
-            WorkType::cache_pressure(),
-            WorkType::page_fault_churn(),
-            WorkType::timer_latency(),
-            WorkType::sequence(vec![(WorkType::SpinWait, 10)]),
-            WorkType::custom("mine", seven),
-        ]
+        let mut all = WorkType::builtin();
+        all.push(WorkType::sequence(vec![(WorkType::SpinWait, 10)]));
+        all.push(WorkType::custom("mine", seven));
+        all
     }
 
     #[test]
@@ -472,20 +397,5 @@ mod tests {
         let mut seen = Vec::new();
         seq.for_each_leaf(&mut |i, w| seen.push((i, w.name())));
         assert_eq!(seen, [(0, "SpinWait"), (1, "PipeIo"), (2, "ForkExit")]);
-    }
-
-    #[test]
-    fn serde_round_trip_except_custom() {
-        let seq = WorkType::sequence(vec![(WorkType::bursty(), 5), (WorkType::pipe_io(), 5)]);
-        let text = serde_json::to_string(&seq).unwrap();
-        assert_eq!(serde_json::from_str::<WorkType>(&text).unwrap(), seq);
-        // Deserialises from borrowed, non-'static input.
-        let owned = String::from(r#"{"PipeIo":{"burst_iters":3}}"#);
-        assert_eq!(
-            serde_json::from_str::<WorkType>(&owned).unwrap(),
-            WorkType::PipeIo { burst_iters: 3 }
-        );
-        assert!(serde_json::from_str::<WorkType>(r#"{"Custom":{}}"#).is_err());
-        assert!(serde_json::to_string(&WorkType::custom("x", seven)).is_err());
     }
 }

@@ -261,21 +261,9 @@ pub fn cgroup_rapid_churn(ctx: &Ctx) -> Result<AssertResult> {
     )
 }
 
-/// Stress: every work type at once, one cgroup each.
+/// Stress: every built-in work type at once, one cgroup each.
 pub fn workload_variety(ctx: &Ctx) -> Result<AssertResult> {
-    let kinds = [
-        WorkType::SpinWait,
-        WorkType::YieldHeavy,
-        WorkType::Mixed,
-        WorkType::bursty(),
-        WorkType::pipe_io(),
-        WorkType::futex_ping_pong(),
-        WorkType::futex_fan_out(),
-        WorkType::ForkExit,
-        WorkType::cache_pressure(),
-        WorkType::page_fault_churn(),
-        WorkType::timer_latency(),
-    ];
+    let kinds = WorkType::builtin();
     let defs = kinds
         .into_iter()
         .map(|k| {

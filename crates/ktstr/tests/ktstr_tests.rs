@@ -35,7 +35,7 @@ fn cpusets_hold_per_llc(ctx: &Ctx) -> Result<AssertResult> {
 #[ktstr_test(llcs = 2, cores = 2, threads = 1, duration_s = 2, not_stuck, isolation)]
 fn every_scenario_passes_under_eevdf(ctx: &Ctx) -> Result<AssertResult> {
     type Scenario = fn(&Ctx) -> Result<AssertResult>;
-    let all: [(&str, Scenario); 15] = [
+    let all: [(&str, Scenario); 16] = [
         ("steady", scenarios::steady),
         ("steady_llc", scenarios::steady_llc),
         ("oversubscribed", scenarios::oversubscribed),
@@ -51,6 +51,7 @@ fn every_scenario_passes_under_eevdf(ctx: &Ctx) -> Result<AssertResult> {
         ("nested_task_move", scenarios::nested_task_move),
         ("cgroup_per_cpu", scenarios::cgroup_per_cpu),
         ("cgroup_rapid_churn", scenarios::cgroup_rapid_churn),
+        ("workload_variety", scenarios::workload_variety),
     ];
     let mut total = AssertResult::pass();
     for (name, run) in all {
