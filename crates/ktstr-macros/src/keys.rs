@@ -76,6 +76,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("max_wake_latency_cv"),
     v("min_iteration_rate"),
     v("max_migration_ratio"),
+    v("max_weight_error_pct"),
     v("max_imbalance_ratio"),
     v("max_local_dsq_depth"),
     b("fail_on_rq_clock_stuck"),

@@ -331,3 +331,37 @@ fn dd_ran_to_the_end(vm: &VmResult) -> Result<()> {
     );
     Ok(())
 }
+
+/// Fair shares: two cgroups on one CPU with cpu.weight 100 and 300 get a quarter and three
+/// quarters of it, within 20 % of those shares.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 3,
+    not_stuck,
+    max_weight_error_pct = 20.0
+)]
+fn cpu_weights_are_honoured(ctx: &Ctx) -> Result<AssertResult> {
+    let one_cpu = CpusetSpec::exact([0]);
+    let r = execute_defs(
+        ctx,
+        vec![
+            CgroupDef::named("light")
+                .workers(2)
+                .cpu_weight(100)
+                .cpuset(one_cpu.clone()),
+            CgroupDef::named("heavy")
+                .workers(2)
+                .cpu_weight(300)
+                .cpuset(one_cpu),
+        ],
+    )?;
+    let light = r.stats["light"].total_cpu_time_ns as f64;
+    let heavy = r.stats["heavy"].total_cpu_time_ns as f64;
+    ensure!(
+        heavy > 2.0 * light,
+        "weights had no effect: {light} vs {heavy} ns: {r}"
+    );
+    Ok(r)
+}
