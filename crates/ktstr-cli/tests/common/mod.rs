@@ -1,10 +1,8 @@
-//! What the VM test files share: the prerequisites check, the one-VM-at-a-time lock,
+//! What the VM test files share: the prerequisites check, the VM slots,
 //! the kernel they boot, and running the ktstr binary.
 
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -48,12 +46,11 @@ pub fn test_kernel() -> Option<&'static str> {
         .as_deref()
 }
 
-/// Holds the VM lock while a test runs: VMs run one at a time, steady on a 2-CPU host.
-pub struct VmSlot {
-    _lock: File,
-}
+/// Holds a VM slot while a test runs: the same slots `#[ktstr_test]`s take
+/// (`ktstr::test_support::vm_slot`), so every VM test of the workspace shares one limit.
+pub type VmSlot = ktstr::test_support::VmSlot;
 
-/// The VM lock, or `None` (after saying why) when QEMU or a kernel is missing.
+/// A VM slot, or `None` (after saying why) when QEMU or a kernel is missing.
 pub fn vm_slot() -> Option<VmSlot> {
     let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
     if qemu.is_err() {
@@ -64,12 +61,7 @@ pub fn vm_slot() -> Option<VmSlot> {
         skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
         return None;
     }
-    let path = std::env::temp_dir().join("ktstr-vm-tests.lock");
-    let lock = File::create(&path).expect("lock file");
-    // SAFETY: flock on a file we own; blocks until the other VM test finishes.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock failed");
-    Some(VmSlot { _lock: lock })
+    Some(ktstr::test_support::vm_slot().expect("VM slot lock"))
 }
 
 /// Runs ktstr with `args`, booting [`test_kernel`] unless `args` say otherwise.
