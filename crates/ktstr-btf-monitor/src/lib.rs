@@ -11,15 +11,19 @@
 //! - [`translate`]: kernel virtual to guest physical (direct map, kernel image, x86-64
 //!   4- and 5-level page walks) and per-CPU variable addresses.
 //! - [`sampler`]: per-CPU runqueue samples (`nr_running`, current task, rq clock, ...) and
-//!   sched_ext's state, resolved once and then read cheaply.
+//!   sched_ext's state (enable state, event counters, global and bypass DSQ depths),
+//!   resolved once and then read cheaply.
 //! - [`checks`]: the monitor checks (`max_imbalance_ratio`, `max_local_dsq_depth`, a stuck
 //!   rq clock, a watchdog-free stall detector) over a sequence of samples.
+//! - [`capture`]: record the pages a sample reads and write them as a small ELF core,
+//!   for fixtures replayed without a VM.
 //! - [`trace`]: a Chrome/Perfetto trace of per-CPU running tasks and queue depths.
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("ktstr-btf-monitor supports 64-bit hosts only");
 
 pub mod btf;
+pub mod capture;
 pub mod checks;
 pub mod memory;
 pub mod sampler;
@@ -33,8 +37,8 @@ pub use memory::{
     BufferMemory, ElfCore, GuestMemory, MemError, PcRamLayout, QemuCpuState, RamFiles, RamRegion,
 };
 pub use sampler::{
-    CpuRegs, CpuSample, KernelAddrs, RqLayout, RqSample, Sample, Sampler, SamplerError, ScxSample,
-    SetupInfo,
+    CpuRegs, CpuSample, DsqKind, DsqSample, KernelAddrs, RqLayout, RqSample, Sample, Sampler,
+    SamplerError, ScxSample, SetupInfo,
 };
 pub use symbols::{Symbol, SymbolError, SymbolTable};
 pub use trace::TraceWriter;

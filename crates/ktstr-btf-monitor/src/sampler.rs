@@ -16,11 +16,15 @@
 //! `__per_cpu_offset[cpu]` and the result is kept in [`SetupInfo::notes`].
 //!
 //! [`Sampler::sample`] then reads one span of each `rq` and of its current task, plus
-//! two words of sched_ext state: a few microseconds per CPU with no page walk. The guest
+//! sched_ext's state: its enable state and, while a scheduler is attached (`scx_root`),
+//! its per-CPU event counters (summed over CPUs) and the depths of its global (per
+//! NUMA node) and bypass (per CPU) DSQs. That is a few microseconds per CPU. The guest
 //! keeps running while it is read, so a sample is not an atomic snapshot; a CPU whose
 //! read fails gets an `error` instead of values and the others are still reported.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::btf::{resolve, Btf, BtfError, Field, Kind, TypeBody};
 use crate::memory::GuestMemory;
@@ -33,6 +37,8 @@ const KERNEL_BIT: u64 = 1 << 63;
 const PTI_USER_BIT: u64 = 1 << 12;
 /// Longest span of a struct read per sample (guards against absurd BTF offsets).
 const MAX_SPAN: u32 = 64 << 10;
+/// Most NUMA nodes whose global DSQs are read (guards against an absurd `nr_node_ids`).
+const MAX_NODES: u32 = 1024;
 
 /// Errors from setting up a [`Sampler`].
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +85,7 @@ pub enum SamplerError {
 }
 
 /// One vCPU's registers, as far as the sampler needs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuRegs {
     /// vCPU index.
     pub cpu: u32,
@@ -110,11 +116,13 @@ pub struct KernelAddrs {
     pub scx_enable_state: Option<u64>,
     /// sched_ext's `scx_root` (`struct scx_sched *`).
     pub scx_root: Option<u64>,
+    /// `nr_node_ids` (`unsigned int`): NUMA node ids in use; absent without `CONFIG_NUMA`.
+    pub nr_node_ids: Option<u64>,
 }
 
 impl KernelAddrs {
-    /// Symbols to ask the guest's `/proc/kallsyms` for; the last two are optional.
-    pub const WANTED: [&'static str; 7] = [
+    /// Symbols to ask the guest's `/proc/kallsyms` for; the last three are optional.
+    pub const WANTED: [&'static str; 8] = [
         "runqueues",
         "__per_cpu_offset",
         "page_offset_base",
@@ -122,6 +130,7 @@ impl KernelAddrs {
         "init_top_pgt",
         "scx_enable_state_var",
         "scx_root",
+        "nr_node_ids",
     ];
 
     /// Picks the addresses out of a symbol table (vmlinux symbols, not modules').
@@ -140,6 +149,7 @@ impl KernelAddrs {
             init_top_pgt: need("init_top_pgt")?,
             scx_enable_state: get("scx_enable_state_var"),
             scx_root: get("scx_root"),
+            nr_node_ids: get("nr_node_ids"),
         })
     }
 }
@@ -155,6 +165,43 @@ pub struct ScxLayout {
     pub exit_kind: Option<Field>,
     /// `scx_sched.ops.name`.
     pub ops_name: Option<Field>,
+    /// Per-CPU state off `scx_sched`: event counters and bypass DSQs.
+    pub pcpu: Option<ScxPcpuLayout>,
+    /// Per-node global DSQs off `scx_sched`.
+    pub global_dsqs: Option<GlobalDsqLayout>,
+}
+
+/// A DSQ's `nr` and `id`, at offsets inside the struct that holds the DSQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DsqFields {
+    /// `scx_dispatch_q.nr`: tasks queued.
+    pub nr: Field,
+    /// `scx_dispatch_q.id`: the DSQ id (`SCX_DSQ_GLOBAL`, `SCX_DSQ_BYPASS`, ...).
+    pub id: Field,
+}
+
+/// sched_ext's per-CPU state: a `__percpu` pointer in `scx_sched` and what it points to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScxPcpuLayout {
+    /// The `__percpu` pointer: `scx_sched.pcpu` (7.x) or `scx_sched.event_stats_cpu`.
+    pub ptr: Field,
+    /// Each `s64` member of `scx_event_stats`: its name (`SCX_EV_` stripped, lowercase)
+    /// and its offset in the per-CPU struct.
+    pub events: Vec<(String, u32)>,
+    /// The per-CPU bypass DSQ (`scx_sched_pcpu.bypass_dsq`), when the kernel has one.
+    pub bypass_dsq: Option<DsqFields>,
+    /// Bytes `start..end` of the per-CPU struct read per CPU and sample.
+    pub span: (u32, u32),
+}
+
+/// sched_ext's global DSQs: `scx_sched.pnode[node]->global_dsq` (7.x) or
+/// `scx_sched.global_dsqs[node]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalDsqLayout {
+    /// The pointer to the array of per-node pointers.
+    pub ptr: Field,
+    /// The DSQ's fields inside each per-node object.
+    pub dsq: DsqFields,
 }
 
 /// Where the sampled members live, resolved once from BTF.
@@ -212,6 +259,101 @@ fn enum_names(btf: &Btf, name: &str, prefix: &str) -> Vec<(i64, String)> {
     }
 }
 
+/// `nr` and `id` of the DSQ at `path` (`""` for the struct itself) in `ty`.
+fn dsq_fields(btf: &Btf, ty: &str, path: &str) -> Option<DsqFields> {
+    let at = |m: &str| match path {
+        "" => resolve(btf, ty, m).ok(),
+        p => resolve(btf, ty, &format!("{p}.{m}")).ok(),
+    };
+    Some(DsqFields {
+        nr: at("nr")?,
+        id: at("id")?,
+    })
+}
+
+/// Every 8-byte signed integer member of `struct scx_event_stats`, by its kernel name
+/// (`SCX_EV_SELECT_CPU_FALLBACK` -> `select_cpu_fallback`), at `base` + its offset.
+fn event_members(btf: &Btf, base: u32) -> Vec<(String, u32)> {
+    let Some(t) = btf
+        .find_struct("scx_event_stats")
+        .ok()
+        .and_then(|id| btf.get(id))
+    else {
+        return Vec::new();
+    };
+    t.members()
+        .iter()
+        .filter(|m| m.bitfield_size == 0 && m.bit_offset % 8 == 0)
+        .filter(|m| {
+            let ty = btf.skip_modifiers(m.ty).ok().and_then(|id| btf.get(id));
+            matches!(
+                ty.map(|t| &t.body),
+                Some(TypeBody::Int { size: 8, encoding, .. }) if encoding & 1 != 0
+            )
+        })
+        .filter_map(|m| {
+            let n = btf.str_at(m.name_off);
+            let off = base.checked_add(m.bit_offset / 8)?;
+            (!n.is_empty()).then(|| {
+                let short = n.strip_prefix("SCX_EV_").unwrap_or(n);
+                (short.to_ascii_lowercase(), off)
+            })
+        })
+        .collect()
+}
+
+/// The per-CPU state of `scx_sched`: `pcpu -> scx_sched_pcpu { event_stats, bypass_dsq }`
+/// (7.x), else `event_stats_cpu -> scx_event_stats` (6.16 and 6.17).
+fn scx_pcpu_layout(btf: &Btf) -> Option<ScxPcpuLayout> {
+    let (ptr, events, bypass_dsq) = match (
+        resolve(btf, "scx_sched", "pcpu"),
+        resolve(btf, "scx_sched_pcpu", "event_stats"),
+    ) {
+        (Ok(ptr), Ok(ev)) => (
+            ptr,
+            event_members(btf, ev.offset_bytes),
+            dsq_fields(btf, "scx_sched_pcpu", "bypass_dsq"),
+        ),
+        _ => (
+            resolve(btf, "scx_sched", "event_stats_cpu").ok()?,
+            event_members(btf, 0),
+            None,
+        ),
+    };
+    if ptr.size != 8 || (events.is_empty() && bypass_dsq.is_none()) {
+        return None;
+    }
+    let mut fields: Vec<Field> = events
+        .iter()
+        .map(|(_, off)| Field {
+            offset_bytes: *off,
+            bit_offset: off.saturating_mul(8),
+            bit_size: 64,
+            size: 8,
+            type_id: ptr.type_id,
+        })
+        .collect();
+    fields.extend(bypass_dsq.iter().flat_map(|d| [d.nr, d.id]));
+    Some(ScxPcpuLayout {
+        ptr,
+        events,
+        bypass_dsq,
+        span: span(&fields),
+    })
+}
+
+/// `scx_sched.pnode[node]->global_dsq` (7.x), else `scx_sched.global_dsqs[node]`.
+fn global_dsq_layout(btf: &Btf) -> Option<GlobalDsqLayout> {
+    let (ptr, dsq) = match resolve(btf, "scx_sched", "pnode") {
+        Ok(p) => (p, dsq_fields(btf, "scx_sched_pnode", "global_dsq")?),
+        Err(_) => (
+            resolve(btf, "scx_sched", "global_dsqs").ok()?,
+            dsq_fields(btf, "scx_dispatch_q", "")?,
+        ),
+    };
+    (ptr.size == 8).then_some(GlobalDsqLayout { ptr, dsq })
+}
+
 impl RqLayout {
     /// Resolves the layout; sched_ext and fair-class fields are optional.
     pub fn from_btf(btf: &Btf) -> Result<Self, SamplerError> {
@@ -230,6 +372,8 @@ impl RqLayout {
                 .or_else(|_| resolve(btf, "scx_sched", "exit_kind"))
                 .ok(),
             ops_name: resolve(btf, "scx_sched", "ops.name").ok(),
+            pcpu: scx_pcpu_layout(btf),
+            global_dsqs: global_dsq_layout(btf),
         });
         Ok(RqLayout {
             cpu: f("rq", "cpu")?,
@@ -342,6 +486,33 @@ pub struct CpuSample {
     pub error: Option<String>,
 }
 
+/// What kind of DSQ a [`DsqSample`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DsqKind {
+    /// A global DSQ (`SCX_DSQ_GLOBAL`), one per NUMA node.
+    Global,
+    /// A bypass DSQ (`SCX_DSQ_BYPASS`), one per CPU.
+    Bypass,
+}
+
+/// One built-in DSQ of the attached scheduler at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DsqSample {
+    /// `dsq.id` as read from the guest (`SCX_DSQ_GLOBAL` is `1 << 63 | 1`).
+    pub id: u64,
+    /// Global or bypass.
+    pub kind: DsqKind,
+    /// The NUMA node of a global DSQ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<u32>,
+    /// The CPU of a bypass DSQ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// `dsq.nr`: tasks queued.
+    pub nr: u32,
+}
+
 /// sched_ext's global state at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScxSample {
@@ -353,6 +524,18 @@ pub struct ScxSample {
     /// The attached scheduler's exit kind (`none` while it runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_kind: Option<String>,
+    /// The attached scheduler's event counters summed over CPUs, by the kernel's names
+    /// (`SCX_EV_SELECT_CPU_FALLBACK` -> `select_cpu_fallback`); empty when the kernel has
+    /// none, no scheduler is attached, or a CPU's counters could not be read.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub events: BTreeMap<String, i64>,
+    /// Depths of the attached scheduler's global and bypass DSQs (per-CPU local DSQs are
+    /// in [`RqSample::scx_local_dsq_nr`]; user DSQs are not read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dsqs: Vec<DsqSample>,
+    /// The first failure reading the scheduler's per-CPU or per-node state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One sample of every CPU.
@@ -376,6 +559,8 @@ pub struct Sampler<M> {
     task_span: (u32, u32),
     rq_buf: Vec<u8>,
     task_buf: Vec<u8>,
+    scx_buf: Vec<u8>,
+    nr_nodes: u32,
 }
 
 impl<M> std::fmt::Debug for Sampler<M> {
@@ -501,11 +686,37 @@ impl<M: GuestMemory> Sampler<M> {
             .iter()
             .map(|o| addrs.runqueues.wrapping_add(*o))
             .collect();
+        let nr_nodes = match addrs.nr_node_ids {
+            None => 1,
+            Some(va) => {
+                let mut b = [0u8; 4];
+                t.read_virt(&mem, va, &mut b)
+                    .map_err(|source| SamplerError::Read {
+                        what: "nr_node_ids".into(),
+                        source,
+                    })?;
+                let n = u32::from_le_bytes(b);
+                if n == 0 || n > MAX_NODES {
+                    return Err(SamplerError::Inconsistent {
+                        what: format!("nr_node_ids is {n}"),
+                    });
+                }
+                n
+            }
+        };
+        notes.push(format!("nr_node_ids = {nr_nodes}"));
         let rq_span = span(&layout.rq_fields());
         let task_span = span(&[layout.pid, layout.comm]);
+        let scx_len = layout
+            .scx
+            .as_ref()
+            .and_then(|l| l.pcpu.as_ref())
+            .map_or(0, |p| p.span.1 - p.span.0);
         let mut s = Sampler {
             rq_buf: vec![0; (rq_span.1 - rq_span.0) as usize],
             task_buf: vec![0; (task_span.1 - task_span.0) as usize],
+            scx_buf: vec![0; scx_len as usize],
+            nr_nodes,
             mem,
             t,
             layout,
@@ -613,7 +824,7 @@ impl<M: GuestMemory> Sampler<M> {
         Ok(rq)
     }
 
-    fn sample_scx(&self) -> Option<ScxSample> {
+    fn sample_scx(&mut self) -> Option<ScxSample> {
         let l = self.layout.scx.as_ref()?;
         let va = self.addrs.scx_enable_state?;
         let name = |table: &[(i64, String)], v: u64| {
@@ -633,6 +844,9 @@ impl<M: GuestMemory> Sampler<M> {
             state,
             ops: None,
             exit_kind: None,
+            events: BTreeMap::new(),
+            dsqs: Vec::new(),
+            error: None,
         };
         let sch = self
             .addrs
@@ -665,9 +879,131 @@ impl<M: GuestMemory> Sampler<M> {
                     out.ops = Some(c_string(&b, 0, b.len() as u32));
                 }
             }
+            let read_ptr = |f: Field| {
+                self.t
+                    .read_virt_u64(&self.mem, sch.wrapping_add(u64::from(f.offset_bytes)))
+            };
+            if let Some(p) = &l.pcpu {
+                let r = read_ptr(p.ptr).and_then(|pcpu| {
+                    sample_pcpu(
+                        &self.t,
+                        &self.mem,
+                        p,
+                        pcpu,
+                        &self.info.per_cpu_offsets,
+                        &mut self.scx_buf,
+                        &mut out,
+                    )
+                });
+                if let Err(e) = r {
+                    out.events.clear();
+                    out.error.get_or_insert_with(|| error_chain(&e));
+                }
+            }
+            if let Some(g) = &l.global_dsqs {
+                let r = read_ptr(g.ptr).and_then(|arr| {
+                    sample_global_dsqs(&self.t, &self.mem, g, arr, self.nr_nodes, &mut out)
+                });
+                if let Err(e) = r {
+                    out.error.get_or_insert_with(|| error_chain(&e));
+                }
+            }
         }
         Some(out)
     }
+}
+
+/// Reads `nr` and `id` of the DSQ whose container starts at `base`.
+fn read_dsq(
+    t: &Translator,
+    mem: &dyn GuestMemory,
+    d: &DsqFields,
+    base: u64,
+) -> Result<(u32, u64), TranslateError> {
+    let (start, end) = span(&[d.nr, d.id]);
+    let mut b = [0u8; 64];
+    let len = ((end - start) as usize).min(b.len());
+    t.read_virt(mem, base.wrapping_add(u64::from(start)), &mut b[..len])?;
+    let nr = value(&d.nr, &b[..len], start).unwrap_or(0) as u32;
+    let id = value(&d.id, &b[..len], start).unwrap_or(0);
+    Ok((nr, id))
+}
+
+/// Sums the event counters of every CPU's copy of the per-CPU struct at `pcpu` and
+/// reads each CPU's bypass DSQ.
+fn sample_pcpu(
+    t: &Translator,
+    mem: &dyn GuestMemory,
+    p: &ScxPcpuLayout,
+    pcpu: u64,
+    offsets: &[u64],
+    buf: &mut [u8],
+    out: &mut ScxSample,
+) -> Result<(), TranslateError> {
+    let mut sums = vec![0i64; p.events.len()];
+    for (cpu, off) in offsets.iter().enumerate() {
+        let base = pcpu.wrapping_add(*off);
+        t.read_virt(mem, base.wrapping_add(u64::from(p.span.0)), buf)?;
+        let at = |o: u32| {
+            let i = o.checked_sub(p.span.0)? as usize;
+            let b = buf.get(i..i + 8)?;
+            Some(i64::from_le_bytes(b.try_into().ok()?))
+        };
+        for (sum, (_, o)) in sums.iter_mut().zip(&p.events) {
+            *sum = sum.wrapping_add(at(*o).unwrap_or(0));
+        }
+        if let Some(d) = &p.bypass_dsq {
+            let nr = value(&d.nr, buf, p.span.0).unwrap_or(0) as u32;
+            let id = value(&d.id, buf, p.span.0).unwrap_or(0);
+            out.dsqs.push(DsqSample {
+                id,
+                kind: DsqKind::Bypass,
+                node: None,
+                cpu: Some(cpu as u32),
+                nr,
+            });
+        }
+    }
+    out.events = p
+        .events
+        .iter()
+        .zip(sums)
+        .map(|((name, _), v)| (name.clone(), v))
+        .collect();
+    Ok(())
+}
+
+/// Reads the global DSQ of each of `nodes` nodes from the pointer array at `arr`;
+/// null entries (nodes never possible) are skipped.
+fn sample_global_dsqs(
+    t: &Translator,
+    mem: &dyn GuestMemory,
+    g: &GlobalDsqLayout,
+    arr: u64,
+    nodes: u32,
+    out: &mut ScxSample,
+) -> Result<(), TranslateError> {
+    let mut raw = vec![0u8; nodes as usize * 8];
+    t.read_virt(mem, arr, &mut raw)?;
+    let mut global = Vec::new();
+    for (node, p) in raw.chunks_exact(8).enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(p);
+        let p = u64::from_le_bytes(w);
+        if p == 0 {
+            continue;
+        }
+        let (nr, id) = read_dsq(t, mem, &g.dsq, p)?;
+        global.push(DsqSample {
+            id,
+            kind: DsqKind::Global,
+            node: Some(node as u32),
+            cpu: None,
+            nr,
+        });
+    }
+    out.dsqs.splice(0..0, global);
+    Ok(())
 }
 
 fn walker_la57(regs: &[CpuRegs]) -> bool {

@@ -16,14 +16,25 @@ const V_POB: u64 = 0x5008;
 const V_PCPU: u64 = 0x5100;
 const V_SCX_STATE: u64 = 0x5200;
 const V_SCX_ROOT: u64 = 0x5208;
+const V_NR_NODES: u64 = 0x5210;
 const V_RUNQUEUES: u64 = 0x8000;
 /// Physical homes of the per-CPU runqueues, tasks and the scx_sched.
 const RQ_PHYS: u64 = 0x30_0000;
 const SCH_PHYS: u64 = 0x31_0000;
 const TASK_PHYS: u64 = 0x32_0000;
+/// Per-CPU `scx_sched_pcpu` copies (CPU n at `PCPU_PHYS + n * 0x1000`), the `pnode`
+/// pointer array and node 0's `scx_sched_pnode`.
+const PCPU_PHYS: u64 = 0x33_0000;
+const PNODES_PHYS: u64 = 0x34_0000;
+const PNODE0_PHYS: u64 = 0x34_1000;
+const SCX_DSQ_GLOBAL: u64 = 1 << 63 | 1;
+const SCX_DSQ_BYPASS: u64 = 1 << 63 | 3;
 
 /// `struct rq` of the synthetic kernel: nr_running@0 cpu@4 curr@8 idle@16
-/// nr_switches@24 cfs@32 (h_nr_queued@36) scx@64 (local_dsq.nr@72, nr_running@84) clock@128.
+/// nr_switches@24 cfs@32 (h_nr_queued@36) scx@64 (local_dsq.nr@72, nr_running@84) clock@128;
+/// `scx_sched`: ops.name@0 exit_kind@40 pcpu@48 pnode@56; `scx_sched_pcpu`: event_stats@8
+/// (two `s64` counters and an `int` that is not one) bypass_dsq@32 (id@32 nr@40);
+/// `scx_sched_pnode`: global_dsq@8.
 fn btf() -> Btf {
     let mut b = BtfBuilder::new(false);
     let int = b.int("int", 4, 32, 1);
@@ -40,7 +51,12 @@ fn btf() -> Btf {
     );
     let tp = b.ptr(task);
     let cfs = b.composite("cfs_rq", false, 16, &[("h_nr_queued", u32t, 32, 0)]);
-    let dsq = b.composite("scx_dispatch_q", false, 16, &[("nr", u32t, 64, 0)]);
+    let dsq = b.composite(
+        "scx_dispatch_q",
+        false,
+        16,
+        &[("id", u64t, 0, 0), ("nr", u32t, 64, 0)],
+    );
     let scx = b.composite(
         "scx_rq",
         false,
@@ -80,11 +96,42 @@ fn btf() -> Btf {
     let atomic = b.composite("", false, 4, &[("counter", int, 0, 0)]);
     let atomic_t = b.refer(Kind::Typedef, "atomic_t", atomic);
     let ops = b.composite("sched_ext_ops", false, 32, &[("name", name, 0, 0)]);
+    let s64 = b.int("long long int", 8, 64, 1);
+    let s64t = b.refer(Kind::Typedef, "s64", s64);
+    let stats = b.composite(
+        "scx_event_stats",
+        false,
+        24,
+        &[
+            ("SCX_EV_SELECT_CPU_FALLBACK", s64t, 0, 0),
+            ("SCX_EV_BYPASS_DURATION", s64t, 64, 0),
+            ("not_an_event", int, 128, 0),
+        ],
+    );
+    let pcpu = b.composite(
+        "scx_sched_pcpu",
+        false,
+        48,
+        &[
+            ("flags", u64t, 0, 0),
+            ("event_stats", stats, 64, 0),
+            ("bypass_dsq", dsq, 256, 0),
+        ],
+    );
+    let pnode = b.composite("scx_sched_pnode", false, 24, &[("global_dsq", dsq, 64, 0)]);
+    let pcpu_p = b.ptr(pcpu);
+    let pnode_p = b.ptr(pnode);
+    let pnode_pp = b.ptr(pnode_p);
     b.composite(
         "scx_sched",
         false,
         64,
-        &[("ops", ops, 0, 0), ("exit_kind", atomic_t, 40 * 8, 0)],
+        &[
+            ("ops", ops, 0, 0),
+            ("exit_kind", atomic_t, 40 * 8, 0),
+            ("pcpu", pcpu_p, 48 * 8, 0),
+            ("pnode", pnode_pp, 56 * 8, 0),
+        ],
     );
     Btf::parse(&b.finish()).expect("synthetic BTF parses")
 }
@@ -135,6 +182,24 @@ impl Guest {
         g.u64(Self::img(V_SCX_ROOT), POB + SCH_PHYS);
         g.put(SCH_PHYS, b"test_ops\0");
         g.u32(SCH_PHYS + 40, 0);
+        // scx_sched.pcpu: the __percpu pointer whose CPU-n copy is at PCPU_PHYS + n * 0x1000.
+        let off0 = (POB + RQ_PHYS).wrapping_sub(va(V_RUNQUEUES));
+        g.u64(SCH_PHYS + 48, (POB + PCPU_PHYS).wrapping_sub(off0));
+        for (cpu, fallback, bypass_ns, bypass_nr) in [(0u64, 3i64, 100i64, 0u32), (1, 4, -1, 2)] {
+            let p = PCPU_PHYS + cpu * 0x1000;
+            g.u64(p + 8, fallback as u64);
+            g.u64(p + 16, bypass_ns as u64);
+            g.u32(p + 24, 0xdead);
+            g.u64(p + 32, SCX_DSQ_BYPASS);
+            g.u32(p + 40, bypass_nr);
+        }
+        // Two node ids; node 1 was never possible (null).
+        g.u32(Self::img(V_NR_NODES), 2);
+        g.u64(SCH_PHYS + 56, POB + PNODES_PHYS);
+        g.u64(PNODES_PHYS, POB + PNODE0_PHYS);
+        g.u64(PNODES_PHYS + 8, 0);
+        g.u64(PNODE0_PHYS + 8, SCX_DSQ_GLOBAL);
+        g.u32(PNODE0_PHYS + 16, 5);
         let task = |g: &mut Guest, i: u64, pid: u32, comm: &[u8]| {
             g.u32(TASK_PHYS + i * 0x1000 + 16, pid);
             g.put(TASK_PHYS + i * 0x1000 + 32, comm);
@@ -178,6 +243,7 @@ fn addrs() -> KernelAddrs {
         init_top_pgt: va(TOP),
         scx_enable_state: Some(va(V_SCX_STATE)),
         scx_root: Some(va(V_SCX_ROOT)),
+        nr_node_ids: Some(va(V_NR_NODES)),
     }
 }
 
@@ -228,7 +294,7 @@ fn samples_a_synthetic_guest() {
     let json = serde_json::to_string(&sample).expect("json");
     assert_eq!(
         json,
-        r#"{"cpus":[{"cpu":0,"nr_running":2,"fair_nr_running":2,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":77,"curr_comm":"spin","curr_is_idle":false,"rq_clock_ns":5000000000,"nr_switches":1000},{"cpu":1,"nr_running":0,"fair_nr_running":0,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":0,"curr_comm":"swapper/1","curr_is_idle":true,"rq_clock_ns":5000000001,"nr_switches":5}],"scx":{"state":"enabled","ops":"test_ops","exit_kind":"none"}}"#
+        r#"{"cpus":[{"cpu":0,"nr_running":2,"fair_nr_running":2,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":77,"curr_comm":"spin","curr_is_idle":false,"rq_clock_ns":5000000000,"nr_switches":1000},{"cpu":1,"nr_running":0,"fair_nr_running":0,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":0,"curr_comm":"swapper/1","curr_is_idle":true,"rq_clock_ns":5000000001,"nr_switches":5}],"scx":{"state":"enabled","ops":"test_ops","exit_kind":"none","events":{"bypass_duration":99,"select_cpu_fallback":7},"dsqs":[{"id":9223372036854775809,"kind":"global","node":0,"nr":5},{"id":9223372036854775811,"kind":"bypass","cpu":0,"nr":0},{"id":9223372036854775811,"kind":"bypass","cpu":1,"nr":2}]}}"#
     );
 }
 
@@ -338,6 +404,43 @@ fn layout_of_the_real_7_3_kernel() {
     assert!(scx.states.contains(&(1, "enabled".to_string())));
     assert!(scx.exit_kinds.contains(&(1026, "error_stall".to_string())));
     assert!(scx.exit_kind.is_some() && scx.ops_name.is_some());
+    // scx_sched.pcpu -> scx_sched_pcpu { .., event_stats @112, deferred_reenq_local,
+    // bypass_dsq }: 21 s64 counters in declaration order (bpftool btf dump).
+    let p = scx.pcpu.as_ref().expect("7.3 has per-CPU sched_ext state");
+    assert_eq!(p.ptr.offset_bytes, 744);
+    let names: Vec<&str> = p.events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 21, "{names:?}");
+    for n in [
+        "select_cpu_fallback",
+        "dispatch_local_dsq_offline",
+        "dispatch_keep_last",
+        "enq_skip_exiting",
+        "enq_skip_migration_disabled",
+        "refill_slice_dfl",
+        "bypass_duration",
+        "bypass_dispatch",
+        "bypass_activate",
+        "insert_not_owned",
+        "sub_rescue",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    assert_eq!(p.events[0], ("select_cpu_fallback".to_string(), 112));
+    for (i, (_, off)) in p.events.iter().enumerate() {
+        assert_eq!(*off, 112 + 8 * i as u32);
+    }
+    let by = p.bypass_dsq.expect("7.3 has per-CPU bypass DSQs");
+    assert_eq!(by.id.offset_bytes, by.nr.offset_bytes + 8, "nr, seq, id");
+    assert!(
+        p.span.0 == 112 && p.span.1 == by.id.offset_bytes + 8,
+        "{:?}",
+        p.span
+    );
+    let g = scx.global_dsqs.expect("7.3 has per-node global DSQs");
+    assert_eq!(
+        (g.ptr.size, g.dsq.id.offset_bytes - g.dsq.nr.offset_bytes),
+        (8, 8)
+    );
     let (start, end) = span(&{
         let mut v = vec![l.cpu, l.nr_running, l.curr, l.idle, l.nr_switches, l.clock];
         v.extend(l.scx_nr_running);

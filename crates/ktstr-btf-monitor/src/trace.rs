@@ -10,14 +10,19 @@
 //! - a counter (`"ph":"C"`) named `CPU n runqueue` with series `nr_running` and
 //!   `scx_nr_running`, written when either changes.
 //!
+//! While a sched_ext scheduler is attached, two process-wide counters as well, each
+//! written when it changes: `sched_ext DSQs` (series `global node N` per global DSQ and
+//! `bypass`, the sum over the per-CPU bypass DSQs) and `sched_ext events` (one series per
+//! event counter, summed over CPUs).
+//!
 //! Times are microseconds of the sample clock. Memory is bounded by the number of
 //! CPUs; [`TraceWriter::finish`] closes the JSON and must be called for a valid file.
 
 use std::io::{self, Write};
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
-use crate::sampler::Sample;
+use crate::sampler::{DsqKind, Sample, ScxSample};
 
 /// The trace's process id.
 const PID: u32 = 1;
@@ -38,6 +43,10 @@ pub struct TraceWriter<W: Write> {
     last_t: u64,
     cpus: Vec<CpuTrack>,
     events: u64,
+    /// Last `sched_ext DSQs` counter arguments written.
+    last_dsqs: Option<Map<String, Value>>,
+    /// Last `sched_ext events` counter arguments written.
+    last_events: Option<Map<String, Value>>,
 }
 
 impl<W: Write> TraceWriter<W> {
@@ -50,6 +59,8 @@ impl<W: Write> TraceWriter<W> {
             last_t: 0,
             cpus: Vec::new(),
             events: 0,
+            last_dsqs: None,
+            last_events: None,
         };
         w.event(
             &json!({"ph": "M", "name": "process_name", "pid": PID, "tid": 0,
@@ -127,6 +138,47 @@ impl<W: Write> TraceWriter<W> {
                                             "scx_nr_running": counters.1}}))?;
             }
         }
+        if let Some(scx) = &sample.scx {
+            self.scx_counters(t_ns, scx)?;
+        }
+        Ok(())
+    }
+
+    fn counter(&mut self, name: &str, t_ns: u64, args: &Map<String, Value>) -> io::Result<()> {
+        self.event(&json!({"ph": "C", "name": name, "pid": PID, "tid": 0,
+                           "ts": t_ns as f64 / 1e3, "args": args}))
+    }
+
+    fn scx_counters(&mut self, t_ns: u64, scx: &ScxSample) -> io::Result<()> {
+        let mut dsqs = Map::new();
+        let mut bypass = 0u64;
+        for d in &scx.dsqs {
+            match d.kind {
+                DsqKind::Global => {
+                    let node = d.node.unwrap_or(0);
+                    dsqs.insert(format!("global node {node}"), d.nr.into());
+                }
+                DsqKind::Bypass => bypass += u64::from(d.nr),
+            }
+        }
+        if scx.dsqs.iter().any(|d| d.kind == DsqKind::Bypass) {
+            dsqs.insert("bypass".into(), bypass.into());
+        }
+        let events: Map<String, Value> = scx
+            .events
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v).into()))
+            .collect();
+        let dsqs_changed = !dsqs.is_empty() && self.last_dsqs.as_ref() != Some(&dsqs);
+        let events_changed = !events.is_empty() && self.last_events.as_ref() != Some(&events);
+        if dsqs_changed {
+            self.counter("sched_ext DSQs", t_ns, &dsqs)?;
+            self.last_dsqs = Some(dsqs);
+        }
+        if events_changed {
+            self.counter("sched_ext events", t_ns, &events)?;
+            self.last_events = Some(events);
+        }
         Ok(())
     }
 
@@ -203,6 +255,57 @@ mod tests {
         // Named tracks.
         let names = events(&v, "M", 1);
         assert!(names.iter().any(|e| e["args"]["name"] == "CPU 1"));
+    }
+
+    #[test]
+    fn sched_ext_dsq_and_event_counters_on_change() {
+        use crate::sampler::DsqSample;
+        let scx = |fallback: i64, global: u32, bypass: [u32; 2]| ScxSample {
+            state: "enabled".into(),
+            ops: Some("simple".into()),
+            exit_kind: Some("none".into()),
+            events: [("select_cpu_fallback".to_string(), fallback)].into(),
+            dsqs: std::iter::once(DsqSample {
+                id: 1 << 63 | 1,
+                kind: DsqKind::Global,
+                node: Some(0),
+                cpu: None,
+                nr: global,
+            })
+            .chain((0..2).map(|c| DsqSample {
+                id: 1 << 63 | 3,
+                kind: DsqKind::Bypass,
+                node: None,
+                cpu: Some(c),
+                nr: bypass[c as usize],
+            }))
+            .collect(),
+            error: None,
+        };
+        let mut w = TraceWriter::new(Vec::new()).unwrap();
+        for (i, x) in [scx(1, 0, [0, 0]), scx(1, 0, [0, 0]), scx(2, 4, [1, 2])]
+            .into_iter()
+            .enumerate()
+        {
+            let mut s = sample(vec![rq(1, 5, 0, 0)]);
+            s.scx = Some(x);
+            w.sample(i as u64 * MS, &s).unwrap();
+        }
+        let v: Value = serde_json::from_slice(&w.finish().unwrap()).unwrap();
+        let c: Vec<&Value> = events(&v, "C", 0)
+            .into_iter()
+            .filter(|e| {
+                e["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("sched_ext"))
+            })
+            .collect();
+        assert_eq!(c.len(), 4, "{c:?}");
+        assert_eq!(c[0]["args"], json!({"global node 0": 0, "bypass": 0}));
+        assert_eq!(c[1]["args"], json!({"select_cpu_fallback": 1}));
+        assert_eq!(c[2]["args"], json!({"global node 0": 4, "bypass": 3}));
+        assert_eq!(c[2]["ts"].as_f64(), Some(2000.0));
+        assert_eq!(c[3]["args"], json!({"select_cpu_fallback": 2}));
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod elfcore;
 mod ram_files;
 
 pub use elfcore::{ElfCore, QemuCpuState};
-pub use ram_files::{PcRamLayout, RamFiles, RamRegion};
+pub use ram_files::{PcRamLayout, RamFiles, RamRegion, RamWriter};
 
 use std::path::PathBuf;
 

@@ -285,11 +285,106 @@ impl GuestMemory for RamFiles {
     }
 }
 
+/// Writes into guest RAM files (`pwrite` into the shared backing file, which the guest
+/// sees at once): the few host-side writes ktstr makes, e.g. shortening the sched_ext
+/// watchdog. Reading stays with [`RamFiles`].
+#[derive(Debug)]
+pub struct RamWriter {
+    regions: Vec<(RamRegion, File)>,
+}
+
+impl RamWriter {
+    /// Opens QEMU `-M pc` RAM files given in node order for writing, split like
+    /// [`RamFiles::open_pc`].
+    pub fn open_pc<P: AsRef<Path>>(paths: &[P]) -> Result<Self, MemError> {
+        let mut sizes = Vec::with_capacity(paths.len());
+        for p in paths {
+            let p = p.as_ref();
+            let meta = std::fs::metadata(p).map_err(|source| MemError::Io {
+                path: p.to_path_buf(),
+                gpa: 0,
+                source,
+            })?;
+            sizes.push(meta.len());
+        }
+        let total = sizes.iter().fold(0u64, |a, &b| a.saturating_add(b));
+        let layout = PcRamLayout::for_ram_size(total);
+        let mut regions = Vec::new();
+        let mut ram_off = 0u64;
+        for (p, &size) in paths.iter().zip(&sizes) {
+            let path = p.as_ref();
+            for (gpa, off, len) in layout.pieces(ram_off, size) {
+                let file =
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(|source| MemError::Io {
+                            path: path.to_path_buf(),
+                            gpa,
+                            source,
+                        })?;
+                let region = RamRegion {
+                    path: path.to_path_buf(),
+                    file_offset: off - ram_off,
+                    gpa,
+                    len,
+                };
+                regions.push((region, file));
+            }
+            ram_off = ram_off.saturating_add(size);
+        }
+        Ok(RamWriter { regions })
+    }
+
+    /// Writes `bytes` at guest-physical `gpa`; the range must lie in one region.
+    pub fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemError> {
+        use std::os::unix::fs::FileExt;
+        let len = bytes.len() as u64;
+        let (r, f) = self
+            .regions
+            .iter()
+            .find(|(r, _)| gpa >= r.gpa && gpa.saturating_add(len) <= r.gpa + r.len)
+            .ok_or(MemError::Unmapped {
+                gpa,
+                len: bytes.len(),
+            })?;
+        f.write_all_at(bytes, r.file_offset + (gpa - r.gpa))
+            .map_err(|source| MemError::Io {
+                path: r.path.clone(),
+                gpa,
+                source,
+            })
+    }
+
+    /// Writes a little-endian `u64`.
+    pub fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError> {
+        self.write(gpa, &value.to_le_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn writes_land_in_the_file_and_show_through_the_mapping() {
+        let dir = std::env::temp_dir().join(format!("ktstr-ramwriter-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ram");
+        std::fs::write(&path, vec![0u8; 2 * 4096]).unwrap();
+        let reader = RamFiles::open_pc(&[&path]).unwrap();
+        let writer = RamWriter::open_pc(&[&path]).unwrap();
+        writer.write_u64(4096 + 8, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(reader.read_u64(4096 + 8).unwrap(), 0x1122_3344_5566_7788);
+        assert!(
+            writer.write_u64(2 * 4096 - 4, 1).is_err(),
+            "crosses the end"
+        );
+        assert!(writer.write(1 << 40, &[1]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pc_layout_follows_qemu_split() {
