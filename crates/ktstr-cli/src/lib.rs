@@ -15,6 +15,7 @@ use ktstr::vmm::{TcgThreads, VmmRequest};
 use ktstr::Topology;
 
 mod test_cmd;
+mod verifier_cmd;
 
 /// Command-line interface of `ktstr`.
 #[derive(Debug, Parser)]
@@ -41,10 +42,14 @@ enum Command {
     Shell(ShellArgs),
     /// Run this crate's ktstr tests in VMs (once per --kernel) and summarise them.
     Test(test_cmd::TestArgs),
-    /// BPF verifier log tools.
+    /// Load a scheduler's (or object's) BPF programs in a VM and show their verifier stats and
+    /// logs; `verifier collapse` folds a log file.
+    #[command(args_conflicts_with_subcommands = true)]
     Verifier {
         #[command(subcommand)]
-        command: VerifierCommand,
+        command: Option<VerifierCommand>,
+        #[command(flatten)]
+        args: verifier_cmd::VerifierArgs,
     },
 }
 
@@ -231,8 +236,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Kernel { command } => kernel_command(command),
         Command::Test(a) => test_cmd::run(&a, &progress),
         Command::Verifier {
-            command: VerifierCommand::Collapse { file, stats },
+            command: Some(VerifierCommand::Collapse { file, stats }),
+            ..
         } => verifier_collapse(&file, stats),
+        Command::Verifier {
+            command: None,
+            args,
+        } => verifier_cmd::run(&args, &progress),
         Command::Exec(a) => {
             let timeout = Duration::from_secs(a.timeout);
             let monitor = a.monitor.map(|output| ktstr::monitor::MonitorOptions {

@@ -51,11 +51,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("numa_nodes"),
     v("memory_mib"),
     v("duration_s"),
-    later(
-        "watchdog_timeout_s",
-        KeyKind::Value,
-        "shortening the sched_ext watchdog from the host is not implemented yet",
-    ),
+    v("watchdog_timeout_s"),
     v("scheduler"),
     v("staged_schedulers"),
     v("payload"),

@@ -8,6 +8,11 @@
 //! | [`collapse`](mod@collapse) | the streaming pipeline, [`collapse()`], [`collapse_to_writer`], [`Collapser`] |
 //! | [`stats`] | [`VerifierStats`] parsed from the log |
 //! | [`error`] | [`VerifierError`] |
+//! | `embedded` (feature `capture`) | find BPF ELF objects in a `.bpf.o` or a scheduler binary |
+//!
+//! The `capture` feature also builds `ktstr-veristat`, the in-guest tool that loads every
+//! program of a BPF object with libbpf at verifier log level 2 plus stats and prints the
+//! logs and statistics as one JSON document (`src/bin/ktstr-veristat.rs` documents its format).
 //!
 //! ```
 //! let mut log = String::from("0: (b7) r1 = 0                        ; R1_w=0\n");
@@ -25,6 +30,8 @@
 
 pub mod collapse;
 mod cycle;
+#[cfg(feature = "capture")]
+pub mod embedded;
 pub mod error;
 pub mod fold;
 pub mod line;

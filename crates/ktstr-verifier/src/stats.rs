@@ -8,6 +8,13 @@
 //! processed 1234 insns (limit 1000000) max_states_per_insn 4 total_states 56 peak_states 56 mark_read 12
 //! ```
 //!
+//! Kernels from 7.x print the stack as a maximum and one line per subprogram instead:
+//!
+//! ```text
+//! stack depth max 16
+//! subprog 0 (loop40_pass) main insns_self 291 insns_total 291 stack 8
+//! ```
+//!
 //! ktstr's guest capture adds `prog size N insns` before a program's log; the kernel never prints it.
 
 /// Most programs one [`StatsParser`] records; later ones are counted but not kept.
@@ -28,8 +35,10 @@ pub struct VerifierStats {
     pub peak_states: Option<u64>,
     /// Register reads marked.
     pub mark_read: Option<u64>,
-    /// Stack depth of each subprogram (`stack depth 8+0` gives `[8, 0]`).
+    /// Stack depth of each subprogram (`stack depth 8+0` gives `[8, 0]`; 7.x: each `subprog` line's `stack N`).
     pub stack_depth: Vec<u64>,
+    /// Deepest stack over all call chains (7.x: `stack depth max N`).
+    pub stack_depth_max: Option<u64>,
     /// Verification time in microseconds.
     pub verification_time_us: Option<u64>,
     /// Program size in instructions, when the capture recorded it.
@@ -37,6 +46,11 @@ pub struct VerifierStats {
 }
 
 impl VerifierStats {
+    /// The deepest stack the kernel reported: `stack depth max`, else the subprograms' sum.
+    pub fn max_stack_depth(&self) -> Option<u64> {
+        self.stack_depth_max.or_else(|| self.total_stack_depth())
+    }
+
     /// Sum of the subprograms' stack depths, if any were reported.
     pub fn total_stack_depth(&self) -> Option<u64> {
         if self.stack_depth.is_empty() {
@@ -87,11 +101,19 @@ impl StatsParser {
                 self.dropped = self.dropped.saturating_add(1);
             }
         } else if let Some(rest) = line.strip_prefix("stack depth ") {
-            self.current.stack_depth = rest
-                .trim()
-                .split('+')
-                .map_while(|d| d.trim().parse().ok())
-                .collect();
+            if let Some(max) = rest.strip_prefix("max ") {
+                self.current.stack_depth_max = leading_number(max);
+            } else {
+                self.current.stack_depth = rest
+                    .trim()
+                    .split('+')
+                    .map_while(|d| d.trim().parse().ok())
+                    .collect();
+            }
+        } else if let Some(rest) = line.strip_prefix("subprog ") {
+            if let Some(depth) = subprog_stack(rest) {
+                self.current.stack_depth.push(depth);
+            }
         } else if let Some(rest) = line.strip_prefix("verification time ") {
             self.current.verification_time_us = leading_number(rest);
         } else if let Some(rest) = line.strip_prefix("prog size ") {
@@ -148,6 +170,16 @@ pub fn parse_stats(log: &str) -> Vec<VerifierStats> {
     p.finish()
 }
 
+/// The `stack N` of a 7.x `subprog K (NAME) KIND insns_self A insns_total B stack N` line.
+fn subprog_stack(rest: &str) -> Option<u64> {
+    if !rest.starts_with(|c: char| c.is_ascii_digit()) || !rest.contains(" insns_self ") {
+        return None;
+    }
+    let mut words = rest.split_whitespace();
+    words.find(|w| *w == "stack")?;
+    words.next().and_then(leading_number)
+}
+
 /// The decimal number at the start of `s` (after spaces), if any.
 fn leading_number(s: &str) -> Option<u64> {
     let s = s.trim_start();
@@ -200,6 +232,22 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].processed_insns, None);
         assert!(p[0].stack_depth.is_empty());
+    }
+
+    #[test]
+    fn kernel_7x_stack_lines() {
+        let log = "subprog#0: analyzing (depth 0)...\nverification time 76265 usec\nstack depth max 16\n\
+                   subprog 0 (loop40_pass) main insns_self 291 insns_total 291 stack 8\n\
+                   subprog 1 (helper) global insns_self 9 insns_total 9 stack 4\n\
+                   processed 291 insns (limit 1000000) max_states_per_insn 4 total_states 6 peak_states 6 mark_read 0\n";
+        let p = parse_stats(log);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].stack_depth_max, Some(16));
+        assert_eq!(p[0].stack_depth, vec![8, 4]);
+        assert_eq!(p[0].max_stack_depth(), Some(16));
+        assert_eq!(p[0].total_stack_depth(), Some(12));
+        let old = parse_stats("stack depth 8+0\nprocessed 1 insns (limit 1000000)\n");
+        assert_eq!(old[0].max_stack_depth(), Some(8));
     }
 
     #[test]

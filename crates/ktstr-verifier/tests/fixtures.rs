@@ -20,6 +20,17 @@ fn read(name: &str) -> String {
     fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("reading fixture {name}: {e}"))
 }
 
+/// A zstd-compressed fixture, decompressed.
+fn read_zst(name: &str) -> String {
+    let f = fs::File::open(fixture(name)).unwrap_or_else(|e| panic!("opening fixture {name}: {e}"));
+    let mut d = ruzstd::decoding::StreamingDecoder::new(f)
+        .unwrap_or_else(|e| panic!("fixture {name}: zstd: {e}"));
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut d, &mut s)
+        .unwrap_or_else(|e| panic!("fixture {name}: decompressing: {e}"));
+    s
+}
+
 /// Collapses a fixture and compares it with its golden `.collapsed` file.
 fn check_golden(name: &str) -> (String, Collapsed) {
     let log = read(name);
@@ -164,4 +175,97 @@ fn collapsing_twice_changes_nothing_more_than_once() {
         expanded_line_count(&twice.text).ok(),
         Some(once.summary.lines_out)
     );
+}
+
+/// A real 7.3 log: the note for `reg` at instruction `insn` inside a fold, as (first, last, step).
+fn note_for(c: &Collapsed, prefix: &str) -> Vec<(i64, i64, i64)> {
+    notes(c)
+        .into_iter()
+        .filter_map(|n| n.strip_prefix(prefix))
+        .filter_map(|rest| {
+            let (range, step) = rest.split_once(" step ")?;
+            let (a, b) = range.split_once(" -> ")?;
+            Some((a.parse().ok()?, b.parse().ok()?, step.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn real_loop40_pass_from_kernel_7_3() {
+    let log = read_zst("real-loop40-pass.log.zst");
+    let c = collapse(log.as_bytes()).expect("collapse");
+    check_invariants(&log, &c);
+    assert_eq!(c.summary.lines_in, 3477);
+    // 7.3 backtracks precision through every iteration since the last checkpoint, so the
+    // iterations grow; the loop body still folds in runs of up to 9 iterations.
+    assert!(
+        c.summary.ratio() > 2.5,
+        "ratio {} ({} -> {})",
+        c.summary.ratio(),
+        c.summary.lines_in,
+        c.summary.lines_out
+    );
+    let body_folds: Vec<&str> = c
+        .text
+        .lines()
+        .filter(|l| l.starts_with(FOLD_PREFIX) && l.contains("insns 9-15)"))
+        .collect();
+    assert!(
+        !body_folds.is_empty(),
+        "no fold of the loop body (insns 9-15)"
+    );
+    assert!(
+        body_folds.iter().all(|h| h.contains(" iterations 2-")),
+        "{body_folds:#?}"
+    );
+    // The index register r6 steps by 4 bytes (one u32) per iteration in every body fold.
+    let r6 = note_for(&c, "R6 (insn 11): ");
+    assert!(!r6.is_empty(), "no R6 note: {:#?}", notes(&c));
+    for (first, last, step) in &r6 {
+        assert_eq!(*step, 4);
+        assert!(0 <= *first && first < last && *last < 160, "{r6:?}");
+    }
+    // The exit test sees the index at its bound 40 * 4, verbatim.
+    assert!(c.text.lines().any(|l| l == "14: R6=160"));
+    let p = c.summary.last_program().expect("stats");
+    assert_eq!(p.processed_insns, Some(291));
+    assert_eq!(p.total_states, Some(6));
+    assert_eq!(p.peak_states, Some(6));
+    assert_eq!(p.stack_depth_max, Some(16));
+    assert_eq!(p.stack_depth, vec![8]);
+}
+
+#[test]
+fn real_loop40_fail_from_kernel_7_3_keeps_the_failing_iteration() {
+    let log = read_zst("real-loop40-fail.log.zst");
+    let c = collapse(log.as_bytes()).expect("collapse");
+    check_invariants(&log, &c);
+    assert_eq!(c.summary.lines_in, 4078);
+    assert!(c.summary.ratio() > 2.5, "ratio {}", c.summary.ratio());
+    let out: Vec<&str> = c.text.lines().collect();
+    let err = out
+        .iter()
+        .position(|l| *l == "invalid access to map value, value_size=156 off=156 size=4")
+        .expect("error line");
+    assert_eq!(out[err - 1], "11: (61) r2 = *(u32 *)(r2 +0)");
+    assert_eq!(
+        out[err - 2],
+        "11: R2=map_value(map=values,ks=4,vs=156,imm=156) R6=156"
+    );
+    assert_eq!(
+        out[err + 1],
+        "R2 min value is outside of the allowed memory range"
+    );
+    assert!(out[err..].contains(&"Verification failed: Memory Safety: Access outside bounds"));
+    assert!(out[..err].iter().any(|l| l.starts_with(FOLD_PREFIX)));
+    // 7.3's explanation after the error (the reason and the source line it points at) survives.
+    for want in [
+        "Reason:",
+        "         |                 ^-- error: access may be outside object bounds",
+    ] {
+        assert!(out[err..].contains(&want), "{want:?} lost");
+    }
+    let p = c.summary.last_program().expect("stats");
+    assert_eq!(p.processed_insns, Some(284));
+    assert_eq!(p.total_states, Some(5));
 }

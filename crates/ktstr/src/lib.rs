@@ -11,6 +11,7 @@
 //! - [`scenario`]: cgroups of workers and steps that change them ([`scenario::execute_defs`]).
 //! - [`scenarios`]: canned scenarios, one call each.
 //! - [`test_support`]: `#[ktstr_test]`'s registry, schedulers as data, the VM test runner.
+//! - [`watchdog`]: shorten a guest's sched_ext watchdog from the host.
 //! - [`prelude`]: what a test file imports.
 
 pub mod cpio;
@@ -27,6 +28,7 @@ pub mod sched;
 pub mod test_support;
 #[cfg(test)]
 mod testing;
+pub mod watchdog;
 
 pub use error::KtstrError;
 pub use ktstr_assert as assert;

@@ -36,6 +36,7 @@ use ktstr_btf_monitor::{
 };
 use serde::Serialize;
 
+use crate::watchdog::WatchdogShortener;
 use crate::KtstrError;
 
 /// Samples per second unless asked otherwise.
@@ -58,6 +59,9 @@ pub struct MonitorOptions {
     pub thresholds: MonitorThresholds,
     /// A Chrome/Perfetto trace JSON to write as well (truncated).
     pub trace: Option<PathBuf>,
+    /// Shorten the sched_ext watchdog of attached schedulers to this many jiffies
+    /// (see [`crate::watchdog`]).
+    pub watchdog_jiffies: Option<u64>,
 }
 
 impl MonitorOptions {
@@ -68,6 +72,7 @@ impl MonitorOptions {
             hz,
             thresholds: MonitorThresholds::default(),
             trace: None,
+            watchdog_jiffies: None,
         }
     }
 }
@@ -205,6 +210,7 @@ impl Monitor {
                 None => None,
             };
         let thresholds = opts.thresholds;
+        let watchdog_jiffies = opts.watchdog_jiffies;
         let (tx, rx) = mpsc::channel::<Start>();
         let stop = Arc::new(AtomicBool::new(false));
         let summary = MonitorSummary {
@@ -225,6 +231,7 @@ impl Monitor {
                 };
                 let r = monitor_thread(
                     &vmlinux,
+                    watchdog_jiffies,
                     nr_cpus,
                     launch,
                     &rx,
@@ -302,6 +309,7 @@ struct Sinks {
 #[allow(clippy::too_many_arguments)]
 fn monitor_thread(
     vmlinux: &Path,
+    watchdog_jiffies: Option<u64>,
     nr_cpus: usize,
     launch: Instant,
     rx: &mpsc::Receiver<Start>,
@@ -354,6 +362,23 @@ fn monitor_thread(
     let mut sampler = Sampler::new(mem, &btf, &regs, addrs, nr_cpus, phys_end)
         .map_err(|e| format!("setting up the sampler: {}", error_chain(&e)))?;
     summary.notes = sampler.info().notes.clone();
+    let mut watchdog = match watchdog_jiffies {
+        None => None,
+        Some(jiffies) => match watchdog_setup(
+            &btf,
+            &syms,
+            sampler.info(),
+            &start.ram_files,
+            phys_end,
+            jiffies,
+        ) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                summary.notes.push(format!("watchdog: not shortened: {e}"));
+                None
+            }
+        },
+    };
     drop(btf);
     let period = Duration::from_nanos(1_000_000_000 / u64::from(summary.target_hz.max(1)));
     let mut next = Instant::now();
@@ -366,6 +391,9 @@ fn monitor_thread(
         let t0 = Instant::now();
         let t_ns = launch.elapsed().as_nanos() as u64;
         let sample = sampler.sample();
+        if let Some((w, mem)) = watchdog.as_mut() {
+            w.tick(mem, t_ns / 1_000_000);
+        }
         for c in &sample.cpus {
             if let Some(e) = &c.error {
                 summary.cpu_errors += 1;
@@ -411,6 +439,9 @@ fn monitor_thread(
         }
     }
     let _ = out.flush();
+    if let Some((w, _)) = watchdog {
+        summary.notes.extend(w.log);
+    }
     if let Some(f) = first {
         summary.sampling_s = (last - f).as_secs_f64();
         if summary.samples > 1 && summary.sampling_s > 0.0 {
@@ -419,6 +450,26 @@ fn monitor_thread(
         summary.mean_sample_us = busy.as_secs_f64() * 1e6 / summary.samples as f64;
     }
     Ok(())
+}
+
+/// The watchdog shortener and its own read mapping of guest RAM.
+fn watchdog_setup(
+    btf: &Btf,
+    syms: &SymbolTable,
+    info: &ktstr_btf_monitor::SetupInfo,
+    ram_files: &[PathBuf],
+    phys_end: u64,
+    jiffies: u64,
+) -> Result<(WatchdogShortener, RamFiles), String> {
+    let translator = ktstr_btf_monitor::Translator::new(info.page_table_root, info.la57)
+        .with_direct_map(info.page_offset_base, phys_end)
+        .with_kernel_image(info.phys_base);
+    let writer = ktstr_btf_monitor::memory::RamWriter::open_pc(ram_files)
+        .map_err(|e| format!("opening guest RAM for writing: {}", error_chain(&e)))?;
+    let mem = RamFiles::open_pc(ram_files)
+        .map_err(|e| format!("mapping guest RAM: {}", error_chain(&e)))?;
+    let w = WatchdogShortener::new(btf, syms, translator, writer, jiffies)?;
+    Ok((w, mem))
 }
 
 #[cfg(test)]

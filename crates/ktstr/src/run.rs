@@ -414,8 +414,16 @@ pub fn run(
             attach_timeout_ms: s.attach_timeout.as_millis() as u64,
         }),
         // Guest init answers with the kernel's own addresses of these symbols.
-        kallsyms: match opts.monitor {
-            Some(_) => KernelAddrs::WANTED.iter().map(|s| s.to_string()).collect(),
+        kallsyms: match &opts.monitor {
+            Some(m) => KernelAddrs::WANTED
+                .iter()
+                .chain(
+                    m.watchdog_jiffies
+                        .iter()
+                        .flat_map(|_| crate::watchdog::SYMBOLS.iter()),
+                )
+                .map(|s| s.to_string())
+                .collect(),
             None => Vec::new(),
         },
     };

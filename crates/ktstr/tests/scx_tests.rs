@@ -140,3 +140,26 @@ fn four_schedulers_reported(vm: &VmResult) -> Result<()> {
     );
     Ok(())
 }
+
+/// scx-ktstr stalling a comm, with the kernel's own 30 s watchdog left as it is.
+static SCX_KTSTR_STALL_DEFAULT_WATCHDOG: Scheduler = Scheduler::named("scx_ktstr")
+    .sched_args(&["--stall-comm", "stallme"])
+    .topology(1, 1, 2, 1);
+
+/// `watchdog_timeout_s`: the host shortens the kernel's watchdog, so the stall is caught
+/// within the test. With the default 30 s timeout the kernel's first check (15 s after
+/// attach) sees the task waiting under 30 s and the next comes at 30 s, after this test
+/// ended: only the shortened timeout can eject the scheduler here.
+#[ktstr_test(
+    scheduler = SCX_KTSTR_STALL_DEFAULT_WATCHDOG,
+    watchdog_timeout_s = 3,
+    duration_s = 24,
+    expect_err,
+    expect_scx_bpf_error_contains = "runnable task stall"
+)]
+fn watchdog_timeout_s_makes_a_stall_fail_within_the_test(ctx: &Ctx) -> Result<AssertResult> {
+    execute_defs(
+        ctx,
+        vec![CgroupDef::named("cg_0").workers(1).comm("stallme")],
+    )
+}

@@ -39,7 +39,8 @@ pub struct KtstrTestEntry {
     pub memory_mib: Option<u64>,
     /// How long the workload runs, seconds (`None`: [`DEFAULT_DURATION_S`]).
     pub duration_s: Option<u64>,
-    /// sched_ext watchdog timeout for the test (not acted on yet; the macro refuses it).
+    /// sched_ext watchdog timeout for the test, written into the guest by the host
+    /// (see [`crate::watchdog`]); `None` leaves the scheduler's own.
     pub watchdog_timeout_s: Option<u64>,
     /// The scheduler under test ([`Scheduler::EEVDF`] for the kernel's own).
     pub scheduler: &'static Scheduler,

@@ -328,8 +328,26 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     opts.include_files = include_files(entry)?;
     opts.scheduler = scheduler;
     let assert = entry.effective_assert();
-    if assert.wants_monitor() || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1") {
-        opts.monitor = Some(monitor_options(entry.name, &assert));
+    if assert.wants_monitor()
+        || entry.watchdog_timeout_s.is_some()
+        || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1")
+    {
+        let mut m = monitor_options(entry.name, &assert);
+        if let Some(secs) = entry.watchdog_timeout_s {
+            let hz = kernel
+                .config
+                .as_ref()
+                .and_then(|c| std::fs::read_to_string(c).ok())
+                .and_then(|c| crate::watchdog::config_hz(&c))
+                .ok_or_else(|| {
+                    Unrunnable::Error(format!(
+                        "watchdog_timeout_s needs the kernel's CONFIG_HZ; kernel {} has no known .config",
+                        kernel.name
+                    ))
+                })?;
+            m.watchdog_jiffies = Some(secs * hz);
+        }
+        opts.monitor = Some(m);
     }
     let mode = Mode::Exec(vec!["/init".into(), TEST_ARG.into(), entry.name.into()]);
     let _slot = vm_slot().map_err(|e| Unrunnable::Error(format!("VM slot lock: {e}")))?;
