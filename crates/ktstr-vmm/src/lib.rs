@@ -7,11 +7,12 @@
 //! host can map, the vCPUs' registers over QMP ([`Qmp`]) when asked for, and a
 //! bounded wait. The caller never needs to know which engine runs the guest:
 //! today that is QEMU (TCG, or KVM where hardware virtualization exists);
-//! ktstr's own KVM VMM plugs in as another [`Engine`].
+//! ktstr's own KVM VMM ([`kvm`]) runs guests without QEMU where KVM can boot Linux.
 
 mod config;
 mod engine;
 mod error;
+pub mod kvm;
 mod qemu;
 mod qmp;
 mod vm;

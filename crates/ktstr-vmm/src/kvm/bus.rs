@@ -1,0 +1,161 @@
+//! The port-I/O bus: which device answers which ports, and what a write asks of the VM.
+
+use std::sync::{Arc, Mutex};
+
+use super::KvmError;
+
+/// Why the guest rebooted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootCause {
+    /// A triple fault (KVM_EXIT_SHUTDOWN).
+    TripleFault,
+    /// The FADT reset register was written.
+    ResetRegister,
+    /// The i8042 controller's reset command (0xFE to port 0x64).
+    Keyboard,
+    /// KVM reported a reset system event.
+    SystemEvent,
+}
+
+/// What a device write asks of the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAction {
+    /// Nothing beyond the device's own state.
+    None,
+    /// Power the guest off with this exit status.
+    PowerOff {
+        /// The guest's exit status.
+        status: u32,
+    },
+    /// The guest asked to reboot.
+    Reboot {
+        /// How it asked.
+        cause: RebootCause,
+    },
+}
+
+/// A device on the port-I/O bus, addressed by offset from its base port.
+pub trait PioDevice: Send {
+    /// Fills `data` with the value at `offset` (unknown registers read as zero).
+    fn read(&mut self, offset: u16, data: &mut [u8]);
+    /// Writes `data` at `offset`; bad sizes and unknown registers are ignored.
+    fn write(&mut self, offset: u16, data: &[u8]) -> DeviceAction;
+}
+
+/// A shared device on the bus.
+pub type SharedDevice = Arc<Mutex<dyn PioDevice>>;
+
+struct Range {
+    base: u16,
+    len: u16,
+    device: SharedDevice,
+}
+
+/// Port ranges and their devices; unclaimed ports read as all ones and ignore writes.
+#[derive(Default)]
+pub struct PioBus {
+    ranges: Vec<Range>,
+}
+
+impl PioBus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts `device` at ports `base..base + len`, which must not overlap another device.
+    pub fn insert(&mut self, base: u16, len: u16, device: SharedDevice) -> Result<(), KvmError> {
+        let end = u32::from(base) + u32::from(len);
+        if len == 0 || end > 0x1_0000 {
+            return Err(KvmError::BadConfig {
+                reason: format!("port range {base:#x}+{len} is empty or beyond 0xffff"),
+            });
+        }
+        if let Some(r) = self.ranges.iter().find(|r| {
+            u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end
+        }) {
+            return Err(KvmError::BadConfig {
+                reason: format!(
+                    "port range {base:#x}+{len} overlaps the device at {:#x}+{}",
+                    r.base, r.len
+                ),
+            });
+        }
+        self.ranges.push(Range { base, len, device });
+        Ok(())
+    }
+
+    fn find(&self, port: u16) -> Option<(&SharedDevice, u16)> {
+        self.ranges
+            .iter()
+            .find(|r| port >= r.base && u32::from(port) < u32::from(r.base) + u32::from(r.len))
+            .map(|r| (&r.device, port - r.base))
+    }
+
+    /// Handles an IN; returns whether a device claimed the port.
+    pub fn read(&self, port: u16, data: &mut [u8]) -> bool {
+        match self.find(port) {
+            Some((dev, off)) => {
+                match dev.lock() {
+                    Ok(mut d) => d.read(off, data),
+                    Err(_) => data.fill(0xff),
+                }
+                true
+            }
+            None => {
+                data.fill(0xff);
+                false
+            }
+        }
+    }
+
+    /// Handles an OUT; an unclaimed port does nothing.
+    pub fn write(&self, port: u16, data: &[u8]) -> DeviceAction {
+        match self.find(port) {
+            Some((dev, off)) => match dev.lock() {
+                Ok(mut d) => d.write(off, data),
+                Err(_) => DeviceAction::None,
+            },
+            None => DeviceAction::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo(u8);
+
+    impl PioDevice for Echo {
+        fn read(&mut self, offset: u16, data: &mut [u8]) {
+            data.fill(self.0.wrapping_add(offset as u8));
+        }
+        fn write(&mut self, _offset: u16, data: &[u8]) -> DeviceAction {
+            if let [v] = data {
+                self.0 = *v;
+            }
+            DeviceAction::None
+        }
+    }
+
+    #[test]
+    fn routes_by_range_and_refuses_overlaps() {
+        let mut bus = PioBus::new();
+        bus.insert(0x3f8, 8, Arc::new(Mutex::new(Echo(0x10))))
+            .unwrap();
+        assert!(bus.insert(0x3ff, 2, Arc::new(Mutex::new(Echo(0)))).is_err());
+        assert!(bus
+            .insert(0xffff, 2, Arc::new(Mutex::new(Echo(0))))
+            .is_err());
+        bus.insert(0x400, 1, Arc::new(Mutex::new(Echo(0)))).unwrap();
+        let mut b = [0u8; 1];
+        assert!(bus.read(0x3f9, &mut b));
+        assert_eq!(b, [0x11]);
+        assert_eq!(bus.write(0x3f8, &[0x20]), DeviceAction::None);
+        bus.read(0x3ff, &mut b);
+        assert_eq!(b, [0x27]);
+        assert!(!bus.read(0x3f7, &mut b));
+        assert_eq!(b, [0xff]);
+    }
+}

@@ -1,0 +1,11 @@
+//! Devices on the port-I/O bus, one per file.
+
+pub mod i8042;
+pub mod power;
+pub mod serial;
+
+pub use i8042::I8042;
+pub use power::{
+    PowerDevice, EXIT_PORT, POWER_PORT_BASE, POWER_PORT_LEN, RESET_PORT, RESET_VALUE, SLEEP_PORT,
+};
+pub use serial::{IrqTrigger, SerialDevice, SerialInput, SerialOutput, SerialReader};

@@ -1,0 +1,32 @@
+//! ktstr's own KVM VMM: no PCI, no firmware, just what a ktstr guest needs.
+//!
+//! [`KvmVm::builder`] takes a [`ktstr_topology::Topology`], memory, and either a Linux kernel
+//! (ELF vmlinux or bzImage, initramfs, command line) or a small 64-bit test program, and
+//! builds: guest RAM one region per NUMA node ([`memory`], [`layout`]), the e820 map with a
+//! reserved shared-memory [`ring`], the kernel and zero page ([`loader`]), ACPI tables from
+//! [`ktstr_topology::build_tables`] (RSDP at 0xE0000 *and* in `boot_params.acpi_rsdp_addr`),
+//! long-mode entry state ([`regs`]), per-vCPU CPUID ([`cpuid`]), an in-kernel irqchip and PIT,
+//! and the port devices ([`devices`]: COM1, COM2, ACPI power/reset and exit-status ports,
+//! i8042 reset) on a [`bus`]. [`KvmVm::start`] runs one thread per vCPU ([`vcpu`]);
+//! [`KvmVmHandle::wait`] returns how the guest ended as a [`KvmExit`].
+
+pub mod bus;
+pub mod cpuid;
+pub mod devices;
+mod error;
+pub mod layout;
+pub mod loader;
+pub mod memory;
+pub mod regs;
+pub mod ring;
+pub mod vcpu;
+mod vm;
+
+pub use bus::{DeviceAction, PioBus, PioDevice, RebootCause};
+pub use devices::{SerialInput, SerialOutput, SerialReader, EXIT_PORT};
+pub use error::KvmError;
+pub use layout::{E820Entry, MemoryLayout, RING_GPA, RING_SIZE};
+pub use memory::GuestMemory;
+pub use ring::{RingError, RingReader, RingRecord};
+pub use vcpu::{InternalError, KvmExit, VcpuRegs};
+pub use vm::{GuestIo, KvmVm, KvmVmBuilder, KvmVmHandle, Payload};

@@ -1,0 +1,591 @@
+//! The VM: built from plain settings, started as one thread per vCPU, waited for with a deadline.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ktstr_topology::acpi::{IrqOverride, Uart};
+use ktstr_topology::{build_tables, AcpiLayout, AcpiTables, ApicLayout, Topology};
+use kvm_bindings::{kvm_mp_state, kvm_pit_config, KVM_MP_STATE_RUNNABLE, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::Killable;
+
+use super::bus::PioBus;
+use super::devices::i8042::{I8042_BASE, I8042_LEN};
+use super::devices::power::power_ports;
+use super::devices::serial::SERIAL_LEN;
+use super::devices::{
+    IrqTrigger, PowerDevice, SerialDevice, SerialInput, SerialOutput, I8042, POWER_PORT_BASE,
+    POWER_PORT_LEN,
+};
+use super::error::ioctl;
+use super::layout::{
+    E820Entry, MemoryLayout, BIOS_START, BOOT_STACK_TOP, HIMEM_START, PROGRAM_GPA, PROGRAM_MAX,
+    PROGRAM_STACK, PROGRAM_STACKS_GPA, RING_SIZE, RSDP_GPA, ZERO_PAGE_GPA,
+};
+use super::loader::{self, BootInfo, LoadedKernel};
+use super::memory::{self, GuestMemory};
+use super::regs::EntryRegs;
+use super::ring::RingReader;
+use super::vcpu::{self, KvmExit, Shared};
+use super::{cpuid, regs, KvmError};
+
+/// Where the TSS KVM needs on Intel goes (three pages just below the BIOS ROM area).
+const TSS_GPA: usize = 0xfffb_d000;
+
+/// What the guest runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A Linux kernel: the boot vCPU enters it, the others wait for INIT/SIPI.
+    Linux {
+        /// ELF vmlinux or bzImage.
+        kernel: PathBuf,
+        /// Initramfs, if any.
+        initramfs: Option<PathBuf>,
+        /// The command line, verbatim.
+        cmdline: String,
+    },
+    /// A 64-bit test program loaded at [`PROGRAM_GPA`]: every vCPU enters it at once, in long
+    /// mode, with RDI = vCPU index, RSI = APIC ID, RDX = vCPU count, RSP = the top of its own
+    /// [`PROGRAM_STACK`]-byte stack.
+    Program {
+        /// Machine code.
+        code: Vec<u8>,
+    },
+}
+
+/// Settings of a KVM VM, as plain data; [`KvmVmBuilder::build`] turns them into a [`KvmVm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvmVmBuilder {
+    topology: Topology,
+    memory_mib: u64,
+    kernel: Option<PathBuf>,
+    initramfs: Option<PathBuf>,
+    cmdline: String,
+    program: Option<Vec<u8>>,
+    ring_size: u64,
+    irqchip: bool,
+    console_file: Option<PathBuf>,
+}
+
+impl Default for KvmVmBuilder {
+    fn default() -> Self {
+        KvmVmBuilder {
+            topology: Topology::default(),
+            memory_mib: 256,
+            kernel: None,
+            initramfs: None,
+            cmdline: String::new(),
+            program: None,
+            ring_size: RING_SIZE,
+            irqchip: true,
+            console_file: None,
+        }
+    }
+}
+
+impl KvmVmBuilder {
+    /// Sets the CPU topology.
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// Sets guest RAM in MiB, split evenly over the NUMA nodes.
+    pub fn memory_mib(mut self, mib: u64) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Boots this kernel (ELF vmlinux or bzImage).
+    pub fn kernel(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kernel = Some(path.into());
+        self
+    }
+
+    /// Gives the kernel this initramfs.
+    pub fn initramfs(mut self, path: impl Into<PathBuf>) -> Self {
+        self.initramfs = Some(path.into());
+        self
+    }
+
+    /// Sets the kernel command line (used verbatim).
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
+        self.cmdline = cmdline.into();
+        self
+    }
+
+    /// Runs this 64-bit test program on every vCPU instead of a kernel.
+    pub fn program(mut self, code: impl Into<Vec<u8>>) -> Self {
+        self.program = Some(code.into());
+        self
+    }
+
+    /// Sets the size of the shared-memory ring region (multiple of 4 KiB).
+    pub fn ring_size(mut self, bytes: u64) -> Self {
+        self.ring_size = bytes;
+        self
+    }
+
+    /// Chooses KVM's in-kernel irqchip and PIT (default) or none (then HLT exits to the VMM).
+    pub fn irqchip(mut self, on: bool) -> Self {
+        self.irqchip = on;
+        self
+    }
+
+    /// Also copies COM1 to this file.
+    pub fn console_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.console_file = Some(path.into());
+        self
+    }
+
+    /// What the guest will run.
+    pub fn payload(&self) -> Result<Payload, KvmError> {
+        match (&self.kernel, &self.program) {
+            (Some(kernel), None) => Ok(Payload::Linux {
+                kernel: kernel.clone(),
+                initramfs: self.initramfs.clone(),
+                cmdline: self.cmdline.clone(),
+            }),
+            (None, Some(code)) => Ok(Payload::Program { code: code.clone() }),
+            _ => Err(KvmError::BadConfig {
+                reason: "give exactly one of a kernel or a test program".into(),
+            }),
+        }
+    }
+
+    /// Creates the VM: memory, tables, devices and vCPUs, ready to [`KvmVm::start`].
+    pub fn build(self) -> Result<KvmVm, KvmError> {
+        KvmVm::new(self)
+    }
+}
+
+impl From<&crate::VmConfig> for KvmVmBuilder {
+    /// The engine-neutral config as KVM VMM settings: same topology, memory, kernel and
+    /// initramfs; the command line gets `console=ttyS0 panic=-1` as the QEMU engine's does,
+    /// and COM1 is copied to `console_log`.
+    fn from(cfg: &crate::VmConfig) -> Self {
+        KvmVm::builder()
+            .topology(cfg.topology)
+            .memory_mib(cfg.memory_mib)
+            .kernel(cfg.kernel.clone())
+            .initramfs(cfg.initramfs.clone())
+            .cmdline(
+                format!("{} console=ttyS0 panic=-1", cfg.cmdline.trim())
+                    .trim()
+                    .to_string(),
+            )
+            .console_file(cfg.console_log.clone())
+    }
+}
+
+/// The host's ends of the guest's devices and memory; shared by [`KvmVm`] and [`KvmVmHandle`].
+#[derive(Debug, Clone)]
+pub struct GuestIo {
+    /// COM1 (kernel console) output.
+    pub console: SerialOutput,
+    /// COM2 (application channel) output from the guest.
+    pub app_output: SerialOutput,
+    /// COM2 input to the guest.
+    pub app_input: SerialInput,
+    /// Guest memory, for the monitor.
+    pub memory: GuestMemory,
+    /// The shared-memory ring's reader.
+    pub ring: RingReader,
+}
+
+impl std::fmt::Debug for SerialInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SerialInput")
+    }
+}
+
+/// A built VM, not yet running.
+pub struct KvmVm {
+    // Field order: vCPUs and the VM fd close before the memory they map is unmapped.
+    vcpus: Vec<(u32, VcpuFd)>,
+    _vm: VmFd,
+    _kvm: Kvm,
+    bus: Arc<PioBus>,
+    io: GuestIo,
+    tables: AcpiTables,
+    e820: Vec<E820Entry>,
+    cmdline: String,
+}
+
+impl KvmVm {
+    /// Starts describing a VM.
+    pub fn builder() -> KvmVmBuilder {
+        KvmVmBuilder::default()
+    }
+
+    fn new(b: KvmVmBuilder) -> Result<KvmVm, KvmError> {
+        let payload = b.payload()?;
+        let topology = b.topology;
+        let apic = ApicLayout::new(&topology).map_err(|e| KvmError::BadConfig {
+            reason: e.to_string(),
+        })?;
+        if matches!(payload, Payload::Linux { .. }) && !b.irqchip && topology.total_cpus() > 1 {
+            return Err(KvmError::BadConfig {
+                reason: "Linux needs the in-kernel irqchip to start its other vCPUs".into(),
+            });
+        }
+        let layout = MemoryLayout::new(&topology, b.memory_mib, b.ring_size)?;
+
+        let kvm = Kvm::new().map_err(KvmError::OpenKvm)?;
+        let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        vm.set_tss_address(TSS_GPA)
+            .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        if b.irqchip {
+            vm.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
+        }
+        let mem = memory::allocate(&layout)?;
+        memory::register(&vm, &mem)?;
+
+        let mut acpi = AcpiLayout::new(RSDP_GPA, layout.ram.clone());
+        acpi.uarts = vec![Uart::COM1, Uart::COM2];
+        acpi.irq_overrides = vec![IrqOverride::PC_TIMER];
+        acpi.power = Some(power_ports());
+        let tables = build_tables(&topology, &acpi).map_err(KvmError::Acpi)?;
+        if tables.end_gpa() > HIMEM_START {
+            return Err(KvmError::DoesNotFit {
+                what: "ACPI tables",
+                gpa: BIOS_START,
+                size: tables.end_gpa() - BIOS_START,
+            });
+        }
+        for t in &tables.blobs {
+            mem.write_slice(&t.bytes, GuestAddress(t.gpa))
+                .map_err(|source| KvmError::GuestMemory {
+                    what: "ACPI table",
+                    gpa: t.gpa,
+                    source,
+                })?;
+        }
+        regs::write_boot_tables(&mem)?;
+        let e820 = layout.e820();
+
+        let (entry, cmdline) = match &payload {
+            Payload::Linux {
+                kernel,
+                initramfs,
+                cmdline,
+            } => {
+                let k: LoadedKernel = loader::load_kernel(&mem, kernel)?;
+                let cmdline_len = loader::write_cmdline(&mem, cmdline)?;
+                let initramfs = match initramfs {
+                    Some(p) => Some(loader::load_initramfs(&mem, &layout, &k, p)?),
+                    None => None,
+                };
+                let info = BootInfo {
+                    cmdline_len,
+                    initramfs,
+                    e820: e820.clone(),
+                    rsdp: tables.rsdp_gpa,
+                };
+                loader::write_boot_params(&mem, &loader::boot_params(&k, &info)?)?;
+                (k.entry, cmdline.clone())
+            }
+            Payload::Program { code } => {
+                let size = code.len() as u64;
+                let stacks = u64::from(topology.total_cpus()) * PROGRAM_STACK;
+                if size == 0
+                    || size > PROGRAM_MAX
+                    || PROGRAM_STACKS_GPA + stacks > layout.low_ram_end()
+                {
+                    return Err(KvmError::DoesNotFit {
+                        what: "test program and its stacks",
+                        gpa: PROGRAM_GPA,
+                        size,
+                    });
+                }
+                mem.write_slice(code, GuestAddress(PROGRAM_GPA))
+                    .map_err(|source| KvmError::GuestMemory {
+                        what: "test program",
+                        gpa: PROGRAM_GPA,
+                        source,
+                    })?;
+                (PROGRAM_GPA, String::new())
+            }
+        };
+        let ring = RingReader::init(&mem, layout.ring_size).map_err(|_| KvmError::DoesNotFit {
+            what: "ring",
+            gpa: super::layout::RING_GPA,
+            size: layout.ring_size,
+        })?;
+
+        let console = SerialOutput::new();
+        let app_output = SerialOutput::new();
+        let console_file = match &b.console_file {
+            Some(p) => Some(File::create(p).map_err(|source| KvmError::ReadFile {
+                what: "console file",
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let irq = |gsi: u8| -> Result<IrqTrigger, KvmError> {
+            if !b.irqchip {
+                return Ok(IrqTrigger::new(None));
+            }
+            let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| KvmError::Os {
+                what: "creating a serial eventfd",
+                source,
+            })?;
+            vm.register_irqfd(&evt, u32::from(gsi))
+                .map_err(ioctl("KVM_IRQFD"))?;
+            Ok(IrqTrigger::new(Some(evt)))
+        };
+        let com1 = Arc::new(Mutex::new(SerialDevice::new(
+            irq(Uart::COM1.irq)?,
+            console.clone(),
+            console_file,
+        )));
+        let com2 = Arc::new(Mutex::new(SerialDevice::new(
+            irq(Uart::COM2.irq)?,
+            app_output.clone(),
+            None,
+        )));
+        let mut bus = PioBus::new();
+        bus.insert(Uart::COM1.port, SERIAL_LEN, com1)?;
+        bus.insert(Uart::COM2.port, SERIAL_LEN, com2.clone())?;
+        bus.insert(
+            POWER_PORT_BASE,
+            POWER_PORT_LEN,
+            Arc::new(Mutex::new(PowerDevice)),
+        )?;
+        bus.insert(I8042_BASE, I8042_LEN, Arc::new(Mutex::new(I8042)))?;
+
+        let host_cpuid = cpuid::supported(&kvm)?;
+        let mut vcpus = Vec::new();
+        for (cpu, apic_id) in apic.apic_ids() {
+            let fd = vm
+                .create_vcpu(u64::from(apic_id))
+                .map_err(ioctl("KVM_CREATE_VCPU"))?;
+            fd.set_cpuid2(&cpuid::for_vcpu(&topology, cpu, &host_cpuid)?)
+                .map_err(ioctl("KVM_SET_CPUID2"))?;
+            if b.irqchip {
+                regs::set_lint(&fd)?;
+            }
+            match &payload {
+                Payload::Linux { .. } if cpu == 0 => {
+                    let e = EntryRegs {
+                        rip: entry,
+                        rsp: BOOT_STACK_TOP,
+                        rsi: ZERO_PAGE_GPA,
+                        ..Default::default()
+                    };
+                    regs::enter_long_mode(&fd, e)?;
+                }
+                Payload::Linux { .. } => {}
+                Payload::Program { .. } => {
+                    let stack_top = PROGRAM_STACKS_GPA + u64::from(cpu + 1) * PROGRAM_STACK - 16;
+                    let e = EntryRegs {
+                        rip: entry,
+                        rsp: stack_top,
+                        rsi: u64::from(apic_id),
+                        rdi: u64::from(cpu),
+                        rdx: u64::from(topology.total_cpus()),
+                    };
+                    regs::enter_long_mode(&fd, e)?;
+                    if b.irqchip && cpu != 0 {
+                        fd.set_mp_state(kvm_mp_state {
+                            mp_state: KVM_MP_STATE_RUNNABLE,
+                        })
+                        .map_err(ioctl("KVM_SET_MP_STATE"))?;
+                    }
+                }
+            }
+            vcpus.push((cpu, fd));
+        }
+
+        Ok(KvmVm {
+            vcpus,
+            _vm: vm,
+            _kvm: kvm,
+            bus: Arc::new(bus),
+            io: GuestIo {
+                console,
+                app_output,
+                app_input: SerialInput::new(com2),
+                memory: mem,
+                ring,
+            },
+            tables,
+            e820,
+            cmdline,
+        })
+    }
+
+    /// The host's ends of the guest's devices and memory.
+    pub fn io(&self) -> &GuestIo {
+        &self.io
+    }
+
+    /// The ACPI tables written into the guest.
+    pub fn acpi_tables(&self) -> &AcpiTables {
+        &self.tables
+    }
+
+    /// The e820 map given to the guest.
+    pub fn e820(&self) -> &[E820Entry] {
+        &self.e820
+    }
+
+    /// The kernel command line given to the guest (empty for test programs).
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// Starts one thread per vCPU.
+    pub fn start(mut self) -> Result<KvmVmHandle, KvmError> {
+        vcpu::install_kick_handler()?;
+        let shared = Arc::new(Shared::default());
+        let n = self.vcpus.len() as u32;
+        let mut threads = Vec::new();
+        for (cpu, fd) in self.vcpus.drain(..) {
+            let (bus, sh) = (Arc::clone(&self.bus), Arc::clone(&shared));
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{cpu}"))
+                .spawn(move || vcpu::run_vcpu(cpu, fd, bus, sh, n))
+                .map_err(|source| KvmError::Os {
+                    what: "spawning a vCPU thread",
+                    source,
+                });
+            match t {
+                Ok(t) => threads.push((cpu, t)),
+                Err(e) => {
+                    shared.finish(Ok(KvmExit::AllHalted));
+                    stop_threads(&mut threads);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(KvmVmHandle {
+            io: self.io.clone(),
+            shared,
+            threads,
+            _vm: self,
+            started: Instant::now(),
+        })
+    }
+
+    /// Starts the VM and waits up to `timeout` for it to end.
+    pub fn run(self, timeout: Duration) -> Result<(KvmExit, GuestIo), KvmError> {
+        let mut h = self.start()?;
+        let exit = h.wait(timeout)?;
+        Ok((exit, h.io.clone()))
+    }
+}
+
+/// Kicks every thread out of KVM_RUN until it has returned, then joins it.
+fn stop_threads(threads: &mut Vec<(u32, JoinHandle<()>)>) -> Vec<u32> {
+    let mut lost = Vec::new();
+    for (cpu, t) in threads.drain(..) {
+        while !t.is_finished() {
+            // An error means the thread is already gone.
+            let _ = t.kill(vcpu::kick_signal());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.join().is_err() {
+            lost.push(cpu);
+        }
+    }
+    lost
+}
+
+/// A running VM.
+pub struct KvmVmHandle {
+    io: GuestIo,
+    shared: Arc<Shared>,
+    threads: Vec<(u32, JoinHandle<()>)>,
+    // Keeps the VM, vCPU fds' VM and memory alive until the threads are joined.
+    _vm: KvmVm,
+    started: Instant,
+}
+
+impl KvmVmHandle {
+    /// The host's ends of the guest's devices and memory.
+    pub fn io(&self) -> &GuestIo {
+        &self.io
+    }
+
+    /// When the vCPU threads were started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Port-I/O exits the vCPUs handled so far.
+    pub fn io_exits(&self) -> u64 {
+        self.shared.io_exits()
+    }
+
+    /// Waits until the guest ends or `timeout` passes (then stops it): how it ended.
+    pub fn wait(&mut self, timeout: Duration) -> Result<KvmExit, KvmError> {
+        let outcome = self.shared.wait(Instant::now() + timeout);
+        let n = self.threads.len() as u32;
+        // Only stops the vCPUs: `outcome` was taken, so this placeholder is never reported.
+        self.shared.finish(Ok(KvmExit::AllHalted));
+        let lost = stop_threads(&mut self.threads);
+        self.io.console.close();
+        self.io.app_output.close();
+        match (outcome, lost.first()) {
+            (Some(o), _) => o,
+            (None, Some(cpu)) => Err(KvmError::VcpuLost { cpu: *cpu }),
+            (None, None) => Ok(KvmExit::TimedOut {
+                vcpus: self.shared.stopped_regs(n),
+            }),
+        }
+    }
+}
+
+impl Drop for KvmVmHandle {
+    fn drop(&mut self) {
+        self.shared.finish(Ok(KvmExit::AllHalted));
+        stop_threads(&mut self.threads);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_needs_exactly_one_of_kernel_or_program() {
+        assert!(KvmVm::builder().payload().is_err());
+        let both = KvmVm::builder().kernel("/k").program(vec![0xf4]);
+        assert!(both.payload().is_err());
+        assert_eq!(
+            KvmVm::builder().program(vec![0xf4]).payload().unwrap(),
+            Payload::Program { code: vec![0xf4] }
+        );
+    }
+
+    #[test]
+    fn engine_config_converts() {
+        let cfg =
+            crate::VmConfig::new("/k".into(), "/i".into(), Topology::new(2, 1, 1, 1).unwrap())
+                .memory_mib(512)
+                .cmdline("rdinit=/init");
+        let b = KvmVmBuilder::from(&cfg);
+        assert_eq!(
+            b.payload().unwrap(),
+            Payload::Linux {
+                kernel: "/k".into(),
+                initramfs: Some("/i".into()),
+                cmdline: "rdinit=/init console=ttyS0 panic=-1".into(),
+            }
+        );
+        assert_eq!(b.memory_mib, 512);
+        assert_eq!(b.topology.numa_nodes, 2);
+    }
+}

@@ -1,0 +1,246 @@
+//! Small 64-bit guest programs on ktstr's KVM VMM: serial, CPUID topology, every vCPU, the
+//! shared-memory ring, power-off, reboot. These run under PVM too.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::{kvm_available, programs};
+use ktstr_topology::{apic_id, Topology};
+use ktstr_vmm::kvm::{KvmExit, KvmVm, RebootCause};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn run(topology: Topology, code: Vec<u8>) -> (KvmExit, ktstr_vmm::kvm::GuestIo) {
+    KvmVm::builder()
+        .topology(topology)
+        .memory_mib(64)
+        .program(code)
+        .build()
+        .expect("build")
+        .run(TIMEOUT)
+        .expect("run")
+}
+
+#[test]
+fn serial_ports_reach_the_host_and_exit_status_is_kept() {
+    if !kvm_available("serial_ports_reach_the_host_and_exit_status_is_kept") {
+        return;
+    }
+    let one = Topology::new(1, 1, 1, 1).unwrap();
+    let (exit, io) = run(one, programs::hello());
+    assert_eq!(exit, KvmExit::PowerOff { status: 7 });
+    assert_eq!(io.console.text(), "hello COM1\n");
+    assert_eq!(io.app_output.text(), "hello COM2\n");
+    let mut s = String::new();
+    io.console.reader().read_to_string(&mut s).unwrap();
+    assert_eq!(s, "hello COM1\n", "stream ends when the VM does");
+}
+
+/// Runs the topology program and returns each vCPU's record, in vCPU order.
+fn topology_records(t: Topology) -> Vec<[u8; programs::TOPOLOGY_RECORD]> {
+    let (exit, io) = run(t, programs::topology());
+    assert_eq!(
+        exit,
+        KvmExit::PowerOff { status: 0x42 },
+        "{}",
+        io.app_output.text()
+    );
+    let out = io.app_output.contents();
+    assert_eq!(
+        out.len(),
+        programs::TOPOLOGY_RECORD * t.total_cpus() as usize
+    );
+    out.chunks(programs::TOPOLOGY_RECORD)
+        .map(|c| c.try_into().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_vcpu_runs_and_writes_its_index() {
+    if !kvm_available("every_vcpu_runs_and_writes_its_index") {
+        return;
+    }
+    let t = Topology::new(2, 1, 2, 2).unwrap();
+    let recs = topology_records(t);
+    let idx: Vec<u32> = recs.iter().map(|r| u32::from(r[1])).collect();
+    assert_eq!(idx, (0..8).collect::<Vec<_>>());
+    assert!(recs.iter().all(|r| r[0] == 0xa5));
+}
+
+#[test]
+fn cpuid_reports_the_topology_on_each_vcpu() {
+    if !kvm_available("cpuid_reports_the_topology_on_each_vcpu") {
+        return;
+    }
+    // 2 nodes x 1 LLC x 3 cores x 2 threads: 1 SMT bit, 2 core bits, so APIC IDs have gaps.
+    let t = Topology::new(2, 1, 3, 2).unwrap();
+    for (cpu, r) in topology_records(t).iter().enumerate() {
+        let cpu = cpu as u32;
+        let want = apic_id(&t, cpu).unwrap();
+        let x2apic = u32::from_le_bytes([r[3], r[4], r[5], r[6]]);
+        assert_eq!(u32::from(r[1]), cpu);
+        assert_eq!(u32::from(r[2]), want, "leaf 1 APIC ID of vCPU {cpu}");
+        assert_eq!(x2apic, want, "leaf 0xB x2APIC ID of vCPU {cpu}");
+        assert_eq!(r[7], 1, "SMT shift");
+        assert_eq!(r[8], 3, "package shift: 1 SMT + 2 core bits");
+        assert_eq!(u32::from(r[9]), t.cpus_per_node(), "CPUs per package");
+    }
+}
+
+#[test]
+fn ring_record_written_by_the_guest_is_decoded() {
+    if !kvm_available("ring_record_written_by_the_guest_is_decoded") {
+        return;
+    }
+    let (exit, io) = run(Topology::new(1, 1, 1, 1).unwrap(), programs::ring_record());
+    assert_eq!(exit, KvmExit::PowerOff { status: 0 });
+    let recs = io.ring.poll().unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].kind, 0x77);
+    assert_eq!(recs[0].payload, b"ring-record!");
+    assert!(io.ring.poll().unwrap().is_empty(), "consumed");
+}
+
+#[test]
+fn acpi_sleep_register_powers_off() {
+    if !kvm_available("acpi_sleep_register_powers_off") {
+        return;
+    }
+    let (exit, _) = run(Topology::new(1, 1, 1, 1).unwrap(), programs::acpi_s5());
+    assert_eq!(exit, KvmExit::PowerOff { status: 0 });
+}
+
+#[test]
+fn reboots_are_reported_with_their_cause() {
+    if !kvm_available("reboots_are_reported_with_their_cause") {
+        return;
+    }
+    let one = Topology::new(1, 1, 1, 1).unwrap();
+    let (exit, _) = run(one, programs::keyboard_reset());
+    assert!(
+        matches!(
+            exit,
+            KvmExit::Reboot {
+                cause: RebootCause::Keyboard,
+                cpu: 0,
+                ..
+            }
+        ),
+        "{exit}"
+    );
+    let (exit, _) = run(one, programs::triple_fault());
+    assert!(
+        matches!(
+            exit,
+            KvmExit::Reboot {
+                cause: RebootCause::TripleFault,
+                ..
+            }
+        ),
+        "{exit}"
+    );
+}
+
+#[test]
+fn hlt_without_irqchip_ends_the_run() {
+    if !kvm_available("hlt_without_irqchip_ends_the_run") {
+        return;
+    }
+    let (exit, _) = KvmVm::builder()
+        .topology(Topology::new(1, 1, 2, 1).unwrap())
+        .memory_mib(16)
+        .irqchip(false)
+        .program(programs::halt())
+        .build()
+        .unwrap()
+        .run(TIMEOUT)
+        .unwrap();
+    assert_eq!(exit, KvmExit::AllHalted);
+}
+
+#[test]
+fn a_spinning_guest_times_out_instead_of_hanging() {
+    if !kvm_available("a_spinning_guest_times_out_instead_of_hanging") {
+        return;
+    }
+    // jmp $
+    let (exit, _) = KvmVm::builder()
+        .topology(Topology::new(1, 1, 1, 1).unwrap())
+        .memory_mib(16)
+        .program(vec![0xeb, 0xfe])
+        .build()
+        .unwrap()
+        .run(Duration::from_millis(300))
+        .unwrap();
+    let KvmExit::TimedOut { vcpus } = exit else {
+        panic!("expected a timeout, got {exit}");
+    };
+    assert_eq!(vcpus.len(), 1);
+    assert_eq!(vcpus[0].rip, 0x100000, "stopped at the jmp $");
+}
+
+#[test]
+fn host_writes_reach_com2() {
+    if !kvm_available("host_writes_reach_com2") {
+        return;
+    }
+    // Echo: poll LSR.DR on COM2, read a byte, write it back, exit on '\n'.
+    let echo = vec![
+        0x66, 0xba, 0xfd, 0x02, //       0x00: mov dx, 0x2fd (LSR)
+        0xec, //                         0x04: in al, dx
+        0xa8, 0x01, //                   0x05: test al, 1 (data ready)
+        0x74, 0xf5, //                   0x07: je 0x00
+        0x66, 0xba, 0xf8, 0x02, //       0x09: mov dx, 0x2f8 (RBR/THR)
+        0xec, //                         0x0d: in al, dx
+        0xee, //                         0x0e: out dx, al
+        0x3c, 0x0a, //                   0x0f: cmp al, '\n'
+        0x75, 0xed, //                   0x11: jne 0x00
+        0x66, 0xba, 0x04, 0x06, //       0x13: mov dx, 0x604
+        0xb0, 0x05, //                   0x17: mov al, 5
+        0xee, //                         0x19: out dx, al
+        0xf4, //                         0x1a: hlt
+    ];
+    let vm = KvmVm::builder()
+        .topology(Topology::new(1, 1, 1, 1).unwrap())
+        .memory_mib(16)
+        .program(echo)
+        .build()
+        .unwrap();
+    let input = vm.io().app_input.clone();
+    let mut h = vm.start().unwrap();
+    // More than the 64-byte FIFO, to exercise the host-side queue.
+    let line: Vec<u8> = (0..100)
+        .map(|i| b'a' + (i % 26) as u8)
+        .chain([b'\n'])
+        .collect();
+    input.send(&line);
+    let exit = h.wait(TIMEOUT).unwrap();
+    assert_eq!(exit, KvmExit::PowerOff { status: 5 });
+    assert_eq!(h.io().app_output.contents(), line);
+}
+
+#[test]
+fn pvm_emulation_failure_is_an_error_with_registers() {
+    if !kvm_available("pvm_emulation_failure_is_an_error_with_registers") {
+        return;
+    }
+    if !std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        // Hardware KVM delivers the INT3 (and triple-faults); only PVM fails to emulate it.
+        common::skip(
+            "pvm_emulation_failure_is_an_error_with_registers",
+            "needs PVM's emulator",
+        );
+        return;
+    }
+    let (exit, _) = run(Topology::new(1, 1, 1, 1).unwrap(), programs::int3());
+    let KvmExit::InternalError(e) = exit else {
+        panic!("expected a KVM internal error, got {exit}");
+    };
+    assert_eq!(e.suberror, 1, "emulation failure");
+    assert_eq!(e.regs.rip, 0x100007, "at the INT3");
+    assert_eq!(e.regs.cr3, 0x9000);
+    assert_ne!(e.regs.efer & (1 << 10), 0, "long mode active");
+    assert!(e.to_string().contains("RIP=0x100007"), "{e}");
+}
