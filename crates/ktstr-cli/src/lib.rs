@@ -170,13 +170,9 @@ struct VmArgs {
     verbose: bool,
 }
 
+/// The host-side runqueue monitor's options (`exec` and `shell --exec`).
 #[derive(Debug, Args)]
-struct ExecArgs {
-    #[command(flatten)]
-    vm: VmArgs,
-    /// Seconds before the VM is killed (boot and command together).
-    #[arg(long, default_value_t = run::DEFAULT_TIMEOUT.as_secs())]
-    timeout: u64,
+struct MonitorArgs {
     /// Sample every CPU's runqueue from the host while the command runs and write one
     /// JSON object per sample and line to FILE.
     #[arg(long, value_name = "FILE")]
@@ -196,6 +192,29 @@ struct ExecArgs {
     /// (a run that already failed keeps its own code). The checks are printed either way.
     #[arg(long, requires = "monitor")]
     monitor_enforce: bool,
+}
+
+impl MonitorArgs {
+    /// The monitor a run should have, if asked.
+    fn options(&self) -> Option<ktstr::monitor::MonitorOptions> {
+        self.monitor
+            .clone()
+            .map(|output| ktstr::monitor::MonitorOptions {
+                trace: self.monitor_trace.clone(),
+                ..ktstr::monitor::MonitorOptions::new(output, self.monitor_hz)
+            })
+    }
+}
+
+#[derive(Debug, Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Seconds before the VM is killed (boot and command together).
+    #[arg(long, default_value_t = run::DEFAULT_TIMEOUT.as_secs())]
+    timeout: u64,
+    #[command(flatten)]
+    monitor: MonitorArgs,
     /// Command and arguments to run in the guest.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -211,6 +230,8 @@ struct ShellArgs {
     /// Seconds before an --exec command is killed.
     #[arg(long, default_value_t = 120)]
     exec_timeout: u64,
+    #[command(flatten)]
+    monitor: MonitorArgs,
 }
 
 /// Runs the CLI with `args` (program name first) and returns the process exit code.
@@ -245,21 +266,25 @@ fn dispatch(cli: Cli) -> Result<i32> {
         } => verifier_cmd::run(&args, &progress),
         Command::Exec(a) => {
             let timeout = Duration::from_secs(a.timeout);
-            let monitor = a.monitor.map(|output| ktstr::monitor::MonitorOptions {
-                trace: a.monitor_trace,
-                ..ktstr::monitor::MonitorOptions::new(output, a.monitor_hz)
-            });
-            let code = run_vm_report(&a.vm, Mode::Exec(a.cmd), timeout, monitor)?;
-            Ok(enforce_monitor(code, a.monitor_enforce))
+            let code = run_vm_report(&a.vm, Mode::Exec(a.cmd), timeout, a.monitor.options())?;
+            Ok(enforce_monitor(code, a.monitor.monitor_enforce))
         }
         Command::Shell(a) => match a.exec {
-            Some(cmd) => run_vm(
+            Some(cmd) => {
+                let code = run_vm_report(
+                    &a.vm,
+                    Mode::Exec(vec!["/bin/sh".into(), "-c".into(), cmd]),
+                    Duration::from_secs(a.exec_timeout),
+                    a.monitor.options(),
+                )?;
+                Ok(enforce_monitor(code, a.monitor.monitor_enforce))
+            }
+            None => run_vm(
                 &a.vm,
-                Mode::Exec(vec!["/bin/sh".into(), "-c".into(), cmd]),
-                Duration::from_secs(a.exec_timeout),
-                None,
+                Mode::Shell,
+                Duration::from_secs(u64::MAX / 4),
+                a.monitor.options(),
             ),
-            None => run_vm(&a.vm, Mode::Shell, Duration::from_secs(u64::MAX / 4), None),
         },
     }
 }
@@ -633,8 +658,23 @@ mod tests {
         let Command::Exec(a) = cli.command else {
             panic!("not exec")
         };
-        assert!(a.monitor_enforce);
-        assert_eq!(a.monitor_trace, Some(PathBuf::from("t.json")));
+        assert!(a.monitor.monitor_enforce);
+        assert_eq!(a.monitor.monitor_trace, Some(PathBuf::from("t.json")));
+        let shell = Cli::try_parse_from([
+            "ktstr",
+            "shell",
+            "--exec",
+            "true",
+            "--monitor",
+            "m.jsonl",
+            "--monitor-hz",
+            "500",
+        ])
+        .expect("parses");
+        let Command::Shell(s) = shell.command else {
+            panic!("not shell")
+        };
+        assert_eq!(s.monitor.options().map(|m| m.hz), Some(500));
         assert!(Cli::try_parse_from(["ktstr", "exec", "--monitor-enforce", "--", "true"]).is_err());
     }
 
