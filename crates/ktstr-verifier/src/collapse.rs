@@ -3,6 +3,7 @@
 //! ```text
 //! reader -> escape + classify -> stats
 //!        -> guard (last `keep_tail` lines; marks the tail and the lines before an error unfoldable)
+//!        -> runs (each run of precision-backtracking lines becomes one item)
 //!        -> pass 1 -> pass 2 -> ... (nested loops fold in later passes)
 //!        -> writer
 //! ```
@@ -15,9 +16,11 @@ use std::mem;
 use std::sync::mpsc;
 use std::thread;
 
-use crate::cycle::{Folder, Item, PassParams};
+use crate::backtrack::Runs;
+use crate::cycle::{Folder, PassParams};
 use crate::error::VerifierError;
 use crate::fold;
+use crate::item::Item;
 use crate::line::LineKind;
 use crate::stats::{StatsParser, VerifierStats};
 
@@ -126,6 +129,7 @@ pub struct Collapser<W: Write> {
     cfg: CollapseConfig,
     out: BufWriter<W>,
     guard: VecDeque<Item>,
+    runs: Runs,
     passes: Vec<Folder>,
     scratch: (Vec<Item>, Vec<Item>),
     stats: StatsParser,
@@ -157,6 +161,7 @@ impl<W: Write> Collapser<W> {
             cfg,
             out: BufWriter::with_capacity(1 << 16, out),
             guard: VecDeque::with_capacity(cfg.keep_tail + 1),
+            runs: Runs::default(),
             passes: (0..cfg.passes).map(|_| Folder::new(params)).collect(),
             scratch: (Vec::new(), Vec::new()),
             stats: StatsParser::new(),
@@ -203,8 +208,22 @@ impl<W: Write> Collapser<W> {
         Ok(())
     }
 
-    /// Runs one item through every pass and writes what comes out.
+    /// Runs one item through the backtracking-run grouping and what that yields onwards.
     fn feed(&mut self, item: Item) -> Result<(), VerifierError> {
+        if Runs::joins(&item) {
+            return match self.runs.add(item) {
+                Some(full) => self.fold(full),
+                None => Ok(()),
+            };
+        }
+        if let Some(run) = self.runs.take() {
+            self.fold(run)?;
+        }
+        self.fold(item)
+    }
+
+    /// Runs one item through every pass and writes what comes out.
+    fn fold(&mut self, item: Item) -> Result<(), VerifierError> {
         let (a, b) = &mut self.scratch;
         a.clear();
         match self.passes.split_first_mut() {
@@ -254,6 +273,9 @@ impl<W: Write> Collapser<W> {
         for mut it in tail {
             it.foldable = false;
             self.feed(it)?;
+        }
+        if let Some(run) = self.runs.take() {
+            self.fold(run)?;
         }
         let n = self.passes.len();
         for i in 0..n {

@@ -13,73 +13,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
 
-use crate::fold::{render_note, Header, SlotStats};
-use crate::line::{self, classify, Classified, LineKind, NOTE_PREFIX};
-
-/// One line (or one fold block) flowing between passes.
-#[derive(Debug, Clone)]
-pub(crate) struct Item {
-    /// The text, without trailing newline; a fold block holds its header and notes.
-    pub(crate) text: String,
-    /// How many original input lines this item stands for.
-    pub(crate) weight: u64,
-    /// The line's classification.
-    pub(crate) class: Classified,
-    /// The line's shape hash.
-    pub(crate) shape: u64,
-    /// False for lines that must never be folded away (errors, the log's tail).
-    pub(crate) foldable: bool,
-    /// Instruction indices the item covers.
-    pub(crate) insns: Option<(u32, u32)>,
-    /// The abstracted numbers, kept from the shape scan so folding need not scan again.
-    vals: Vals,
-}
-
-/// Most values an [`Item`] keeps inline; lines with more are scanned again when folded.
-const INLINE_VALS: usize = 6;
-
-/// The first values of a line, and whether they are all of them.
-#[derive(Debug, Clone, Copy, Default)]
-struct Vals {
-    n: usize,
-    complete: bool,
-    v: [i64; INLINE_VALS],
-}
-
-impl Vals {
-    fn push(&mut self, value: i128) {
-        match (self.v.get_mut(self.n), i64::try_from(value)) {
-            (Some(slot), Ok(x)) => *slot = x,
-            _ => self.complete = false,
-        }
-        self.n = self.n.saturating_add(1);
-    }
-}
-
-impl Item {
-    /// Classifies and hashes one input line.
-    pub(crate) fn new(text: String) -> Self {
-        let class = classify(&text);
-        Self::with_weight(text, class, 1)
-    }
-
-    fn with_weight(text: String, class: Classified, weight: u64) -> Self {
-        let mut vals = Vals {
-            complete: true,
-            ..Vals::default()
-        };
-        let shape = line::scan(&text, &class, |n| vals.push(n.value));
-        Self {
-            vals,
-            foldable: class.kind != LineKind::Error,
-            insns: class.insn.map(|i| (i, i)),
-            text,
-            weight,
-            class,
-            shape,
-        }
-    }
-}
+use crate::fold::{render_backtrack_note, render_note, Header, SlotStats};
+use crate::item::{Backtrack, Item, INLINE_VALS};
+use crate::line::{self, classify, LineKind, NOTE_PREFIX};
 
 /// Tuning of one pass.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +82,10 @@ struct Cycle {
     insns: Option<(u32, u32)>,
     iterations: u64,
     folded_weight: u64,
+    /// Backtracking lines among the folded ones.
+    folded_backtrack: Backtrack,
+    /// Fewest and most lines in one iteration.
+    span: (u64, u64),
     held: Vec<Item>,
     partial: Vec<Item>,
 }
@@ -181,6 +121,8 @@ impl Cycle {
             insns,
             iterations: 1,
             folded_weight: 0,
+            folded_backtrack: Backtrack::default(),
+            span: (iteration_lines(first), iteration_lines(first)),
             held: Vec::new(),
             partial: Vec::with_capacity(first.len()),
         }
@@ -195,12 +137,17 @@ impl Cycle {
         self.partial.push(item);
         if self.partial.len() == self.shapes.len() {
             let done = mem::take(&mut self.partial);
+            let n = iteration_lines(&done);
+            self.span = (self.span.0.min(n), self.span.1.max(n));
             let mut prev = mem::replace(&mut self.held, done);
             if !prev.is_empty() {
                 self.absorb(&prev);
-                self.folded_weight = prev
-                    .iter()
-                    .fold(self.folded_weight, |a, i| a.saturating_add(i.weight));
+                for it in &prev {
+                    self.folded_weight = self.folded_weight.saturating_add(it.weight);
+                    if it.run || it.folded_backtrack.is_some() {
+                        self.folded_backtrack.add(&it.backtrack());
+                    }
+                }
             }
             prev.clear();
             self.partial = prev;
@@ -221,7 +168,7 @@ impl Cycle {
             if it.vals.complete {
                 for (slot, v) in slots
                     .iter_mut()
-                    .zip(&it.vals.v[..it.vals.n.min(INLINE_VALS)])
+                    .zip(&it.vals.v[..(it.vals.n as usize).min(INLINE_VALS)])
                 {
                     slot.stats.push(i128::from(*v));
                 }
@@ -257,6 +204,9 @@ impl Cycle {
     fn fold_block(&self, p: &PassParams) -> Item {
         let mut seen: HashSet<(&str, String)> = HashSet::new();
         let mut notes = Vec::new();
+        if self.folded_backtrack.runs > 0 {
+            notes.push(render_backtrack_note(&self.folded_backtrack));
+        }
         let mut more = 0usize;
         for slot in &self.slots {
             if slot.stats.constant() {
@@ -265,7 +215,7 @@ impl Cycle {
             if !seen.insert((slot.label.as_str(), slot.stats.pattern())) {
                 continue;
             }
-            if notes.len() < p.max_notes {
+            if notes.len() < p.max_notes + usize::from(self.folded_backtrack.runs > 0) {
                 let insn = self.line_insn.get(slot.line).copied().flatten();
                 notes.push(render_note(
                     &slot.label,
@@ -283,7 +233,7 @@ impl Cycle {
         let header = Header {
             omitted_lines: self.folded_weight,
             iterations: self.iterations,
-            period: self.shapes.len(),
+            period: self.span,
             insns: self.insns,
             notes: notes.len(),
         };
@@ -295,8 +245,19 @@ impl Cycle {
         let class = classify(&text);
         let mut item = Item::with_weight(text, class, self.folded_weight);
         item.insns = self.insns;
+        if self.folded_backtrack.runs > 0 {
+            item.folded_backtrack = Some(Box::new(self.folded_backtrack));
+        }
         item
     }
+}
+
+/// Lines of one iteration as its header reports them: a backtracking run counts its lines,
+/// any other item (a nested fold too) one.
+fn iteration_lines(items: &[Item]) -> u64 {
+    items.iter().fold(0u64, |n, it| {
+        n.saturating_add(if it.run { it.weight } else { 1 })
+    })
 }
 
 /// Labels and values of every abstracted number of an item, in order.

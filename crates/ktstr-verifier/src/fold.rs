@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <first iteration, verbatim>
-//! --- ktstr fold: 418 lines omitted: iterations 2-39 of 40 (period 11 lines, insns 2-10); 2 notes ---
+//! --- ktstr fold: 418 lines omitted: iterations 2-39 of 40 (period 11 lines, insns 2-10); 3 notes ---
+//! ---   backtracking (mark_precise runs): 76 of the omitted lines, 38 runs of 2 lines
 //! ---   R7 (insn 2): 0 -> 39 step 1
 //! ---   R3.smax (insn 7): varies (5 distinct, 0..100)
 //! <last iteration, verbatim>
@@ -12,13 +13,16 @@
 //!
 //! The header's first number is how many original lines it stands for (nested folds included);
 //! its `N notes` says how many note lines follow. A note describes one value across *all*
-//! iterations, first and last included. Counting every other line as one original line gives
+//! iterations, first and last included, except the `backtracking` note, which counts the
+//! precision-backtracking lines among the omitted ones (each run of them is compared as one
+//! unit, whatever its length, so iterations may differ in length: `period 28-133 lines`). Counting every other line as one original line gives
 //! back the input's line count ([`expanded_line_count`]). An input line that itself starts with
 //! the header prefix (after any backslashes) is written with one more leading backslash.
 
 use std::borrow::Cow;
 
 use crate::error::VerifierError;
+use crate::item::Backtrack;
 use crate::line::{FOLD_PREFIX, NOTE_PREFIX};
 
 /// Distinct values remembered per slot before a note says `>N distinct`.
@@ -135,8 +139,9 @@ pub(crate) struct Header {
     pub(crate) omitted_lines: u64,
     /// Total iterations, first and last included.
     pub(crate) iterations: u64,
-    /// Physical lines per iteration.
-    pub(crate) period: usize,
+    /// Fewest and most lines per iteration (a backtracking run counts its lines, a nested
+    /// fold one).
+    pub(crate) period: (u64, u64),
     /// Instruction index range covered by the iteration.
     pub(crate) insns: Option<(u32, u32)>,
     /// Number of note lines that follow.
@@ -151,12 +156,15 @@ impl Header {
             None => String::new(),
         };
         let plural = if self.notes == 1 { "note" } else { "notes" };
+        let period = match self.period {
+            (a, b) if a == b => a.to_string(),
+            (a, b) => format!("{a}-{b}"),
+        };
         format!(
-            "{FOLD_PREFIX}{} lines omitted: iterations 2-{} of {} (period {} lines{insns}); {} {plural} ---",
+            "{FOLD_PREFIX}{} lines omitted: iterations 2-{} of {} (period {period} lines{insns}); {} {plural} ---",
             self.omitted_lines,
             self.iterations.saturating_sub(1),
             self.iterations,
-            self.period,
             self.notes,
         )
     }
@@ -168,6 +176,21 @@ pub(crate) fn render_note(label: &str, insn: Option<u32>, line_off: usize, desc:
         Some(i) => format!("{NOTE_PREFIX}{label} (insn {i}): {desc}"),
         None => format!("{NOTE_PREFIX}{label} (line +{line_off}): {desc}"),
     }
+}
+
+/// The note counting the precision-backtracking lines a fold omitted:
+/// `---   backtracking (mark_precise runs): 2210 of the omitted lines, 76 runs of 7-75 lines`.
+pub(crate) fn render_backtrack_note(b: &Backtrack) -> String {
+    let sizes = if b.min_run == b.max_run {
+        b.max_run.to_string()
+    } else {
+        format!("{}-{}", b.min_run, b.max_run)
+    };
+    let runs = if b.runs == 1 { "run" } else { "runs" };
+    format!(
+        "{NOTE_PREFIX}backtracking (mark_precise runs): {} of the omitted lines, {} {runs} of {sizes} lines",
+        b.lines, b.runs
+    )
 }
 
 /// Parses `(omitted lines, note count)` from a header line; `None` if it is not well formed.
@@ -282,7 +305,7 @@ mod tests {
         let h = Header {
             omitted_lines: 418,
             iterations: 40,
-            period: 11,
+            period: (11, 11),
             insns: Some((2, 10)),
             notes: 1,
         };
@@ -293,6 +316,15 @@ mod tests {
         );
         assert_eq!(parse_header(&text), Some((418, 1)));
         assert_eq!(parse_header("--- ktstr fold: lots"), None);
+        let h = Header {
+            period: (13, 133),
+            notes: 0,
+            ..h
+        };
+        assert_eq!(
+            h.render(),
+            "--- ktstr fold: 418 lines omitted: iterations 2-39 of 40 (period 13-133 lines, insns 2-10); 0 notes ---"
+        );
     }
 
     #[test]

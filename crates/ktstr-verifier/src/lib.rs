@@ -3,6 +3,8 @@
 //! | Module | What it holds |
 //! |---|---|
 //! | [`line`](mod@line) | classify a log line and abstract its values into a shape |
+//! | `item` (private) | the unit flowing between passes: a line, a backtracking run, a fold |
+//! | `backtrack` (private) | group each run of precision-backtracking lines into one item |
 //! | `cycle` (private) | one folding pass that finds repeated blocks of equal shape |
 //! | [`fold`] | the fold block format, value summaries, [`expanded_line_count`] |
 //! | [`collapse`](mod@collapse) | the streaming pipeline, [`collapse()`], [`collapse_to_writer`], [`Collapser`] |
@@ -28,12 +30,14 @@
 //! # Ok::<(), ktstr_verifier::VerifierError>(())
 //! ```
 
+mod backtrack;
 pub mod collapse;
 mod cycle;
 #[cfg(feature = "capture")]
 pub mod embedded;
 pub mod error;
 pub mod fold;
+mod item;
 pub mod line;
 pub mod stats;
 

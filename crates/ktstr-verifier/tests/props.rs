@@ -72,6 +72,8 @@ enum Segment {
     },
     /// Lines from the one-off list.
     Singles(Vec<usize>),
+    /// A loop whose precision backtracking grows by `growth` lines per iteration (kernel 7.x).
+    Backtracking { iters: usize, growth: usize },
 }
 
 fn segment() -> impl Strategy<Value = Segment> {
@@ -91,6 +93,7 @@ fn segment() -> impl Strategy<Value = Segment> {
             inner,
         }),
         prop::collection::vec(0..SINGLES.len(), 1..5).prop_map(Segment::Singles),
+        (1usize..30, 0usize..4).prop_map(|(iters, growth)| Segment::Backtracking { iters, growth }),
     ]
 }
 
@@ -133,6 +136,23 @@ fn render(segments: &[Segment]) -> Vec<String> {
                 }
             }
             Segment::Singles(ix) => out.extend(ix.iter().map(|i| SINGLES[*i].to_string())),
+            Segment::Backtracking { iters, growth } => {
+                for i in 0..*iters {
+                    out.push(fill(
+                        "9: (07) r1 += 1                       ; R1_w=P{}",
+                        i as i64,
+                    ));
+                    out.push("10: (a5) if r1 < 0x28 goto pc-9".to_string());
+                    out.push("mark_precise: frame0: last_idx 10 first_idx 9 subseq_idx -1".into());
+                    out.extend((0..=growth * i).map(|_| {
+                        "mark_precise: frame0: regs=r1 stack= before 9: (07) r1 += 1".to_string()
+                    }));
+                    out.push(fill(
+                        "mark_precise: frame0: parent state regs=r1 stack=:  R0_w=scalar() R1_rw=P{} R10=fp0",
+                        i as i64,
+                    ));
+                }
+            }
         }
     }
     out
@@ -247,6 +267,29 @@ fn long_counted_loop_shrinks_to_a_small_fraction() {
         "{} lines out",
         out.lines().count()
     );
+}
+
+#[test]
+fn growing_backtracking_folds_across_the_loop() {
+    let lines = render(&[Segment::Backtracking {
+        iters: 40,
+        growth: 3,
+    }]);
+    let out = run(&lines, &CollapseConfig::default());
+    let headers: Vec<&str> = out.lines().filter(|l| l.starts_with(FOLD_PREFIX)).collect();
+    assert_eq!(headers.len(), 1, "{out}");
+    assert!(headers[0].contains("iterations 2-"), "{}", headers[0]);
+    assert!(
+        out.contains("---   backtracking (mark_precise runs): "),
+        "{out}"
+    );
+    assert!(
+        out.lines().count() * 5 < lines.len(),
+        "{} -> {}",
+        lines.len(),
+        out.lines().count()
+    );
+    assert_eq!(expanded_line_count(&out).ok(), Some(lines.len() as u64));
 }
 
 /// Lines made of the characters verifier logs are built from, so the classifier's paths get hit.

@@ -1,0 +1,187 @@
+//! Group each maximal run of precision-backtracking lines into one item.
+//!
+//! From kernel 7.x the verifier walks precision marks back through every iteration since the
+//! last checkpoint, so each loop iteration carries runs like
+//!
+//! ```text
+//! mark_precise: frame0: last_idx 10 first_idx 9 subseq_idx -1
+//! mark_precise: frame0: regs=r6 stack= before 9: (bf) r2 = r0
+//! mark_precise: frame0: regs=r6 stack= before 15: (05) goto pc-7
+//! ...
+//! mark_precise: frame0: parent state regs= stack=:  R0=map_value(...) R6=P8 R10=fp0
+//! ```
+//!
+//! whose length grows with the iteration number. The folding passes see such a run as one item
+//! whose identity is only which kinds of backtracking line it holds (`last_idx`, `regs=...
+//! before`, `parent state`, ...) and in which frames, not its length or the instructions it
+//! walks, so iterations of one loop compare equal. The run keeps its full text (printed for the
+//! first and last iteration of a fold) and its line count (so fold counts still add up).
+
+use crate::item::Item;
+use crate::line::LineKind;
+
+/// Most lines in one run item; a longer run continues in the next item.
+const MAX_RUN_LINES: u64 = 4096;
+/// Most bytes in one run item (a single longer line still makes a run of its own).
+const MAX_RUN_BYTES: usize = 1 << 20;
+
+/// How backtracking lines start (after `mark_precise: frameN: `); anything else is one more kind.
+const KINDS: [&str; 6] = [
+    "last_idx ",
+    "regs=",
+    "parent state ",
+    "parent didn't have ",
+    "propagating ",
+    "falling back ",
+];
+
+/// Collects consecutive foldable backtracking lines into run items.
+#[derive(Debug, Default)]
+pub(crate) struct Runs {
+    text: String,
+    lines: u64,
+    kinds: u32,
+}
+
+impl Runs {
+    /// True when `item` continues (or starts) a run: a foldable backtracking line.
+    pub(crate) fn joins(item: &Item) -> bool {
+        item.class.kind == LineKind::Precision && item.foldable && item.weight == 1
+    }
+
+    /// Adds a line for which [`Self::joins`] holds; gives back the run so far if it was full.
+    pub(crate) fn add(&mut self, item: Item) -> Option<Item> {
+        let full = self.lines >= MAX_RUN_LINES
+            || (self.lines > 0 && self.text.len() + item.text.len() > MAX_RUN_BYTES);
+        let done = if full { self.take() } else { None };
+        self.kinds |= line_kind_bits(&item.text);
+        if self.lines > 0 {
+            self.text.push('\n');
+        }
+        self.text.push_str(&item.text);
+        self.lines += 1;
+        done
+    }
+
+    /// Ends the current run and returns it, if there is one.
+    pub(crate) fn take(&mut self) -> Option<Item> {
+        if self.lines == 0 {
+            return None;
+        }
+        // Copy out of the reused buffer: one exact allocation per run, none per line.
+        let text = self.text.as_str().to_owned();
+        self.text.clear();
+        if self.text.capacity() > 2 * MAX_RUN_BYTES {
+            self.text.shrink_to(MAX_RUN_BYTES);
+        }
+        let run = Item::backtrack_run(text, self.lines, identity(self.kinds));
+        self.lines = 0;
+        self.kinds = 0;
+        Some(run)
+    }
+}
+
+/// The shape hash of a run holding the backtracking line kinds `kinds`.
+fn identity(kinds: u32) -> u64 {
+    (0x6d61_726b_5f70_7265 ^ u64::from(kinds)).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+/// Which kind of backtracking line `line` is, and in which frame, as bits.
+fn line_kind_bits(line: &str) -> u32 {
+    let mut rest = line.strip_prefix("mark_precise: ").unwrap_or(line);
+    let mut frame_bit = 0;
+    if let Some(r) = rest.strip_prefix("frame") {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        let frame: u32 = r[..digits].parse().unwrap_or(u32::MAX);
+        if let Some(after) = r[digits..].strip_prefix(": ") {
+            frame_bit = 1 << (8 + frame.min(7));
+            rest = after;
+        }
+    }
+    let kind = KINDS
+        .iter()
+        .position(|k| rest.starts_with(k))
+        .unwrap_or(KINDS.len());
+    frame_bit | 1 << kind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(items: &[Item]) -> Vec<(u64, &str)> {
+        items.iter().map(|i| (i.weight, i.text.as_str())).collect()
+    }
+
+    /// What the collapse pipeline does with each line.
+    fn push(r: &mut Runs, item: Item, out: &mut Vec<Item>) {
+        if Runs::joins(&item) {
+            out.extend(r.add(item));
+        } else {
+            out.extend(r.take());
+            out.push(item);
+        }
+    }
+
+    #[test]
+    fn runs_group_and_compare_by_kinds_only() {
+        let mut r = Runs::default();
+        let mut out = Vec::new();
+        let input = [
+            "10: (0f) r2 += r6",
+            "mark_precise: frame0: last_idx 10 first_idx 9 subseq_idx -1 ",
+            "mark_precise: frame0: regs=r6 stack= before 9: (bf) r2 = r0",
+            "mark_precise: frame0: parent state regs= stack=:  R0=map_value(map=values,ks=4,vs=160) R6=P0 R10=fp0",
+            "11: R2=map_value(map=values,ks=4,vs=160) R6=0",
+            "mark_precise: frame0: last_idx 14 first_idx 9 subseq_idx -1 ",
+            "mark_precise: frame0: regs=r6 stack= before 13: (07) r6 += 4",
+            "mark_precise: frame0: regs=r6 stack= before 12: (0f) r1 += r2",
+            "mark_precise: frame0: parent state regs= stack=:  R0=map_value(map=values,ks=4,vs=160) R6=P8 R10=fp0",
+        ];
+        for l in input {
+            push(&mut r, Item::new(l.to_string()), &mut out);
+        }
+        out.extend(r.take());
+        assert!(r.take().is_none());
+        assert_eq!(out.len(), 4);
+        assert_eq!(lines(&out)[1], (3, input[1..4].join("\n").as_str()));
+        assert_eq!(out[3].weight, 4);
+        assert_eq!(out[1].shape, out[3].shape);
+        assert_eq!(out[3].backtrack().lines, 4);
+        assert_eq!(out[2].backtrack().lines, 0);
+    }
+
+    #[test]
+    fn different_kinds_or_frames_differ() {
+        let one = |l: &str| {
+            let mut r = Runs::default();
+            let mut out = Vec::new();
+            push(&mut r, Item::new(l.to_string()), &mut out);
+            out.extend(r.take());
+            out.pop().map(|i| i.shape)
+        };
+        let a = one("mark_precise: frame0: regs=r6 stack= before 9: (bf) r2 = r0");
+        let b = one("mark_precise: frame0: regs=r1 stack= before 3: (b7) r1 = 0");
+        let c = one("mark_precise: frame1: regs=r6 stack= before 9: (bf) r2 = r0");
+        let d = one("mark_precise: frame0: last_idx 14 first_idx 9 subseq_idx -1");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+    }
+
+    #[test]
+    fn unfoldable_lines_stay_single_and_long_runs_split() {
+        let mut r = Runs::default();
+        let mut out = Vec::new();
+        let mut it = Item::new("mark_precise: frame0: regs=r6 stack= before 9: x".into());
+        it.foldable = false;
+        push(&mut r, it, &mut out);
+        assert_eq!(out.len(), 1);
+        for _ in 0..MAX_RUN_LINES + 1 {
+            push(&mut r, Item::new("propagating r6".into()), &mut out);
+        }
+        out.extend(r.take());
+        let weights: Vec<u64> = out.iter().map(|i| i.weight).collect();
+        assert_eq!(weights, vec![1, MAX_RUN_LINES, 1]);
+    }
+}
