@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ktstr::kernel::{self, BuildOptions, ConfigBase, FetchOptions};
 use ktstr::run::{self, Mode, Outcome, RunOptions, RunReport, Stream};
-use ktstr::vmm::{TcgThreads, VmmRequest};
+use ktstr::vmm::{TcgThreads, VmmKind, VmmRequest};
 use ktstr::Topology;
 
 mod test_cmd;
@@ -138,6 +138,10 @@ struct VmArgs {
     /// Files or directories to put under /include-files (bare names are looked up in PATH).
     #[arg(short = 'i', long = "include-files")]
     include_files: Vec<PathBuf>,
+    /// VMM: auto (ktstr's own KVM VMM where hardware KVM can boot Linux, else QEMU),
+    /// kvm (ktstr's VMM on /dev/kvm), qemu.
+    #[arg(long, default_value = "auto")]
+    vmm: VmmKind,
     /// Accelerator: auto (KVM only where it can boot Linux), kvm, tcg.
     #[arg(long, default_value = "auto")]
     accel: VmmRequest,
@@ -478,6 +482,7 @@ fn run_vm_report(
     let mut opts = RunOptions::new(kernel, topo)?;
     opts.memory_mib = memory_mib;
     opts.timeout = timeout;
+    opts.vmm = a.vmm;
     opts.accel = a.accel;
     opts.tcg_threads = a.tcg_threads;
     opts.max_attempts = a.attempts;

@@ -1,4 +1,8 @@
 //! Which engine runs a guest, and why.
+//!
+//! Two choices: the VMM (`--vmm auto|kvm|qemu`, [`VmmKind`]) and, for QEMU, the accelerator
+//! (`--accel auto|kvm|tcg`, [`VmmRequest`]). [`choose_vmm`] makes both and says why in one
+//! line; [`choose_engine`] is the QEMU-only choice it falls back to.
 
 use std::fmt;
 use std::path::Path;
@@ -20,6 +24,18 @@ pub enum VmmRequest {
     Tcg,
 }
 
+/// Which VMM runs the guest (`--vmm auto|kvm|qemu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VmmKind {
+    /// ktstr's own KVM VMM where hardware KVM can boot Linux, QEMU otherwise.
+    #[default]
+    Auto,
+    /// ktstr's own KVM VMM on `/dev/kvm` (spelled `kvm`), even where KVM cannot boot Linux.
+    Ktstr,
+    /// QEMU, accelerated as `--accel` says.
+    Qemu,
+}
+
 /// TCG threading: one host thread for all vCPUs, or one per vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcgThreads {
@@ -36,6 +52,8 @@ pub enum Engine {
     QemuKvm,
     /// QEMU's TCG emulator.
     QemuTcg(TcgThreads),
+    /// ktstr's own KVM VMM ([`crate::kvm`]), no QEMU process.
+    KtstrKvm,
 }
 
 /// The chosen engine and the one-line reason for it.
@@ -137,6 +155,71 @@ pub fn choose_engine(
     }
 }
 
+/// Picks the VMM and its engine for `topology` and says why in one line.
+///
+/// `auto` takes ktstr's KVM VMM only where hardware KVM can boot Linux (not PVM) and the run
+/// needs nothing only QEMU has (`needs_qemu`, e.g. the host monitor's guest RAM files);
+/// otherwise it is [`choose_engine`], whose reason says why. `kvm` takes ktstr's VMM
+/// whenever `/dev/kvm` opens, PVM included (the guest then dies early with a KVM internal
+/// error); `qemu` is [`choose_engine`].
+pub fn choose_vmm(
+    vmm: VmmKind,
+    accel: VmmRequest,
+    threads: Option<TcgThreads>,
+    topology: &Topology,
+    host: &HostKvm,
+    host_cpus: usize,
+    needs_qemu: Option<&str>,
+) -> Result<EngineChoice, VmmError> {
+    let qemu = |why: &str| {
+        choose_engine(accel, threads, topology, host, host_cpus).map(|c| EngineChoice {
+            engine: c.engine,
+            reason: format!("QEMU {why}; {}", c.reason),
+        })
+    };
+    match vmm {
+        VmmKind::Qemu => qemu("as asked"),
+        VmmKind::Ktstr => {
+            if let Some(what) = needs_qemu {
+                return Err(VmmError::BadConfig {
+                    reason: format!("{what} needs the QEMU VMM (--vmm qemu or auto)"),
+                });
+            }
+            if accel == VmmRequest::Tcg {
+                return Err(VmmError::BadConfig {
+                    reason: "--accel tcg is QEMU's emulator; ktstr's VMM needs /dev/kvm".into(),
+                });
+            }
+            if !host.dev_kvm {
+                return Err(VmmError::KvmUnusable {
+                    reason: "/dev/kvm is absent or not accessible".into(),
+                });
+            }
+            let reason = match host.unusable_reason() {
+                None => "ktstr's KVM VMM as asked".to_string(),
+                Some(why) => format!(
+                    "ktstr's KVM VMM as asked, although {why}: expect a KVM internal error early in boot"
+                ),
+            };
+            Ok(EngineChoice {
+                engine: Engine::KtstrKvm,
+                reason,
+            })
+        }
+        VmmKind::Auto => match (accel, host.unusable_reason(), needs_qemu) {
+            // choose_engine's reason already says why QEMU: TCG as asked, or KVM unusable.
+            (VmmRequest::Tcg, _, _) | (_, Some(_), _) => {
+                choose_engine(accel, threads, topology, host, host_cpus)
+            }
+            (_, None, Some(what)) => qemu(&format!("because {what} needs it")),
+            (_, None, None) => Ok(EngineChoice {
+                engine: Engine::KtstrKvm,
+                reason: "ktstr's KVM VMM: hardware KVM can boot Linux".into(),
+            }),
+        },
+    }
+}
+
 impl fmt::Display for TcgThreads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -152,6 +235,32 @@ impl fmt::Display for Engine {
             Engine::QemuKvm => f.write_str("qemu/kvm"),
             Engine::QemuTcg(TcgThreads::Single) => f.write_str("qemu/tcg-single"),
             Engine::QemuTcg(TcgThreads::Multi) => f.write_str("qemu/tcg-multi"),
+            Engine::KtstrKvm => f.write_str("ktstr/kvm"),
+        }
+    }
+}
+
+impl fmt::Display for VmmKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmmKind::Auto => "auto",
+            VmmKind::Ktstr => "kvm",
+            VmmKind::Qemu => "qemu",
+        })
+    }
+}
+
+impl FromStr for VmmKind {
+    type Err = VmmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(VmmKind::Auto),
+            "kvm" | "ktstr" => Ok(VmmKind::Ktstr),
+            "qemu" => Ok(VmmKind::Qemu),
+            other => Err(VmmError::BadConfig {
+                reason: format!("VMM `{other}`: expected auto, kvm or qemu"),
+            }),
         }
     }
 }
@@ -227,6 +336,95 @@ mod tests {
         assert!(c.reason.contains("16 vCPUs > 2 host CPUs"), "{}", c.reason);
         let m = choose_engine(VmmRequest::Tcg, Some(TcgThreads::Multi), &big, &HW, 2).unwrap();
         assert_eq!(m.engine, Engine::QemuTcg(TcgThreads::Multi));
+    }
+
+    fn vmm(kind: VmmKind, host: &HostKvm) -> Result<EngineChoice, VmmError> {
+        choose_vmm(
+            kind,
+            VmmRequest::Auto,
+            None,
+            &Topology::default(),
+            host,
+            2,
+            None,
+        )
+    }
+
+    #[test]
+    fn auto_vmm_on_pvm_is_qemu_with_the_reason_in_one_line() {
+        let c = vmm(VmmKind::Auto, &PVM).unwrap();
+        assert_eq!(c.engine, Engine::QemuTcg(TcgThreads::Single));
+        assert!(c.reason.starts_with("QEMU TCG because"), "{}", c.reason);
+        assert!(c.reason.contains("PVM"), "{}", c.reason);
+        assert!(!c.reason.contains('\n'), "{}", c.reason);
+    }
+
+    #[test]
+    fn auto_vmm_on_hardware_kvm_is_ours() {
+        let c = vmm(VmmKind::Auto, &HW).unwrap();
+        assert_eq!(c.engine, Engine::KtstrKvm);
+        assert!(c.reason.contains("hardware KVM"), "{}", c.reason);
+    }
+
+    #[test]
+    fn auto_vmm_keeps_qemu_for_tcg_and_for_what_only_qemu_has() {
+        let t = Topology::default();
+        let c = choose_vmm(VmmKind::Auto, VmmRequest::Tcg, None, &t, &HW, 2, None).unwrap();
+        assert_eq!(c.engine, Engine::QemuTcg(TcgThreads::Single));
+        let c = choose_vmm(
+            VmmKind::Auto,
+            VmmRequest::Auto,
+            None,
+            &t,
+            &HW,
+            2,
+            Some("the monitor"),
+        )
+        .unwrap();
+        assert_eq!(c.engine, Engine::QemuKvm);
+        assert!(c.reason.contains("the monitor needs it"), "{}", c.reason);
+    }
+
+    #[test]
+    fn forced_kvm_vmm_runs_ours_even_on_pvm_and_warns() {
+        let c = vmm(VmmKind::Ktstr, &PVM).unwrap();
+        assert_eq!(c.engine, Engine::KtstrKvm);
+        assert!(c.reason.contains("KVM internal error"), "{}", c.reason);
+        let none = HostKvm {
+            dev_kvm: false,
+            ..PVM
+        };
+        assert!(matches!(
+            vmm(VmmKind::Ktstr, &none),
+            Err(VmmError::KvmUnusable { .. })
+        ));
+        let t = Topology::default();
+        assert!(choose_vmm(VmmKind::Ktstr, VmmRequest::Tcg, None, &t, &HW, 2, None).is_err());
+        assert!(choose_vmm(
+            VmmKind::Ktstr,
+            VmmRequest::Auto,
+            None,
+            &t,
+            &HW,
+            2,
+            Some("x")
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn qemu_vmm_is_the_old_choice() {
+        let c = vmm(VmmKind::Qemu, &HW).unwrap();
+        assert_eq!(c.engine, Engine::QemuKvm);
+        assert!(c.reason.starts_with("QEMU as asked"), "{}", c.reason);
+    }
+
+    #[test]
+    fn parses_vmm_kinds() {
+        assert_eq!("kvm".parse::<VmmKind>().unwrap(), VmmKind::Ktstr);
+        assert_eq!("qemu".parse::<VmmKind>().unwrap(), VmmKind::Qemu);
+        assert_eq!(VmmKind::Ktstr.to_string(), "kvm");
+        assert!("xen".parse::<VmmKind>().is_err());
     }
 
     #[test]

@@ -51,7 +51,24 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    /// ktstr's own KVM VMM failed to build, start or run the guest.
+    #[error("ktstr's KVM VMM failed")]
+    Kvm(#[from] crate::kvm::KvmError),
+    /// Reading registers over QMP failed.
+    #[error("QMP failed")]
+    Qmp(#[from] crate::QmpError),
     /// Waiting for or signalling the engine process failed.
     #[error("could not wait for the VM process")]
     Wait(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_cross_threads_as_clap_and_anyhow_need() {
+        fn send_sync_static<T: std::error::Error + Send + Sync + 'static>() {}
+        send_sync_static::<VmmError>();
+    }
 }

@@ -1,13 +1,14 @@
 //! Engines that boot a ktstr guest.
 //!
 //! A caller describes the machine once ([`VmConfig`]: topology, memory, kernel,
-//! initramfs, command line, where the console goes) and picks an engine with
-//! [`choose_engine`]; [`Vm::start`] boots it and returns a handle that gives the
-//! guest's application channel (COM2) as a byte stream, the guest RAM files the
-//! host can map, the vCPUs' registers over QMP ([`Qmp`]) when asked for, and a
-//! bounded wait. The caller never needs to know which engine runs the guest:
-//! today that is QEMU (TCG, or KVM where hardware virtualization exists);
-//! ktstr's own KVM VMM ([`kvm`]) runs guests without QEMU where KVM can boot Linux.
+//! initramfs, command line, where the console goes) and picks a VMM and engine with
+//! [`choose_vmm`] (`--vmm auto|kvm|qemu`; [`choose_engine`] is QEMU's accelerator
+//! choice); [`Vm::start`] boots it and returns a handle that gives the guest's
+//! application channel (COM2) as a byte stream, the vCPUs' registers, a bounded wait
+//! ending in a [`VmExit`], and on QEMU the guest RAM files the host can map. The same
+//! handle runs ktstr's own KVM VMM ([`kvm`], where hardware KVM can boot Linux) or QEMU
+//! (TCG, or KVM); another harness can use either through [`Vm`], or the KVM VMM
+//! directly through [`kvm::KvmVm::builder`].
 
 mod config;
 mod engine;
@@ -18,8 +19,11 @@ mod qmp;
 mod vm;
 
 pub use config::{AppChannel, VmConfig};
-pub use engine::{choose_engine, host_kvm, Engine, EngineChoice, HostKvm, TcgThreads, VmmRequest};
+pub use engine::{
+    choose_engine, choose_vmm, host_kvm, Engine, EngineChoice, HostKvm, TcgThreads, VmmKind,
+    VmmRequest,
+};
 pub use error::VmmError;
 pub use qemu::{qemu_args, QEMU_BINARY};
 pub use qmp::{parse_info_registers, Qmp, QmpError, VcpuRegisters};
-pub use vm::{GuestRamFile, Vm, VmExit};
+pub use vm::{AppReader, GuestRamFile, Vm, VmExit};

@@ -33,7 +33,8 @@ pub fn qemu_args(
         "-no-reboot",
     ]);
     match engine {
-        Engine::QemuKvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        // KtstrKvm never reaches QEMU; if asked anyway, the nearest QEMU engine is KVM.
+        Engine::QemuKvm | Engine::KtstrKvm => push(&["-accel", "kvm", "-cpu", "host"]),
         Engine::QemuTcg(TcgThreads::Single) => {
             push(&["-accel", "tcg,thread=single", "-cpu", "max"])
         }

@@ -1,15 +1,22 @@
-//! A running guest: start it, read its application channel, wait for it with a deadline.
+//! A running guest on either engine: start it, read its application channel, wait for it
+//! with a deadline, kill it.
+//!
+//! [`Vm`] is the same handle over the QEMU process ([`qemu_process`]) and ktstr's own KVM
+//! VMM ([`kvm_backend`]): both start from one [`VmConfig`], write COM1 to its console log
+//! file, give COM2 as a byte stream, and end in a [`VmExit`].
+
+mod kvm_backend;
+mod qemu_process;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{
-    qemu_args, AppChannel, Engine, Qmp, QmpError, VcpuRegisters, VmConfig, VmmError, QEMU_BINARY,
-};
+use kvm_backend::KvmBackend;
+use qemu_process::QemuProcess;
+
+use crate::kvm::{GuestIo, InternalError};
+use crate::{Engine, VcpuRegisters, VmConfig, VmmError};
 
 /// One guest RAM file the host can map: node `node`'s memory, `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,101 +29,48 @@ pub struct GuestRamFile {
     pub size: u64,
 }
 
-/// How the engine process ended.
+/// How the guest (and its engine) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmExit {
-    /// The engine exited by itself (guest power-off, reboot or engine error).
+    /// The engine exited by itself (guest power-off, reboot or engine error). On the KVM
+    /// backend: power-off gives the guest's status as `code`; a reboot code 0 and other
+    /// failures code 1, with what happened in `engine_stderr`.
     Exited {
-        /// Exit code, `None` if killed by a signal.
+        /// Exit code, `None` if killed by a signal (or by [`Vm::kill`]).
         code: Option<i32>,
         /// What the engine printed on stderr.
         engine_stderr: String,
     },
+    /// KVM could not go on running a vCPU (ktstr's KVM VMM; on PVM an instruction its
+    /// emulator lacks); carries the vCPU's registers.
+    KvmInternalError(Box<InternalError>),
     /// The deadline passed; the VM was killed.
     TimedOut,
 }
 
-/// A booted guest. Dropping it kills the engine and removes its RAM files.
+/// The guest's application channel (COM2 output) as a byte stream; it ends with the VM.
+pub type AppReader = Box<dyn Read + Send>;
+
+enum Backend {
+    Qemu(QemuProcess),
+    Kvm(Box<KvmBackend>),
+}
+
+/// A booted guest. Dropping it stops the guest (and removes QEMU's RAM files).
 pub struct Vm {
-    child: Child,
     engine: Engine,
-    app: Option<ChildStdout>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    stderr_thread: Option<JoinHandle<()>>,
-    ram_files: Vec<GuestRamFile>,
-    qmp_socket: Option<PathBuf>,
+    backend: Backend,
 }
 
 impl Vm {
-    /// Boots `cfg` on `engine`.
+    /// Boots `cfg` on `engine` ([`Engine::KtstrKvm`] is ktstr's own VMM, the rest QEMU).
     pub fn start(cfg: &VmConfig, engine: Engine) -> Result<Vm, VmmError> {
-        cfg.topology.validate().map_err(|e| VmmError::BadConfig {
-            reason: e.to_string(),
-        })?;
-        let min_mib = u64::from(cfg.topology.numa_nodes) * 64;
-        if cfg.memory_mib < min_mib {
-            return Err(VmmError::BadConfig {
-                reason: format!(
-                    "{} MiB of memory is too little: at least {min_mib} MiB ({} NUMA nodes)",
-                    cfg.memory_mib, cfg.topology.numa_nodes
-                ),
-            });
-        }
-        for (what, path) in [("kernel", &cfg.kernel), ("initramfs", &cfg.initramfs)] {
-            if !path.is_file() {
-                return Err(VmmError::MissingFile {
-                    what,
-                    path: path.clone(),
-                });
-            }
-        }
-        let program = find_in_path(QEMU_BINARY).ok_or_else(|| VmmError::EngineMissing {
-            program: QEMU_BINARY.into(),
-            package: "qemu-system-x86".into(),
-        })?;
-        let ram_files = ram_files(cfg)?;
-        if let Some(sock) = &cfg.qmp_socket {
-            let _ = std::fs::remove_file(sock);
-        }
-        let paths: Vec<PathBuf> = ram_files.iter().map(|r| r.path.clone()).collect();
-        let args = qemu_args(cfg, engine, &paths, host_tsc_khz());
-        let mut cmd = Command::new(&program);
-        cmd.args(&args).stderr(Stdio::piped());
-        match cfg.app_channel {
-            AppChannel::Pipe => cmd.stdin(Stdio::null()).stdout(Stdio::piped()),
-            AppChannel::Terminal => cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()),
+        validate(cfg)?;
+        let backend = match engine {
+            Engine::KtstrKvm => Backend::Kvm(Box::new(KvmBackend::start(cfg)?)),
+            Engine::QemuKvm | Engine::QemuTcg(_) => Backend::Qemu(QemuProcess::start(cfg, engine)?),
         };
-        let mut child = cmd.spawn().map_err(|source| {
-            remove_ram_files(&ram_files);
-            VmmError::Spawn {
-                program: program.display().to_string(),
-                source,
-            }
-        })?;
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let stderr_thread = child.stderr.take().map(|mut pipe| {
-            let sink = Arc::clone(&stderr);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut s) = sink.lock() {
-                        s.extend_from_slice(&buf[..n]);
-                    }
-                }
-            })
-        });
-        Ok(Vm {
-            app: child.stdout.take(),
-            child,
-            engine,
-            stderr,
-            stderr_thread,
-            ram_files,
-            qmp_socket: cfg.qmp_socket.clone(),
-        })
+        Ok(Vm { engine, backend })
     }
 
     /// The engine running this guest.
@@ -125,44 +79,57 @@ impl Vm {
     }
 
     /// COM2's byte stream from the guest (once; `None` in terminal mode).
-    pub fn take_app_channel(&mut self) -> Option<ChildStdout> {
-        self.app.take()
-    }
-
-    /// The guest RAM files, one per NUMA node.
-    pub fn ram_files(&self) -> &[GuestRamFile] {
-        &self.ram_files
-    }
-
-    /// The QMP monitor socket, when the config asked for one.
-    pub fn qmp_socket(&self) -> Option<&Path> {
-        self.qmp_socket.as_deref()
-    }
-
-    /// Every vCPU's control registers, read over a fresh QMP connection.
-    pub fn registers(&self, timeout: Duration) -> Result<Vec<VcpuRegisters>, QmpError> {
-        let path = self
-            .qmp_socket
-            .as_deref()
-            .ok_or_else(|| QmpError::Connect {
-                path: PathBuf::new(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the VM was started without a QMP socket",
-                ),
-            })?;
-        Qmp::connect(path, timeout)?.registers()
-    }
-
-    /// The engine's exit if it has ended, without blocking.
-    pub fn try_wait(&mut self) -> Result<Option<VmExit>, VmmError> {
-        match self.child.try_wait().map_err(VmmError::Wait)? {
-            Some(status) => Ok(Some(self.exited(status.code()))),
-            None => Ok(None),
+    pub fn take_app_channel(&mut self) -> Option<AppReader> {
+        match &mut self.backend {
+            Backend::Qemu(q) => q.take_app_channel().map(|r| Box::new(r) as AppReader),
+            Backend::Kvm(k) => k.take_app_channel().map(|r| Box::new(r) as AppReader),
         }
     }
 
-    /// Waits until the engine exits or `deadline` passes (then kills it).
+    /// The guest RAM files, one per NUMA node; empty on the KVM backend (the host monitor
+    /// maps these files, so it needs the QEMU backend for now).
+    pub fn ram_files(&self) -> &[GuestRamFile] {
+        match &self.backend {
+            Backend::Qemu(q) => q.ram_files(),
+            Backend::Kvm(_) => &[],
+        }
+    }
+
+    /// The QMP monitor socket, when the config asked for one (never on the KVM backend).
+    pub fn qmp_socket(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Qemu(q) => q.qmp_socket(),
+            Backend::Kvm(_) => None,
+        }
+    }
+
+    /// The KVM backend's ends of the guest's devices and memory (`None` on QEMU): the
+    /// console log, COM2 input, guest memory and the shared-memory ring.
+    pub fn kvm_io(&self) -> Option<&GuestIo> {
+        match &self.backend {
+            Backend::Qemu(_) => None,
+            Backend::Kvm(k) => Some(k.io()),
+        }
+    }
+
+    /// Every vCPU's control registers: over a fresh QMP connection on QEMU, from the
+    /// vCPU threads on the KVM backend.
+    pub fn registers(&self, timeout: Duration) -> Result<Vec<VcpuRegisters>, VmmError> {
+        match &self.backend {
+            Backend::Qemu(q) => Ok(q.registers(timeout)?),
+            Backend::Kvm(k) => k.registers(timeout),
+        }
+    }
+
+    /// How the guest ended if it has, without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<VmExit>, VmmError> {
+        match &mut self.backend {
+            Backend::Qemu(q) => q.try_wait(),
+            Backend::Kvm(k) => k.try_wait(),
+        }
+    }
+
+    /// Waits until the guest ends or `deadline` passes (then kills it).
     pub fn wait_until(&mut self, deadline: Instant) -> Result<VmExit, VmmError> {
         loop {
             if let Some(exit) = self.try_wait()? {
@@ -176,137 +143,38 @@ impl Vm {
         }
     }
 
-    /// Kills the engine and reaps it.
+    /// Stops the guest: kills and reaps QEMU, or stops every vCPU thread.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn exited(&mut self, code: Option<i32>) -> VmExit {
-        if let Some(t) = self.stderr_thread.take() {
-            let _ = t.join();
-        }
-        let engine_stderr = self
-            .stderr
-            .lock()
-            .map(|s| String::from_utf8_lossy(&s).into_owned())
-            .unwrap_or_default();
-        VmExit::Exited {
-            code,
-            engine_stderr,
+        match &mut self.backend {
+            Backend::Qemu(q) => q.kill(),
+            Backend::Kvm(k) => k.kill(),
         }
     }
 }
 
-impl Drop for Vm {
-    fn drop(&mut self) {
-        self.kill();
-        remove_ram_files(&self.ram_files);
-        if let Some(sock) = &self.qmp_socket {
-            let _ = std::fs::remove_file(sock);
+/// Checks what every engine needs: a valid topology, enough memory, the input files.
+fn validate(cfg: &VmConfig) -> Result<(), VmmError> {
+    cfg.topology.validate().map_err(|e| VmmError::BadConfig {
+        reason: e.to_string(),
+    })?;
+    let min_mib = u64::from(cfg.topology.numa_nodes) * 64;
+    if cfg.memory_mib < min_mib {
+        return Err(VmmError::BadConfig {
+            reason: format!(
+                "{} MiB of memory is too little: at least {min_mib} MiB ({} NUMA nodes)",
+                cfg.memory_mib, cfg.topology.numa_nodes
+            ),
+        });
+    }
+    for (what, path) in [("kernel", &cfg.kernel), ("initramfs", &cfg.initramfs)] {
+        if !path.is_file() {
+            return Err(VmmError::MissingFile {
+                what,
+                path: path.clone(),
+            });
         }
     }
-}
-
-fn ram_files(cfg: &VmConfig) -> Result<Vec<GuestRamFile>, VmmError> {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = if cfg.ram_dir.is_dir() {
-        cfg.ram_dir.clone()
-    } else {
-        std::env::temp_dir()
-    };
-    remove_stale_ram_files(&dir);
-    let files: Vec<GuestRamFile> = cfg
-        .topology
-        .split_memory_mib(cfg.memory_mib)
-        .into_iter()
-        .enumerate()
-        .map(|(node, mib)| GuestRamFile {
-            node: node as u32,
-            path: dir.join(format!("ktstr-ram-{}-{n}-node{node}", std::process::id())),
-            size: mib << 20,
-        })
-        .collect();
-    for f in &files {
-        // QEMU creates and sizes the file; make sure no stale one of ours is in the way.
-        match std::fs::remove_file(&f.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(VmmError::RunFile {
-                    path: f.path.clone(),
-                    source: e,
-                })
-            }
-            _ => {}
-        }
-    }
-    Ok(files)
-}
-
-/// Removes RAM files left by ktstr processes that no longer exist (killed with SIGKILL, say).
-fn remove_stale_ram_files(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.filter_map(Result::ok) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("ktstr-ram-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-fn remove_ram_files(files: &[GuestRamFile]) {
-    for f in files {
-        let _ = std::fs::remove_file(&f.path);
-    }
-}
-
-/// Finds `program` in `$PATH`.
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// The host TSC frequency in kHz, measured against the monotonic clock (TCG guests see the host TSC).
-fn host_tsc_khz() -> Option<u64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-        if !cpuinfo.contains("constant_tsc") {
-            return None;
-        }
-        let t0 = Instant::now();
-        // SAFETY: RDTSC has no memory effects; constant_tsc was checked above.
-        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
-        std::thread::sleep(Duration::from_millis(20));
-        // SAFETY: as above.
-        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
-        let ns = t0.elapsed().as_nanos() as u64;
-        // Round to 1 MHz: the kernel only needs an estimate it will not recalibrate.
-        let khz = c1.checked_sub(c0)? * 1_000_000 / ns.max(1);
-        Some((khz + 500) / 1000 * 1000)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        None
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -321,13 +189,13 @@ mod tests {
             "/nonexistent/i.cpio".into(),
             Topology::default(),
         );
-        let err = Vm::start(&cfg, Engine::QemuTcg(crate::TcgThreads::Single))
-            .err()
-            .expect("must fail");
-        assert!(
-            matches!(err, VmmError::MissingFile { what: "kernel", .. }),
-            "{err}"
-        );
+        for engine in [Engine::QemuTcg(crate::TcgThreads::Single), Engine::KtstrKvm] {
+            let err = Vm::start(&cfg, engine).err().expect("must fail");
+            assert!(
+                matches!(err, VmmError::MissingFile { what: "kernel", .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -336,29 +204,5 @@ mod tests {
             .memory_mib(128);
         let err = Vm::start(&cfg, Engine::QemuKvm).err().expect("must fail");
         assert!(err.to_string().contains("at least 256 MiB"), "{err}");
-    }
-
-    #[test]
-    fn stale_ram_files_of_dead_processes_are_removed() {
-        let dir = std::env::temp_dir().join(format!("ktstr-stale-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // PID 4194304 is above the kernel's maximum, so it is never alive.
-        let dead = dir.join("ktstr-ram-4194304-0-node0");
-        let alive = dir.join(format!("ktstr-ram-{}-0-node0", std::process::id()));
-        let other = dir.join("unrelated");
-        for f in [&dead, &alive, &other] {
-            std::fs::write(f, b"x").unwrap();
-        }
-        remove_stale_ram_files(&dir);
-        assert!(!dead.exists());
-        assert!(alive.exists() && other.exists());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn tsc_estimate_is_plausible() {
-        if let Some(khz) = host_tsc_khz() {
-            assert!((100_000..20_000_000).contains(&khz), "{khz}");
-        }
     }
 }

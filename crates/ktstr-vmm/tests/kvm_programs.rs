@@ -182,6 +182,37 @@ fn a_spinning_guest_times_out_instead_of_hanging() {
 }
 
 #[test]
+fn registers_are_read_while_the_guest_runs() {
+    if !kvm_available("registers_are_read_while_the_guest_runs") {
+        return;
+    }
+    // Two vCPUs at `jmp $`: each is kicked out of KVM_RUN, reads its registers, runs on.
+    let mut h = KvmVm::builder()
+        .topology(Topology::new(1, 1, 2, 1).unwrap())
+        .memory_mib(16)
+        .program(vec![0xeb, 0xfe])
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    for _ in 0..3 {
+        let regs = h.registers(Duration::from_secs(5)).expect("registers");
+        assert_eq!(regs.len(), 2);
+        for r in &regs {
+            assert_eq!(r.rip, 0x100000, "at the jmp $: {r}");
+            assert_ne!(r.efer & (1 << 10), 0, "long mode: {r}");
+            assert_eq!(r.cpl, 0, "{r}");
+        }
+    }
+    assert!(h.try_wait().unwrap().is_none(), "still running");
+    h.kill();
+    assert!(matches!(
+        h.registers(Duration::from_secs(1)),
+        Err(ktstr_vmm::kvm::KvmError::NotRunning)
+    ));
+}
+
+#[test]
 fn host_writes_reach_com2() {
     if !kvm_available("host_writes_reach_com2") {
         return;

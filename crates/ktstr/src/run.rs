@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use ktstr_btf_monitor::KernelAddrs;
 use ktstr_topology::Topology;
 use ktstr_vmm::{
-    choose_engine, host_kvm, AppChannel, EngineChoice, TcgThreads, Vm, VmConfig, VmExit, VmmRequest,
+    choose_vmm, host_kvm, AppChannel, EngineChoice, TcgThreads, Vm, VmConfig, VmExit, VmmKind,
+    VmmRequest,
 };
 
 use crate::guest::{CommandExit, Hello, Job, JobMode};
@@ -44,7 +45,9 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Limit for reaching guest init.
     pub boot_timeout: Duration,
-    /// Accelerator request.
+    /// Which VMM runs the guest (`auto`: ktstr's KVM VMM where hardware KVM boots Linux).
+    pub vmm: VmmKind,
+    /// Accelerator request (QEMU's).
     pub accel: VmmRequest,
     /// TCG threading override.
     pub tcg_threads: Option<TcgThreads>,
@@ -101,6 +104,7 @@ impl RunOptions {
             memory_mib: None,
             timeout: DEFAULT_TIMEOUT,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            vmm: VmmKind::Auto,
             accel: VmmRequest::Auto,
             tcg_threads: None,
             max_attempts: DEFAULT_ATTEMPTS,
@@ -389,12 +393,16 @@ pub fn run(
     let host_cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let engine = choose_engine(
+    let engine = choose_vmm(
+        opts.vmm,
         opts.accel,
         opts.tcg_threads,
         &opts.topology,
         &host_kvm(),
         host_cpus,
+        opts.monitor
+            .as_ref()
+            .map(|_| "the runqueue monitor (guest RAM files, QMP)"),
     )?;
     let modules = crate::kernel::resolve_modules(&opts.kernel, &opts.modules)?;
     let module_names = modules
@@ -595,6 +603,13 @@ fn attempt_once(
         _ => String::new(),
     };
     let started = report.hello.is_some();
+    // ktstr's KVM VMM reports an internal error itself, with the registers.
+    let kvm_failure = match &vm_exit {
+        Some(VmExit::KvmInternalError(e)) => Some(GuestFailure::KvmInternalError {
+            detail: e.to_string(),
+        }),
+        _ => None,
+    };
     report.outcome = if let Some(e) = exit {
         Outcome::Command(e)
     } else if report
@@ -605,12 +620,15 @@ fn attempt_once(
         Outcome::SchedulerNotAttached
     } else if matches!(mode, Mode::Shell)
         && !timed_out
+        && kvm_failure.is_none()
         && classify_console(&console, &engine_stderr).is_none()
     {
         Outcome::ShellEnded
     } else {
         let failure = if let Some(message) = init_error {
             GuestFailure::InitError { message }
+        } else if let Some(f) = kvm_failure {
+            f
         } else if let Some(f) = classify_console(&console, &engine_stderr) {
             f
         } else if timed_out && !started {

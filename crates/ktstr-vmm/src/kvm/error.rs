@@ -104,6 +104,15 @@ pub enum KvmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// The VM is not running (it ended or was stopped).
+    #[error("the VM is not running")]
+    NotRunning,
+    /// Some vCPUs did not give their registers in time.
+    #[error("vCPUs {missing:?} did not give their registers in time")]
+    RegistersTimedOut {
+        /// The vCPUs that did not answer.
+        missing: Vec<u32>,
+    },
     /// A vCPU thread panicked or vanished without reporting.
     #[error("vCPU {cpu} thread ended without a report")]
     VcpuLost {

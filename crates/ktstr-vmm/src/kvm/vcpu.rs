@@ -48,6 +48,10 @@ pub struct VcpuRegs {
     pub fs_base: u64,
     /// GS base.
     pub gs_base: u64,
+    /// Current privilege level (CS's DPL).
+    pub cpl: u8,
+    /// The vCPU is halted, waiting for an interrupt (KVM_MP_STATE_HALTED).
+    pub halted: bool,
 }
 
 impl VcpuRegs {
@@ -63,6 +67,10 @@ impl VcpuRegs {
             (r.cs, r.cs_base, r.ds_base, r.ss_base) =
                 (s.cs.selector, s.cs.base, s.ds.base, s.ss.base);
             (r.fs_base, r.gs_base) = (s.fs.base, s.gs.base);
+            r.cpl = s.cs.dpl;
+        }
+        if let Ok(m) = vcpu.get_mp_state() {
+            r.halted = m.mp_state == kvm_bindings::KVM_MP_STATE_HALTED;
         }
         r
     }
@@ -202,6 +210,9 @@ pub struct Shared {
     halted: AtomicU32,
     io_exits: AtomicU64,
     stopped_regs: Mutex<Vec<(u32, VcpuRegs)>>,
+    snapshot_gen: AtomicU64,
+    snapshot: Mutex<Vec<(u64, u32, VcpuRegs)>>,
+    snapshot_done: Condvar,
 }
 
 impl Shared {
@@ -231,6 +242,40 @@ impl Shared {
                     .unwrap_or_default()
             })
             .collect()
+    }
+
+    /// Asks every vCPU for its registers; returns the request's generation.
+    pub fn request_snapshot(&self) -> u64 {
+        let mut answers = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        answers.clear();
+        self.snapshot_gen.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Waits up to `timeout` for vCPU answers to request `gen`; returns those in so far.
+    pub fn snapshot_answers(&self, gen: u64, timeout: std::time::Duration) -> Vec<(u32, VcpuRegs)> {
+        let answers = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let answers = match self.snapshot_done.wait_timeout(answers, timeout) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+        answers
+            .iter()
+            .filter(|a| a.0 == gen)
+            .map(|a| (a.1, a.2))
+            .collect()
+    }
+
+    /// On a vCPU thread: answers a snapshot request newer than `answered`.
+    fn answer_snapshot(&self, cpu: u32, fd: &VcpuFd, answered: &mut u64) {
+        let gen = self.snapshot_gen.load(Ordering::SeqCst);
+        if gen == *answered {
+            return;
+        }
+        *answered = gen;
+        let regs = VcpuRegs::read(fd);
+        let mut answers = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        answers.push((gen, cpu, regs));
+        self.snapshot_done.notify_all();
     }
 
     /// Port-I/O exits handled so far.
@@ -297,7 +342,9 @@ enum Step {
 
 /// Runs vCPU `cpu` until the VM stops; reports through `shared`.
 pub fn run_vcpu(cpu: u32, mut fd: VcpuFd, bus: Arc<PioBus>, shared: Arc<Shared>, vcpus: u32) {
+    let mut answered = 0;
     loop {
+        shared.answer_snapshot(cpu, &fd, &mut answered);
         if shared.stopping() {
             let regs = VcpuRegs::read(&fd);
             shared

@@ -31,7 +31,7 @@ use super::loader::{self, BootInfo, LoadedKernel};
 use super::memory::{self, GuestMemory};
 use super::regs::EntryRegs;
 use super::ring::RingReader;
-use super::vcpu::{self, KvmExit, Shared};
+use super::vcpu::{self, KvmExit, Shared, VcpuRegs};
 use super::{cpuid, regs, KvmError};
 
 /// Where the TSS KVM needs on Intel goes (three pages just below the BIOS ROM area).
@@ -524,6 +524,37 @@ impl KvmVmHandle {
         self.started
     }
 
+    /// Every running vCPU's registers, in vCPU order: each vCPU thread is kicked out of
+    /// KVM_RUN, reads its own registers and goes on running.
+    pub fn registers(&self, timeout: Duration) -> Result<Vec<VcpuRegs>, KvmError> {
+        if self.threads.is_empty() || self.shared.stopping() {
+            return Err(KvmError::NotRunning);
+        }
+        let gen = self.shared.request_snapshot();
+        let deadline = Instant::now() + timeout;
+        loop {
+            // A kick that lands outside KVM_RUN is lost, so kick again until all answered.
+            for (_, t) in &self.threads {
+                let _ = t.kill(vcpu::kick_signal());
+            }
+            let got = self.shared.snapshot_answers(gen, Duration::from_millis(2));
+            if got.len() >= self.threads.len() {
+                let mut regs: Vec<(u32, VcpuRegs)> = got;
+                regs.sort_by_key(|r| r.0);
+                return Ok(regs.into_iter().map(|r| r.1).collect());
+            }
+            if Instant::now() >= deadline || self.shared.stopping() {
+                let missing = self
+                    .threads
+                    .iter()
+                    .map(|t| t.0)
+                    .filter(|c| !got.iter().any(|g| g.0 == *c))
+                    .collect();
+                return Err(KvmError::RegistersTimedOut { missing });
+            }
+        }
+    }
+
     /// Port-I/O exits the vCPUs handled so far.
     pub fn io_exits(&self) -> u64 {
         self.shared.io_exits()
@@ -532,6 +563,33 @@ impl KvmVmHandle {
     /// Waits until the guest ends or `timeout` passes (then stops it): how it ended.
     pub fn wait(&mut self, timeout: Duration) -> Result<KvmExit, KvmError> {
         let outcome = self.shared.wait(Instant::now() + timeout);
+        self.conclude(outcome)
+    }
+
+    /// How the guest ended if it has, without blocking (the VM keeps running otherwise).
+    ///
+    /// After it returned `Some`, the VM is stopped and later calls return `None`.
+    pub fn try_wait(&mut self) -> Result<Option<KvmExit>, KvmError> {
+        match self.shared.wait(Instant::now()) {
+            Some(outcome) => self.conclude(Some(outcome)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stops every vCPU now and ends the console and application streams.
+    pub fn kill(&mut self) {
+        // Only stops the vCPUs: whatever outcome is pending stays unreported.
+        self.shared.finish(Ok(KvmExit::AllHalted));
+        stop_threads(&mut self.threads);
+        self.io.console.close();
+        self.io.app_output.close();
+    }
+
+    /// Stops the vCPUs and turns `outcome` (taken from `shared`, if any) into the result.
+    fn conclude(
+        &mut self,
+        outcome: Option<Result<KvmExit, KvmError>>,
+    ) -> Result<KvmExit, KvmError> {
         let n = self.threads.len() as u32;
         // Only stops the vCPUs: `outcome` was taken, so this placeholder is never reported.
         self.shared.finish(Ok(KvmExit::AllHalted));
@@ -550,8 +608,7 @@ impl KvmVmHandle {
 
 impl Drop for KvmVmHandle {
     fn drop(&mut self) {
-        self.shared.finish(Ok(KvmExit::AllHalted));
-        stop_threads(&mut self.threads);
+        self.kill();
     }
 }
 
