@@ -35,7 +35,7 @@ fn cpusets_hold_per_llc(ctx: &Ctx) -> Result<AssertResult> {
 #[ktstr_test(llcs = 2, cores = 2, threads = 1, duration_s = 2, not_stuck, isolation)]
 fn every_scenario_passes_under_eevdf(ctx: &Ctx) -> Result<AssertResult> {
     type Scenario = fn(&Ctx) -> Result<AssertResult>;
-    let all: [(&str, Scenario); 16] = [
+    let all: [(&str, Scenario); 15] = [
         ("steady", scenarios::steady),
         ("steady_llc", scenarios::steady_llc),
         ("oversubscribed", scenarios::oversubscribed),
@@ -51,7 +51,6 @@ fn every_scenario_passes_under_eevdf(ctx: &Ctx) -> Result<AssertResult> {
         ("nested_task_move", scenarios::nested_task_move),
         ("cgroup_per_cpu", scenarios::cgroup_per_cpu),
         ("cgroup_rapid_churn", scenarios::cgroup_rapid_churn),
-        ("workload_variety", scenarios::workload_variety),
     ];
     let mut total = AssertResult::pass();
     for (name, run) in all {
@@ -61,6 +60,24 @@ fn every_scenario_passes_under_eevdf(ctx: &Ctx) -> Result<AssertResult> {
         total.merge(r);
     }
     Ok(total)
+}
+
+/// Every built-in work type at once. NiceSweep spends part of its cycle at nice -20 and
+/// AffinityChurn pins itself to one random CPU per unit, so an AffinityChurn worker can sit on
+/// the CPU of a nice -20 spinner with ~1 % of it for a few seconds (2.5 s seen here under
+/// EEVDF): the gap bound allows that, every worker must still progress.
+#[ktstr_test(
+    llcs = 2,
+    cores = 2,
+    threads = 1,
+    duration_s = 3,
+    not_stuck,
+    max_gap_ms = 10000
+)]
+fn workload_variety_makes_progress(ctx: &Ctx) -> Result<AssertResult> {
+    let r = scenarios::workload_variety(ctx)?;
+    ensure!(r.stats.len() == 14, "one cgroup per work type: {r}");
+    Ok(r)
 }
 
 /// Steps: the phase measurements of each step come back to the host.
