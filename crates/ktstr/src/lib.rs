@@ -5,6 +5,7 @@
 //! - [`guest`]: ktstr as the guest's `/init`.
 //! - [`proto`]: the framed guest-to-host channel on COM2.
 //! - [`monitor`]: sample every CPU's runqueue from the host while a command runs.
+//! - [`kvm_memory`]: ktstr's own KVM VMM's guest memory as a monitor memory source.
 //! - [`sched`]: attach a sched_ext scheduler in the guest and judge what became of it.
 //! - [`run`]: boot a guest, run a command in it, and tell the command's result
 //!   from an infrastructure failure.
@@ -19,6 +20,7 @@ mod error;
 pub mod guest;
 pub mod initramfs;
 pub mod kernel;
+pub mod kvm_memory;
 pub mod monitor;
 pub mod proto;
 pub mod run;
