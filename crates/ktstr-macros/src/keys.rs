@@ -94,16 +94,8 @@ pub const SCHEDULER_KEYS: &[Key] = &[
     v("sched_args"),
     v("cgroup_parent"),
     v("assert"),
-    later(
-        "sysctls",
-        KeyKind::Value,
-        "sysctls are not written in the guest yet",
-    ),
-    later(
-        "kargs",
-        KeyKind::Value,
-        "extra kernel arguments per scheduler are not passed yet",
-    ),
+    v("sysctls"),
+    v("kargs"),
     later(
         "kernels",
         KeyKind::Value,

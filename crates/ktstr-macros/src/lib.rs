@@ -371,6 +371,10 @@ fn declare_scheduler_impl(input: TokenStream2) -> syn::Result<TokenStream2> {
             }
             "sched_args" => quote!(.sched_args(&#v)),
             "cgroup_parent" => quote!(.cgroup_parent(#v)),
+            "sysctls" | "kargs" => {
+                let f = Ident::new(key.name, Span::call_site());
+                quote!(.#f(&#v))
+            }
             "assert" => quote!(.assert(#v)),
             other => {
                 let f = Ident::new(other, Span::call_site());
@@ -489,6 +493,6 @@ mod tests {
         assert!(
             bad("S, { name = \"x\", binary = \"y\", topology = (1, 2) }").contains("4 numbers")
         );
-        assert!(bad("S, { name = \"x\", binary = \"y\", sysctls = [] }").contains("not"));
+        assert!(bad("S, { name = \"x\", binary = \"y\", kernels = [] }").contains("not"));
     }
 }

@@ -43,6 +43,10 @@ pub struct Job {
     /// A sched_ext scheduler to attach before the command and check after it.
     #[serde(default)]
     pub scheduler: Option<SchedulerJob>,
+    /// Sysctls `(key, value)` written under `/proc/sys` after the modules load and before the
+    /// scheduler starts (`kernel.sched_x` is `/proc/sys/kernel/sched_x`).
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
     /// Kernel symbols the host wants from `/proc/kallsyms` (for its monitor), answered
     /// with a [`FrameKind::Symbols`] frame before the command starts.
     #[serde(default)]
@@ -172,6 +176,7 @@ pub fn init_main() -> ! {
     }
     let result = job.and_then(|job| {
         load_modules(&job.modules)?;
+        write_sysctls(&job.sysctls)?;
         match &job.mode {
             JobMode::Exec { argv } => exec(argv, job.scheduler.as_ref()),
             JobMode::Shell => Ok(()),
@@ -228,6 +233,24 @@ fn read_job() -> Result<Job, String> {
     std::env::set_var("TERM", "linux");
     let _ = std::fs::create_dir_all("/root");
     Ok(job)
+}
+
+/// `/proc/sys` path of a sysctl key (`kernel.x` or `kernel/x`), refusing `..` and empty parts.
+fn sysctl_path(key: &str) -> Result<String, String> {
+    let parts: Vec<&str> = key.split(['.', '/']).collect();
+    if parts.iter().any(|p| p.is_empty() || *p == "..") {
+        return Err(format!("sysctl `{key}` is not a key like kernel.sched_x"));
+    }
+    Ok(format!("/proc/sys/{}", parts.join("/")))
+}
+
+fn write_sysctls(sysctls: &[(String, String)]) -> Result<(), String> {
+    for (key, value) in sysctls {
+        let path = sysctl_path(key)?;
+        std::fs::write(&path, value).map_err(|e| format!("sysctl {key}={value} ({path}): {e}"))?;
+        log(&format!("sysctl {key} = {value}"));
+    }
+    Ok(())
 }
 
 fn load_modules(modules: &[String]) -> Result<(), String> {
@@ -576,6 +599,20 @@ mod tests {
     }
 
     #[test]
+    fn sysctl_keys_map_to_proc_sys() {
+        assert_eq!(
+            sysctl_path("kernel.sched_rt_runtime_us").unwrap(),
+            "/proc/sys/kernel/sched_rt_runtime_us"
+        );
+        assert_eq!(
+            sysctl_path("vm/swappiness").unwrap(),
+            "/proc/sys/vm/swappiness"
+        );
+        assert!(sysctl_path("kernel..x").is_err());
+        assert!(sysctl_path("../etc").is_err());
+    }
+
+    #[test]
     fn job_json_round_trip_and_strictness() {
         let job = Job {
             mode: JobMode::Exec {
@@ -583,12 +620,13 @@ mod tests {
             },
             modules: vec![],
             scheduler: None,
+            sysctls: vec![],
             kallsyms: vec![],
         };
         let text = serde_json::to_string(&job).unwrap();
         assert_eq!(
             text,
-            r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[],"scheduler":null,"kallsyms":[]}"#
+            r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[],"scheduler":null,"sysctls":[],"kallsyms":[]}"#
         );
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
         assert!(serde_json::from_str::<Job>(r#"{"mode":"shell","extra":1}"#).is_err());

@@ -513,6 +513,7 @@ mod tests {
             },
             modules: vec![],
             scheduler: None,
+            sysctls: vec![],
             kallsyms: vec![],
         };
         let run = d.join("run.cpio");

@@ -48,13 +48,16 @@ pub mod prelude {
         PhaseCgroupStats, Step,
     };
     pub use crate::scenarios;
-    pub use crate::test_support::{Payload, Scheduler, SchedulerSpec, VmResult};
+    pub use crate::test_support::{Payload, Scheduler, SchedulerSpec, Sysctl, VmResult};
     pub use crate::{claim, declare_scheduler, ktstr_test};
     pub use anyhow::{self, Result};
     pub use ktstr_assert::{
         Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Verdict,
     };
-    pub use ktstr_workload::{SchedPolicy, WorkType, WorkerReport};
+    pub use ktstr_workload::{
+        AffinityMode, CgroupGroup, SchedPolicy, WorkType, WorkerReport, WorkloadConfig,
+        WorkloadHandle,
+    };
 }
 
 #[doc(hidden)]

@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub busybox: Option<PathBuf>,
     /// Extra kernel command line.
     pub extra_cmdline: String,
+    /// Sysctls `(key, value)` written in the guest before the scheduler and the command.
+    pub sysctls: Vec<(String, String)>,
     /// Kernel modules to load before the command (dependencies are added).
     pub modules: Vec<String>,
     /// A sched_ext scheduler to attach before the command.
@@ -115,6 +117,7 @@ impl RunOptions {
                 .map(PathBuf::from)
                 .find(|p| p.is_file()),
             extra_cmdline: String::new(),
+            sysctls: Vec::new(),
             modules: Vec::new(),
             scheduler: None,
             extra_files: Vec::new(),
@@ -416,6 +419,7 @@ pub fn run(
             Mode::Shell => JobMode::Shell,
         },
         modules: module_names,
+        sysctls: opts.sysctls.clone(),
         scheduler: opts.scheduler.as_ref().map(|s| SchedulerJob {
             path: s.guest_path(),
             args: s.args.clone(),

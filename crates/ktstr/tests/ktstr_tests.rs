@@ -382,3 +382,18 @@ fn cpu_weights_are_honoured(ctx: &Ctx) -> Result<AssertResult> {
     );
     Ok(r)
 }
+
+/// The kernel's default scheduler with a sysctl and a kernel argument of its own.
+static EEVDF_TUNED: Scheduler = Scheduler::EEVDF
+    .sysctls(&[Sysctl::new("kernel.sched_rt_runtime_us", "900000")])
+    .kargs(&["ktstr.test_karg=7"]);
+
+/// A scheduler's `sysctls` are written and its `kargs` are on the kernel command line.
+#[ktstr_test(scheduler = EEVDF_TUNED, duration_s = 1)]
+fn scheduler_sysctls_and_kargs_reach_the_guest(_ctx: &Ctx) -> Result<AssertResult> {
+    let rt = std::fs::read_to_string("/proc/sys/kernel/sched_rt_runtime_us")?;
+    ensure!(rt.trim() == "900000", "sched_rt_runtime_us = {rt}");
+    let cmdline = std::fs::read_to_string("/proc/cmdline")?;
+    ensure!(cmdline.contains("ktstr.test_karg=7"), "{cmdline}");
+    Ok(AssertResult::pass())
+}

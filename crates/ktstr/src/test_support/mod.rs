@@ -19,5 +19,5 @@ pub use dispatch::{early_dispatch, GuestReport};
 pub use entry::{KtstrTestEntry, PostVmFn, TestFn, DEFAULT_DURATION_S, KTSTR_TESTS};
 pub use payload::Payload;
 pub use runner::{run_ktstr_test, TestRecord, Verdict, VmResult, RESULTS_DIR_ENV};
-pub use scheduler::{Scheduler, SchedulerSpec};
+pub use scheduler::{Scheduler, SchedulerSpec, Sysctl};
 pub use slots::{vm_slot, VmSlot};

@@ -324,6 +324,13 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         opts.extra_files.push((p.guest_path(), binary));
     }
     opts.memory_mib = entry.memory_mib;
+    opts.sysctls = entry
+        .scheduler
+        .sysctls
+        .iter()
+        .map(|s| (s.key.to_string(), s.value.to_string()))
+        .collect();
+    opts.extra_cmdline = entry.scheduler.kargs.join(" ");
     opts.timeout = entry.duration() + RUN_MARGIN;
     opts.include_files = include_files(entry)?;
     opts.scheduler = scheduler;

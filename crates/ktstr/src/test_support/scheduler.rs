@@ -17,6 +17,22 @@ pub enum SchedulerSpec {
     Path(&'static str),
 }
 
+/// A sysctl a scheduler's tests set in the guest before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sysctl {
+    /// Its key, e.g. `kernel.sched_rt_runtime_us`.
+    pub key: &'static str,
+    /// The value written.
+    pub value: &'static str,
+}
+
+impl Sysctl {
+    /// `key = value`.
+    pub const fn new(key: &'static str, value: &'static str) -> Self {
+        Sysctl { key, value }
+    }
+}
+
 /// A scheduler under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scheduler {
@@ -32,6 +48,10 @@ pub struct Scheduler {
     pub assert: Assert,
     /// Parent cgroup of the workload cgroups for this scheduler's tests.
     pub cgroup_parent: Option<&'static str>,
+    /// Sysctls set in the guest before the scheduler starts.
+    pub sysctls: &'static [Sysctl],
+    /// Extra kernel command-line arguments for its tests.
+    pub kargs: &'static [&'static str],
 }
 
 impl Scheduler {
@@ -43,6 +63,8 @@ impl Scheduler {
         topology: (1, 1, 2, 1),
         assert: Assert::NO_OVERRIDES,
         cgroup_parent: None,
+        sysctls: &[],
+        kargs: &[],
     };
 
     /// A scheduler called `name`, discovered by that name until [`Scheduler::binary`] says otherwise.
@@ -86,6 +108,18 @@ impl Scheduler {
     /// Sets the parent cgroup of the workload cgroups.
     pub const fn cgroup_parent(mut self, path: &'static str) -> Self {
         self.cgroup_parent = Some(path);
+        self
+    }
+
+    /// Sets sysctls written in the guest before it starts.
+    pub const fn sysctls(mut self, sysctls: &'static [Sysctl]) -> Self {
+        self.sysctls = sysctls;
+        self
+    }
+
+    /// Sets extra kernel command-line arguments for its tests.
+    pub const fn kargs(mut self, kargs: &'static [&'static str]) -> Self {
+        self.kargs = kargs;
         self
     }
 
@@ -236,12 +270,16 @@ mod tests {
 
     static S: Scheduler = Scheduler::named("scx_x")
         .sched_args(&["--slice-us", "500"])
-        .topology(1, 2, 4, 1);
+        .topology(1, 2, 4, 1)
+        .sysctls(&[Sysctl::new("kernel.sched_rt_runtime_us", "-1")])
+        .kargs(&["nohz_full=1"]);
 
     #[test]
     fn builders_are_const_and_keep_defaults() {
         assert_eq!(S.binary, SchedulerSpec::Discover("scx_x"));
         assert_eq!(S.topology, (1, 2, 4, 1));
+        assert_eq!(S.sysctls[0].key, "kernel.sched_rt_runtime_us");
+        assert_eq!(S.kargs, ["nohz_full=1"]);
         assert!(S.has_bpf_scheduler());
         assert!(!Scheduler::EEVDF.has_active_scheduling());
         assert_eq!(Scheduler::EEVDF.resolve_binary(), Ok(None));
