@@ -114,18 +114,21 @@ fn incomplete_worker_fails_with_exit_info() {
 #[test]
 fn gap_over_default_limit_fails() {
     let mut slow = worker(412);
-    slow.max_gap_ms = 3012;
+    let gap = DEFAULT_MAX_GAP_MS + 12;
+    slow.max_gap_ms = gap;
     slow.max_gap_at_ms = 1500;
     slow.max_gap_cpu = Some(1);
     let r = run(Assert::NO_OVERRIDES.check_not_stuck(), &[worker(1), slow]);
     let d = only_failure(&r, DetailKind::Stuck);
     assert_eq!(
         d.message,
-        "cg_0: worker 412 longest progress gap 3012 ms > 2000 ms (at 1500 ms, cpu 1)"
+        format!(
+            "cg_0: worker 412 longest progress gap {gap} ms > {DEFAULT_MAX_GAP_MS} ms (at 1500 ms, cpu 1)"
+        )
     );
     assert_eq!(
         (d.worker, d.measured, d.bound),
-        (Some(412), Some(3012.0), Some(2000.0))
+        (Some(412), Some(gap as f64), Some(DEFAULT_MAX_GAP_MS as f64))
     );
 
     // Just under the limit passes.
@@ -164,9 +167,14 @@ fn off_cpu_spread_fails_naming_both_workers() {
     let d = only_failure(&r, DetailKind::Unfair);
     assert_eq!(
         d.message,
-        "cg_0: off-CPU spread 70.0% > 15.0% (worker 410 at 10.0%, worker 412 at 80.0%)"
+        format!(
+            "cg_0: off-CPU spread 70.0% > {DEFAULT_MAX_SPREAD_PCT:.1}% (worker 410 at 10.0%, worker 412 at 80.0%)"
+        )
     );
-    assert_eq!((d.measured, d.bound), (Some(70.0), Some(15.0)));
+    assert_eq!(
+        (d.measured, d.bound),
+        (Some(70.0), Some(DEFAULT_MAX_SPREAD_PCT))
+    );
 
     // A custom limit alone turns the spread check on, and can pass it.
     assert!(run(
