@@ -1,5 +1,5 @@
 //! Small 64-bit guest programs on ktstr's KVM VMM: serial, CPUID topology, every vCPU, the
-//! shared-memory ring, power-off, reboot. These run under PVM too.
+//! shared-memory ring, power-off, reboot, virtio-MMIO devices. These run under PVM too.
 
 mod common;
 
@@ -274,4 +274,54 @@ fn pvm_emulation_failure_is_an_error_with_registers() {
     assert_eq!(e.regs.cr3, 0x9000);
     assert_ne!(e.regs.efer & (1 << 10), 0, "long mode active");
     assert!(e.to_string().contains("RIP=0x100007"), "{e}");
+}
+
+#[test]
+fn guest_drives_virtio_console_and_disk() {
+    if !kvm_available("guest_drives_virtio_console_and_disk") {
+        return;
+    }
+    let img = std::env::temp_dir().join(format!("ktstr-vmm-virtio-{}.img", std::process::id()));
+    let mut data = b"sector zero says hello".to_vec();
+    data.resize(8 * 512, 0x5a);
+    std::fs::write(&img, &data).unwrap();
+    let vm = KvmVm::builder()
+        .topology(Topology::new(1, 1, 1, 1).unwrap())
+        .memory_mib(64)
+        .virtio_console(true)
+        .disk(&img, true)
+        .program(programs::virtio())
+        .build()
+        .expect("build");
+    let windows: Vec<_> = vm.virtio_mmio().iter().map(|d| (d.base, d.gsi)).collect();
+    assert_eq!(windows, [(0xc000_0000, 5), (0xc000_1000, 6)]);
+    let dsdt = &vm.acpi_tables().table("DSDT").unwrap().bytes;
+    assert!(
+        dsdt.windows(8).any(|w| w == b"LNRO0005"),
+        "DSDT names the devices"
+    );
+    let (exit, io) = vm.run(TIMEOUT).expect("run");
+    std::fs::remove_file(&img).unwrap();
+    assert_eq!(exit, KvmExit::PowerOff { status: 0 }, "{exit}");
+
+    let rec = io.app_output.contents();
+    assert_eq!(rec.len(), programs::VIRTIO_RECORD, "{rec:x?}");
+    let u32_at = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().unwrap());
+    // Each window: magic "virt", version 2, device ID (3 = console, 2 = block).
+    assert_eq!((u32_at(0), u32_at(4), u32_at(8)), (0x7472_6976, 2, 3));
+    assert_eq!((u32_at(12), u32_at(16), u32_at(20)), (0x7472_6976, 2, 2));
+    assert_eq!(u32_at(24) & 1, 1, "console offers VERSION_1");
+    assert_eq!(u32_at(28), 0xb, "FEATURES_OK accepted");
+    assert_eq!(u32_at(32), 1, "console used the transmit buffer");
+    assert_eq!(u32_at(36), 1, "used-buffer interrupt pending");
+    assert_ne!(u32_at(40) & (1 << 5), 0, "disk offers VIRTIO_BLK_F_RO");
+    let capacity = u64::from_le_bytes(rec[44..52].try_into().unwrap());
+    assert_eq!(capacity, 8, "capacity in sectors");
+    assert_eq!(u32_at(52), 1, "disk used the request");
+    assert_eq!(u32_at(56), 513, "512 data bytes and the status byte");
+    assert_eq!(u32_at(60), 0, "VIRTIO_BLK_S_OK");
+    assert_eq!(&rec[64..80], &data[..16]);
+
+    let console = io.virtio_console.expect("virtio console");
+    assert_eq!(console.text(), "hi from virtio");
 }

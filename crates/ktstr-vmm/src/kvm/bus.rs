@@ -1,4 +1,5 @@
-//! The port-I/O bus: which device answers which ports, and what a write asks of the VM.
+//! The port-I/O and MMIO buses: which device answers which ports or addresses, and what a
+//! port write asks of the VM.
 
 use std::sync::{Arc, Mutex};
 
@@ -121,6 +122,104 @@ impl PioBus {
     }
 }
 
+/// A device on the MMIO bus, addressed by offset from the base of its window.
+pub trait MmioDevice: Send {
+    /// Fills `data` with the value at `offset` (unknown registers read as zero).
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// Writes `data` at `offset`; bad sizes and unknown registers are ignored.
+    fn write(&mut self, offset: u64, data: &[u8]);
+}
+
+/// A shared device on the MMIO bus.
+pub type SharedMmioDevice = Arc<Mutex<dyn MmioDevice>>;
+
+struct MmioRange {
+    base: u64,
+    len: u64,
+    device: SharedMmioDevice,
+}
+
+/// Guest-physical windows and their devices; unclaimed addresses read all ones, drop writes.
+#[derive(Default)]
+pub struct MmioBus {
+    ranges: Vec<MmioRange>,
+}
+
+impl MmioBus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts `device` at `base..base + len`, which must not overlap another device.
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        device: SharedMmioDevice,
+    ) -> Result<(), KvmError> {
+        let end = base.checked_add(len).filter(|_| len > 0);
+        let Some(end) = end else {
+            return Err(KvmError::BadConfig {
+                reason: format!("MMIO window {base:#x}+{len:#x} is empty or overflows"),
+            });
+        };
+        if let Some(r) = self
+            .ranges
+            .iter()
+            .find(|r| base < r.base + r.len && r.base < end)
+        {
+            return Err(KvmError::BadConfig {
+                reason: format!(
+                    "MMIO window {base:#x}+{len:#x} overlaps the device at {:#x}+{:#x}",
+                    r.base, r.len
+                ),
+            });
+        }
+        self.ranges.push(MmioRange { base, len, device });
+        Ok(())
+    }
+
+    /// The device whose window holds all of `addr..addr + size`, and the offset into it.
+    fn find(&self, addr: u64, size: usize) -> Option<(&SharedMmioDevice, u64)> {
+        let end = addr.checked_add(size as u64)?;
+        self.ranges
+            .iter()
+            .find(|r| addr >= r.base && end <= r.base + r.len)
+            .map(|r| (&r.device, addr - r.base))
+    }
+
+    /// Handles an MMIO read; returns whether a device claimed the address.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        match self.find(addr, data.len()) {
+            Some((dev, off)) => {
+                match dev.lock() {
+                    Ok(mut d) => d.read(off, data),
+                    Err(_) => data.fill(0xff),
+                }
+                true
+            }
+            None => {
+                data.fill(0xff);
+                false
+            }
+        }
+    }
+
+    /// Handles an MMIO write; returns whether a device claimed the address.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        match self.find(addr, data.len()) {
+            Some((dev, off)) => {
+                if let Ok(mut d) = dev.lock() {
+                    d.write(off, data);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +256,43 @@ mod tests {
         assert_eq!(b, [0x27]);
         assert!(!bus.read(0x3f7, &mut b));
         assert_eq!(b, [0xff]);
+    }
+
+    struct Regs([u8; 16]);
+
+    impl MmioDevice for Regs {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            let o = offset as usize;
+            data.copy_from_slice(&self.0[o..o + data.len()]);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            let o = offset as usize;
+            self.0[o..o + data.len()].copy_from_slice(data);
+        }
+    }
+
+    #[test]
+    fn mmio_routes_by_window_and_refuses_overlaps() {
+        let mut bus = MmioBus::new();
+        bus.insert(0xc000_0000, 16, Arc::new(Mutex::new(Regs([0; 16]))))
+            .unwrap();
+        bus.insert(0xc000_0010, 16, Arc::new(Mutex::new(Regs([7; 16]))))
+            .unwrap();
+        assert!(bus
+            .insert(0xc000_000f, 2, Arc::new(Mutex::new(Regs([0; 16]))))
+            .is_err());
+        assert!(bus
+            .insert(u64::MAX, 2, Arc::new(Mutex::new(Regs([0; 16]))))
+            .is_err());
+        assert!(bus.write(0xc000_0004, &0xdead_beef_u32.to_le_bytes()));
+        let mut b = [0u8; 4];
+        assert!(bus.read(0xc000_0004, &mut b));
+        assert_eq!(u32::from_le_bytes(b), 0xdead_beef);
+        assert!(bus.read(0xc000_0010, &mut b));
+        assert_eq!(b, [7; 4]);
+        // Straddling two windows, or outside any: unclaimed.
+        assert!(!bus.read(0xc000_000e, &mut b));
+        assert_eq!(b, [0xff; 4]);
+        assert!(!bus.write(0xbfff_fffe, &[1, 2, 3, 4]));
     }
 }

@@ -113,6 +113,12 @@ pub enum KvmError {
         /// The vCPUs that did not answer.
         missing: Vec<u32>,
     },
+    /// A disk image could not be opened.
+    #[error("cannot attach a disk")]
+    Disk(#[source] super::devices::virtio::BlockError),
+    /// A virtio device could not be set up.
+    #[error("cannot set up a virtio device")]
+    Virtio(#[source] super::devices::virtio::VirtioError),
     /// A vCPU thread panicked or vanished without reporting.
     #[error("vCPU {cpu} thread ended without a report")]
     VcpuLost {

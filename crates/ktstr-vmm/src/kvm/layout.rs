@@ -12,7 +12,7 @@
 //! 0x0020_0000  test programs: per-vCPU stacks, PROGRAM_STACK bytes each
 //! 0x0100_0000  ELF vmlinux physical load address (from the ELF headers)
 //! ...          RAM, node by node, up to MMIO_HOLE_START
-//! 0xc000_0000  MMIO hole (no RAM)
+//! 0xc000_0000  MMIO hole (no RAM); virtio-MMIO windows, 4 KiB each, GSI 5 upwards
 //! 0xd000_0000  shared-memory ring (own memory slot, e820 reserved), RING_SIZE bytes
 //! 0xfec0_0000  IOAPIC, 0xfee0_0000 local APICs
 //! 0x1_0000_0000 RAM above 4 GiB, continuing the node order
@@ -21,7 +21,7 @@
 //! RAM is split over the NUMA nodes as [`ktstr_topology::Topology::split_memory_mib`] says,
 //! node 0 first; a node that straddles the hole becomes two ranges.
 
-use ktstr_topology::acpi::NodeMemory;
+use ktstr_topology::acpi::{NodeMemory, VirtioMmioDevice};
 use ktstr_topology::Topology;
 
 use super::KvmError;
@@ -64,6 +64,14 @@ pub const PROGRAM_STACK: u64 = 0x1000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 /// End of the MMIO hole.
 pub const MMIO_HOLE_END: u64 = 1 << 32;
+/// Base of the first virtio-MMIO window (the DSDT's `V000`); the next ones follow it.
+pub const VIRTIO_MMIO_BASE: u64 = MMIO_HOLE_START;
+/// Bytes of each virtio-MMIO window.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// IOAPIC pin of the first virtio-MMIO device (below it: PIT on 2, COM2 on 3, COM1 on 4).
+pub const VIRTIO_MMIO_FIRST_GSI: u32 = 5;
+/// Most virtio-MMIO devices: one per IOAPIC pin from [`VIRTIO_MMIO_FIRST_GSI`] to 23.
+pub const VIRTIO_MMIO_MAX: usize = 24 - VIRTIO_MMIO_FIRST_GSI as usize;
 /// Guest-physical base of the shared-memory ring (see [`super::ring`]).
 pub const RING_GPA: u64 = 0xd000_0000;
 /// Default size of the ring region.
@@ -72,6 +80,15 @@ pub const RING_SIZE: u64 = 1 << 20;
 pub const RING_MAX: u64 = 0x0100_0000;
 /// Least RAM the VMM boots with, per NUMA node (MiB).
 pub const MIN_NODE_MIB: u64 = 4;
+
+/// Window and interrupt of virtio-MMIO device `index`, if there is room for it.
+pub fn virtio_mmio_slot(index: usize) -> Option<VirtioMmioDevice> {
+    (index < VIRTIO_MMIO_MAX).then(|| VirtioMmioDevice {
+        base: VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE,
+        size: VIRTIO_MMIO_SIZE,
+        gsi: VIRTIO_MMIO_FIRST_GSI + index as u32,
+    })
+}
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;
@@ -271,6 +288,19 @@ mod tests {
         assert!(l.e820().iter().all(|e| e.addr + e.size <= MMIO_HOLE_START
             || e.addr >= MMIO_HOLE_END
             || e.addr == RING_GPA));
+    }
+
+    #[test]
+    fn virtio_slots_sit_in_the_hole_below_the_ring() {
+        let first = virtio_mmio_slot(0).unwrap();
+        assert_eq!(
+            (first.base, first.size, first.gsi),
+            (0xc000_0000, 0x1000, 5)
+        );
+        let last = virtio_mmio_slot(VIRTIO_MMIO_MAX - 1).unwrap();
+        assert_eq!(last.gsi, 23);
+        assert!(last.base + last.size <= RING_GPA);
+        assert!(virtio_mmio_slot(VIRTIO_MMIO_MAX).is_none());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! [`ktstr_topology::build_tables`] (RSDP at 0xE0000 *and* in `boot_params.acpi_rsdp_addr`),
 //! long-mode entry state ([`regs`]), per-vCPU CPUID ([`cpuid`]), an in-kernel irqchip and PIT,
 //! and the port devices ([`devices`]: COM1, COM2, ACPI power/reset and exit-status ports,
-//! i8042 reset) on a [`bus`]. [`KvmVm::start`] runs one thread per vCPU ([`vcpu`]);
+//! i8042 reset) on a [`bus`], and optional virtio-MMIO devices (console, file-backed disks) on
+//! the MMIO bus at the windows the DSDT describes. [`KvmVm::start`] runs one thread per vCPU ([`vcpu`]);
 //! [`KvmVmHandle::wait`] returns how the guest ended as a [`KvmExit`].
 
 pub mod bus;
@@ -22,11 +23,12 @@ pub mod ring;
 pub mod vcpu;
 mod vm;
 
-pub use bus::{DeviceAction, PioBus, PioDevice, RebootCause};
+pub use bus::{DeviceAction, MmioBus, MmioDevice, PioBus, PioDevice, RebootCause};
+pub use devices::virtio::ConsoleInput;
 pub use devices::{SerialInput, SerialOutput, SerialReader, EXIT_PORT};
 pub use error::KvmError;
 pub use layout::{E820Entry, MemoryLayout, RING_GPA, RING_SIZE};
 pub use memory::GuestMemory;
 pub use ring::{RingError, RingReader, RingRecord};
 pub use vcpu::{InternalError, KvmExit, VcpuRegs};
-pub use vm::{GuestIo, KvmVm, KvmVmBuilder, KvmVmHandle, Payload};
+pub use vm::{DiskConfig, GuestIo, KvmVm, KvmVmBuilder, KvmVmHandle, Payload};

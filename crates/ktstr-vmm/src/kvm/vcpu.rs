@@ -1,4 +1,4 @@
-//! One vCPU thread: KVM_RUN in a loop, port I/O to the bus, and every other exit turned
+//! One vCPU thread: KVM_RUN in a loop, port I/O and MMIO to their buses, and every other exit turned
 //! into a [`KvmExit`] for the whole VM (or a [`KvmError`] when KVM itself fails).
 
 use std::fmt;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use super::bus::{DeviceAction, PioBus, RebootCause};
+use super::bus::{DeviceAction, MmioBus, PioBus, RebootCause};
 use super::KvmError;
 
 /// Registers of a vCPU, for reports of how it ended.
@@ -341,7 +341,14 @@ enum Step {
 }
 
 /// Runs vCPU `cpu` until the VM stops; reports through `shared`.
-pub fn run_vcpu(cpu: u32, mut fd: VcpuFd, bus: Arc<PioBus>, shared: Arc<Shared>, vcpus: u32) {
+pub fn run_vcpu(
+    cpu: u32,
+    mut fd: VcpuFd,
+    bus: Arc<PioBus>,
+    mmio: Arc<MmioBus>,
+    shared: Arc<Shared>,
+    vcpus: u32,
+) {
     let mut answered = 0;
     loop {
         shared.answer_snapshot(cpu, &fd, &mut answered);
@@ -356,12 +363,16 @@ pub fn run_vcpu(cpu: u32, mut fd: VcpuFd, bus: Arc<PioBus>, shared: Arc<Shared>,
         }
         let step = match fd.run() {
             Ok(VcpuExit::IoOut(..)) | Ok(VcpuExit::IoIn(..)) => Step::Io,
-            // No MMIO devices yet: reads float high, writes vanish.
-            Ok(VcpuExit::MmioRead(_, data)) => {
-                data.fill(0xff);
+            // Unclaimed addresses read as all ones; writes to them vanish.
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                mmio.read(addr, data);
                 Step::Continue
             }
-            Ok(VcpuExit::MmioWrite(..)) | Ok(VcpuExit::Intr) => Step::Continue,
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                mmio.write(addr, data);
+                Step::Continue
+            }
+            Ok(VcpuExit::Intr) => Step::Continue,
             Ok(VcpuExit::Hlt) => Step::Halt,
             Ok(VcpuExit::Shutdown) => Step::Reboot(RebootCause::TripleFault),
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {

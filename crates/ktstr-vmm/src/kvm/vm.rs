@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ktstr_topology::acpi::{IrqOverride, Uart};
+use ktstr_topology::acpi::{IrqOverride, Uart, VirtioMmioDevice};
 use ktstr_topology::{build_tables, AcpiLayout, AcpiTables, ApicLayout, Topology};
 use kvm_bindings::{kvm_mp_state, kvm_pit_config, KVM_MP_STATE_RUNNABLE, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -14,10 +14,11 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
-use super::bus::PioBus;
+use super::bus::{MmioBus, PioBus};
 use super::devices::i8042::{I8042_BASE, I8042_LEN};
 use super::devices::power::power_ports;
 use super::devices::serial::SERIAL_LEN;
+use super::devices::virtio::{Block, Console, ConsoleInput, VirtioMmioTransport};
 use super::devices::{
     IrqTrigger, PowerDevice, SerialDevice, SerialInput, SerialOutput, I8042, POWER_PORT_BASE,
     POWER_PORT_LEN,
@@ -25,14 +26,14 @@ use super::devices::{
 use super::error::ioctl;
 use super::layout::{
     E820Entry, MemoryLayout, BIOS_START, BOOT_STACK_TOP, HIMEM_START, PROGRAM_GPA, PROGRAM_MAX,
-    PROGRAM_STACK, PROGRAM_STACKS_GPA, RING_SIZE, RSDP_GPA, ZERO_PAGE_GPA,
+    PROGRAM_STACK, PROGRAM_STACKS_GPA, RING_SIZE, RSDP_GPA, VIRTIO_MMIO_MAX, ZERO_PAGE_GPA,
 };
 use super::loader::{self, BootInfo, LoadedKernel};
 use super::memory::{self, GuestMemory};
 use super::regs::EntryRegs;
 use super::ring::RingReader;
 use super::vcpu::{self, KvmExit, Shared, VcpuRegs};
-use super::{cpuid, regs, KvmError};
+use super::{cpuid, layout, regs, KvmError};
 
 /// Where the TSS KVM needs on Intel goes (three pages just below the BIOS ROM area).
 const TSS_GPA: usize = 0xfffb_d000;
@@ -58,6 +59,15 @@ pub enum Payload {
     },
 }
 
+/// A file-backed virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The image file.
+    pub path: PathBuf,
+    /// Whether the guest sees it read-only (VIRTIO_BLK_F_RO).
+    pub read_only: bool,
+}
+
 /// Settings of a KVM VM, as plain data; [`KvmVmBuilder::build`] turns them into a [`KvmVm`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvmVmBuilder {
@@ -70,6 +80,8 @@ pub struct KvmVmBuilder {
     ring_size: u64,
     irqchip: bool,
     console_file: Option<PathBuf>,
+    virtio_console: bool,
+    disks: Vec<DiskConfig>,
 }
 
 impl Default for KvmVmBuilder {
@@ -84,6 +96,8 @@ impl Default for KvmVmBuilder {
             ring_size: RING_SIZE,
             irqchip: true,
             console_file: None,
+            virtio_console: false,
+            disks: Vec::new(),
         }
     }
 }
@@ -143,6 +157,21 @@ impl KvmVmBuilder {
         self
     }
 
+    /// Adds a virtio-console, the first virtio-MMIO device (host ends in [`GuestIo`]).
+    pub fn virtio_console(mut self, on: bool) -> Self {
+        self.virtio_console = on;
+        self
+    }
+
+    /// Adds a virtio-blk disk backed by `path`; disks follow the console in call order.
+    pub fn disk(mut self, path: impl Into<PathBuf>, read_only: bool) -> Self {
+        self.disks.push(DiskConfig {
+            path: path.into(),
+            read_only,
+        });
+        self
+    }
+
     /// What the guest will run.
     pub fn payload(&self) -> Result<Payload, KvmError> {
         match (&self.kernel, &self.program) {
@@ -196,6 +225,21 @@ pub struct GuestIo {
     pub memory: GuestMemory,
     /// The shared-memory ring's reader.
     pub ring: RingReader,
+    /// virtio-console output from the guest, when the VM has one.
+    pub virtio_console: Option<SerialOutput>,
+    /// virtio-console input to the guest, when the VM has one.
+    pub virtio_console_input: Option<ConsoleInput>,
+}
+
+impl GuestIo {
+    /// Ends every output stream (the VM stopped).
+    fn close_outputs(&self) {
+        self.console.close();
+        self.app_output.close();
+        if let Some(v) = &self.virtio_console {
+            v.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for SerialInput {
@@ -211,6 +255,8 @@ pub struct KvmVm {
     _vm: VmFd,
     _kvm: Kvm,
     bus: Arc<PioBus>,
+    mmio: Arc<MmioBus>,
+    virtio_mmio: Vec<VirtioMmioDevice>,
     io: GuestIo,
     tables: AcpiTables,
     e820: Vec<E820Entry>,
@@ -235,6 +281,15 @@ impl KvmVm {
             });
         }
         let layout = MemoryLayout::new(&topology, b.memory_mib, b.ring_size)?;
+        let virtio_count = usize::from(b.virtio_console) + b.disks.len();
+        let virtio_mmio: Vec<VirtioMmioDevice> = (0..virtio_count)
+            .map(layout::virtio_mmio_slot)
+            .collect::<Option<_>>()
+            .ok_or_else(|| KvmError::BadConfig {
+                reason: format!(
+                    "{virtio_count} virtio devices; at most {VIRTIO_MMIO_MAX} fit the IOAPIC"
+                ),
+            })?;
 
         let kvm = Kvm::new().map_err(KvmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -255,6 +310,7 @@ impl KvmVm {
         acpi.uarts = vec![Uart::COM1, Uart::COM2];
         acpi.irq_overrides = vec![IrqOverride::PC_TIMER];
         acpi.power = Some(power_ports());
+        acpi.virtio_mmio = virtio_mmio.clone();
         let tables = build_tables(&topology, &acpi).map_err(KvmError::Acpi)?;
         if tables.end_gpa() > HIMEM_START {
             return Err(KvmError::DoesNotFit {
@@ -333,17 +389,20 @@ impl KvmVm {
             })?),
             None => None,
         };
-        let irq = |gsi: u8| -> Result<IrqTrigger, KvmError> {
+        let irq_gsi = |gsi: u32| -> Result<IrqTrigger, KvmError> {
             if !b.irqchip {
                 return Ok(IrqTrigger::new(None));
             }
             let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| KvmError::Os {
-                what: "creating a serial eventfd",
+                what: "creating an interrupt eventfd",
                 source,
             })?;
-            vm.register_irqfd(&evt, u32::from(gsi))
-                .map_err(ioctl("KVM_IRQFD"))?;
+            vm.register_irqfd(&evt, gsi).map_err(ioctl("KVM_IRQFD"))?;
             Ok(IrqTrigger::new(Some(evt)))
+        };
+        let irq = |isa: u8| irq_gsi(u32::from(isa));
+        let no_slot = || KvmError::BadConfig {
+            reason: "more virtio devices than virtio-MMIO windows".into(),
         };
         let com1 = Arc::new(Mutex::new(SerialDevice::new(
             irq(Uart::COM1.irq)?,
@@ -364,6 +423,34 @@ impl KvmVm {
             Arc::new(Mutex::new(PowerDevice)),
         )?;
         bus.insert(I8042_BASE, I8042_LEN, Arc::new(Mutex::new(I8042)))?;
+
+        // virtio-MMIO devices live exactly where the DSDT says: console first, then disks.
+        let mut mmio = MmioBus::new();
+        let mut slots = virtio_mmio.iter();
+        let mut virtio_console = None;
+        let mut virtio_console_input = None;
+        if b.virtio_console {
+            let slot = slots.next().ok_or_else(no_slot)?;
+            let out = SerialOutput::new();
+            let t = VirtioMmioTransport::new(
+                Console::new(out.clone()),
+                mem.clone(),
+                irq_gsi(slot.gsi)?,
+            )
+            .map_err(KvmError::Virtio)?;
+            let t = Arc::new(Mutex::new(t));
+            mmio.insert(slot.base, slot.size, t.clone())?;
+            virtio_console = Some(out);
+            virtio_console_input = Some(ConsoleInput::new(t));
+        }
+        for (i, d) in b.disks.iter().enumerate() {
+            let slot = slots.next().ok_or_else(no_slot)?;
+            let blk = Block::open(&d.path, d.read_only, &format!("ktstr-disk{i}"))
+                .map_err(KvmError::Disk)?;
+            let t = VirtioMmioTransport::new(blk, mem.clone(), irq_gsi(slot.gsi)?)
+                .map_err(KvmError::Virtio)?;
+            mmio.insert(slot.base, slot.size, Arc::new(Mutex::new(t)))?;
+        }
 
         let host_cpuid = cpuid::supported(&kvm)?;
         let mut vcpus = Vec::new();
@@ -413,12 +500,16 @@ impl KvmVm {
             _vm: vm,
             _kvm: kvm,
             bus: Arc::new(bus),
+            mmio: Arc::new(mmio),
+            virtio_mmio,
             io: GuestIo {
                 console,
                 app_output,
                 app_input: SerialInput::new(com2),
                 memory: mem,
                 ring,
+                virtio_console,
+                virtio_console_input,
             },
             tables,
             e820,
@@ -434,6 +525,11 @@ impl KvmVm {
     /// The ACPI tables written into the guest.
     pub fn acpi_tables(&self) -> &AcpiTables {
         &self.tables
+    }
+
+    /// The virtio-MMIO windows and interrupts, as the DSDT describes them (`V000` first).
+    pub fn virtio_mmio(&self) -> &[VirtioMmioDevice] {
+        &self.virtio_mmio
     }
 
     /// The e820 map given to the guest.
@@ -453,10 +549,14 @@ impl KvmVm {
         let n = self.vcpus.len() as u32;
         let mut threads = Vec::new();
         for (cpu, fd) in self.vcpus.drain(..) {
-            let (bus, sh) = (Arc::clone(&self.bus), Arc::clone(&shared));
+            let (bus, mmio, sh) = (
+                Arc::clone(&self.bus),
+                Arc::clone(&self.mmio),
+                Arc::clone(&shared),
+            );
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{cpu}"))
-                .spawn(move || vcpu::run_vcpu(cpu, fd, bus, sh, n))
+                .spawn(move || vcpu::run_vcpu(cpu, fd, bus, mmio, sh, n))
                 .map_err(|source| KvmError::Os {
                     what: "spawning a vCPU thread",
                     source,
@@ -581,8 +681,7 @@ impl KvmVmHandle {
         // Only stops the vCPUs: whatever outcome is pending stays unreported.
         self.shared.finish(Ok(KvmExit::AllHalted));
         stop_threads(&mut self.threads);
-        self.io.console.close();
-        self.io.app_output.close();
+        self.io.close_outputs();
     }
 
     /// Stops the vCPUs and turns `outcome` (taken from `shared`, if any) into the result.
@@ -594,8 +693,7 @@ impl KvmVmHandle {
         // Only stops the vCPUs: `outcome` was taken, so this placeholder is never reported.
         self.shared.finish(Ok(KvmExit::AllHalted));
         let lost = stop_threads(&mut self.threads);
-        self.io.console.close();
-        self.io.app_output.close();
+        self.io.close_outputs();
         match (outcome, lost.first()) {
             (Some(o), _) => o,
             (None, Some(cpu)) => Err(KvmError::VcpuLost { cpu: *cpu }),

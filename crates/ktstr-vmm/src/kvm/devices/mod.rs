@@ -1,8 +1,9 @@
-//! Devices on the port-I/O bus, one per file.
+//! Devices on the port-I/O and MMIO buses, one per file (the virtio ones under [`virtio`]).
 
 pub mod i8042;
 pub mod power;
 pub mod serial;
+pub mod virtio;
 
 pub use i8042::I8042;
 pub use power::{

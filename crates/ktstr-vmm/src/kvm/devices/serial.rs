@@ -68,7 +68,7 @@ impl SerialOutput {
         self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, data: &[u8]) {
+    pub(crate) fn push(&self, data: &[u8]) {
         let mut s = self.state();
         if s.first_byte_at.is_none() && !data.is_empty() {
             s.first_byte_at = Some(Instant::now());
