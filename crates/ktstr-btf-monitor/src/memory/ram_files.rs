@@ -133,18 +133,8 @@ impl std::fmt::Debug for RamFiles {
 impl RamFiles {
     /// Maps QEMU `-M pc` RAM files given in node order, split by QEMU's default rule.
     pub fn open_pc<P: AsRef<Path>>(paths: &[P]) -> Result<Self, MemError> {
-        let mut sizes = Vec::with_capacity(paths.len());
-        for p in paths {
-            let p = p.as_ref();
-            let meta = std::fs::metadata(p).map_err(|source| MemError::Io {
-                path: p.to_path_buf(),
-                gpa: 0,
-                source,
-            })?;
-            sizes.push(meta.len());
-        }
-        let total = sizes.iter().fold(0u64, |a, &b| a.saturating_add(b));
-        Self::open_pc_with(paths, &sizes, PcRamLayout::for_ram_size(total))
+        let (sizes, layout) = pc_sizes(paths)?;
+        Self::open_pc_with(paths, &sizes, layout)
     }
 
     /// Maps RAM files in node order with backend sizes `sizes` and an explicit layout.
@@ -191,6 +181,22 @@ impl RamFiles {
     pub fn regions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.spans.iter().map(|s| (s.gpa, s.len))
     }
+}
+
+/// The sizes of RAM files given in node order, and QEMU's default `-M pc` split for their total.
+fn pc_sizes<P: AsRef<Path>>(paths: &[P]) -> Result<(Vec<u64>, PcRamLayout), MemError> {
+    let mut sizes = Vec::with_capacity(paths.len());
+    for p in paths {
+        let p = p.as_ref();
+        let meta = std::fs::metadata(p).map_err(|source| MemError::Io {
+            path: p.to_path_buf(),
+            gpa: 0,
+            source,
+        })?;
+        sizes.push(meta.len());
+    }
+    let total = sizes.iter().fold(0u64, |a, &b| a.saturating_add(b));
+    Ok((sizes, PcRamLayout::for_ram_size(total)))
 }
 
 fn map_region(r: &RamRegion) -> Result<Mapping, MemError> {
@@ -297,18 +303,7 @@ impl RamWriter {
     /// Opens QEMU `-M pc` RAM files given in node order for writing, split like
     /// [`RamFiles::open_pc`].
     pub fn open_pc<P: AsRef<Path>>(paths: &[P]) -> Result<Self, MemError> {
-        let mut sizes = Vec::with_capacity(paths.len());
-        for p in paths {
-            let p = p.as_ref();
-            let meta = std::fs::metadata(p).map_err(|source| MemError::Io {
-                path: p.to_path_buf(),
-                gpa: 0,
-                source,
-            })?;
-            sizes.push(meta.len());
-        }
-        let total = sizes.iter().fold(0u64, |a, &b| a.saturating_add(b));
-        let layout = PcRamLayout::for_ram_size(total);
+        let (sizes, layout) = pc_sizes(paths)?;
         let mut regions = Vec::new();
         let mut ram_off = 0u64;
         for (p, &size) in paths.iter().zip(&sizes) {
