@@ -40,7 +40,7 @@ const KINDS: [&str; 6] = [
 pub(crate) struct Runs {
     text: String,
     lines: u64,
-    kinds: u32,
+    kinds: u16,
 }
 
 impl Runs {
@@ -50,11 +50,11 @@ impl Runs {
     }
 
     /// Adds a line for which [`Self::joins`] holds; gives back the run so far if it was full.
-    pub(crate) fn add(&mut self, item: Item) -> Option<Item> {
+    pub(crate) fn add(&mut self, item: &Item) -> Option<Item> {
         let full = self.lines >= MAX_RUN_LINES
             || (self.lines > 0 && self.text.len() + item.text.len() > MAX_RUN_BYTES);
         let done = if full { self.take() } else { None };
-        self.kinds |= line_kind_bits(&item.text);
+        self.kinds |= item.backtrack_kind;
         if self.lines > 0 {
             self.text.push('\n');
         }
@@ -82,19 +82,23 @@ impl Runs {
 }
 
 /// The shape hash of a run holding the backtracking line kinds `kinds`.
-fn identity(kinds: u32) -> u64 {
+fn identity(kinds: u16) -> u64 {
     (0x6d61_726b_5f70_7265 ^ u64::from(kinds)).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
-/// Which kind of backtracking line `line` is, and in which frame, as bits.
-fn line_kind_bits(line: &str) -> u32 {
+/// Which kind of backtracking line `line` is (bits 0-6), and in which frame (bits 8-15).
+pub(crate) fn line_kind_bits(line: &str) -> u16 {
     let mut rest = line.strip_prefix("mark_precise: ").unwrap_or(line);
     let mut frame_bit = 0;
     if let Some(r) = rest.strip_prefix("frame") {
         let digits = r.bytes().take_while(u8::is_ascii_digit).count();
-        let frame: u32 = r[..digits].parse().unwrap_or(u32::MAX);
-        if let Some(after) = r[digits..].strip_prefix(": ") {
-            frame_bit = 1 << (8 + frame.min(7));
+        // Frames from 7 on (and a missing number) share the last bit.
+        let frame = r.bytes().take(digits).fold(0u32, |f, d| {
+            f.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+        });
+        let frame = if digits == 0 { 7 } else { frame.min(7) };
+        if let Some(after) = r.get(digits..).and_then(|a| a.strip_prefix(": ")) {
+            frame_bit = 1 << (8 + frame);
             rest = after;
         }
     }
@@ -116,7 +120,7 @@ mod tests {
     /// What the collapse pipeline does with each line.
     fn push(r: &mut Runs, item: Item, out: &mut Vec<Item>) {
         if Runs::joins(&item) {
-            out.extend(r.add(item));
+            out.extend(r.add(&item));
         } else {
             out.extend(r.take());
             out.push(item);

@@ -1,14 +1,16 @@
 //! The streaming collapse pipeline: read lines, guard errors and the tail, fold, write.
 //!
 //! ```text
-//! reader -> escape + classify -> stats
+//! reader -> stats -> batches of lines -> (second thread) escape + classify + hash
 //!        -> guard (last `keep_tail` lines; marks the tail and the lines before an error unfoldable)
 //!        -> runs (each run of precision-backtracking lines becomes one item)
 //!        -> pass 1 -> pass 2 -> ... (nested loops fold in later passes)
 //!        -> writer
 //! ```
 //!
-//! Every stage holds a bounded number of lines, so memory does not grow with the input.
+//! Every stage holds a bounded number of lines, so memory does not grow with the input. Batches
+//! and the text buffers of lines already written or folded away go back to the second thread
+//! for reuse, so the steady state allocates nothing per line.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufWriter, Write};
@@ -17,11 +19,13 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::backtrack::Runs;
+use crate::batch::Batch;
 use crate::cycle::{Folder, PassParams};
 use crate::error::VerifierError;
 use crate::fold;
 use crate::item::Item;
 use crate::line::LineKind;
+use crate::pool::TextPool;
 use crate::stats::{StatsParser, VerifierStats};
 
 /// Longest input line kept whole; the rest of a longer line is dropped with a marker.
@@ -133,6 +137,7 @@ pub struct Collapser<W: Write> {
     passes: Vec<Folder>,
     scratch: (Vec<Item>, Vec<Item>),
     stats: StatsParser,
+    spent: TextPool,
     lines_in: u64,
     lines_out: u64,
     bytes_in: u64,
@@ -165,6 +170,7 @@ impl<W: Write> Collapser<W> {
             passes: (0..cfg.passes).map(|_| Folder::new(params)).collect(),
             scratch: (Vec::new(), Vec::new()),
             stats: StatsParser::new(),
+            spent: TextPool::default(),
             lines_in: 0,
             lines_out: 0,
             bytes_in: 0,
@@ -200,18 +206,49 @@ impl<W: Write> Collapser<W> {
         Ok(())
     }
 
-    /// [`Self::push_item`] for a batch.
-    fn push_items(&mut self, items: Vec<Item>) -> Result<(), VerifierError> {
-        for it in items {
-            self.push_item(it)?;
+    /// [`Self::push_item`] for a batch, moving only the batch's last lines through the guard.
+    fn push_items(&mut self, items: &mut Vec<Item>) -> Result<(), VerifierError> {
+        let keep = self.cfg.keep_tail;
+        for e in 0..items.len() {
+            if items
+                .get(e)
+                .is_some_and(|it| it.class.kind == LineKind::Error)
+            {
+                for it in items
+                    .get_mut(e.saturating_sub(keep)..e)
+                    .into_iter()
+                    .flatten()
+                {
+                    it.foldable = false;
+                }
+                let from_guard = keep.saturating_sub(e).min(self.guard.len());
+                for it in self.guard.iter_mut().rev().take(from_guard) {
+                    it.foldable = false;
+                }
+            }
         }
+        let mut to_feed = (self.guard.len() + items.len()).saturating_sub(keep);
+        while to_feed > 0 {
+            let Some(it) = self.guard.pop_front() else {
+                break;
+            };
+            self.feed(it)?;
+            to_feed -= 1;
+        }
+        let mut rest = items.drain(..);
+        for it in rest.by_ref().take(to_feed) {
+            self.feed(it)?;
+        }
+        self.guard.extend(rest);
         Ok(())
     }
 
     /// Runs one item through the backtracking-run grouping and what that yields onwards.
     fn feed(&mut self, item: Item) -> Result<(), VerifierError> {
         if Runs::joins(&item) {
-            return match self.runs.add(item) {
+            let full = self.runs.add(&item);
+            self.spent.put(item.text);
+            return match full {
                 Some(full) => self.fold(full),
                 None => Ok(()),
             };
@@ -263,8 +300,17 @@ impl<W: Write> Collapser<W> {
                 });
             }
             self.lines_out += lines;
+            self.spent.put(it.text);
         }
         Ok(())
+    }
+
+    /// Moves the text buffers of lines already written or folded away into `pool`.
+    fn spent_texts(&mut self, pool: &mut TextPool) {
+        pool.take_from(&mut self.spent);
+        for pass in &mut self.passes {
+            pass.spent_texts(pool);
+        }
     }
 
     /// Ends the input: flushes every stage and the writer.
@@ -335,57 +381,61 @@ pub fn collapse_with(
     cfg: &CollapseConfig,
 ) -> Result<CollapseSummary, VerifierError> {
     let mut c = Collapser::new(out, *cfg)?;
-    // Classifying and hashing lines runs on a second thread while this one reads, folds and
-    // writes; batches go back in order, and at most two are in flight (bounded memory).
+    // Escaping, classifying and hashing lines runs on a second thread while this one reads,
+    // folds and writes; batches go back in order, at most two are in flight (bounded memory),
+    // and their buffers are reused.
     thread::scope(|scope| {
-        let (to_worker, worker_in) = mpsc::sync_channel::<Vec<String>>(2);
-        let (worker_out, from_worker) = mpsc::sync_channel::<Vec<Item>>(2);
+        let (to_worker, worker_in) = mpsc::sync_channel::<Batch>(2);
+        let (worker_out, from_worker) = mpsc::sync_channel::<Batch>(2);
         scope.spawn(move || {
-            for batch in worker_in {
-                let items = batch.into_iter().map(Item::new).collect();
-                if worker_out.send(items).is_err() {
+            for mut batch in worker_in {
+                batch.classify();
+                if worker_out.send(batch).is_err() {
                     break;
                 }
             }
         });
         let mut in_flight = 0usize;
-        let mut batch = Vec::with_capacity(BATCH_LINES);
-        let send = |c: &mut Collapser<_>, batch: Vec<String>, in_flight: &mut usize| {
-            if to_worker.send(batch).is_err() {
+        let mut spare: Vec<Batch> = Vec::new();
+        let mut batch = Batch::default();
+        let receive = |c: &mut Collapser<_>, spare: &mut Vec<Batch>| {
+            let mut back = from_worker.recv().map_err(|_| worker_gone())?;
+            c.push_items(&mut back.items)?;
+            spare.push(back);
+            Ok::<(), VerifierError>(())
+        };
+        let mut send = |c: &mut Collapser<_>, batch: &mut Batch, in_flight: &mut usize| {
+            let mut full = mem::replace(batch, spare.pop().unwrap_or_default());
+            c.spent_texts(&mut full.pool);
+            if to_worker.send(full).is_err() {
                 return Err(worker_gone());
             }
             *in_flight += 1;
             if *in_flight > 1 {
-                let items = from_worker.recv().map_err(|_| worker_gone())?;
+                receive(c, &mut spare)?;
                 *in_flight -= 1;
-                c.push_items(items)?;
             }
             Ok(())
         };
         for_each_line(input, |line| {
             c.observe(line);
-            batch.push(fold::escape(line).into_owned());
-            if batch.len() == BATCH_LINES {
-                let full = mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
-                send(&mut c, full, &mut in_flight)?;
+            batch.push(line);
+            if batch.is_full() {
+                send(&mut c, &mut batch, &mut in_flight)?;
             }
             Ok(())
         })?;
         if !batch.is_empty() {
-            send(&mut c, batch, &mut in_flight)?;
+            send(&mut c, &mut batch, &mut in_flight)?;
         }
         while in_flight > 0 {
-            let items = from_worker.recv().map_err(|_| worker_gone())?;
+            receive(&mut c, &mut spare)?;
             in_flight -= 1;
-            c.push_items(items)?;
         }
         Ok::<(), VerifierError>(())
     })?;
     c.finish()
 }
-
-/// Lines per batch handed to the classifying thread.
-const BATCH_LINES: usize = 4096;
 
 /// The error for a classifying thread that stopped early (it only stops by panicking).
 fn worker_gone() -> VerifierError {
@@ -415,11 +465,19 @@ pub fn for_each_line(
         if buf.is_empty() {
             break;
         }
+        // Validate the buffer's UTF-8 once; lines inside its valid part need no check of their own.
+        let text = match std::str::from_utf8(buf) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+        };
         let mut pos = 0;
         while let Some(nl) = find_newline(&buf[pos..]) {
             let seg = &buf[pos..pos + nl];
             if acc.is_empty() && dropped == 0 {
-                emit(seg, 0, &mut f)?;
+                match text.get(pos..pos + nl) {
+                    Some(line) => f(line.strip_suffix('\r').unwrap_or(line))?,
+                    None => emit(seg, 0, &mut f)?,
+                }
             } else {
                 append_bounded(&mut acc, &mut dropped, seg);
                 emit(&acc, dropped, &mut f)?;
@@ -467,28 +525,9 @@ fn emit(
     }
 }
 
-/// Position of the first `\n`, eight bytes at a time.
+/// Position of the first `\n`.
 fn find_newline(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = LO * (b'\n' as u64);
-    let mut chunks = b.chunks_exact(8);
-    let mut off = 0;
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let x = u64::from_le_bytes(w) ^ NL;
-        let found = x.wrapping_sub(LO) & !x & HI;
-        if found != 0 {
-            return Some(off + (found.trailing_zeros() / 8) as usize);
-        }
-        off += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&c| c == b'\n')
-        .map(|p| off + p)
+    crate::bytes::find_byte(b, b'\n')
 }
 
 #[cfg(test)]
@@ -637,6 +676,46 @@ mod tests {
     fn read_errors_are_reported() {
         let r = collapse_to_writer(io::BufReader::new(FailReader), io::sink());
         assert!(matches!(r, Err(VerifierError::Read { line: 0, .. })));
+    }
+
+    /// The batched pipeline and the line-at-a-time [`Collapser`] agree, errors near batch
+    /// boundaries included.
+    #[test]
+    fn batched_pipeline_matches_line_at_a_time() {
+        let mut log = String::new();
+        let mut n = 0usize;
+        let mut errors = [1000usize, 2050, 4100, 6200].into_iter().peekable();
+        while n < 7000 {
+            let line = if errors.next_if(|&e| e <= n).is_some() {
+                "R1 invalid mem access 'scalar'".to_string()
+            } else if n > 5000 && n % 7 == 6 {
+                "mark_precise: frame0: regs=r1 stack= before 2: (07) r1 += 1".to_string()
+            } else if n > 5000 {
+                format!("{}: (07) r1 += 1                       ; R1_w={n}", n % 7)
+            } else {
+                // Period 1: a line more or less in the guard changes the fold counts.
+                format!("1: (07) r1 += 1                       ; R1_w={n}")
+            };
+            log.push_str(&line);
+            log.push('\n');
+            n += 1;
+        }
+        for keep_tail in [0, 1, 5, 32, 3000] {
+            let cfg = CollapseConfig {
+                keep_tail,
+                ..CollapseConfig::default()
+            };
+            let mut batched = Vec::new();
+            let a = collapse_with(log.as_bytes(), &mut batched, &cfg).expect("batched");
+            let mut single = Vec::new();
+            let mut c = Collapser::new(&mut single, cfg).expect("collapser");
+            for l in log.lines() {
+                c.push_line(l).expect("push");
+            }
+            let b = c.finish().expect("finish");
+            assert_eq!(a, b, "keep_tail {keep_tail}");
+            assert!(batched == single, "keep_tail {keep_tail}: outputs differ");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::mem;
 use crate::fold::{render_backtrack_note, render_note, Header, SlotStats};
 use crate::item::{Backtrack, Item, INLINE_VALS};
 use crate::line::{self, classify, LineKind, NOTE_PREFIX};
+use crate::pool::TextPool;
 
 /// Tuning of one pass.
 #[derive(Debug, Clone, Copy)]
@@ -129,7 +130,7 @@ impl Cycle {
     }
 
     /// Takes the next line if it continues the pattern; gives it back otherwise.
-    fn accept(&mut self, item: Item) -> Option<Item> {
+    fn accept(&mut self, item: Item, spent: &mut TextPool) -> Option<Item> {
         let k = self.partial.len();
         if !item.foldable || self.shapes.get(k) != Some(&item.shape) {
             return Some(item);
@@ -149,7 +150,9 @@ impl Cycle {
                     }
                 }
             }
-            prev.clear();
+            for it in prev.drain(..) {
+                spent.put(it.text);
+            }
             self.partial = prev;
             self.iterations += 1;
         }
@@ -318,6 +321,8 @@ pub(crate) struct Folder {
     cands: Vec<Cand>,
     cycle: Option<Cycle>,
     folds: u64,
+    /// Text buffers of folded-away lines, for reuse.
+    spent: TextPool,
 }
 
 impl Folder {
@@ -337,12 +342,18 @@ impl Folder {
             cands: Vec::new(),
             cycle: None,
             folds: 0,
+            spent: TextPool::default(),
         }
     }
 
     /// Number of folds this pass has written.
     pub(crate) fn folds(&self) -> u64 {
         self.folds
+    }
+
+    /// Moves the text buffers of folded-away lines into `pool`.
+    pub(crate) fn spent_texts(&mut self, pool: &mut TextPool) {
+        pool.take_from(&mut self.spent);
     }
 
     /// Iterations needed before a cycle of period `p` is folded.
@@ -354,7 +365,7 @@ impl Folder {
     /// Feeds one item; finished items are appended to `out`.
     pub(crate) fn push(&mut self, item: Item, out: &mut Vec<Item>) {
         let item = match self.cycle.as_mut() {
-            Some(c) => match c.accept(item) {
+            Some(c) => match c.accept(item, &mut self.spent) {
                 None => return,
                 Some(item) => item,
             },

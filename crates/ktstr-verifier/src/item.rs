@@ -1,5 +1,6 @@
 //! The unit flowing between folding passes: one line, one run of backtracking lines, or a fold.
 
+use crate::backtrack;
 use crate::line::{self, classify, Classified, LineKind};
 
 /// One line (or one fold block, or one run of precision-backtracking lines) flowing between passes.
@@ -17,6 +18,8 @@ pub(crate) struct Item {
     pub(crate) foldable: bool,
     /// True for a run of backtracking lines (see [`Item::backtrack_run`]).
     pub(crate) run: bool,
+    /// For a precision-backtracking line: its kind and frame bits (see [`crate::backtrack`]).
+    pub(crate) backtrack_kind: u16,
     /// Instruction indices the item covers.
     pub(crate) insns: Option<(u32, u32)>,
     /// For a fold block: the backtracking lines it omitted (boxed: items are moved a lot).
@@ -107,6 +110,11 @@ impl Item {
             vals,
             foldable: class.kind != LineKind::Error,
             run: false,
+            backtrack_kind: if class.kind == LineKind::Precision {
+                backtrack::line_kind_bits(&text)
+            } else {
+                0
+            },
             insns: class.insn.map(|i| (i, i)),
             folded_backtrack: None,
             text,
@@ -141,6 +149,7 @@ impl Item {
             shape: identity,
             foldable: true,
             run: true,
+            backtrack_kind: 0,
             insns: None,
             folded_backtrack: None,
             vals: Vals {

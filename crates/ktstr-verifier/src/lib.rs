@@ -4,6 +4,9 @@
 //! |---|---|
 //! | [`line`](mod@line) | classify a log line and abstract its values into a shape |
 //! | `item` (private) | the unit flowing between passes: a line, a backtracking run, a fold |
+//! | `batch` (private) | lines handed to the classifying thread in one reused buffer |
+//! | `bytes` (private) | byte searches eight bytes at a time |
+//! | `pool` (private) | spent line buffers reused for new lines |
 //! | `backtrack` (private) | group each run of precision-backtracking lines into one item |
 //! | `cycle` (private) | one folding pass that finds repeated blocks of equal shape |
 //! | [`fold`] | the fold block format, value summaries, [`expanded_line_count`] |
@@ -31,6 +34,8 @@
 //! ```
 
 mod backtrack;
+mod batch;
+mod bytes;
 pub mod collapse;
 mod cycle;
 #[cfg(feature = "capture")]
@@ -39,6 +44,7 @@ pub mod error;
 pub mod fold;
 mod item;
 pub mod line;
+mod pool;
 pub mod stats;
 
 pub use collapse::{

@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use crate::bytes::{find_byte, find_colon_space};
+
 /// What a verifier log line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LineKind {
@@ -291,7 +293,7 @@ fn classify_indexed(line: &str) -> Classified {
         && rb[2].is_ascii_hexdigit()
         && rb[3] == b')'
     {
-        let from = rest_t.find(';').map_or(usize::MAX, |p| rest_at + p + 1);
+        let from = find_byte(rb, b';').map_or(usize::MAX, |p| rest_at + p + 1);
         if from == usize::MAX {
             return Classified::literal(LineKind::Insn, Some(idx));
         }
@@ -322,11 +324,11 @@ fn classify_precise(line: &str) -> Classified {
     // `mark_precise: frame0: parent state regs=r1 stack=:  R0_w=scalar() ...`
     let rest = line.strip_prefix("mark_precise: ").unwrap_or(line);
     let rest = match rest.strip_prefix("frame") {
-        Some(r) => r.split_once(": ").map_or(r, |(_, r)| r),
+        Some(r) => find_colon_space(r).map_or(r, |p| r.get(p + 2..).unwrap_or_default()),
         None => rest,
     };
     if rest.starts_with("parent state regs=") {
-        if let Some(colon) = rest.find(": ") {
+        if let Some(colon) = find_colon_space(rest) {
             let at = line.len() - rest.len() + colon + 1;
             return Classified::state(LineKind::Precision, None, at);
         }
@@ -422,6 +424,32 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
     let mut prev_digit = false;
     while i < n {
         let ch = b[i];
+        // Digits in a token's name (`R10`) are plain too: no number starts in a name.
+        let plain = if in_name { PLAIN | DIGIT } else { PLAIN };
+        if byte_class(ch) & plain != 0 {
+            // Fast path: a run of bytes that neither start a number nor change the token state.
+            let mut j = i;
+            let mut last = 0;
+            while let Some(&c) = b.get(j) {
+                let class = byte_class(c);
+                if class & plain == 0 {
+                    break;
+                }
+                let word = class & WORD != 0;
+                if word && !prev_word {
+                    ident_start = j;
+                }
+                prev_word = word;
+                last = class;
+                j += 1;
+            }
+            if in_name && state {
+                name_end = j;
+            }
+            prev_digit = last & DIGIT != 0;
+            i = j;
+            continue;
+        }
         let num_start = !in_name
             && ((ch.is_ascii_digit() && (!prev_word || is_value_prefix(&b[ident_start..i])))
                 || (ch == b'-' && !prev_digit && b.get(i + 1).is_some_and(u8::is_ascii_digit)));
@@ -477,6 +505,38 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
     h.0
 }
 
+/// [`byte_class`] bit: the byte neither starts a number nor changes the token state in [`scan`].
+const PLAIN: u8 = 1;
+/// [`byte_class`] bit: the byte is part of a word (ASCII alphanumeric or `_`).
+const WORD: u8 = 2;
+/// [`byte_class`] bit: the byte is an ASCII digit.
+const DIGIT: u8 = 4;
+
+/// Classes of every byte value, for [`scan`]'s fast path.
+const BYTE_CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let word = c.is_ascii_alphanumeric() || c == b'_';
+        let special = c.is_ascii_digit()
+            || matches!(
+                c,
+                b' ' | b'-' | b'=' | b'(' | b')' | b'[' | b']' | b'{' | b'}'
+            );
+        t[i] = if special { 0 } else { PLAIN }
+            | if word { WORD } else { 0 }
+            | if c.is_ascii_digit() { DIGIT } else { 0 };
+        i += 1;
+    }
+    t
+};
+
+/// The [`PLAIN`], [`WORD`] and [`DIGIT`] bits of `c`.
+fn byte_class(c: u8) -> u8 {
+    BYTE_CLASSES[usize::from(c)]
+}
+
 /// Words that prefix a constant in a state value: precise `P5`, and older kernels' `inv5`, `invP5`.
 fn is_value_prefix(word: &[u8]) -> bool {
     matches!(word, b"P" | b"inv" | b"invP")
@@ -484,25 +544,43 @@ fn is_value_prefix(word: &[u8]) -> bool {
 
 /// Parses a decimal or `0x` hex literal, optionally negative, starting at `b[i]`.
 fn parse_number(b: &[u8], mut i: usize) -> (i128, bool, usize) {
-    let neg = b[i] == b'-';
+    let neg = b.get(i) == Some(&b'-');
     if neg {
         i += 1;
     }
-    let mut v: i128 = 0;
     let hex = b.get(i) == Some(&b'0')
         && matches!(b.get(i + 1), Some(b'x' | b'X'))
         && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
-    if hex {
+    let radix: u8 = if hex {
         i += 2;
-        while let Some(d) = b.get(i).and_then(|c| char::from(*c).to_digit(16)) {
-            v = v.saturating_mul(16).saturating_add(i128::from(d));
-            i += 1;
-        }
+        16
     } else {
-        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
-            v = v.saturating_mul(10).saturating_add(i128::from(d - b'0'));
-            i += 1;
+        10
+    };
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' if radix == 16 => Some(c - b'a' + 10),
+        b'A'..=b'F' if radix == 16 => Some(c - b'A' + 10),
+        _ => None,
+    };
+    // Exact in `u64` while it fits (nearly always), then saturating in `i128`.
+    let mut small: u64 = 0;
+    while let Some(d) = b.get(i).and_then(|&c| digit(c)) {
+        match small
+            .checked_mul(u64::from(radix))
+            .and_then(|v| v.checked_add(u64::from(d)))
+        {
+            Some(v) => small = v,
+            None => break,
         }
+        i += 1;
+    }
+    let mut v = i128::from(small);
+    while let Some(d) = b.get(i).and_then(|&c| digit(c)) {
+        v = v
+            .saturating_mul(i128::from(radix))
+            .saturating_add(i128::from(d));
+        i += 1;
     }
     (if neg { -v } else { v }, hex, i)
 }
@@ -665,6 +743,16 @@ mod tests {
         let v = values(l);
         assert_eq!(v[0], -9_223_372_036_854_775_808);
         assert_eq!(v[1], i128::MAX);
+        let l =
+            "3: R0=scalar(umax=18446744073709551615,x=18446744073709551616,y=0x1ffffffffffffffff)";
+        assert_eq!(
+            values(l),
+            vec![
+                i128::from(u64::MAX),
+                i128::from(u64::MAX) + 1,
+                2 * i128::from(u64::MAX) + 1
+            ]
+        );
     }
 
     #[test]
