@@ -397,3 +397,11 @@ fn scheduler_sysctls_and_kargs_reach_the_guest(_ctx: &Ctx) -> Result<AssertResul
     ensure!(cmdline.contains("ktstr.test_karg=7"), "{cmdline}");
     Ok(AssertResult::pass())
 }
+
+/// `extra_include_files`: host files appear under /include-files in the guest.
+#[ktstr_test(duration_s = 1, extra_include_files = ["/etc/os-release"])]
+fn extra_include_files_reach_the_guest(_ctx: &Ctx) -> Result<AssertResult> {
+    let text = std::fs::read_to_string("/include-files/os-release")?;
+    ensure!(text.contains("ID="), "{text}");
+    Ok(AssertResult::pass())
+}
