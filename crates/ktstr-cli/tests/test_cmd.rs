@@ -7,20 +7,9 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::skip;
-
 #[test]
 fn cargo_ktstr_test_runs_and_tabulates_a_ktstr_test() {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip("qemu-system-x86_64 is not installed");
-        return;
-    }
-    if common::test_kernel().is_none() {
-        skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
+    if !common::vm_runnable() {
         return;
     }
     let junit = std::env::temp_dir().join(format!("ktstr-junit-{}.xml", std::process::id()));

@@ -13,11 +13,18 @@ use ktstr_vmm::kvm::{KvmExit, KvmVm};
 
 const TEST: &str = "linux_early_boot_prints_our_setup";
 
-/// The first `~/.cache/ktstr/kernels/*/vmlinux`.
+/// The first `kernels/*/vmlinux` of ktstr's cache, found as ktstr finds it:
+/// `$KTSTR_CACHE_DIR`, else `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
 fn cached_vmlinux() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let dir = PathBuf::from(home).join(".cache/ktstr/kernels");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+    let nonempty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    let cache = nonempty("KTSTR_CACHE_DIR")
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("ktstr")))
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache/ktstr")))?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("kernels"))
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path().join("vmlinux"))
@@ -33,7 +40,10 @@ fn linux_early_boot_prints_our_setup() {
         return;
     }
     let Some(vmlinux) = cached_vmlinux() else {
-        skip(TEST, "no ~/.cache/ktstr/kernels/*/vmlinux");
+        skip(
+            TEST,
+            "no cached kernel with a vmlinux: run `ktstr kernel fetch`",
+        );
         return;
     };
     let cmdline =

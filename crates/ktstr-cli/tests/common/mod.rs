@@ -52,16 +52,24 @@ pub type VmSlot = ktstr::test_support::VmSlot;
 
 /// A VM slot, or `None` (after saying why) when QEMU or a kernel is missing.
 pub fn vm_slot() -> Option<VmSlot> {
-    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
-    if qemu.is_err() {
-        skip("qemu-system-x86_64 is not installed");
-        return None;
-    }
-    if test_kernel().is_none() {
-        skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
+    if !vm_runnable() {
         return None;
     }
     Some(ktstr::test_support::vm_slot().expect("VM slot lock"))
+}
+
+/// True when QEMU and a kernel are here; otherwise says which is missing and returns false.
+pub fn vm_runnable() -> bool {
+    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
+    if qemu.is_err() {
+        skip("qemu-system-x86_64 is not installed (scripts/setup installs it)");
+        return false;
+    }
+    if test_kernel().is_none() {
+        skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
+        return false;
+    }
+    true
 }
 
 /// Runs ktstr with `args`, booting [`test_kernel`] unless `args` say otherwise.
