@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ktstr::run::{self, Mode, Outcome, RunOptions, Stream};
+use ktstr::test_support::scheduler::find_built;
 use ktstr::Topology;
 use serde_json::Value;
 
@@ -312,17 +313,6 @@ fn workspace() -> Option<PathBuf> {
     root.join("Cargo.toml").is_file().then_some(root)
 }
 
-/// `name` beside the running executable, or beside the directory holding a `deps/` test binary.
-fn beside_exe(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    let mut dirs = vec![dir.to_path_buf()];
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dirs.extend(dir.parent().map(Path::to_path_buf));
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
 /// Builds a binary of the workspace with cargo and returns its path.
 fn cargo_build(cargo_args: &[&str], progress: &dyn Fn(&str)) -> Result<PathBuf> {
     let ws =
@@ -364,7 +354,7 @@ fn resolve_veristat(explicit: Option<&Path>, progress: &dyn Fn(&str)) -> Result<
         }
         return Ok(p);
     }
-    if let Some(p) = beside_exe(VERISTAT) {
+    if let Some(p) = ktstr::test_support::scheduler::beside_exe(VERISTAT) {
         return Ok(p);
     }
     cargo_build(
@@ -389,19 +379,7 @@ fn resolve_scheduler(spec: &str, progress: &dyn Fn(&str)) -> Result<PathBuf> {
         }
         return Ok(as_path.to_path_buf());
     }
-    let cached = ktstr::kernel::cache_root().join("schedulers").join(spec);
-    if cached.is_file() {
-        return Ok(cached);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(p) = std::env::split_paths(&path)
-            .map(|d| d.join(spec))
-            .find(|p| p.is_file())
-        {
-            return Ok(p);
-        }
-    }
-    if let Some(p) = beside_exe(spec) {
+    if let Some(p) = find_built(spec) {
         return Ok(p);
     }
     cargo_build(&["--bin", spec], progress)

@@ -216,16 +216,19 @@ fn resolve_include(p: &Path) -> Result<PathBuf, KtstrError> {
         return p.canonicalize().map_err(|e| KtstrError::io(p, e));
     }
     if p.components().count() == 1 {
-        if let Some(path) = std::env::var_os("PATH") {
-            if let Some(found) = std::env::split_paths(&path)
-                .map(|d| d.join(p))
-                .find(|c| c.is_file())
-            {
-                return Ok(found);
-            }
+        if let Some(found) = find_in_path(p) {
+            return Ok(found);
         }
     }
     Err(KtstrError::IncludeMissing(p.to_path_buf()))
+}
+
+/// The first regular file called `name` in a `PATH` directory.
+pub fn find_in_path(name: impl AsRef<Path>) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name.as_ref()))
+        .find(|c| c.is_file())
 }
 
 /// Every regular file under `p` as (path relative to `p`, host path); a file gives ("", p).

@@ -217,7 +217,9 @@ fn a_worker_outside_its_cpuset_fails_isolation(ctx: &Ctx) -> Result<AssertResult
         .with_context(|| format!("no Isolation failure in: {r}"))?;
     let tid = d.worker.context("no worker named")?;
     ensure!(
-        d.message.contains(&tid.to_string()) && d.message.contains('1') && d.message.contains('0'),
+        d.message.contains(&tid.to_string())
+            && (d.message.contains("CPU 1") || d.message.contains("CPU(s) 1"))
+            && d.message.contains("cpuset 0"),
         "message lacks the worker, the CPU or the cpuset: {}",
         d.message
     );

@@ -363,13 +363,11 @@ impl<'c> Engine<'c> {
     }
 
     fn set_affinity(&mut self, name: &str, affinity: &AffinityIntent) -> anyhow::Result<()> {
-        let topo = &self.ctx.topo;
+        let ctx = self.ctx;
+        let topo = &ctx.topo;
         self.seed += 1;
         let seed = self.seed;
-        let live = self
-            .live
-            .get_mut(name)
-            .ok_or_else(|| anyhow!("no cgroup `{name}` in this scenario"))?;
+        let live = self.live_mut(name)?;
         let allowed = live.cpuset.clone().unwrap_or_else(|| topo.cpus.clone());
         for r in &live.running {
             let sets = affinity
@@ -383,7 +381,7 @@ impl<'c> Engine<'c> {
                         r.handle.set_affinity(&per[0])?;
                     } else {
                         for (pid, set) in r.pids.iter().zip(&per) {
-                            set_pid_affinity(*pid, set)
+                            ktstr_workload::set_affinity(*pid, set)
                                 .with_context(|| format!("pinning worker {pid} of `{name}`"))?;
                         }
                     }
@@ -594,24 +592,6 @@ fn snap(pid: i32, units: u64) -> Snap {
 fn fmt_set(set: &BTreeSet<usize>) -> String {
     let v: Vec<u32> = set.iter().map(|&c| c as u32).collect();
     ktstr_topology::format_cpu_list(&v)
-}
-
-fn set_pid_affinity(pid: i32, set: &BTreeSet<usize>) -> anyhow::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in set {
-        if c >= libc::CPU_SETSIZE as usize {
-            bail!("CPU {c} is beyond CPU_SETSIZE");
-        }
-        // SAFETY: c is below CPU_SETSIZE, checked above.
-        unsafe { libc::CPU_SET(c, &mut mask) };
-    }
-    // SAFETY: mask is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mask) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(())
 }
 
 /// Runs `backdrop` and `steps` on `ctx`, judging with `assert` (or the context's).

@@ -57,12 +57,7 @@ impl Payload {
                 ))
             };
         }
-        std::env::var_os("PATH")
-            .and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|d| d.join(self.binary))
-                    .find(|c| c.is_file())
-            })
+        crate::initramfs::find_in_path(self.binary)
             .ok_or_else(|| format!("payload {}: `{}` is not in PATH", self.name, self.binary))
     }
 }

@@ -56,6 +56,9 @@ pub struct VmResult {
     pub stdout: String,
     /// Its stderr.
     pub stderr: String,
+    /// Why the run itself failed (boot, guest death, timeout), apart from the test's checks
+    /// and its schedulers; part of `error` too.
+    pub run_failure: Option<String>,
     /// Last console lines when the guest failed.
     pub console_tail: Vec<String>,
     /// Boot to end of the VM.
@@ -182,6 +185,13 @@ fn judge(entry: &KtstrTestEntry) -> Judged {
     };
     let failure = vm.failure();
     if entry.expect_err {
+        if let Some(why) = &vm.run_failure {
+            return fail(
+                format!("expected the test to fail (expect_err), but the run itself failed: {why}"),
+                failure.unwrap_or_default(),
+                Some(vm),
+            );
+        }
         let Some(text) = failure else {
             return fail(
                 "expected to fail (expect_err) but passed",
@@ -241,29 +251,6 @@ fn qemu_present() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Host files named by `extra_include_files`: paths as given, bare names through `PATH`.
-fn include_files(entry: &KtstrTestEntry) -> Result<Vec<PathBuf>, Unrunnable> {
-    let mut out = Vec::new();
-    for name in entry.extra_include_files {
-        let p = PathBuf::from(name);
-        let found = if p.exists() {
-            Some(p)
-        } else if !name.contains('/') {
-            std::env::var_os("PATH").and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|d| d.join(name))
-                    .find(|c| c.is_file())
-            })
-        } else {
-            None
-        };
-        out.push(found.ok_or_else(|| {
-            Unrunnable::Error(format!("extra_include_files: `{name}` not found"))
-        })?);
-    }
-    Ok(out)
-}
-
 /// Boots a VM (or, for `host_only`, a child process here) and collects its result.
 fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     let topology = entry
@@ -282,38 +269,45 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         return run_on_host(entry, topo_text);
     }
     if !qemu_present() {
-        return Err(Unrunnable::Skip(
-            "qemu-system-x86_64 is not installed (scripts/setup installs it)".into(),
-        ));
+        // ktstr's own KVM VMM needs no QEMU, but only where KVM can boot Linux.
+        if let Some(why) = ktstr_vmm::host_kvm().unusable_reason() {
+            return Err(Unrunnable::Skip(format!(
+                "qemu-system-x86_64 is not installed (scripts/setup installs it) and {why}"
+            )));
+        }
     }
     let kernel = kernel::resolve(None, &mut |_| {}).map_err(|e| {
         Unrunnable::Skip(format!(
             "no kernel ({e}); run `ktstr kernel fetch` or set KTSTR_KERNEL"
         ))
     })?;
-    let scheduler = match entry.scheduler.resolve_binary() {
-        Ok(None) => None,
-        Ok(Some(binary)) => Some(SchedulerRun {
-            binary,
-            args: entry
-                .scheduler
-                .sched_args
-                .iter()
-                .chain(entry.extra_sched_args)
-                .map(|s| s.to_string())
-                .collect(),
-            attach_timeout: TEST_ATTACH_TIMEOUT,
-        }),
-        Err(e) => return Err(Unrunnable::Error(e)),
-    };
+    let main_binary = entry
+        .scheduler
+        .resolve_binary()
+        .map_err(Unrunnable::Error)?;
+    let scheduler = main_binary.clone().map(|binary| SchedulerRun {
+        binary,
+        args: entry
+            .scheduler
+            .sched_args
+            .iter()
+            .chain(entry.extra_sched_args)
+            .map(|s| s.to_string())
+            .collect(),
+        attach_timeout: TEST_ATTACH_TIMEOUT,
+    });
     let mut opts =
         RunOptions::new(kernel.clone(), topology).map_err(|e| Unrunnable::Error(e.to_string()))?;
     // Every scheduler a scheduler op may attach, at the path the guest looks for it.
-    for s in std::iter::once(entry.scheduler).chain(entry.staged_schedulers.iter().copied()) {
-        if let (Some(path), Some(binary)) = (
-            s.guest_path(),
-            s.resolve_binary().map_err(Unrunnable::Error)?,
-        ) {
+    let staged = entry
+        .staged_schedulers
+        .iter()
+        .map(|s| Ok((s.guest_path(), s.resolve_binary()?)))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(Unrunnable::Error)?;
+    for (path, binary) in std::iter::once((entry.scheduler.guest_path(), main_binary)).chain(staged)
+    {
+        if let (Some(path), Some(binary)) = (path, binary) {
             if !opts.extra_files.iter().any(|(p, _)| *p == path) {
                 opts.extra_files.push((path, binary));
             }
@@ -332,7 +326,12 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         .collect();
     opts.extra_cmdline = entry.scheduler.kargs.join(" ");
     opts.timeout = entry.duration() + RUN_MARGIN;
-    opts.include_files = include_files(entry)?;
+    // Bare names are looked up in PATH when the initramfs is built.
+    opts.include_files = entry
+        .extra_include_files
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     opts.scheduler = scheduler;
     let assert = entry.effective_assert();
     if assert.wants_monitor()
@@ -342,9 +341,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         let mut m = monitor_options(entry.name, &assert);
         if let Some(secs) = entry.watchdog_timeout_s {
             let hz = kernel
-                .config
-                .as_ref()
-                .and_then(|c| std::fs::read_to_string(c).ok())
+                .config_text()
                 .and_then(|c| crate::watchdog::config_hz(&c))
                 .ok_or_else(|| {
                     Unrunnable::Error(format!(
@@ -408,6 +405,14 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         Outcome::Interrupted => Some("interrupted".into()),
         Outcome::ShellEnded => Some("unexpected shell end".into()),
     };
+    // A run that failed by itself (boot, guest death, timeout) is not the failure
+    // `expect_err` waits for.
+    if !matches!(
+        report.outcome,
+        Outcome::Command(_) | Outcome::SchedulerNotAttached
+    ) {
+        vm.run_failure = guest_error.clone();
+    }
     let guest_schedulers = absorb_report(&mut vm, &stdout, guest_error);
     vm.monitor = report.monitor.clone();
     judge_monitor(&mut vm, &assert);

@@ -189,35 +189,34 @@ fn discover(name: &str) -> Result<PathBuf, String> {
             Err(format!("KTSTR_SCHEDULER={} does not exist", p.display()))
         };
     }
-    let cached = crate::kernel::cache_root().join("schedulers").join(name);
-    if cached.is_file() {
-        return Ok(cached);
+    match find_built(name) {
+        Some(p) => Ok(p),
+        None => cargo_build(name),
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    if let Some(p) = built_beside_me(name) {
-        return Ok(p);
-    }
-    cargo_build(name)
 }
 
-/// `target/<profile>/NAME` when this process runs from `target/<profile>/deps/`.
-fn built_beside_me(name: &str) -> Option<PathBuf> {
+/// A built binary called `name`: in `<cache>/schedulers/`, then `PATH`, then beside the
+/// running executable (or in `target/<profile>/` when it runs from `target/<profile>/deps/`).
+pub fn find_built(name: &str) -> Option<PathBuf> {
+    let cached = crate::kernel::cache_root().join("schedulers").join(name);
+    if cached.is_file() {
+        return Some(cached);
+    }
+    crate::initramfs::find_in_path(name).or_else(|| beside_exe(name))
+}
+
+/// `name` in the running executable's directory, or in its parent when that is `deps/`.
+pub fn beside_exe(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let deps = exe.parent()?;
-    let profile = if deps.file_name()? == "deps" {
-        deps.parent()?
+    let dir = exe.parent()?;
+    let profile = if dir.file_name()? == "deps" {
+        dir.parent()?
     } else {
-        deps
+        dir
     };
-    let p = profile.join(name);
-    p.is_file().then_some(p)
+    [dir.join(name), profile.join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// Builds binary `name` of the workspace the tests run from and returns it.
