@@ -71,7 +71,11 @@ impl WorkloadHandle {
                                     Some((read.as_raw_fd(), write.as_raw_fd()));
                                 pipe_ends.extend([read, write]);
                             }
-                            Err(e) => pipe_error = Some(e),
+                            Err(e) => {
+                                // The first failure is the one worth reporting; stop there.
+                                pipe_error = Some(e);
+                                return;
+                            }
                         }
                     }
                     return;

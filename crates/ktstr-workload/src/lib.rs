@@ -30,6 +30,7 @@ pub use config::{AffinityMode, SchedPolicy, WorkloadConfig, MAX_AFFINITY_CPU};
 pub use error::WorkloadError;
 pub use handle::WorkloadHandle;
 pub use report::{WorkerReport, MAX_LATENCY_SAMPLES};
+pub use sys::set_affinity;
 pub use work::WorkType;
 
 /// One `SpinWait` work unit, the exact code its worker loop runs (for the telemetry benchmark).

@@ -122,7 +122,7 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: i32) {
 }
 
 /// Pins `pid` (0 = caller) to `cpus`.
-pub(crate) fn set_affinity(pid: i32, cpus: &BTreeSet<usize>) -> io::Result<()> {
+pub fn set_affinity(pid: i32, cpus: &BTreeSet<usize>) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain bytes; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &cpu in cpus {
@@ -168,7 +168,7 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Sets or clears O_NONBLOCK on `fd`.
+/// Sets O_NONBLOCK on `fd`.
 pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on a descriptor the caller owns; no memory is passed.
     unsafe {

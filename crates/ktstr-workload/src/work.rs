@@ -22,7 +22,7 @@ pub enum WorkType {
         /// Sleep between bursts, ms.
         sleep_ms: u64,
     },
-    /// Pairs ping-pong a byte over pipes; one unit per byte received; wake latency measured.
+    /// Pairs ping-pong a byte over pipes; one unit per wake-up; wake latency measured.
     PipeIo {
         /// Spin iterations done between receiving and sending back.
         burst_iters: u64,

@@ -416,27 +416,11 @@ fn seen_cpus(r: &WorkerReport) -> impl Iterator<Item = usize> + '_ {
     r.cpus_used.keys().map(|&c| c as usize)
 }
 
-/// Ascending CPUs in the kernel's cpulist form, e.g. `0-3,5`.
+/// CPUs in the kernel's cpulist form, e.g. `0-3,5` (`(none)` when empty).
 pub(crate) fn cpulist(cpus: impl IntoIterator<Item = usize>) -> String {
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    for cpu in cpus {
-        match ranges.last_mut() {
-            Some((_, hi)) if hi.checked_add(1) == Some(cpu) => *hi = cpu,
-            _ => ranges.push((cpu, cpu)),
-        }
-    }
-    if ranges.is_empty() {
+    let cpus: Vec<u32> = cpus.into_iter().map(|c| c as u32).collect();
+    if cpus.is_empty() {
         return "(none)".to_string();
     }
-    ranges
-        .iter()
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                lo.to_string()
-            } else {
-                format!("{lo}-{hi}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    ktstr_topology::format_cpu_list(&cpus)
 }

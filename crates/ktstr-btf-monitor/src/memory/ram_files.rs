@@ -143,19 +143,7 @@ impl RamFiles {
         sizes: &[u64],
         layout: PcRamLayout,
     ) -> Result<Self, MemError> {
-        let mut regions = Vec::new();
-        let mut ram_off = 0u64;
-        for (p, &size) in paths.iter().zip(sizes) {
-            for (gpa, off, len) in layout.pieces(ram_off, size) {
-                regions.push(RamRegion {
-                    path: p.as_ref().to_path_buf(),
-                    file_offset: off - ram_off,
-                    gpa,
-                    len,
-                });
-            }
-            ram_off = ram_off.saturating_add(size);
-        }
+        let regions = pc_regions(paths, sizes, layout);
         Self::open(&regions)
     }
 
@@ -181,6 +169,24 @@ impl RamFiles {
     pub fn regions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.spans.iter().map(|s| (s.gpa, s.len))
     }
+}
+
+/// The regions of RAM files given in node order with backend sizes `sizes`, split by `layout`.
+fn pc_regions<P: AsRef<Path>>(paths: &[P], sizes: &[u64], layout: PcRamLayout) -> Vec<RamRegion> {
+    let mut regions = Vec::new();
+    let mut ram_off = 0u64;
+    for (p, &size) in paths.iter().zip(sizes) {
+        for (gpa, off, len) in layout.pieces(ram_off, size) {
+            regions.push(RamRegion {
+                path: p.as_ref().to_path_buf(),
+                file_offset: off - ram_off,
+                gpa,
+                len,
+            });
+        }
+        ram_off = ram_off.saturating_add(size);
+    }
+    regions
 }
 
 /// The sizes of RAM files given in node order, and QEMU's default `-M pc` split for their total.
@@ -304,30 +310,20 @@ impl RamWriter {
     /// [`RamFiles::open_pc`].
     pub fn open_pc<P: AsRef<Path>>(paths: &[P]) -> Result<Self, MemError> {
         let (sizes, layout) = pc_sizes(paths)?;
-        let mut regions = Vec::new();
-        let mut ram_off = 0u64;
-        for (p, &size) in paths.iter().zip(&sizes) {
-            let path = p.as_ref();
-            for (gpa, off, len) in layout.pieces(ram_off, size) {
-                let file =
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .map_err(|source| MemError::Io {
-                            path: path.to_path_buf(),
-                            gpa,
-                            source,
-                        })?;
-                let region = RamRegion {
-                    path: path.to_path_buf(),
-                    file_offset: off - ram_off,
-                    gpa,
-                    len,
-                };
-                regions.push((region, file));
-            }
-            ram_off = ram_off.saturating_add(size);
-        }
+        let regions = pc_regions(paths, &sizes, layout)
+            .into_iter()
+            .map(|r| {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&r.path)
+                    .map_err(|source| MemError::Io {
+                        path: r.path.clone(),
+                        gpa: r.gpa,
+                        source,
+                    })?;
+                Ok((r, file))
+            })
+            .collect::<Result<Vec<_>, MemError>>()?;
         Ok(RamWriter { regions })
     }
 

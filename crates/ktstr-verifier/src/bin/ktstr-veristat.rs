@@ -333,13 +333,14 @@ fn stats_json(s: &VerifierStats) -> Value {
 /// Statistics of a log, with the program size the capture knows.
 fn stats_of(insns: Option<u64>, log: &str) -> VerifierStats {
     let mut p = StatsParser::new();
-    if let Some(n) = insns {
-        p.observe(&format!("prog size {n} insns"));
-    }
     for l in log.lines() {
         p.observe(l);
     }
-    p.finish().pop().unwrap_or_default()
+    let mut s = p.finish().pop().unwrap_or_default();
+    if insns.is_some() {
+        s.prog_size_insns = insns;
+    }
+    s
 }
 
 /// Captures one object; returns its JSON and whether every program loaded.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 
-use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::bus::{DeviceAction, MmioBus, PioBus, RebootCause};
@@ -378,7 +378,6 @@ pub fn run_vcpu(
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => Step::Finish(Ok(KvmExit::PowerOff { status: 0 })),
                 KVM_SYSTEM_EVENT_RESET => Step::Reboot(RebootCause::SystemEvent),
-                KVM_SYSTEM_EVENT_CRASH => Step::Finish(Ok(KvmExit::SystemEvent { cpu, kind })),
                 _ => Step::Finish(Ok(KvmExit::SystemEvent { cpu, kind })),
             },
             Ok(VcpuExit::InternalError) => Step::Internal,

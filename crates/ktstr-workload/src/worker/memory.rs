@@ -23,7 +23,11 @@ pub(super) fn cache_pressure(
     while buf.try_reserve_exact(len).is_err() && len > MIN_BUFFER {
         len /= 2;
     }
-    buf.resize(len.min(buf.capacity()).max(1), 0);
+    if buf.capacity() == 0 {
+        // Not even MIN_BUFFER could be had: do no work rather than abort on allocation.
+        return;
+    }
+    buf.resize(len.min(buf.capacity()), 0);
     let len = buf.len();
     let mut at = 0usize;
     while w.running(until) {

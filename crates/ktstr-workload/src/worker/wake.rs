@@ -16,7 +16,7 @@ const FAN_OUT_SPIN_ITERS: u64 = 256;
 /// Longest one poll on a pipe inbox, ms.
 const POLL_SLICE_MS: i32 = 10;
 
-/// `PipeIo`: the pair passes a byte back and forth; one unit per byte received.
+/// `PipeIo`: the pair passes a byte back and forth; one unit per wake-up that received it.
 pub(super) fn pipe_io(w: &mut Worker<'_>, leaf: usize, burst_iters: u64, until: Option<u64>) {
     let base = w.index - w.index % 2;
     let partner = base + 1 - (w.index - base);

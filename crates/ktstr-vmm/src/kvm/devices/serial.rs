@@ -102,10 +102,13 @@ impl SerialOutput {
     pub fn wait_for(&self, needle: &[u8], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = self.state();
+        // Only bytes that arrived since the last look (plus an overlap) are searched again.
+        let mut from = 0;
         loop {
-            if needle.is_empty() || s.bytes.windows(needle.len()).any(|w| w == needle) {
+            if needle.is_empty() || s.bytes[from..].windows(needle.len()).any(|w| w == needle) {
                 return true;
             }
+            from = s.bytes.len().saturating_sub(needle.len() - 1);
             let now = Instant::now();
             if s.closed || now >= deadline {
                 return false;
