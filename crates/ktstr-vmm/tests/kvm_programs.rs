@@ -1,5 +1,6 @@
 //! Small 64-bit guest programs on ktstr's KVM VMM: serial, CPUID topology, every vCPU, the
-//! shared-memory ring, power-off, reboot, virtio-MMIO devices. These run under PVM too.
+//! shared-memory ring, power-off, reboot, virtio-MMIO devices (console, disk, network loopback,
+//! with and without the I/O thread). These run under PVM too.
 
 mod common;
 
@@ -276,12 +277,12 @@ fn pvm_emulation_failure_is_an_error_with_registers() {
     assert!(e.to_string().contains("RIP=0x100007"), "{e}");
 }
 
-#[test]
-fn guest_drives_virtio_console_and_disk() {
-    if !kvm_available("guest_drives_virtio_console_and_disk") {
-        return;
-    }
-    let img = std::env::temp_dir().join(format!("ktstr-vmm-virtio-{}.img", std::process::id()));
+/// Runs [`programs::virtio`] with notifications served on the I/O thread or on the vCPU.
+fn virtio_console_and_disk(io_thread: bool) {
+    let img = std::env::temp_dir().join(format!(
+        "ktstr-vmm-virtio-{}-{io_thread}.img",
+        std::process::id()
+    ));
     let mut data = b"sector zero says hello".to_vec();
     data.resize(8 * 512, 0x5a);
     std::fs::write(&img, &data).unwrap();
@@ -290,6 +291,7 @@ fn guest_drives_virtio_console_and_disk() {
         .memory_mib(64)
         .virtio_console(true)
         .disk(&img, true)
+        .io_thread(io_thread)
         .program(programs::virtio())
         .build()
         .expect("build");
@@ -300,11 +302,16 @@ fn guest_drives_virtio_console_and_disk() {
         dsdt.windows(8).any(|w| w == b"LNRO0005"),
         "DSDT names the devices"
     );
-    let (exit, io) = vm.run(TIMEOUT).expect("run");
+    let mut h = vm.start().expect("start");
+    assert_eq!(h.has_io_thread(), io_thread);
+    let exit = h.wait(TIMEOUT).expect("run");
     std::fs::remove_file(&img).unwrap();
     assert_eq!(exit, KvmExit::PowerOff { status: 0 }, "{exit}");
+    // One notification per device; none through the I/O thread when it is off.
+    let kicks = h.io_thread_kicks();
+    assert_eq!(kicks, if io_thread { 2 } else { 0 });
 
-    let rec = io.app_output.contents();
+    let rec = h.io().app_output.contents();
     assert_eq!(rec.len(), programs::VIRTIO_RECORD, "{rec:x?}");
     let u32_at = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().unwrap());
     // Each window: magic "virt", version 2, device ID (3 = console, 2 = block).
@@ -322,6 +329,142 @@ fn guest_drives_virtio_console_and_disk() {
     assert_eq!(u32_at(60), 0, "VIRTIO_BLK_S_OK");
     assert_eq!(&rec[64..80], &data[..16]);
 
-    let console = io.virtio_console.expect("virtio console");
+    let console = h.io().virtio_console.clone().expect("virtio console");
     assert_eq!(console.text(), "hi from virtio");
+}
+
+#[test]
+fn guest_drives_virtio_console_and_disk_through_the_io_thread() {
+    if !kvm_available("guest_drives_virtio_console_and_disk_through_the_io_thread") {
+        return;
+    }
+    virtio_console_and_disk(true);
+}
+
+#[test]
+fn guest_drives_virtio_console_and_disk_on_the_vcpu_thread() {
+    if !kvm_available("guest_drives_virtio_console_and_disk_on_the_vcpu_thread") {
+        return;
+    }
+    virtio_console_and_disk(false);
+}
+
+/// Runs [`programs::virtio_net`]: its frame loops back, then the host injects one.
+fn virtio_net_loopback(io_thread: bool) {
+    let vm = KvmVm::builder()
+        .topology(Topology::new(1, 1, 1, 1).unwrap())
+        .memory_mib(64)
+        .virtio_net(true)
+        .io_thread(io_thread)
+        .program(programs::virtio_net())
+        .build()
+        .expect("build");
+    let port = vm.io().net.clone().expect("net port");
+    let mut h = vm.start().expect("start");
+    assert!(
+        port.wait_for_tx(1, TIMEOUT),
+        "the guest transmitted nothing: {:?}",
+        port.stats()
+    );
+    let sent = programs::virtio_net_frame();
+    assert_eq!(port.transmitted(), std::slice::from_ref(&sent));
+    let mut injected = [
+        0x52, 0x54, 0x00, 0x6b, 0x74, 0x00, 2, 0, 0, 0, 0, 1, 0x88, 0xb5,
+    ]
+    .to_vec();
+    injected.extend_from_slice(b"from the host");
+    injected.resize(60, 0xee);
+    port.inject(&injected);
+    let exit = h.wait(TIMEOUT).expect("run");
+    assert_eq!(exit, KvmExit::PowerOff { status: 0 }, "{exit}");
+
+    let rec = h.io().app_output.contents();
+    assert_eq!(rec.len(), programs::VIRTIO_NET_RECORD, "{rec:x?}");
+    let u32_at = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().unwrap());
+    assert_eq!(
+        (u32_at(0), u32_at(4), u32_at(8)),
+        (0x7472_6976, 2, 1),
+        "a net device"
+    );
+    assert_eq!(
+        u32_at(12) & (1 << 5 | 1 << 16),
+        1 << 5 | 1 << 16,
+        "MAC and STATUS"
+    );
+    assert_eq!(u32_at(16) & 1, 1, "VERSION_1");
+    assert_eq!(u32_at(20), 0xb, "FEATURES_OK accepted");
+    let mut config = rec[24..32].to_vec();
+    let status = u16::from_le_bytes([config[6], config[7]]);
+    config.truncate(6);
+    assert_eq!(config, [0x52, 0x54, 0x00, 0x6b, 0x74, 0x00], "MAC");
+    assert_eq!(status, 1, "VIRTIO_NET_S_LINK_UP");
+    assert_eq!(u32_at(32), 1, "one queue pair");
+    assert_eq!(u32_at(36), 1, "transmitq used the frame");
+    assert_eq!(u32_at(40), 2, "receiveq used both buffers");
+    assert_eq!((u32_at(44), u32_at(48)), (72, 72), "header and frame each");
+    assert_eq!(u32_at(52) & 1, 1, "used-buffer interrupt pending");
+    for (buf, frame) in [(&rec[56..128], &sent), (&rec[128..200], &injected)] {
+        let num_buffers = u16::from_le_bytes([buf[10], buf[11]]);
+        assert_eq!(num_buffers, 1);
+        assert_eq!(&buf[..10], &[0; 10], "no offloads");
+        assert_eq!(&buf[12..], &frame[..], "frame intact");
+    }
+    let stats = port.stats();
+    assert_eq!(
+        (stats.tx_frames, stats.rx_frames, stats.rx_dropped),
+        (1, 2, 0)
+    );
+    assert_eq!(h.io_thread_kicks() > 0, io_thread);
+}
+
+#[test]
+fn guest_frames_loop_back_through_virtio_net() {
+    if !kvm_available("guest_frames_loop_back_through_virtio_net") {
+        return;
+    }
+    virtio_net_loopback(true);
+}
+
+#[test]
+fn guest_frames_loop_back_through_virtio_net_without_io_thread() {
+    if !kvm_available("guest_frames_loop_back_through_virtio_net_without_io_thread") {
+        return;
+    }
+    virtio_net_loopback(false);
+}
+
+#[test]
+fn assembled_programs_match_their_sources() {
+    // The byte arrays in tests/common/asm are generated from tests/programs/*.s; regenerate
+    // them into a scratch directory and compare, so an edit of one without the other fails.
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("as") || !have("objdump") {
+        common::skip(
+            "assembled_programs_match_their_sources",
+            "GNU as or objdump missing (binutils)",
+        );
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("ktstr-asm2rust-{}", std::process::id()));
+    let names = ["virtio", "virtio_net"];
+    let status = std::process::Command::new("tests/programs/asm2rust")
+        .args(names)
+        .env("ASM2RUST_OUT", &out)
+        .status()
+        .expect("run asm2rust");
+    assert!(status.success(), "asm2rust failed");
+    for name in names {
+        let fresh = std::fs::read_to_string(out.join(format!("{name}.rs"))).unwrap();
+        let committed = std::fs::read_to_string(format!("tests/common/asm/{name}.rs")).unwrap();
+        assert!(
+            fresh == committed,
+            "tests/common/asm/{name}.rs is stale: run tests/programs/asm2rust {name}"
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -7,14 +7,17 @@
 //! [`ktstr_topology::build_tables`] (RSDP at 0xE0000 *and* in `boot_params.acpi_rsdp_addr`),
 //! long-mode entry state ([`regs`]), per-vCPU CPUID ([`cpuid`]), an in-kernel irqchip and PIT,
 //! and the port devices ([`devices`]: COM1, COM2, ACPI power/reset and exit-status ports,
-//! i8042 reset) on a [`bus`], and optional virtio-MMIO devices (console, file-backed disks) on
-//! the MMIO bus at the windows the DSDT describes. [`KvmVm::start`] runs one thread per vCPU ([`vcpu`]);
+//! i8042 reset) on a [`bus`], and optional virtio-MMIO devices (console, file-backed disks, a
+//! loopback network card) on
+//! the MMIO bus at the windows the DSDT describes. [`KvmVm::start`] runs one thread per vCPU ([`vcpu`])
+//! and an I/O thread ([`event_loop`]) serving virtqueue notifications through ioeventfds;
 //! [`KvmVmHandle::wait`] returns how the guest ended as a [`KvmExit`].
 
 pub mod bus;
 pub mod cpuid;
 pub mod devices;
 mod error;
+pub mod event_loop;
 pub mod layout;
 pub mod loader;
 pub mod memory;
@@ -24,7 +27,7 @@ pub mod vcpu;
 mod vm;
 
 pub use bus::{DeviceAction, MmioBus, MmioDevice, PioBus, PioDevice, RebootCause};
-pub use devices::virtio::ConsoleInput;
+pub use devices::virtio::{ConsoleInput, NetPort, NetStats};
 pub use devices::{SerialInput, SerialOutput, SerialReader, EXIT_PORT};
 pub use error::KvmError;
 pub use layout::{E820Entry, MemoryLayout, RING_GPA, RING_SIZE};

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use ktstr_topology::acpi::{IrqOverride, Uart, VirtioMmioDevice};
 use ktstr_topology::{build_tables, AcpiLayout, AcpiTables, ApicLayout, Topology};
 use kvm_bindings::{kvm_mp_state, kvm_pit_config, KVM_MP_STATE_RUNNABLE, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
@@ -18,12 +19,16 @@ use super::bus::{MmioBus, PioBus};
 use super::devices::i8042::{I8042_BASE, I8042_LEN};
 use super::devices::power::power_ports;
 use super::devices::serial::SERIAL_LEN;
-use super::devices::virtio::{Block, Console, ConsoleInput, VirtioMmioTransport};
+use super::devices::virtio::net::DEFAULT_MAC;
+use super::devices::virtio::{
+    Block, Console, ConsoleInput, Net, NetPort, VirtioDevice, VirtioMmioTransport,
+};
 use super::devices::{
     IrqTrigger, PowerDevice, SerialDevice, SerialInput, SerialOutput, I8042, POWER_PORT_BASE,
     POWER_PORT_LEN,
 };
 use super::error::ioctl;
+use super::event_loop::{IoThread, QueueNotifier, Subscriber};
 use super::layout::{
     E820Entry, MemoryLayout, BIOS_START, BOOT_STACK_TOP, HIMEM_START, PROGRAM_GPA, PROGRAM_MAX,
     PROGRAM_STACK, PROGRAM_STACKS_GPA, RING_SIZE, RSDP_GPA, VIRTIO_MMIO_MAX, ZERO_PAGE_GPA,
@@ -82,6 +87,8 @@ pub struct KvmVmBuilder {
     console_file: Option<PathBuf>,
     virtio_console: bool,
     disks: Vec<DiskConfig>,
+    net: bool,
+    io_thread: bool,
 }
 
 impl Default for KvmVmBuilder {
@@ -98,6 +105,8 @@ impl Default for KvmVmBuilder {
             console_file: None,
             virtio_console: false,
             disks: Vec::new(),
+            net: false,
+            io_thread: true,
         }
     }
 }
@@ -172,6 +181,21 @@ impl KvmVmBuilder {
         self
     }
 
+    /// Adds a virtio-net card (MAC [`DEFAULT_MAC`](crate::kvm::devices::virtio::net::DEFAULT_MAC)) after the disks, on an in-VMM L2
+    /// loopback: what the guest transmits arrives on its own receive queue; the host injects
+    /// and captures frames through [`GuestIo::net`].
+    pub fn virtio_net(mut self, on: bool) -> Self {
+        self.net = on;
+        self
+    }
+
+    /// Serves virtqueue notifications on an I/O thread through ioeventfds (default), or on
+    /// the vCPU thread that wrote QueueNotify. Needs the in-kernel irqchip.
+    pub fn io_thread(mut self, on: bool) -> Self {
+        self.io_thread = on;
+        self
+    }
+
     /// What the guest will run.
     pub fn payload(&self) -> Result<Payload, KvmError> {
         match (&self.kernel, &self.program) {
@@ -229,6 +253,8 @@ pub struct GuestIo {
     pub virtio_console: Option<SerialOutput>,
     /// virtio-console input to the guest, when the VM has one.
     pub virtio_console_input: Option<ConsoleInput>,
+    /// The host's port on the virtio-net loopback, when the VM has a network card.
+    pub net: Option<NetPort>,
 }
 
 impl GuestIo {
@@ -257,6 +283,8 @@ pub struct KvmVm {
     bus: Arc<PioBus>,
     mmio: Arc<MmioBus>,
     virtio_mmio: Vec<VirtioMmioDevice>,
+    io_subscribers: Vec<Subscriber>,
+    kicks: Arc<AtomicU64>,
     io: GuestIo,
     tables: AcpiTables,
     e820: Vec<E820Entry>,
@@ -281,7 +309,7 @@ impl KvmVm {
             });
         }
         let layout = MemoryLayout::new(&topology, b.memory_mib, b.ring_size)?;
-        let virtio_count = usize::from(b.virtio_console) + b.disks.len();
+        let virtio_count = usize::from(b.virtio_console) + b.disks.len() + usize::from(b.net);
         let virtio_mmio: Vec<VirtioMmioDevice> = (0..virtio_count)
             .map(layout::virtio_mmio_slot)
             .collect::<Option<_>>()
@@ -292,6 +320,8 @@ impl KvmVm {
             })?;
 
         let kvm = Kvm::new().map_err(KvmError::OpenKvm)?;
+        let use_io_thread = b.io_thread && b.irqchip && kvm.check_extension(Cap::Ioeventfd);
+        let kicks = Arc::new(AtomicU64::new(0));
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_GPA)
             .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
@@ -389,21 +419,7 @@ impl KvmVm {
             })?),
             None => None,
         };
-        let irq_gsi = |gsi: u32| -> Result<IrqTrigger, KvmError> {
-            if !b.irqchip {
-                return Ok(IrqTrigger::new(None));
-            }
-            let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| KvmError::Os {
-                what: "creating an interrupt eventfd",
-                source,
-            })?;
-            vm.register_irqfd(&evt, gsi).map_err(ioctl("KVM_IRQFD"))?;
-            Ok(IrqTrigger::new(Some(evt)))
-        };
-        let irq = |isa: u8| irq_gsi(u32::from(isa));
-        let no_slot = || KvmError::BadConfig {
-            reason: "more virtio devices than virtio-MMIO windows".into(),
-        };
+        let irq = |isa: u8| irq_line(&vm, b.irqchip, u32::from(isa));
         let com1 = Arc::new(Mutex::new(SerialDevice::new(
             irq(Uart::COM1.irq)?,
             console.clone(),
@@ -424,33 +440,34 @@ impl KvmVm {
         )?;
         bus.insert(I8042_BASE, I8042_LEN, Arc::new(Mutex::new(I8042)))?;
 
-        // virtio-MMIO devices live exactly where the DSDT says: console first, then disks.
-        let mut mmio = MmioBus::new();
-        let mut slots = virtio_mmio.iter();
+        // virtio-MMIO devices live exactly where the DSDT says: console, disks, network card.
+        let mut virtio = VirtioAttacher {
+            vm: &vm,
+            mem: &mem,
+            irqchip: b.irqchip,
+            slots: virtio_mmio.iter(),
+            mmio: MmioBus::new(),
+            io_subscribers: use_io_thread.then(Vec::new),
+            kicks: Arc::clone(&kicks),
+        };
         let mut virtio_console = None;
         let mut virtio_console_input = None;
         if b.virtio_console {
-            let slot = slots.next().ok_or_else(no_slot)?;
             let out = SerialOutput::new();
-            let t = VirtioMmioTransport::new(
-                Console::new(out.clone()),
-                mem.clone(),
-                irq_gsi(slot.gsi)?,
-            )
-            .map_err(KvmError::Virtio)?;
-            let t = Arc::new(Mutex::new(t));
-            mmio.insert(slot.base, slot.size, t.clone())?;
+            let t = virtio.attach(Console::new(out.clone()))?;
             virtio_console = Some(out);
             virtio_console_input = Some(ConsoleInput::new(t));
         }
         for (i, d) in b.disks.iter().enumerate() {
-            let slot = slots.next().ok_or_else(no_slot)?;
             let blk = Block::open(&d.path, d.read_only, &format!("ktstr-disk{i}"))
                 .map_err(KvmError::Disk)?;
-            let t = VirtioMmioTransport::new(blk, mem.clone(), irq_gsi(slot.gsi)?)
-                .map_err(KvmError::Virtio)?;
-            mmio.insert(slot.base, slot.size, Arc::new(Mutex::new(t)))?;
+            virtio.attach(blk)?;
         }
+        let net = match b.net {
+            true => Some(NetPort::new(virtio.attach(Net::new(DEFAULT_MAC))?)),
+            false => None,
+        };
+        let (mmio, io_subscribers) = (virtio.mmio, virtio.io_subscribers.unwrap_or_default());
 
         let host_cpuid = cpuid::supported(&kvm)?;
         let mut vcpus = Vec::new();
@@ -502,6 +519,8 @@ impl KvmVm {
             bus: Arc::new(bus),
             mmio: Arc::new(mmio),
             virtio_mmio,
+            io_subscribers,
+            kicks,
             io: GuestIo {
                 console,
                 app_output,
@@ -510,6 +529,7 @@ impl KvmVm {
                 ring,
                 virtio_console,
                 virtio_console_input,
+                net,
             },
             tables,
             e820,
@@ -545,6 +565,11 @@ impl KvmVm {
     /// Starts one thread per vCPU.
     pub fn start(mut self) -> Result<KvmVmHandle, KvmError> {
         vcpu::install_kick_handler()?;
+        let io_thread = if self.io_subscribers.is_empty() {
+            None
+        } else {
+            Some(IoThread::start(std::mem::take(&mut self.io_subscribers))?)
+        };
         let shared = Arc::new(Shared::default());
         let n = self.vcpus.len() as u32;
         let mut threads = Vec::new();
@@ -574,6 +599,7 @@ impl KvmVm {
             io: self.io.clone(),
             shared,
             threads,
+            io_thread,
             _vm: self,
             started: Instant::now(),
         })
@@ -584,6 +610,54 @@ impl KvmVm {
         let mut h = self.start()?;
         let exit = h.wait(timeout)?;
         Ok((exit, h.io.clone()))
+    }
+}
+
+/// An interrupt line: an irqfd on `gsi` with the in-kernel irqchip, else a line to nowhere.
+fn irq_line(vm: &VmFd, irqchip: bool, gsi: u32) -> Result<IrqTrigger, KvmError> {
+    if !irqchip {
+        return Ok(IrqTrigger::new(None));
+    }
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| KvmError::Os {
+        what: "creating an interrupt eventfd",
+        source,
+    })?;
+    vm.register_irqfd(&evt, gsi).map_err(ioctl("KVM_IRQFD"))?;
+    Ok(IrqTrigger::new(Some(evt)))
+}
+
+/// Puts virtio devices on the MMIO bus, one DSDT window after another.
+struct VirtioAttacher<'a> {
+    vm: &'a VmFd,
+    mem: &'a GuestMemory,
+    irqchip: bool,
+    slots: std::slice::Iter<'a, VirtioMmioDevice>,
+    mmio: MmioBus,
+    /// The I/O thread's subscribers, when notifications go to it.
+    io_subscribers: Option<Vec<Subscriber>>,
+    kicks: Arc<AtomicU64>,
+}
+
+impl VirtioAttacher<'_> {
+    /// Puts `device` behind a transport in the next window; with an I/O thread, KVM signals
+    /// its queue notifications to it.
+    fn attach<D: VirtioDevice + 'static>(
+        &mut self,
+        device: D,
+    ) -> Result<Arc<Mutex<VirtioMmioTransport<D>>>, KvmError> {
+        let slot = self.slots.next().ok_or_else(|| KvmError::BadConfig {
+            reason: "more virtio devices than virtio-MMIO windows".into(),
+        })?;
+        let irq = irq_line(self.vm, self.irqchip, slot.gsi)?;
+        let t =
+            VirtioMmioTransport::new(device, self.mem.clone(), irq).map_err(KvmError::Virtio)?;
+        let t = Arc::new(Mutex::new(t));
+        self.mmio.insert(slot.base, slot.size, t.clone())?;
+        if let Some(subs) = &mut self.io_subscribers {
+            let n = QueueNotifier::register(self.vm, slot.base, t.clone(), self.kicks.clone())?;
+            subs.push(Arc::new(Mutex::new(n)));
+        }
+        Ok(t)
     }
 }
 
@@ -608,6 +682,7 @@ pub struct KvmVmHandle {
     io: GuestIo,
     shared: Arc<Shared>,
     threads: Vec<(u32, JoinHandle<()>)>,
+    io_thread: Option<IoThread>,
     // Keeps the VM, vCPU fds' VM and memory alive until the threads are joined.
     _vm: KvmVm,
     started: Instant,
@@ -660,6 +735,16 @@ impl KvmVmHandle {
         self.shared.io_exits()
     }
 
+    /// Whether virtqueue notifications go to the I/O thread (through ioeventfds).
+    pub fn has_io_thread(&self) -> bool {
+        self.io_thread.is_some()
+    }
+
+    /// Virtqueue notifications the I/O thread served so far.
+    pub fn io_thread_kicks(&self) -> u64 {
+        self._vm.kicks.load(Ordering::Relaxed)
+    }
+
     /// Waits until the guest ends or `timeout` passes (then stops it): how it ended.
     pub fn wait(&mut self, timeout: Duration) -> Result<KvmExit, KvmError> {
         let outcome = self.shared.wait(Instant::now() + timeout);
@@ -681,7 +766,14 @@ impl KvmVmHandle {
         // Only stops the vCPUs: whatever outcome is pending stays unreported.
         self.shared.finish(Ok(KvmExit::AllHalted));
         stop_threads(&mut self.threads);
+        self.stop_io_thread();
         self.io.close_outputs();
+    }
+
+    fn stop_io_thread(&mut self) {
+        if let Some(t) = &mut self.io_thread {
+            t.stop();
+        }
     }
 
     /// Stops the vCPUs and turns `outcome` (taken from `shared`, if any) into the result.
@@ -693,6 +785,7 @@ impl KvmVmHandle {
         // Only stops the vCPUs: `outcome` was taken, so this placeholder is never reported.
         self.shared.finish(Ok(KvmExit::AllHalted));
         let lost = stop_threads(&mut self.threads);
+        self.stop_io_thread();
         self.io.close_outputs();
         match (outcome, lost.first()) {
             (Some(o), _) => o,

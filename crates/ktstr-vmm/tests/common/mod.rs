@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod asm;
 pub mod programs;
 
 /// Whether `/dev/kvm` can be used; prints `SKIPPED <test>: <reason>` when not, and panics

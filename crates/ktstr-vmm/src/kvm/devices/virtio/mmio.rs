@@ -34,7 +34,8 @@ const QUEUE_SEL: u64 = 0x030;
 const QUEUE_NUM_MAX: u64 = 0x034;
 const QUEUE_NUM: u64 = 0x038;
 const QUEUE_READY: u64 = 0x044;
-const QUEUE_NOTIFY: u64 = 0x050;
+/// The register a driver writes a queue index to when it added buffers.
+pub const QUEUE_NOTIFY: u64 = 0x050;
 const INTERRUPT_STATUS: u64 = 0x060;
 const INTERRUPT_ACK: u64 = 0x064;
 const STATUS: u64 = 0x070;
@@ -120,8 +121,16 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
             && self.status & VIRTIO_CONFIG_S_NEEDS_RESET == 0
     }
 
-    /// Serves queue `index` if live and ready; interrupts if buffers were used and wanted.
+    /// Serves queue `index` if live and ready, then the device's follow-up queue, if any;
+    /// interrupts if buffers were used and wanted.
     pub fn process(&mut self, index: usize) {
+        self.process_one(index);
+        if let Some(next) = self.device.follow_up(index) {
+            self.process_one(next);
+        }
+    }
+
+    fn process_one(&mut self, index: usize) {
         if !self.is_active() {
             return;
         }

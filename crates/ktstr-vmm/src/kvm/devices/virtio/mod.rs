@@ -9,6 +9,7 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod net;
 
 use virtio_queue::Queue;
 
@@ -17,6 +18,7 @@ use crate::kvm::GuestMemory;
 pub use block::{Block, BlockError};
 pub use console::{Console, ConsoleInput};
 pub use mmio::{VirtioMmioTransport, VIRTIO_MMIO_WINDOW};
+pub use net::{Net, NetPort, NetStats};
 
 /// VIRTIO_F_VERSION_1 as a feature bit mask: every modern device offers it.
 pub const FEATURE_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -39,7 +41,7 @@ pub enum VirtioError {
 
 /// A virtio device behind a transport.
 pub trait VirtioDevice: Send {
-    /// virtio device ID (2 = block, 3 = console).
+    /// virtio device ID (1 = net, 2 = block, 3 = console).
     fn device_id(&self) -> u32;
     /// Feature bits the device offers.
     fn features(&self) -> u64;
@@ -58,6 +60,11 @@ pub trait VirtioDevice: Send {
     ) -> Result<bool, VirtioError>;
     /// Returns the device to its state before the driver found it.
     fn reset(&mut self);
+    /// A queue to serve right after queue `index` was served (a loopback device's receive
+    /// queue after its transmit queue); none by default.
+    fn follow_up(&self, _index: usize) -> Option<usize> {
+        None
+    }
 }
 
 /// Copies `config[offset..]` into `data`; bytes beyond `config` read as zero.

@@ -1,0 +1,4 @@
+//! Guest programs assembled from tests/programs/*.s by tests/programs/asm2rust.
+
+pub mod virtio;
+pub mod virtio_net;
