@@ -1,4 +1,5 @@
-//! Figures for ktstr's KVM VMM: build-to-first-COM1-byte latency and port-I/O exits per second.
+//! Figures for ktstr's KVM VMM: build-to-first-COM1-byte latency, port-I/O exits per second,
+//! and virtqueue notification round trips per second on the I/O thread and on the vCPU thread.
 //!
 //! `cargo bench -p ktstr-vmm --bench kvm_vmm`; skips visibly without /dev/kvm.
 
@@ -75,5 +76,41 @@ fn main() {
             );
         }
         other => eprintln!("OUT loop did not finish cleanly: {other:?}"),
+    }
+
+    for io_thread in [true, false] {
+        let vm = match KvmVm::builder()
+            .topology(one)
+            .memory_mib(16)
+            .virtio_console(true)
+            .io_thread(io_thread)
+            .program(common::programs::virtio_notify())
+            .build()
+        {
+            Ok(vm) => vm,
+            Err(e) => return eprintln!("build failed: {e}"),
+        };
+        let mut h = match vm.start() {
+            Ok(h) => h,
+            Err(e) => return eprintln!("start failed: {e}"),
+        };
+        let t0 = h.started();
+        let path = if io_thread {
+            "I/O thread (ioeventfd)"
+        } else {
+            "vCPU thread (MMIO exit)"
+        };
+        match h.wait(Duration::from_secs(120)) {
+            Ok(KvmExit::PowerOff { status: 0 }) => {
+                let secs = t0.elapsed().as_secs_f64();
+                let n = common::programs::VIRTIO_NOTIFY_ROUNDS;
+                println!(
+                    "virtqueue round trips on the {path}: {n} in {secs:.3} s = {:.0}/s ({:.2} us each)",
+                    n as f64 / secs,
+                    secs * 1e6 / n as f64
+                );
+            }
+            other => eprintln!("notification loop on the {path} did not finish: {other:?}"),
+        }
     }
 }

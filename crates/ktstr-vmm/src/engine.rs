@@ -158,7 +158,7 @@ pub fn choose_engine(
 /// Picks the VMM and its engine for `topology` and says why in one line.
 ///
 /// `auto` takes ktstr's KVM VMM only where hardware KVM can boot Linux (not PVM) and the run
-/// needs nothing only QEMU has (`needs_qemu`, e.g. the host monitor's guest RAM files);
+/// needs nothing only QEMU has (`needs_qemu` names such a feature for the reason);
 /// otherwise it is [`choose_engine`], whose reason says why. `kvm` takes ktstr's VMM
 /// whenever `/dev/kvm` opens, PVM included (the guest then dies early with a KVM internal
 /// error); `qemu` is [`choose_engine`].

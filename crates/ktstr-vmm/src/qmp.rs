@@ -75,7 +75,7 @@ pub enum QmpError {
 }
 
 /// Control registers of one vCPU, as QEMU's `info registers` shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VcpuRegisters {
     /// vCPU index (`CPU#n`).
     pub cpu: u32,

@@ -86,8 +86,8 @@ impl Vm {
         }
     }
 
-    /// The guest RAM files, one per NUMA node; empty on the KVM backend (the host monitor
-    /// maps these files, so it needs the QEMU backend for now).
+    /// The guest RAM files, one per NUMA node; empty on the KVM backend, whose memory is
+    /// [`Vm::kvm_io`]'s `memory`.
     pub fn ram_files(&self) -> &[GuestRamFile] {
         match &self.backend {
             Backend::Qemu(q) => q.ram_files(),

@@ -433,6 +433,53 @@ fn guest_frames_loop_back_through_virtio_net_without_io_thread() {
     virtio_net_loopback(false);
 }
 
+/// Runs [`programs::virtio_notify`]: every round trip must be served, none lost.
+fn notification_round_trips(io_thread: bool) {
+    let vm = KvmVm::builder()
+        .topology(Topology::new(1, 1, 1, 1).unwrap())
+        .memory_mib(16)
+        .virtio_console(true)
+        .io_thread(io_thread)
+        .program(programs::virtio_notify())
+        .build()
+        .expect("build");
+    let out = vm.io().virtio_console.clone().expect("console");
+    let mut h = vm.start().expect("start");
+    let exit = h.wait(TIMEOUT).expect("run");
+    assert_eq!(
+        exit,
+        KvmExit::PowerOff { status: 0 },
+        "status 1: a round trip was lost"
+    );
+    assert_eq!(out.contents().len() as u64, programs::VIRTIO_NOTIFY_ROUNDS);
+    let kicks = h.io_thread_kicks();
+    if io_thread {
+        // Kicks that arrive while a pass runs are served by it: at most one wake-up each.
+        assert!(
+            (1..=programs::VIRTIO_NOTIFY_ROUNDS).contains(&kicks),
+            "{kicks}"
+        );
+    } else {
+        assert_eq!(kicks, 0);
+    }
+}
+
+#[test]
+fn every_notification_is_served_by_the_io_thread() {
+    if !kvm_available("every_notification_is_served_by_the_io_thread") {
+        return;
+    }
+    notification_round_trips(true);
+}
+
+#[test]
+fn every_notification_is_served_on_the_vcpu_thread() {
+    if !kvm_available("every_notification_is_served_on_the_vcpu_thread") {
+        return;
+    }
+    notification_round_trips(false);
+}
+
 #[test]
 fn assembled_programs_match_their_sources() {
     // The byte arrays in tests/common/asm are generated from tests/programs/*.s; regenerate
@@ -451,7 +498,7 @@ fn assembled_programs_match_their_sources() {
         return;
     }
     let out = std::env::temp_dir().join(format!("ktstr-asm2rust-{}", std::process::id()));
-    let names = ["virtio", "virtio_net"];
+    let names = ["virtio", "virtio_net", "virtio_notify"];
     let status = std::process::Command::new("tests/programs/asm2rust")
         .args(names)
         .env("ASM2RUST_OUT", &out)

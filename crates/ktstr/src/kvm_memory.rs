@@ -3,7 +3,7 @@
 
 use ktstr_btf_monitor::{GuestMemory, MemError};
 use ktstr_vmm::kvm::GuestMemory as KvmMemory;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _};
 
 /// The KVM VMM's guest memory (`GuestIo::memory`), readable by the monitor's sampler.
 #[derive(Debug, Clone)]
@@ -17,6 +17,21 @@ impl GuestMemory for KvmGuestMemory {
                 gpa,
                 len: buf.len(),
             })
+    }
+}
+
+impl crate::watchdog::GuestWriter for KvmGuestMemory {
+    fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError> {
+        self.0
+            .write_slice(&value.to_le_bytes(), GuestAddress(gpa))
+            .map_err(|_| MemError::Unmapped { gpa, len: 8 })
+    }
+}
+
+impl KvmGuestMemory {
+    /// One past the highest guest-physical address backed by RAM.
+    pub fn phys_end(&self) -> u64 {
+        self.0.last_addr().0.saturating_add(1)
     }
 }
 
@@ -34,6 +49,10 @@ mod tests {
             .unwrap();
         let m = KvmGuestMemory(mem);
         assert_eq!(m.read_u64(0x10_0008).unwrap(), 0xdead_beef);
+        assert_eq!(m.phys_end(), 0x10_1000);
+        crate::watchdog::GuestWriter::write_u64(&m, 0x10, 7).unwrap();
+        assert_eq!(m.read_u64(0x10).unwrap(), 7);
+        assert!(crate::watchdog::GuestWriter::write_u64(&m, 0x3ffc, 7).is_err());
         assert!(matches!(
             m.read_u64(0x8000),
             Err(MemError::Unmapped { gpa: 0x8000, .. })

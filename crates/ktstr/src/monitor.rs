@@ -3,8 +3,9 @@
 //! Nothing runs in the guest for it except one read of `/proc/kallsyms` before the
 //! command (the kernel's own symbol addresses, KASLR included; see
 //! [`crate::guest::Job::kallsyms`]). On the host a thread loads the kernel's BTF while the
-//! guest boots, then, once the symbols arrive, reads the vCPUs' registers over QMP, maps
-//! the guest RAM files and samples every CPU's runqueue at the asked rate, writing one
+//! guest boots, then, once the symbols arrive, takes the vCPUs' registers (the run loop reads
+//! them from the VMM: QMP on QEMU, the vCPU threads on ktstr's own VMM), maps the guest RAM
+//! (QEMU's RAM files, or ktstr's own VMM's memory as it is) and samples every CPU's runqueue at the asked rate, writing one
 //! JSON object per line:
 //!
 //! ```text
@@ -31,20 +32,22 @@ use std::time::{Duration, Instant};
 
 use ktstr_btf_monitor::sampler::error_chain;
 use ktstr_btf_monitor::{
-    Btf, Checker, CpuRegs, KernelAddrs, MonitorReport, MonitorThresholds, RamFiles, Sample,
-    Sampler, SymbolTable, TraceWriter,
+    Btf, Checker, CpuRegs, GuestMemory, KernelAddrs, MonitorReport, MonitorThresholds, RamFiles,
+    Sample, Sampler, SymbolTable, TraceWriter,
 };
+use ktstr_vmm::{VcpuRegisters, Vm};
 use serde::Serialize;
 
-use crate::watchdog::WatchdogShortener;
+use crate::kvm_memory::KvmGuestMemory;
+use crate::watchdog::{GuestWriter, WatchdogShortener};
 use crate::KtstrError;
 
 /// Samples per second unless asked otherwise.
 pub const DEFAULT_MONITOR_HZ: u32 = 100;
 /// The highest rate accepted.
 pub const MAX_MONITOR_HZ: u32 = 10_000;
-/// How long the monitor waits for QEMU's QMP socket.
-const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reading the vCPUs' registers may take (QMP on QEMU, kicked vCPUs on ktstr's VMM).
+const REGS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Output is flushed at least this often, so the file can be followed while a run goes on.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
@@ -166,13 +169,52 @@ impl MonitorSummary {
     }
 }
 
+/// The guest RAM the monitor reads and the watchdog shortener writes.
+#[derive(Debug, Clone)]
+pub(crate) enum GuestRam {
+    /// QEMU's RAM files, in NUMA node order.
+    Files(Vec<PathBuf>),
+    /// ktstr's own KVM VMM's memory.
+    Kvm(ktstr_vmm::kvm::GuestMemory),
+}
+
+impl GuestRam {
+    /// A reader of it, and one past its highest backed guest-physical address.
+    fn open(&self) -> Result<(Box<dyn GuestMemory + Send>, u64), String> {
+        match self {
+            GuestRam::Files(files) => {
+                let mem = RamFiles::open_pc(files)
+                    .map_err(|e| format!("mapping guest RAM: {}", error_chain(&e)))?;
+                let end = mem.regions().map(|(gpa, len)| gpa + len).max().unwrap_or(0);
+                Ok((Box::new(mem), end))
+            }
+            GuestRam::Kvm(m) => {
+                let mem = KvmGuestMemory(m.clone());
+                let end = mem.phys_end();
+                Ok((Box::new(mem), end))
+            }
+        }
+    }
+
+    /// A writer of it.
+    fn writer(&self) -> Result<Box<dyn GuestWriter>, String> {
+        match self {
+            GuestRam::Files(files) => ktstr_btf_monitor::memory::RamWriter::open_pc(files)
+                .map(|w| Box::new(w) as Box<dyn GuestWriter>)
+                .map_err(|e| format!("opening guest RAM for writing: {}", error_chain(&e))),
+            GuestRam::Kvm(m) => Ok(Box::new(KvmGuestMemory(m.clone()))),
+        }
+    }
+}
+
 /// What the run loop hands the monitor once the guest's symbols arrive.
 struct Start {
     /// Launch to the symbols' arrival.
     at: Duration,
     symbols: String,
-    qmp_socket: Option<PathBuf>,
-    ram_files: Vec<PathBuf>,
+    /// The vCPUs' registers, or why they could not be read.
+    regs: Result<Vec<VcpuRegisters>, String>,
+    ram: GuestRam,
 }
 
 /// A running monitor thread.
@@ -262,14 +304,32 @@ impl Monitor {
         })
     }
 
-    /// Starts sampling with the guest's kallsyms lines.
-    pub(crate) fn start(&mut self, symbols: String, qmp_socket: Option<&Path>, ram: Vec<PathBuf>) {
+    /// Starts sampling `vm` with the guest's kallsyms lines: reads its vCPUs' registers
+    /// (blocking up to a few seconds) and hands them and its RAM to the thread.
+    pub(crate) fn start(&mut self, symbols: String, vm: &Vm) {
+        let regs = vm
+            .registers(REGS_TIMEOUT)
+            .map_err(|e| format!("reading vCPU registers: {}", error_chain(&e)));
+        let ram = match vm.kvm_io() {
+            Some(io) => GuestRam::Kvm(io.memory.clone()),
+            None => GuestRam::Files(vm.ram_files().iter().map(|r| r.path.clone()).collect()),
+        };
+        self.start_with(symbols, regs, ram);
+    }
+
+    /// Starts sampling with the guest's kallsyms lines, its vCPUs' registers and its RAM.
+    fn start_with(
+        &mut self,
+        symbols: String,
+        regs: Result<Vec<VcpuRegisters>, String>,
+        ram: GuestRam,
+    ) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Start {
                 at: self.launch.elapsed(),
                 symbols,
-                qmp_socket: qmp_socket.map(Path::to_path_buf),
-                ram_files: ram,
+                regs,
+                ram,
             });
         }
     }
@@ -341,12 +401,8 @@ fn monitor_thread(
     let syms = SymbolTable::from_text(&start.symbols)
         .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
     let addrs = KernelAddrs::from_symbols(&syms).map_err(|e| error_chain(&e))?;
-    let qmp = start
-        .qmp_socket
-        .ok_or("the engine has no QMP socket to read registers from")?;
-    let regs: Vec<CpuRegs> = ktstr_vmm::Qmp::connect(&qmp, QMP_TIMEOUT)
-        .and_then(|mut q| q.registers())
-        .map_err(|e| format!("reading vCPU registers: {}", error_chain(&e)))?
+    let regs: Vec<CpuRegs> = start
+        .regs?
         .iter()
         .map(|r| CpuRegs {
             cpu: r.cpu,
@@ -356,28 +412,21 @@ fn monitor_thread(
             gs_base: r.gs_base,
         })
         .collect();
-    let mem = RamFiles::open_pc(&start.ram_files)
-        .map_err(|e| format!("mapping guest RAM: {}", error_chain(&e)))?;
-    let phys_end = mem.regions().map(|(gpa, len)| gpa + len).max().unwrap_or(0);
+    let (mem, phys_end) = start.ram.open()?;
     let mut sampler = Sampler::new(mem, &btf, &regs, addrs, nr_cpus, phys_end)
         .map_err(|e| format!("setting up the sampler: {}", error_chain(&e)))?;
     summary.notes = sampler.info().notes.clone();
     let mut watchdog = match watchdog_jiffies {
         None => None,
-        Some(jiffies) => match watchdog_setup(
-            &btf,
-            &syms,
-            sampler.info(),
-            &start.ram_files,
-            phys_end,
-            jiffies,
-        ) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                summary.notes.push(format!("watchdog: not shortened: {e}"));
-                None
+        Some(jiffies) => {
+            match watchdog_setup(&btf, &syms, sampler.info(), &start.ram, phys_end, jiffies) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    summary.notes.push(format!("watchdog: not shortened: {e}"));
+                    None
+                }
             }
-        },
+        }
     };
     drop(btf);
     let period = Duration::from_nanos(1_000_000_000 / u64::from(summary.target_hz.max(1)));
@@ -457,17 +506,15 @@ fn watchdog_setup(
     btf: &Btf,
     syms: &SymbolTable,
     info: &ktstr_btf_monitor::SetupInfo,
-    ram_files: &[PathBuf],
+    ram: &GuestRam,
     phys_end: u64,
     jiffies: u64,
-) -> Result<(WatchdogShortener, RamFiles), String> {
+) -> Result<(WatchdogShortener, Box<dyn GuestMemory + Send>), String> {
     let translator = ktstr_btf_monitor::Translator::new(info.page_table_root, info.la57)
         .with_direct_map(info.page_offset_base, phys_end)
         .with_kernel_image(info.phys_base);
-    let writer = ktstr_btf_monitor::memory::RamWriter::open_pc(ram_files)
-        .map_err(|e| format!("opening guest RAM for writing: {}", error_chain(&e)))?;
-    let mem = RamFiles::open_pc(ram_files)
-        .map_err(|e| format!("mapping guest RAM: {}", error_chain(&e)))?;
+    let writer = ram.writer()?;
+    let (mem, _) = ram.open()?;
     let w = WatchdogShortener::new(btf, syms, translator, writer, jiffies)?;
     Ok((w, mem))
 }
@@ -594,5 +641,87 @@ mod tests {
         };
         assert!(Monitor::spawn(&bad_trace, "/x".into(), 1, Instant::now()).is_err());
         let _ = std::fs::remove_file(&out);
+    }
+
+    /// The committed capture of a real 7.3 guest under scx_simple (ktstr-btf-monitor's
+    /// tests/fixtures/README.md), its pages written into ktstr's own VMM's memory type.
+    fn fixture_in_kvm_memory() -> (
+        ktstr_vmm::kvm::GuestMemory,
+        ktstr_btf_monitor::capture::CaptureMeta,
+    ) {
+        use std::io::Read;
+        use vm_memory::{Bytes, GuestAddress};
+        let stem = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ktstr-btf-monitor/tests/fixtures/guest-7.3-scx-simple"
+        );
+        let meta: ktstr_btf_monitor::capture::CaptureMeta =
+            serde_json::from_slice(&std::fs::read(format!("{stem}.json")).expect("fixture JSON"))
+                .expect("fixture JSON parses");
+        let zst = std::fs::read(format!("{stem}.core.zst")).expect("fixture core");
+        let mut core = Vec::new();
+        ruzstd::decoding::StreamingDecoder::new(zst.as_slice())
+            .expect("zstd frame")
+            .read_to_end(&mut core)
+            .expect("zstd data");
+        let path = std::env::temp_dir().join(format!("ktstr-mon-kvm-{}.core", std::process::id()));
+        std::fs::write(&path, &core).expect("write core");
+        let elf = ktstr_btf_monitor::memory::ElfCore::open(&path).expect("core opens");
+        let _ = std::fs::remove_file(&path);
+        // The guest had 256 MiB below the PCI hole: one region, as ktstr's VMM lays it out.
+        assert!(meta.phys_end <= 0xc000_0000, "{:#x}", meta.phys_end);
+        let mem =
+            ktstr_vmm::kvm::GuestMemory::from_ranges(&[(GuestAddress(0), meta.phys_end as usize)])
+                .expect("guest memory");
+        for (gpa, len) in elf.segments().collect::<Vec<_>>() {
+            let mut buf = vec![0u8; len as usize];
+            elf.read(gpa, &mut buf).expect("segment");
+            mem.write_slice(&buf, GuestAddress(gpa)).expect("copy");
+        }
+        (mem, meta)
+    }
+
+    #[test]
+    fn the_monitor_samples_a_real_guest_in_ktstr_vmm_memory() {
+        let vmlinux = crate::kernel::cache_root().join("kernels/7.3.4+deb13-cloud-amd64/vmlinux");
+        if !vmlinux.exists() {
+            crate::testing::skip(&format!("{} is absent", vmlinux.display()));
+            return;
+        }
+        let (mem, meta) = fixture_in_kvm_memory();
+        let regs = meta
+            .regs
+            .iter()
+            .map(|r| VcpuRegisters {
+                cpu: r.cpu,
+                cr0: 0x8000_0001,
+                cr3: r.cr3,
+                cr4: if r.la57 { 1 << 12 } else { 0 },
+                efer: if r.long_mode { 1 << 10 | 1 << 8 } else { 0 },
+                gs_base: r.gs_base,
+                ..VcpuRegisters::default()
+            })
+            .collect();
+        let out = std::env::temp_dir().join(format!("ktstr-mon-kvm-{}.jsonl", std::process::id()));
+        let opts = MonitorOptions::new(out.clone(), 200);
+        let mut m = Monitor::spawn(&opts, vmlinux, meta.nr_cpus, Instant::now()).expect("spawn");
+        m.start_with(meta.kallsyms.clone(), Ok(regs), GuestRam::Kvm(mem));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&out).map_or(0, |md| md.len()) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let s = m.finish();
+        assert_eq!(s.setup_error, None, "{s:?}");
+        assert!(s.samples >= 2, "{s:?}");
+        assert_eq!((s.cpu_errors, s.first_error.as_deref()), (0, None));
+        // Memory that does not change samples the same every time: each line's CPUs are
+        // the ones taken from the real guest when it was captured.
+        let text = std::fs::read_to_string(&out).expect("monitor output");
+        let _ = std::fs::remove_file(&out);
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("JSON line");
+        assert_eq!(first["cpus"], meta.sample["cpus"]);
+        assert_eq!(first["scx"]["ops"], "simple");
     }
 }

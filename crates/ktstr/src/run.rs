@@ -403,9 +403,7 @@ pub fn run(
         &opts.topology,
         &host_kvm(),
         host_cpus,
-        opts.monitor
-            .as_ref()
-            .map(|_| "the runqueue monitor (guest RAM files, QMP)"),
+        None,
     )?;
     let modules = crate::kernel::resolve_modules(&opts.kernel, &opts.modules)?;
     let module_names = modules
@@ -563,11 +561,9 @@ fn attempt_once(
             Ok(ev) => {
                 if let (Event::Frame(f), Some(m)) = (&ev, monitor.as_mut()) {
                     match f.kind {
-                        FrameKind::Symbols => m.start(
-                            String::from_utf8_lossy(&f.payload).into_owned(),
-                            vm.qmp_socket(),
-                            vm.ram_files().iter().map(|r| r.path.clone()).collect(),
-                        ),
+                        FrameKind::Symbols => {
+                            m.start(String::from_utf8_lossy(&f.payload).into_owned(), &vm)
+                        }
                         FrameKind::Exit => m.stop(),
                         _ => {}
                     }

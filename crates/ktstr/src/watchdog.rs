@@ -19,6 +19,7 @@
 //! Kernels without `scx_root` (before 6.16) are left alone, with a note.
 
 use ktstr_btf_monitor::memory::RamWriter;
+use ktstr_btf_monitor::MemError;
 use ktstr_btf_monitor::{resolve, Btf, GuestMemory, SymbolTable, Translator};
 
 /// Symbols the guest must send for the watchdog (beyond the monitor's own).
@@ -50,12 +51,24 @@ enum State {
     Armed { sch: u64 },
 }
 
+/// Writes guest-physical memory: QEMU's RAM files or ktstr's own VMM's memory.
+pub trait GuestWriter: Send {
+    /// Writes a little-endian `u64` at `gpa`.
+    fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError>;
+}
+
+impl GuestWriter for RamWriter {
+    fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError> {
+        RamWriter::write_u64(self, gpa, value)
+    }
+}
+
 /// Shortens the watchdog of every scheduler that attaches while a run goes on.
 pub struct WatchdogShortener {
     timeout: u64,
     addrs: Addrs,
     translator: Translator,
-    writer: RamWriter,
+    writer: Box<dyn GuestWriter>,
     state: State,
     /// What it did, for the run's notes.
     pub log: Vec<String>,
@@ -76,7 +89,7 @@ impl WatchdogShortener {
         btf: &Btf,
         syms: &SymbolTable,
         translator: Translator,
-        writer: RamWriter,
+        writer: Box<dyn GuestWriter>,
         timeout_jiffies: u64,
     ) -> Result<Self, String> {
         let field = resolve(btf, "scx_sched", "watchdog_timeout").map_err(|e| {

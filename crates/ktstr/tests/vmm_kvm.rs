@@ -1,6 +1,7 @@
 //! `--vmm kvm` where KVM cannot boot Linux: a full `ktstr::run::run` on ktstr's own KVM VMM
 //! under PVM must end as a KVM internal error carrying the vCPU's registers, in bounded
-//! time, not as a boot timeout.
+//! time, not as a boot timeout; the host monitor, asked for, runs beside it and says why it
+//! took no sample.
 //!
 //! Under PVM the fetched Debian kernel reaches `start_kernel` and dies on an instruction
 //! PVM's emulator lacks (CMPXCHG16B) after about 60-75 s of early boot (measured with 4
@@ -14,6 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use ktstr::kernel::Kernel;
+use ktstr::monitor::MonitorOptions;
 use ktstr::run::{self, GuestFailure, Mode, Outcome, RunOptions};
 use ktstr::vmm::{host_kvm, Engine, VmmKind};
 use ktstr::Topology;
@@ -83,6 +85,11 @@ fn kvm_vmm_on_pvm_reports_internal_error_with_registers() {
     opts.timeout = BOOT_BOUND;
     // The run's `quiet` hides the early lines; these show them on COM1 (the console log).
     opts.extra_cmdline = "earlyprintk=serial,ttyS0,115200 loglevel=8".into();
+    // The monitor runs on ktstr's VMM too (its memory, its vCPU threads' registers); here the
+    // guest dies before init sends the kernel's symbols, which its summary must say.
+    let monitor_out =
+        std::env::temp_dir().join(format!("ktstr-pvm-mon-{}.jsonl", std::process::id()));
+    opts.monitor = Some(MonitorOptions::new(monitor_out.clone(), 100));
     let started = Instant::now();
     let report = run::run(
         &opts,
@@ -117,6 +124,15 @@ fn kvm_vmm_on_pvm_reports_internal_error_with_registers() {
     );
     assert_ne!(reg(detail, "CR3"), Some(0), "{detail}");
     assert!(took < BOOT_BOUND, "reported after {took:?}");
+    let monitor = report.monitor.as_ref().expect("monitor summary");
+    let _ = std::fs::remove_file(&monitor_out);
+    assert!(
+        monitor
+            .setup_error
+            .as_deref()
+            .is_some_and(|e| e.contains("symbols")),
+        "{monitor:?}"
+    );
     // COM1 went to the run's console log file, as on QEMU.
     let console = std::fs::read_to_string(&report.console_log).unwrap_or_default();
     assert!(

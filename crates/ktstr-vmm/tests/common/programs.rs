@@ -215,3 +215,13 @@ pub fn virtio_net_frame() -> Vec<u8> {
 pub fn virtio_net() -> Vec<u8> {
     super::asm::virtio_net::VIRTIO_NET.to_vec()
 }
+
+/// Notification round trips [`virtio_notify`] makes.
+pub const VIRTIO_NOTIFY_ROUNDS: u64 = 20_000;
+
+/// Makes [`VIRTIO_NOTIFY_ROUNDS`] notification round trips on a virtio-console at 0xc0000000
+/// (source: tests/programs/virtio_notify.s): each a 1-byte transmit buffer, QueueNotify, and a
+/// spin until the device used it; exits with status 0 (1 if a round trip was lost).
+pub fn virtio_notify() -> Vec<u8> {
+    super::asm::virtio_notify::VIRTIO_NOTIFY.to_vec()
+}

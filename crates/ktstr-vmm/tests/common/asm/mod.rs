@@ -2,3 +2,4 @@
 
 pub mod virtio;
 pub mod virtio_net;
+pub mod virtio_notify;
