@@ -7,6 +7,7 @@
 
 mod kvm_backend;
 mod qemu_process;
+mod terminal;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

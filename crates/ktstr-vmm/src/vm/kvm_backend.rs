@@ -1,11 +1,13 @@
 //! The KVM backend: ktstr's own VMM ([`crate::kvm`]) behind the engine-neutral [`super::Vm`].
 //!
 //! COM1 goes to the config's console log file, COM2 to a [`SerialReader`] (or, in terminal
-//! mode, to and from the caller's stdout and stdin, line-buffered by the terminal).
+//! mode, to and from the caller's stdout and stdin, the terminal in raw mode until the guest
+//! ends, as QEMU's `-chardev stdio,signal=off`).
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use super::terminal::RawMode;
 use super::VmExit;
 use crate::kvm::{GuestIo, KvmExit, KvmVm, KvmVmBuilder, KvmVmHandle, SerialReader};
 use crate::{AppChannel, VcpuRegisters, VmConfig, VmmError};
@@ -15,6 +17,8 @@ pub(super) struct KvmBackend {
     handle: KvmVmHandle,
     app: Option<SerialReader>,
     exit: Option<VmExit>,
+    /// The caller's terminal settings while a terminal-mode guest runs.
+    raw: Option<RawMode>,
 }
 
 impl KvmBackend {
@@ -23,17 +27,18 @@ impl KvmBackend {
         let vm: KvmVm = KvmVmBuilder::from(cfg).build()?;
         let io = vm.io().clone();
         let handle = vm.start()?;
-        let app = match cfg.app_channel {
-            AppChannel::Pipe => Some(io.app_output.reader()),
+        let (app, raw) = match cfg.app_channel {
+            AppChannel::Pipe => (Some(io.app_output.reader()), None),
             AppChannel::Terminal => {
                 connect_terminal(&io);
-                None
+                (None, RawMode::enable(libc::STDIN_FILENO))
             }
         };
         Ok(KvmBackend {
             handle,
             app,
             exit: None,
+            raw,
         })
     }
 
@@ -71,12 +76,17 @@ impl KvmBackend {
         if self.exit.is_none() {
             self.exit = self.handle.try_wait()?.map(vm_exit);
         }
+        if self.exit.is_some() {
+            // The terminal is the caller's again before it reports.
+            self.raw = None;
+        }
         Ok(self.exit.clone())
     }
 
     /// Stops the guest; a guest that had not ended counts as killed.
     pub(super) fn kill(&mut self) {
         self.handle.kill();
+        self.raw = None;
         self.exit.get_or_insert(VmExit::Exited {
             code: None,
             engine_stderr: String::new(),
