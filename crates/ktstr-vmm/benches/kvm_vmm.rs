@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use ktstr_topology::Topology;
-use ktstr_vmm::kvm::{KvmExit, KvmVm};
+use ktstr_vmm::kvm::{KvmExit, KvmVm, KvmVmBuilder, KvmVmHandle};
 
 const RUNS: usize = 20;
 const OUTS: u32 = 200_000;
@@ -51,19 +51,11 @@ fn main() {
         );
     }
 
-    let vm = match KvmVm::builder()
+    let b = KvmVm::builder()
         .topology(one)
         .memory_mib(16)
-        .program(common::programs::out_loop(OUTS))
-        .build()
-    {
-        Ok(vm) => vm,
-        Err(e) => return eprintln!("build failed: {e}"),
-    };
-    let mut h = match vm.start() {
-        Ok(h) => h,
-        Err(e) => return eprintln!("start failed: {e}"),
-    };
+        .program(common::programs::out_loop(OUTS));
+    let Some(mut h) = start(b) else { return };
     let t0 = h.started();
     match h.wait(Duration::from_secs(120)) {
         Ok(KvmExit::PowerOff { status: 0 }) => {
@@ -79,21 +71,13 @@ fn main() {
     }
 
     for io_thread in [true, false] {
-        let vm = match KvmVm::builder()
+        let b = KvmVm::builder()
             .topology(one)
             .memory_mib(16)
             .virtio_console(true)
             .io_thread(io_thread)
-            .program(common::programs::virtio_notify())
-            .build()
-        {
-            Ok(vm) => vm,
-            Err(e) => return eprintln!("build failed: {e}"),
-        };
-        let mut h = match vm.start() {
-            Ok(h) => h,
-            Err(e) => return eprintln!("start failed: {e}"),
-        };
+            .program(common::programs::virtio_notify());
+        let Some(mut h) = start(b) else { return };
         let t0 = h.started();
         let path = if io_thread {
             "I/O thread (ioeventfd)"
@@ -111,6 +95,17 @@ fn main() {
                 );
             }
             other => eprintln!("notification loop on the {path} did not finish: {other:?}"),
+        }
+    }
+}
+
+/// Builds and starts `b`, or says why not.
+fn start(b: KvmVmBuilder) -> Option<KvmVmHandle> {
+    match b.build().and_then(KvmVm::start) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("cannot start the VM: {e}");
+            None
         }
     }
 }

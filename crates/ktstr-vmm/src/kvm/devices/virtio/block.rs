@@ -14,10 +14,11 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 
 use super::{
-    read_config_bytes, VirtioDevice, VirtioError, FEATURE_INDIRECT_DESC, FEATURE_VERSION_1,
+    read_config_bytes, serve_next, VirtioDevice, VirtioError, FEATURE_INDIRECT_DESC,
+    FEATURE_VERSION_1,
 };
 use crate::kvm::GuestMemory;
 
@@ -239,15 +240,7 @@ impl VirtioDevice for Block {
         mem: &GuestMemory,
     ) -> Result<bool, VirtioError> {
         let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let len = self.request(chain, mem);
-            queue
-                .add_used(mem, head, len)
-                .map_err(|source| VirtioError::Queue {
-                    queue: index,
-                    source,
-                })?;
+        while serve_next(queue, index, mem, |chain| self.request(chain, mem))? {
             used = true;
         }
         Ok(used)

@@ -7,12 +7,12 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{
-    read_config_bytes, VirtioDevice, VirtioError, VirtioMmioTransport, FEATURE_INDIRECT_DESC,
-    FEATURE_VERSION_1,
+    read_config_bytes, serve_next, VirtioDevice, VirtioError, VirtioMmioTransport,
+    FEATURE_INDIRECT_DESC, FEATURE_VERSION_1,
 };
 use crate::kvm::devices::SerialOutput;
 use crate::kvm::GuestMemory;
@@ -59,67 +59,63 @@ impl Console {
 
     /// Copies every readable descriptor of each transmitq chain to the output.
     fn transmit(&mut self, queue: &mut Queue, mem: &GuestMemory) -> Result<bool, VirtioError> {
-        let err = |source| VirtioError::Queue {
-            queue: TRANSMITQ,
-            source,
-        };
         let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let mut buf = [0u8; CHUNK];
-            for desc in chain.readable() {
-                let mut off = 0u64;
-                let len = u64::from(desc.len());
-                while off < len {
-                    let n = (len - off).min(CHUNK as u64) as usize;
-                    let Some(addr) = desc.addr().0.checked_add(off) else {
-                        break;
-                    };
-                    // A descriptor outside guest memory ends that descriptor, not the queue.
-                    if mem.read_slice(&mut buf[..n], GuestAddress(addr)).is_err() {
-                        break;
-                    }
-                    self.output.push(&buf[..n]);
-                    off += n as u64;
-                }
-            }
-            queue.add_used(mem, head, 0).map_err(err)?;
+        while serve_next(queue, TRANSMITQ, mem, |chain| self.print(chain, mem))? {
             used = true;
         }
         Ok(used)
     }
 
+    /// Copies one transmitq chain's readable bytes to the output; writes nothing into it.
+    fn print(&mut self, chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory) -> u32 {
+        let mut buf = [0u8; CHUNK];
+        for desc in chain.readable() {
+            let mut off = 0u64;
+            let len = u64::from(desc.len());
+            while off < len {
+                let n = (len - off).min(CHUNK as u64) as usize;
+                let Some(addr) = desc.addr().0.checked_add(off) else {
+                    break;
+                };
+                // A descriptor outside guest memory ends that descriptor, not the queue.
+                if mem.read_slice(&mut buf[..n], GuestAddress(addr)).is_err() {
+                    break;
+                }
+                self.output.push(&buf[..n]);
+                off += n as u64;
+            }
+        }
+        0
+    }
+
     /// Fills receiveq chains with pending input while both last.
     fn receive(&mut self, queue: &mut Queue, mem: &GuestMemory) -> Result<bool, VirtioError> {
-        let err = |source| VirtioError::Queue {
-            queue: RECEIVEQ,
-            source,
-        };
         let mut used = false;
-        while !self.pending.is_empty() {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let mut written = 0u32;
-            for desc in chain.writable() {
-                let room = desc.len() as usize;
-                let n = room.min(self.pending.len());
-                if n == 0 {
-                    break;
-                }
-                let (a, b) = self.pending.as_slices();
-                let bytes: Vec<u8> = a.iter().chain(b).take(n).copied().collect();
-                if mem.write_slice(&bytes, desc.addr()).is_err() {
-                    break;
-                }
-                self.pending.drain(..n);
-                written = written.saturating_add(n as u32);
-            }
-            queue.add_used(mem, head, written).map_err(err)?;
+        while !self.pending.is_empty()
+            && serve_next(queue, RECEIVEQ, mem, |chain| self.fill(chain, mem))?
+        {
             used = true;
         }
         Ok(used)
+    }
+
+    /// Moves pending input into one receiveq chain's writable descriptors; the bytes moved.
+    fn fill(&mut self, chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory) -> u32 {
+        let mut written = 0u32;
+        for desc in chain.writable() {
+            let n = (desc.len() as usize).min(self.pending.len());
+            if n == 0 {
+                break;
+            }
+            let (a, b) = self.pending.as_slices();
+            let bytes: Vec<u8> = a.iter().chain(b).take(n).copied().collect();
+            if mem.write_slice(&bytes, desc.addr()).is_err() {
+                break;
+            }
+            self.pending.drain(..n);
+            written = written.saturating_add(n as u32);
+        }
+        written
     }
 }
 

@@ -11,7 +11,7 @@ pub mod console;
 pub mod mmio;
 pub mod net;
 
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 
 use crate::kvm::GuestMemory;
 
@@ -65,6 +65,29 @@ pub trait VirtioDevice: Send {
     fn follow_up(&self, _index: usize) -> Option<usize> {
         None
     }
+}
+
+/// Pops the next available chain of `queue` (number `index`), hands it to `serve`, which
+/// returns the bytes it wrote into the chain, and puts it on the used ring; `Ok(false)` when
+/// no chain was available.
+pub fn serve_next(
+    queue: &mut Queue,
+    index: usize,
+    mem: &GuestMemory,
+    serve: impl FnOnce(DescriptorChain<&GuestMemory>) -> u32,
+) -> Result<bool, VirtioError> {
+    let Some(chain) = queue.pop_descriptor_chain(mem) else {
+        return Ok(false);
+    };
+    let head = chain.head_index();
+    let written = serve(chain);
+    queue
+        .add_used(mem, head, written)
+        .map_err(|source| VirtioError::Queue {
+            queue: index,
+            source,
+        })?;
+    Ok(true)
 }
 
 /// Copies `config[offset..]` into `data`; bytes beyond `config` read as zero.

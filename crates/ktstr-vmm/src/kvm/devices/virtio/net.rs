@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::Bytes;
 
 use super::{
-    read_config_bytes, VirtioDevice, VirtioError, VirtioMmioTransport, FEATURE_INDIRECT_DESC,
-    FEATURE_VERSION_1,
+    read_config_bytes, serve_next, VirtioDevice, VirtioError, VirtioMmioTransport,
+    FEATURE_INDIRECT_DESC, FEATURE_VERSION_1,
 };
 use crate::kvm::GuestMemory;
 
@@ -142,62 +142,58 @@ impl Net {
 
     /// Takes each transmitq chain's frame: counted, captured and looped back to the receiveq.
     fn transmit(&mut self, queue: &mut Queue, mem: &GuestMemory) -> Result<bool, VirtioError> {
-        let err = |source| VirtioError::Queue {
-            queue: TRANSMITQ,
-            source,
-        };
         let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            match gather(chain, mem, HEADER_LEN + MAX_FRAME_LEN) {
-                Some(mut bytes) if bytes.len() >= HEADER_LEN + ETH_HEADER_LEN => {
-                    let frame = bytes.split_off(HEADER_LEN);
-                    self.stats.tx_frames += 1;
-                    self.stats.tx_bytes += frame.len() as u64;
-                    if self.capture.len() >= CAPTURE_FRAMES {
-                        self.capture.pop_front();
-                    }
-                    self.capture.push_back(frame.clone());
-                    self.enqueue(frame);
-                }
-                _ => self.stats.tx_errors += 1,
-            }
-            queue.add_used(mem, head, 0).map_err(err)?;
+        while serve_next(queue, TRANSMITQ, mem, |chain| self.take_frame(chain, mem))? {
             used = true;
         }
         Ok(used)
     }
 
+    /// Takes one transmitq chain's frame; the device writes nothing into it.
+    fn take_frame(&mut self, chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory) -> u32 {
+        match gather(chain, mem, HEADER_LEN + MAX_FRAME_LEN) {
+            Some(mut bytes) if bytes.len() >= HEADER_LEN + ETH_HEADER_LEN => {
+                let frame = bytes.split_off(HEADER_LEN);
+                self.stats.tx_frames += 1;
+                self.stats.tx_bytes += frame.len() as u64;
+                if self.capture.len() >= CAPTURE_FRAMES {
+                    self.capture.pop_front();
+                }
+                self.capture.push_back(frame.clone());
+                self.enqueue(frame);
+            }
+            _ => self.stats.tx_errors += 1,
+        }
+        0
+    }
+
     /// Moves pending frames into receiveq chains, one frame per chain, while both last.
     fn receive(&mut self, queue: &mut Queue, mem: &GuestMemory) -> Result<bool, VirtioError> {
-        let err = |source| VirtioError::Queue {
-            queue: RECEIVEQ,
-            source,
-        };
         let mut used = false;
-        while !self.pending.is_empty() {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let Some(frame) = self.pending.pop_front() else {
-                break;
-            };
-            let len = match deliver(chain, mem, &frame) {
-                Some(len) => {
-                    self.stats.rx_frames += 1;
-                    self.stats.rx_bytes += frame.len() as u64;
-                    len
-                }
-                None => {
-                    self.stats.rx_dropped += 1;
-                    0
-                }
-            };
-            queue.add_used(mem, head, len).map_err(err)?;
+        while !self.pending.is_empty()
+            && serve_next(queue, RECEIVEQ, mem, |chain| self.give_frame(chain, mem))?
+        {
             used = true;
         }
         Ok(used)
+    }
+
+    /// Writes the oldest pending frame into a receiveq chain; the bytes written (0: dropped).
+    fn give_frame(&mut self, chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory) -> u32 {
+        let Some(frame) = self.pending.pop_front() else {
+            return 0;
+        };
+        match deliver(chain, mem, &frame) {
+            Some(len) => {
+                self.stats.rx_frames += 1;
+                self.stats.rx_bytes += frame.len() as u64;
+                len
+            }
+            None => {
+                self.stats.rx_dropped += 1;
+                0
+            }
+        }
     }
 }
 
