@@ -120,7 +120,8 @@ fn fixture_replays_the_known_facts_of_a_real_7_3_guest() {
     assert!(scx.events["bypass_activate"] >= 1, "{:?}", scx.events);
     assert!(scx.events["bypass_duration"] > 0, "{:?}", scx.events);
     // The ids read from guest memory prove the DSQ offsets: SCX_DSQ_GLOBAL for node 0,
-    // SCX_DSQ_BYPASS for each CPU.
+    // SCX_DSQ_BYPASS for each CPU, and scx_simple's one user DSQ (SHARED_DSQ, id 0) found
+    // by walking scx_sched.dsq_hash.
     let ids: Vec<_> = scx
         .dsqs
         .iter()
@@ -132,6 +133,18 @@ fn fixture_replays_the_known_facts_of_a_real_7_3_guest() {
             (DsqKind::Global, Some(0), None, 1 << 63 | 1),
             (DsqKind::Bypass, None, Some(0), 1 << 63 | 3),
             (DsqKind::Bypass, None, Some(1), 1 << 63 | 3),
+            (DsqKind::User, None, None, 0),
         ]
+    );
+    // scx_simple queues every spinner on SHARED_DSQ and moves one at a time to CPU 1: the
+    // ones waiting there are CPU 1's sched_ext tasks less the running one and its local DSQ.
+    let shared = scx.dsqs[3].nr;
+    let local = cpu1.scx_local_dsq_nr.unwrap_or(0);
+    assert!(shared >= 1, "{:?}", scx.dsqs);
+    assert_eq!(
+        Some(shared + local + 1),
+        cpu1.scx_nr_running,
+        "{cpu1:?} {:?}",
+        scx.dsqs
     );
 }

@@ -169,6 +169,8 @@ pub struct ScxLayout {
     pub pcpu: Option<ScxPcpuLayout>,
     /// Per-node global DSQs off `scx_sched`.
     pub global_dsqs: Option<GlobalDsqLayout>,
+    /// The scheduler's own DSQs in `scx_sched.dsq_hash`.
+    pub user_dsqs: Option<UserDsqLayout>,
 }
 
 /// A DSQ's `nr` and `id`, at offsets inside the struct that holds the DSQ.
@@ -203,6 +205,31 @@ pub struct GlobalDsqLayout {
     /// The DSQ's fields inside each per-node object.
     pub dsq: DsqFields,
 }
+
+/// The DSQs a scheduler creates (`scx_bpf_create_dsq`): `scx_sched.dsq_hash`, an rhashtable
+/// of `scx_dispatch_q` chained through `hash_node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserDsqLayout {
+    /// `scx_sched.dsq_hash.tbl`: the current `bucket_table`.
+    pub tbl: Field,
+    /// `bucket_table.size`: buckets in the table.
+    pub size: Field,
+    /// `bucket_table.nest`: non-zero for a nested table (not read).
+    pub nest: Field,
+    /// Offset of `bucket_table.buckets[]`.
+    pub buckets: u32,
+    /// Offset of `rhash_head.next`.
+    pub next: u32,
+    /// Offset of `scx_dispatch_q.hash_node`.
+    pub hash_node: u32,
+    /// `scx_dispatch_q.nr` and `.id`.
+    pub dsq: DsqFields,
+}
+
+/// Most buckets read per sample; a bigger table is reported instead.
+pub const MAX_DSQ_BUCKETS: u32 = 1 << 14;
+/// Most user DSQs followed per sample, which also bounds a chain torn by a concurrent update.
+pub const MAX_USER_DSQS: usize = 4096;
 
 /// Where the sampled members live, resolved once from BTF.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +381,22 @@ fn global_dsq_layout(btf: &Btf) -> Option<GlobalDsqLayout> {
     (ptr.size == 8).then_some(GlobalDsqLayout { ptr, dsq })
 }
 
+/// `scx_sched.dsq_hash` and the rhashtable types, when the kernel has them.
+fn user_dsq_layout(btf: &Btf) -> Option<UserDsqLayout> {
+    let at = |ty: &str, path: &str| resolve(btf, ty, path).ok();
+    let tbl = at("scx_sched", "dsq_hash.tbl")?;
+    (tbl.size == 8).then_some(())?;
+    Some(UserDsqLayout {
+        tbl,
+        size: at("bucket_table", "size")?,
+        nest: at("bucket_table", "nest")?,
+        buckets: at("bucket_table", "buckets")?.offset_bytes,
+        next: at("rhash_head", "next")?.offset_bytes,
+        hash_node: at("scx_dispatch_q", "hash_node")?.offset_bytes,
+        dsq: dsq_fields(btf, "scx_dispatch_q", "")?,
+    })
+}
+
 impl RqLayout {
     /// Resolves the layout; sched_ext and fair-class fields are optional.
     pub fn from_btf(btf: &Btf) -> Result<Self, SamplerError> {
@@ -374,6 +417,7 @@ impl RqLayout {
             ops_name: resolve(btf, "scx_sched", "ops.name").ok(),
             pcpu: scx_pcpu_layout(btf),
             global_dsqs: global_dsq_layout(btf),
+            user_dsqs: user_dsq_layout(btf),
         });
         Ok(RqLayout {
             cpu: f("rq", "cpu")?,
@@ -494,6 +538,8 @@ pub enum DsqKind {
     Global,
     /// A bypass DSQ (`SCX_DSQ_BYPASS`), one per CPU.
     Bypass,
+    /// A DSQ the scheduler created (`scx_bpf_create_dsq`), in id order.
+    User,
 }
 
 /// One built-in DSQ of the attached scheduler at one instant.
@@ -501,7 +547,7 @@ pub enum DsqKind {
 pub struct DsqSample {
     /// `dsq.id` as read from the guest (`SCX_DSQ_GLOBAL` is `1 << 63 | 1`).
     pub id: u64,
-    /// Global or bypass.
+    /// Global, bypass or user.
     pub kind: DsqKind,
     /// The NUMA node of a global DSQ.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -529,8 +575,8 @@ pub struct ScxSample {
     /// none, no scheduler is attached, or a CPU's counters could not be read.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub events: BTreeMap<String, i64>,
-    /// Depths of the attached scheduler's global and bypass DSQs (per-CPU local DSQs are
-    /// in [`RqSample::scx_local_dsq_nr`]; user DSQs are not read).
+    /// Depths of the attached scheduler's global, bypass and user DSQs (per-CPU local DSQs
+    /// are in [`RqSample::scx_local_dsq_nr`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dsqs: Vec<DsqSample>,
     /// The first failure reading the scheduler's per-CPU or per-node state.
@@ -908,6 +954,11 @@ impl<M: GuestMemory> Sampler<M> {
                     out.error.get_or_insert_with(|| error_chain(&e));
                 }
             }
+            if let Some(u) = &l.user_dsqs {
+                if let Err(e) = sample_user_dsqs(&self.t, &self.mem, u, sch, &mut out) {
+                    out.error.get_or_insert(e);
+                }
+            }
         }
         Some(out)
     }
@@ -1003,6 +1054,72 @@ fn sample_global_dsqs(
         });
     }
     out.dsqs.splice(0..0, global);
+    Ok(())
+}
+
+/// Walks the bucket table of the scheduler at `sch` and appends its user DSQs in id order.
+fn sample_user_dsqs(
+    t: &Translator,
+    mem: &dyn GuestMemory,
+    u: &UserDsqLayout,
+    sch: u64,
+    out: &mut ScxSample,
+) -> Result<(), String> {
+    let e = |what: &str, err: TranslateError| format!("user DSQs: {what}: {}", error_chain(&err));
+    let tbl = t
+        .read_virt_u64(mem, sch.wrapping_add(u64::from(u.tbl.offset_bytes)))
+        .map_err(|err| e("dsq_hash.tbl", err))?;
+    if tbl == 0 {
+        return Ok(());
+    }
+    let (start, end) = span(&[u.size, u.nest]);
+    let mut hdr = [0u8; 16];
+    let len = ((end - start) as usize).min(hdr.len());
+    t.read_virt(mem, tbl.wrapping_add(u64::from(start)), &mut hdr[..len])
+        .map_err(|err| e("bucket_table", err))?;
+    let size = value(&u.size, &hdr[..len], start).unwrap_or(0) as u32;
+    let nest = value(&u.nest, &hdr[..len], start).unwrap_or(0);
+    if nest != 0 {
+        return Err(format!(
+            "user DSQs: nested bucket table (nest {nest}) not read"
+        ));
+    }
+    if size > MAX_DSQ_BUCKETS {
+        return Err(format!(
+            "user DSQs: {size} buckets, more than the {MAX_DSQ_BUCKETS} read"
+        ));
+    }
+    let mut raw = vec![0u8; size as usize * 8];
+    t.read_virt(mem, tbl.wrapping_add(u64::from(u.buckets)), &mut raw)
+        .map_err(|err| e("buckets", err))?;
+    let mut user = Vec::new();
+    for b in raw.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        // Bit 0 of a bucket is its lock; a chain ends at a "nulls" marker (bit 0 set).
+        let mut node = u64::from_le_bytes(w) & !1;
+        while node != 0 && node & 1 == 0 {
+            if user.len() >= MAX_USER_DSQS {
+                return Err(format!(
+                    "user DSQs: more than {MAX_USER_DSQS} (a chain torn by an update?)"
+                ));
+            }
+            let (nr, id) = read_dsq(t, mem, &u.dsq, node.wrapping_sub(u64::from(u.hash_node)))
+                .map_err(|err| e("dispatch queue", err))?;
+            user.push(DsqSample {
+                id,
+                kind: DsqKind::User,
+                node: None,
+                cpu: None,
+                nr,
+            });
+            node = t
+                .read_virt_u64(mem, node.wrapping_add(u64::from(u.next)))
+                .map_err(|err| e("rhash_head.next", err))?;
+        }
+    }
+    user.sort_by_key(|d| d.id);
+    out.dsqs.extend(user);
     Ok(())
 }
 

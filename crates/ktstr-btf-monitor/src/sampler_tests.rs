@@ -27,14 +27,18 @@ const TASK_PHYS: u64 = 0x32_0000;
 const PCPU_PHYS: u64 = 0x33_0000;
 const PNODES_PHYS: u64 = 0x34_0000;
 const PNODE0_PHYS: u64 = 0x34_1000;
+/// `scx_sched.dsq_hash`'s bucket table and the user DSQs chained in it.
+const BUCKETS_PHYS: u64 = 0x35_0000;
+const USER_DSQ_PHYS: u64 = 0x35_1000;
 const SCX_DSQ_GLOBAL: u64 = 1 << 63 | 1;
 const SCX_DSQ_BYPASS: u64 = 1 << 63 | 3;
 
 /// `struct rq` of the synthetic kernel: nr_running@0 cpu@4 curr@8 idle@16
-/// nr_switches@24 cfs@32 (h_nr_queued@36) scx@64 (local_dsq.nr@72, nr_running@84) clock@128;
-/// `scx_sched`: ops.name@0 exit_kind@40 pcpu@48 pnode@56; `scx_sched_pcpu`: event_stats@8
-/// (two `s64` counters and an `int` that is not one) bypass_dsq@32 (id@32 nr@40);
-/// `scx_sched_pnode`: global_dsq@8.
+/// nr_switches@24 cfs@32 (h_nr_queued@36) scx@64 (local_dsq.nr@72, nr_running@88) clock@128;
+/// `scx_dispatch_q`: id@0 nr@8 hash_node@16; `scx_sched`: ops.name@0 exit_kind@40 pcpu@48
+/// pnode@56 dsq_hash@64 (tbl@64); `scx_sched_pcpu`: event_stats@8 (two `s64` counters and an
+/// `int` that is not one) bypass_dsq@32 (id@32 nr@40); `scx_sched_pnode`: global_dsq@8;
+/// `bucket_table`: size@0 nest@4 buckets@64.
 fn btf() -> Btf {
     let mut b = BtfBuilder::new(false);
     let int = b.int("int", 4, 32, 1);
@@ -51,17 +55,35 @@ fn btf() -> Btf {
     );
     let tp = b.ptr(task);
     let cfs = b.composite("cfs_rq", false, 16, &[("h_nr_queued", u32t, 32, 0)]);
+    let rhash_head = b.composite("rhash_head", false, 8, &[("next", u64t, 0, 0)]);
     let dsq = b.composite(
         "scx_dispatch_q",
         false,
-        16,
-        &[("id", u64t, 0, 0), ("nr", u32t, 64, 0)],
+        24,
+        &[
+            ("id", u64t, 0, 0),
+            ("nr", u32t, 64, 0),
+            ("hash_node", rhash_head, 128, 0),
+        ],
     );
+    let buckets = b.array(u64t, int, 0);
+    let bucket_table = b.composite(
+        "bucket_table",
+        false,
+        64,
+        &[
+            ("size", u32t, 0, 0),
+            ("nest", u32t, 32, 0),
+            ("buckets", buckets, 64 * 8, 0),
+        ],
+    );
+    let bucket_table_p = b.ptr(bucket_table);
+    let rhashtable = b.composite("rhashtable", false, 16, &[("tbl", bucket_table_p, 0, 0)]);
     let scx = b.composite(
         "scx_rq",
         false,
         32,
-        &[("local_dsq", dsq, 0, 0), ("nr_running", u32t, 20 * 8, 0)],
+        &[("local_dsq", dsq, 0, 0), ("nr_running", u32t, 24 * 8, 0)],
     );
     b.composite(
         "rq",
@@ -111,26 +133,27 @@ fn btf() -> Btf {
     let pcpu = b.composite(
         "scx_sched_pcpu",
         false,
-        48,
+        56,
         &[
             ("flags", u64t, 0, 0),
             ("event_stats", stats, 64, 0),
             ("bypass_dsq", dsq, 256, 0),
         ],
     );
-    let pnode = b.composite("scx_sched_pnode", false, 24, &[("global_dsq", dsq, 64, 0)]);
+    let pnode = b.composite("scx_sched_pnode", false, 32, &[("global_dsq", dsq, 64, 0)]);
     let pcpu_p = b.ptr(pcpu);
     let pnode_p = b.ptr(pnode);
     let pnode_pp = b.ptr(pnode_p);
     b.composite(
         "scx_sched",
         false,
-        64,
+        80,
         &[
             ("ops", ops, 0, 0),
             ("exit_kind", atomic_t, 40 * 8, 0),
             ("pcpu", pcpu_p, 48 * 8, 0),
             ("pnode", pnode_pp, 56 * 8, 0),
+            ("dsq_hash", rhashtable, 64 * 8, 0),
         ],
     );
     Btf::parse(&b.finish()).expect("synthetic BTF parses")
@@ -200,6 +223,24 @@ impl Guest {
         g.u64(PNODES_PHYS + 8, 0);
         g.u64(PNODE0_PHYS + 8, SCX_DSQ_GLOBAL);
         g.u32(PNODE0_PHYS + 16, 5);
+        // dsq_hash: 4 buckets. Bucket 0 (locked: bit 0) chains DSQ 7 then DSQ 2, bucket 2
+        // holds DSQ 1 << 40, bucket 3 is empty and locked; chains end at a nulls marker.
+        g.u64(SCH_PHYS + 64, POB + BUCKETS_PHYS);
+        g.u32(BUCKETS_PHYS, 4);
+        let node = |i: u64| POB + USER_DSQ_PHYS + i * 0x100 + 16;
+        for (i, id, nr, next) in [
+            (0u64, 7u64, 3u32, node(1)),
+            (1, 2, 0, 1 | 5 << 1),
+            (2, 1 << 40, 9, 1),
+        ] {
+            let d = USER_DSQ_PHYS + i * 0x100;
+            g.u64(d, id);
+            g.u32(d + 8, nr);
+            g.u64(d + 16, next);
+        }
+        g.u64(BUCKETS_PHYS + 64, node(0) | 1);
+        g.u64(BUCKETS_PHYS + 64 + 16, node(2));
+        g.u64(BUCKETS_PHYS + 64 + 24, 1);
         let task = |g: &mut Guest, i: u64, pid: u32, comm: &[u8]| {
             g.u32(TASK_PHYS + i * 0x1000 + 16, pid);
             g.put(TASK_PHYS + i * 0x1000 + 32, comm);
@@ -219,7 +260,7 @@ impl Guest {
             g.u64(rq + 24, switches);
             g.u32(rq + 36, nr);
             g.u32(rq + 72, 0);
-            g.u32(rq + 84, 0);
+            g.u32(rq + 88, 0);
             g.u64(rq + 128, 5_000_000_000 + cpu);
         }
         g
@@ -294,7 +335,7 @@ fn samples_a_synthetic_guest() {
     let json = serde_json::to_string(&sample).expect("json");
     assert_eq!(
         json,
-        r#"{"cpus":[{"cpu":0,"nr_running":2,"fair_nr_running":2,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":77,"curr_comm":"spin","curr_is_idle":false,"rq_clock_ns":5000000000,"nr_switches":1000},{"cpu":1,"nr_running":0,"fair_nr_running":0,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":0,"curr_comm":"swapper/1","curr_is_idle":true,"rq_clock_ns":5000000001,"nr_switches":5}],"scx":{"state":"enabled","ops":"test_ops","exit_kind":"none","events":{"bypass_duration":99,"select_cpu_fallback":7},"dsqs":[{"id":9223372036854775809,"kind":"global","node":0,"nr":5},{"id":9223372036854775811,"kind":"bypass","cpu":0,"nr":0},{"id":9223372036854775811,"kind":"bypass","cpu":1,"nr":2}]}}"#
+        r#"{"cpus":[{"cpu":0,"nr_running":2,"fair_nr_running":2,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":77,"curr_comm":"spin","curr_is_idle":false,"rq_clock_ns":5000000000,"nr_switches":1000},{"cpu":1,"nr_running":0,"fair_nr_running":0,"scx_nr_running":0,"scx_local_dsq_nr":0,"curr_pid":0,"curr_comm":"swapper/1","curr_is_idle":true,"rq_clock_ns":5000000001,"nr_switches":5}],"scx":{"state":"enabled","ops":"test_ops","exit_kind":"none","events":{"bypass_duration":99,"select_cpu_fallback":7},"dsqs":[{"id":9223372036854775809,"kind":"global","node":0,"nr":5},{"id":9223372036854775811,"kind":"bypass","cpu":0,"nr":0},{"id":9223372036854775811,"kind":"bypass","cpu":1,"nr":2},{"id":2,"kind":"user","nr":0},{"id":7,"kind":"user","nr":3},{"id":1099511627776,"kind":"user","nr":9}]}}"#
     );
 }
 
@@ -322,6 +363,32 @@ fn a_bad_task_pointer_fails_only_its_cpu() {
         sample.scx.and_then(|s| s.exit_kind).as_deref(),
         Some("error_stall")
     );
+}
+
+#[test]
+fn user_dsq_tables_that_cannot_be_walked_say_why() {
+    let user = |g: Guest| {
+        let mut s =
+            Sampler::new(g.memory(), &btf(), &regs(), addrs(), 2, MEM as u64).expect("setup");
+        let scx = s.sample().scx.expect("scx");
+        let n = scx.dsqs.iter().filter(|d| d.kind == DsqKind::User).count();
+        (n, scx.error, scx.dsqs.len())
+    };
+    // A nested table is not read; the built-in DSQs still are.
+    let mut g = Guest::new();
+    g.u32(BUCKETS_PHYS + 4, 1);
+    let (n, err, all) = user(g);
+    assert_eq!((n, all), (0, 3));
+    assert!(err.is_some_and(|e| e.contains("nested")));
+    // A chain that loops (torn by an update) stops at the bound.
+    let mut g = Guest::new();
+    g.u64(USER_DSQ_PHYS + 0x200 + 16, POB + USER_DSQ_PHYS + 0x200 + 16);
+    let (_, err, _) = user(g);
+    assert!(err.is_some_and(|e| e.contains("more than 4096")));
+    // No table yet: no user DSQs and no error.
+    let mut g = Guest::new();
+    g.u64(SCH_PHYS + 64, 0);
+    assert_eq!(user(g), (0, None, 3));
 }
 
 #[test]
@@ -441,6 +508,17 @@ fn layout_of_the_real_7_3_kernel() {
         (g.ptr.size, g.dsq.id.offset_bytes - g.dsq.nr.offset_bytes),
         (8, 8)
     );
+    let u = scx
+        .user_dsqs
+        .expect("7.3 keeps user DSQs in scx_sched.dsq_hash");
+    // rhashtable.tbl first, bucket_table { size, nest, ... buckets[] cacheline-aligned },
+    // rhash_head.next first (include/linux/rhashtable{,-types}.h).
+    assert_eq!(
+        (u.tbl.size, u.size.offset_bytes, u.nest.offset_bytes),
+        (8, 0, 4)
+    );
+    assert_eq!((u.buckets, u.next), (64, 0));
+    assert!(u.hash_node > u.dsq.id.offset_bytes, "{u:?}");
     let (start, end) = span(&{
         let mut v = vec![l.cpu, l.nr_running, l.curr, l.idle, l.nr_switches, l.clock];
         v.extend(l.scx_nr_running);

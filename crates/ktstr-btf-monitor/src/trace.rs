@@ -159,6 +159,9 @@ impl<W: Write> TraceWriter<W> {
                     dsqs.insert(format!("global node {node}"), d.nr.into());
                 }
                 DsqKind::Bypass => bypass += u64::from(d.nr),
+                DsqKind::User => {
+                    dsqs.insert(format!("dsq {}", d.id), d.nr.into());
+                }
             }
         }
         if scx.dsqs.iter().any(|d| d.kind == DsqKind::Bypass) {
@@ -279,6 +282,13 @@ mod tests {
                 cpu: Some(c),
                 nr: bypass[c as usize],
             }))
+            .chain(std::iter::once(DsqSample {
+                id: 0,
+                kind: DsqKind::User,
+                node: None,
+                cpu: None,
+                nr: global * 2,
+            }))
             .collect(),
             error: None,
         };
@@ -301,9 +311,15 @@ mod tests {
             })
             .collect();
         assert_eq!(c.len(), 4, "{c:?}");
-        assert_eq!(c[0]["args"], json!({"global node 0": 0, "bypass": 0}));
+        assert_eq!(
+            c[0]["args"],
+            json!({"global node 0": 0, "bypass": 0, "dsq 0": 0})
+        );
         assert_eq!(c[1]["args"], json!({"select_cpu_fallback": 1}));
-        assert_eq!(c[2]["args"], json!({"global node 0": 4, "bypass": 3}));
+        assert_eq!(
+            c[2]["args"],
+            json!({"global node 0": 4, "bypass": 3, "dsq 0": 8})
+        );
         assert_eq!(c[2]["ts"].as_f64(), Some(2000.0));
         assert_eq!(c[3]["args"], json!({"select_cpu_fallback": 2}));
     }

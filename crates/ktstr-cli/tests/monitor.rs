@@ -300,4 +300,23 @@ fn spinners_under_scx_simple_are_sched_ext_tasks() {
         "CPU 1 ran `spin` in {spinning:.2} of samples"
     );
     assert!(s.iter().all(|v| v["scx"]["exit_kind"] == "none"));
+    // scx_simple queues the spinners on its one user DSQ (SHARED_DSQ, id 0), read from
+    // scx_sched.dsq_hash: the two not running wait there.
+    let shared = |v: &Value| {
+        v["scx"]["dsqs"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["kind"] == "user" && d["id"] == 0))
+            .and_then(|d| d["nr"].as_u64())
+    };
+    assert!(
+        s.iter()
+            .all(|v| v["scx"]["error"].is_null() && shared(v).is_some()),
+        "a sample without SHARED_DSQ: {:?}",
+        s.iter().find(|v| shared(v).is_none())
+    );
+    let waiting = share(&s, |v| shared(v) >= Some(1));
+    assert!(
+        waiting >= 0.9,
+        "SHARED_DSQ held a spinner in {waiting:.2} of samples"
+    );
 }
