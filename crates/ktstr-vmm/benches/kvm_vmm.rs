@@ -89,7 +89,8 @@ fn main() {
                 let secs = t0.elapsed().as_secs_f64();
                 let n = common::programs::VIRTIO_NOTIFY_ROUNDS;
                 println!(
-                    "virtqueue round trips on the {path}: {n} in {secs:.3} s = {:.0}/s ({:.2} us each)",
+                    "virtqueue round trips on the {path}: {n} in {secs:.3} s = {:.0}/s \
+                     ({:.2} us each)",
                     n as f64 / secs,
                     secs * 1e6 / n as f64
                 );

@@ -5,8 +5,8 @@
 //! [`crate::guest::Job::kallsyms`]). On the host a thread loads the kernel's BTF while the
 //! guest boots, then, once the symbols arrive, takes the vCPUs' registers (the run loop reads
 //! them from the VMM: QMP on QEMU, the vCPU threads on ktstr's own VMM), maps the guest RAM
-//! (QEMU's RAM files, or ktstr's own VMM's memory as it is) and samples every CPU's runqueue at the asked rate, writing one
-//! JSON object per line:
+//! (QEMU's RAM files, or ktstr's own VMM's memory as it is) and samples every CPU's
+//! runqueue at the asked rate, writing one JSON object per line:
 //!
 //! ```text
 //! {"t_ns":..,"seq":..,"cpus":[{"cpu":0,"nr_running":2,"curr_pid":77,"curr_comm":"spin",..},..],"scx":{..}}

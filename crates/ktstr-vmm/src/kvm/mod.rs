@@ -8,10 +8,10 @@
 //! long-mode entry state ([`regs`]), per-vCPU CPUID ([`cpuid`]), an in-kernel irqchip and PIT,
 //! and the port devices ([`devices`]: COM1, COM2, ACPI power/reset and exit-status ports,
 //! i8042 reset) on a [`bus`], and optional virtio-MMIO devices (console, file-backed disks, a
-//! loopback network card) on
-//! the MMIO bus at the windows the DSDT describes. [`KvmVm::start`] runs one thread per vCPU ([`vcpu`])
-//! and an I/O thread ([`event_loop`]) serving virtqueue notifications through ioeventfds;
-//! [`KvmVmHandle::wait`] returns how the guest ended as a [`KvmExit`].
+//! loopback network card) on the MMIO bus at the windows the DSDT describes.
+//! [`KvmVm::start`] runs one thread per vCPU ([`vcpu`]) and an I/O thread ([`event_loop`])
+//! serving virtqueue notifications through ioeventfds; [`KvmVmHandle::wait`] returns how the
+//! guest ended as a [`KvmExit`].
 
 pub mod bus;
 pub mod cpuid;

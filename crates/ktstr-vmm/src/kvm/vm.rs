@@ -181,9 +181,9 @@ impl KvmVmBuilder {
         self
     }
 
-    /// Adds a virtio-net card (MAC [`DEFAULT_MAC`](crate::kvm::devices::virtio::net::DEFAULT_MAC)) after the disks, on an in-VMM L2
-    /// loopback: what the guest transmits arrives on its own receive queue; the host injects
-    /// and captures frames through [`GuestIo::net`].
+    /// Adds a virtio-net card after the disks (MAC [`DEFAULT_MAC`]), on an in-VMM L2 loopback:
+    /// what the guest transmits arrives on its own receive queue; the host injects and
+    /// captures frames through [`GuestIo::net`].
     pub fn virtio_net(mut self, on: bool) -> Self {
         self.net = on;
         self
@@ -600,7 +600,7 @@ impl KvmVm {
             shared,
             threads,
             io_thread,
-            _vm: self,
+            vm: self,
             started: Instant::now(),
         })
     }
@@ -683,8 +683,9 @@ pub struct KvmVmHandle {
     shared: Arc<Shared>,
     threads: Vec<(u32, JoinHandle<()>)>,
     io_thread: Option<IoThread>,
-    // Keeps the VM, vCPU fds' VM and memory alive until the threads are joined.
-    _vm: KvmVm,
+    // Keeps the VM, vCPU fds' VM and memory alive until the threads are joined; also
+    // holds the I/O thread's kick counter.
+    vm: KvmVm,
     started: Instant,
 }
 
@@ -742,7 +743,7 @@ impl KvmVmHandle {
 
     /// Virtqueue notifications the I/O thread served so far.
     pub fn io_thread_kicks(&self) -> u64 {
-        self._vm.kicks.load(Ordering::Relaxed)
+        self.vm.kicks.load(Ordering::Relaxed)
     }
 
     /// Waits until the guest ends or `timeout` passes (then stops it): how it ended.
