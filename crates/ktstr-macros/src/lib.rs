@@ -282,7 +282,7 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
 }
 
 /// `declare_scheduler!(NAME, { name = "x", binary = "scx_x", topology = (1, 2, 4, 2), sched_args = [..] })`:
-/// a `pub static NAME: Scheduler` built from the keys.
+/// a `pub static NAME: Scheduler` built from the keys, registered in `KTSTR_SCHEDULERS`.
 #[proc_macro]
 pub fn declare_scheduler(input: TokenStream) -> TokenStream {
     match declare_scheduler_impl(input.into()) {
@@ -385,9 +385,15 @@ fn declare_scheduler_impl(input: TokenStream2) -> syn::Result<TokenStream2> {
     let vis = decl.vis;
     let ident = decl.name;
     let doc = format!("Scheduler `{ident}`, declared with `declare_scheduler!`.");
+    let entry = format_ident!("__KTSTR_SCHEDULER_{}", ident);
     Ok(quote! {
         #[doc = #doc]
         #vis static #ident: ::ktstr::test_support::Scheduler = #(#chain)*;
+
+        #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_SCHEDULERS)]
+        #[linkme(crate = ::ktstr::__private::linkme)]
+        #[doc(hidden)]
+        static #entry: &::ktstr::test_support::Scheduler = &#ident;
     })
 }
 
@@ -478,7 +484,9 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(
-            ok.contains("binary_discover (\"scx_x\")") && ok.contains("topology (1 , 2 , 4 , 2)"),
+            ok.contains("binary_discover (\"scx_x\")")
+                && ok.contains("topology (1 , 2 , 4 , 2)")
+                && ok.contains("KTSTR_SCHEDULERS"),
             "{ok}"
         );
         let bad = |s: &str| {

@@ -163,3 +163,12 @@ fn watchdog_timeout_s_makes_a_stall_fail_within_the_test(ctx: &Ctx) -> Result<As
         vec![CgroupDef::named("cg_0").workers(1).comm("stallme")],
     )
 }
+
+/// `declare_scheduler!` registers what it declares, so tools can find it by name.
+#[test]
+fn declared_schedulers_are_registered() {
+    let found = ktstr::test_support::declared_scheduler("scx_ktstr").expect("registered");
+    assert!(std::ptr::eq(found, &SCX_KTSTR));
+    assert_eq!(ktstr::test_support::KTSTR_SCHEDULERS.len(), 1);
+    assert!(ktstr::test_support::declared_scheduler("scx_simple").is_none());
+}

@@ -2,7 +2,7 @@
 //! host-side runner, and the test binary's guest-side entry points.
 //!
 //! - [`entry`]: [`KtstrTestEntry`] and the [`KTSTR_TESTS`] registry.
-//! - [`scheduler`]: [`Scheduler`], [`SchedulerSpec`].
+//! - [`scheduler`]: [`Scheduler`], [`SchedulerSpec`], the [`KTSTR_SCHEDULERS`] registry.
 //! - [`payload`]: [`Payload`]: outside programs run beside the workers.
 //! - [`runner`]: [`run_ktstr_test`], [`VmResult`], per-test records for `cargo ktstr test`.
 //! - [`dispatch`]: [`early_dispatch`]: guest init or one test body, chosen before `main`.
@@ -19,5 +19,5 @@ pub use dispatch::{early_dispatch, GuestReport};
 pub use entry::{KtstrTestEntry, PostVmFn, TestFn, DEFAULT_DURATION_S, KTSTR_TESTS};
 pub use payload::Payload;
 pub use runner::{run_ktstr_test, TestRecord, Verdict, VmResult, RESULTS_DIR_ENV};
-pub use scheduler::{Scheduler, SchedulerSpec, Sysctl};
+pub use scheduler::{declared_scheduler, Scheduler, SchedulerSpec, Sysctl, KTSTR_SCHEDULERS};
 pub use slots::{vm_slot, VmSlot};

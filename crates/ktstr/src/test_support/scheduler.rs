@@ -33,6 +33,15 @@ impl Sysctl {
     }
 }
 
+/// Every scheduler of the binary declared with `declare_scheduler!`, gathered at link time.
+#[linkme::distributed_slice]
+pub static KTSTR_SCHEDULERS: [&'static Scheduler];
+
+/// The scheduler declared with `declare_scheduler!` under `name` (its `name = ".."` key).
+pub fn declared_scheduler(name: &str) -> Option<&'static Scheduler> {
+    KTSTR_SCHEDULERS.iter().copied().find(|s| s.name == name)
+}
+
 /// A scheduler under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scheduler {
