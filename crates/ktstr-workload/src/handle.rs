@@ -11,8 +11,9 @@ use crate::sys::{self, NS_PER_MS, NS_PER_SEC};
 use crate::worker::{self, WorkerSetup};
 use crate::{WorkType, WorkloadConfig, WorkloadError};
 
-/// How long stopping workers get to report before they are killed, ns.
-const STOP_TIMEOUT_NS: u64 = 5 * NS_PER_SEC;
+/// How long stopping workers get to report before they are killed, ns: generous, as a
+/// guest on QEMU TCG sharing busy host CPUs may run a worker only now and then.
+const STOP_TIMEOUT_NS: u64 = 10 * NS_PER_SEC;
 /// How long killed workers get to be reaped before they are given up on, ns.
 const KILL_GRACE_NS: u64 = 2 * NS_PER_SEC;
 /// How long `spawn` waits for workers to reach the start gate, ns.
@@ -217,7 +218,7 @@ impl WorkloadHandle {
 
     /// Stops every worker and returns their reports in worker order.
     ///
-    /// Workers get 5 s to report after the stop request (stopped ones are SIGCONTed);
+    /// Workers get 10 s to report after the stop request (stopped ones are SIGCONTed);
     /// the rest are SIGKILLed. A worker that died or was killed yields `completed: false`,
     /// `exit_info` saying how it ended, and the counters it last published.
     pub fn stop_and_collect(mut self) -> Vec<WorkerReport> {
