@@ -1,6 +1,7 @@
 //! Procedural macros of ktstr.
 //!
 //! - [`macro@ktstr_test`]: turn `fn t(ctx: &Ctx) -> Result<AssertResult>` into a test that boots a VM.
+//! - [`macro@ktstr_test_entry`]: register a hand-written `static KtstrTestEntry` the same way.
 //! - [`declare_scheduler!`]: a named, registered `Scheduler` constant.
 
 use proc_macro::TokenStream;
@@ -239,7 +240,7 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
     let mut inner_fn = func.clone();
     inner_fn.sig.ident = inner.clone();
     inner_fn.vis = syn::Visibility::Inherited;
-    let attrs_doc = &func.attrs;
+    let ctor_and_test = hook_and_test(&ctor, &entry, &name, &func.attrs, vis, ignore_attr);
 
     Ok(quote! {
         #[allow(dead_code)]
@@ -260,6 +261,21 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             ..::ktstr::test_support::KtstrTestEntry::DEFAULT
         };
 
+        #ctor_and_test
+    })
+}
+
+/// The `.init_array` hook that makes the test binary guest init (or one test body in the
+/// guest), and the `#[test] fn` that runs `entry` in a VM.
+fn hook_and_test(
+    ctor: &Ident,
+    entry: &Ident,
+    test: &Ident,
+    attrs: &[syn::Attribute],
+    vis: &syn::Visibility,
+    ignore: Option<TokenStream2>,
+) -> TokenStream2 {
+    quote! {
         // Runs before main: as PID 1 this binary is the guest's init; with
         // `--ktstr-test NAME` it runs one test body in the guest.
         #[used]
@@ -272,12 +288,54 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             __ktstr_early
         };
 
-        #(#attrs_doc)*
+        #(#attrs)*
         #[test]
-        #ignore_attr
-        #vis fn #name() {
+        #ignore
+        #vis fn #test() {
             ::ktstr::test_support::run_ktstr_test(&#entry);
         }
+    }
+}
+
+/// `#[ktstr_test_entry] static NAME: KtstrTestEntry = KtstrTestEntry { .. };` registers a
+/// hand-written entry as `#[ktstr_test]` registers its own: in `KTSTR_TESTS`, with the guest
+/// hook and a `#[test] fn name()` (the static's name in lowercase) that boots it. The
+/// entry's `name` field must be unique in the binary.
+#[proc_macro_attribute]
+pub fn ktstr_test_entry(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match ktstr_test_entry_impl(attr.into(), item.into()) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn ktstr_test_entry_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    if !attr.is_empty() {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "`#[ktstr_test_entry]` takes no arguments: the entry's fields say everything",
+        ));
+    }
+    let item: syn::ItemStatic = syn::parse2(item)?;
+    if !matches!(item.mutability, syn::StaticMutability::None) {
+        return Err(syn::Error::new(
+            item.ident.span(),
+            "a test entry is an immutable `static`",
+        ));
+    }
+    let ident = &item.ident;
+    let upper = ident.to_string().to_uppercase();
+    let test = format_ident!("{}", ident.to_string().to_lowercase());
+    let ctor = format_ident!("__KTSTR_CTOR_{}", upper);
+    let hook = hook_and_test(&ctor, ident, &test, &[], &item.vis, None);
+    let (attrs, vis, ty, expr) = (&item.attrs, &item.vis, &item.ty, &item.expr);
+    Ok(quote! {
+        #(#attrs)*
+        #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_TESTS)]
+        #[linkme(crate = ::ktstr::__private::linkme)]
+        #vis static #ident: #ty = #expr;
+
+        #hook
     })
 }
 
@@ -472,6 +530,24 @@ mod tests {
         assert!(out.contains("# [ignore]"));
         assert!(out.contains("__ktstr_inner_t"));
         assert!(out.contains("early_dispatch"));
+    }
+
+    #[test]
+    fn test_entry_registers_a_static() {
+        let item = "static MY_ENTRY: KtstrTestEntry = KtstrTestEntry { name: \"x\", ..KtstrTestEntry::DEFAULT };";
+        let ok = ktstr_test_entry_impl(TokenStream2::new(), item.parse().unwrap())
+            .unwrap()
+            .to_string();
+        assert!(
+            ok.contains("KTSTR_TESTS") && ok.contains("fn my_entry ()"),
+            "{ok}"
+        );
+        assert!(ok.contains("run_ktstr_test (& MY_ENTRY)"), "{ok}");
+        let e = ktstr_test_entry_impl("x".parse().unwrap(), item.parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("no arguments"));
+        let m = "static mut M: KtstrTestEntry = KtstrTestEntry::DEFAULT;";
+        let e = ktstr_test_entry_impl(TokenStream2::new(), m.parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("immutable"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub mod watchdog;
 pub use error::KtstrError;
 pub use ktstr_assert as assert;
 pub use ktstr_assert::claim;
-pub use ktstr_macros::{declare_scheduler, ktstr_test};
+pub use ktstr_macros::{declare_scheduler, ktstr_test, ktstr_test_entry};
 pub use ktstr_topology::Topology;
 pub use ktstr_vmm as vmm;
 pub use ktstr_workload as workload;
@@ -48,8 +48,10 @@ pub mod prelude {
         PhaseCgroupStats, Step,
     };
     pub use crate::scenarios;
-    pub use crate::test_support::{Payload, Scheduler, SchedulerSpec, Sysctl, VmResult};
-    pub use crate::{claim, declare_scheduler, ktstr_test};
+    pub use crate::test_support::{
+        KtstrTestEntry, Payload, Scheduler, SchedulerSpec, Sysctl, VmResult,
+    };
+    pub use crate::{claim, declare_scheduler, ktstr_test, ktstr_test_entry};
     pub use anyhow::{self, Result};
     pub use ktstr_assert::{
         Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Verdict,

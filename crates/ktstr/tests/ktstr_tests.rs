@@ -407,3 +407,24 @@ fn extra_include_files_reach_the_guest(_ctx: &Ctx) -> Result<AssertResult> {
     ensure!(text.contains("ID="), "{text}");
     Ok(AssertResult::pass())
 }
+
+fn hand_written_entry_body(ctx: &Ctx) -> Result<AssertResult> {
+    let r = scenarios::steady(ctx)?;
+    ensure!(r.stats.len() == 2, "two cgroups: {r}");
+    Ok(r)
+}
+
+/// A hand-written entry registered with `#[ktstr_test_entry]` boots and is judged like a
+/// `#[ktstr_test]` (its test function is the static's name in lowercase).
+#[ktstr_test_entry]
+static HAND_WRITTEN_ENTRY: KtstrTestEntry = KtstrTestEntry {
+    name: "hand_written_entry",
+    module_path: module_path!(),
+    func: hand_written_entry_body,
+    llcs: Some(1),
+    cores: Some(2),
+    threads: Some(1),
+    duration_s: Some(2),
+    assert: Assert::NO_OVERRIDES.check_not_stuck(),
+    ..KtstrTestEntry::DEFAULT
+};
