@@ -39,6 +39,7 @@ pub use ktstr_macros::{declare_scheduler, ktstr_test, ktstr_test_entry};
 pub use ktstr_topology::Topology;
 pub use ktstr_vmm as vmm;
 pub use ktstr_workload as workload;
+pub use serde_json::json;
 
 /// What a test file imports: `use ktstr::prelude::*;`.
 pub mod prelude {
@@ -51,7 +52,7 @@ pub mod prelude {
     pub use crate::test_support::{
         KtstrTestEntry, Payload, Scheduler, SchedulerSpec, Sysctl, VmResult,
     };
-    pub use crate::{claim, declare_scheduler, ktstr_test, ktstr_test_entry};
+    pub use crate::{claim, declare_scheduler, json, ktstr_test, ktstr_test_entry};
     pub use anyhow::{self, Result};
     pub use ktstr_assert::{
         Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Verdict,
