@@ -6,6 +6,8 @@ use std::fmt;
 use ktstr_workload::WorkerReport;
 use serde::{Deserialize, Serialize};
 
+use crate::claim::{ClaimBuilder, Verdict};
+
 /// Aggregates over the workers of one cgroup; every field is 0 when there were no workers.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CgroupStats {
@@ -97,6 +99,81 @@ impl CgroupStats {
         }
     }
 }
+
+/// Generates `CgroupStats::claim_<field>(&self, &mut Verdict)` for each `claim_<field> =>
+/// <field>: <type>` listed, a claim named after its field. Stable `macro_rules!` cannot
+/// build identifiers, so each method name is listed; compile-time checks ensure it is
+/// `claim_` + the field, and that every field of `CgroupStats` is listed.
+macro_rules! claim_accessors {
+    ($($method:ident => $field:ident: $ty:ty),* $(,)?) => {
+        impl CgroupStats {
+            $(
+                #[doc = concat!(
+                    "Starts a claim on [`CgroupStats::", stringify!($field),
+                    "`], named `", stringify!($field), "` in messages."
+                )]
+                pub fn $method<'a>(&self, v: &'a mut Verdict) -> ClaimBuilder<'a, $ty> {
+                    v.claim(stringify!($field), self.$field)
+                }
+            )*
+        }
+
+        $(
+            const _: () = assert!(
+                is_claim_name(stringify!($method), stringify!($field)),
+                concat!(stringify!($method), " must be named claim_", stringify!($field)),
+            );
+        )*
+
+        // Fails to compile when a field of CgroupStats is missing from the list.
+        const _: fn(&CgroupStats) = |s| {
+            let CgroupStats { $($field: _),* } = s;
+        };
+    };
+}
+
+/// True when `method` is `claim_` followed by `field`.
+const fn is_claim_name(method: &str, field: &str) -> bool {
+    let (m, f, prefix) = (method.as_bytes(), field.as_bytes(), b"claim_");
+    if m.len() != prefix.len() + f.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < m.len() {
+        let want = if i < prefix.len() {
+            prefix[i]
+        } else {
+            f[i - prefix.len()]
+        };
+        if m[i] != want {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+claim_accessors!(
+    claim_num_workers => num_workers: usize,
+    claim_num_cpus => num_cpus: usize,
+    claim_avg_off_cpu_pct => avg_off_cpu_pct: f64,
+    claim_min_off_cpu_pct => min_off_cpu_pct: f64,
+    claim_max_off_cpu_pct => max_off_cpu_pct: f64,
+    claim_spread => spread: f64,
+    claim_max_gap_ms => max_gap_ms: u64,
+    claim_total_migrations => total_migrations: u64,
+    claim_migration_ratio => migration_ratio: f64,
+    claim_p99_wake_latency_us => p99_wake_latency_us: f64,
+    claim_median_wake_latency_us => median_wake_latency_us: f64,
+    claim_wake_latency_cv => wake_latency_cv: f64,
+    claim_timer_p99_us => timer_p99_us: f64,
+    claim_timer_worst_us => timer_worst_us: f64,
+    claim_total_iterations => total_iterations: u64,
+    claim_total_work_units => total_work_units: u64,
+    claim_total_cpu_time_ns => total_cpu_time_ns: u64,
+    claim_mean_run_delay_us => mean_run_delay_us: f64,
+    claim_worst_run_delay_us => worst_run_delay_us: f64,
+);
 
 impl fmt::Display for CgroupStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -259,6 +336,72 @@ mod tests {
         assert_eq!(s.total_cpu_time_ns, 1400);
         assert_eq!(s.mean_run_delay_us, 1.25);
         assert_eq!(s.worst_run_delay_us, 2.0);
+    }
+
+    #[test]
+    fn claim_accessors_name_their_field() {
+        let reports = [
+            WorkerReport {
+                tid: 1,
+                iterations: 40,
+                migration_count: 3,
+                cpus_used: [(0, 10), (2, 10)].into_iter().collect(),
+                ..WorkerReport::default()
+            },
+            WorkerReport {
+                tid: 2,
+                iterations: 60,
+                ..WorkerReport::default()
+            },
+        ];
+        let stats = CgroupStats::from_reports(&reports);
+        let mut v = Verdict::new().with_log_passes(true);
+        assert!(stats.claim_num_workers(&mut v).eq(2));
+        assert!(stats.claim_num_cpus(&mut v).at_least(2));
+        assert!(stats.claim_migration_ratio(&mut v).near(0.03, 1e-9));
+        assert!(!stats.claim_total_iterations(&mut v).at_least(1000));
+        assert!(!stats
+            .claim_total_migrations(&mut v)
+            .kind(crate::result::DetailKind::Migration)
+            .cgroup("cg_0")
+            .at_most(2));
+        assert!(!stats.claim_max_gap_ms(&mut v).gt(0));
+        assert!(stats.claim_worst_run_delay_us(&mut v).is_finite());
+        assert_eq!(
+            v.result().notes,
+            vec![
+                "claim held: num_workers (= 2) == 2",
+                "claim held: num_cpus (= 2) >= 2",
+                "claim held: migration_ratio (= 0.03) == 0.03 +/- 0.000000001",
+                "claim held: worst_run_delay_us (= 0) is finite",
+            ]
+        );
+        let messages: Vec<&str> = v
+            .result()
+            .details
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            vec![
+                "claim failed: total_iterations (= 100) >= 1000",
+                "claim failed: total_migrations (= 3) <= 2",
+                "claim failed: max_gap_ms (= 0) > 0",
+            ]
+        );
+        let d = &v.result().details[1];
+        assert_eq!(d.kind, crate::result::DetailKind::Migration);
+        assert_eq!(d.cgroup.as_deref(), Some("cg_0"));
+        assert_eq!((d.measured, d.bound), (Some(3.0), Some(2.0)));
+    }
+
+    #[test]
+    fn claim_name_check() {
+        assert!(is_claim_name("claim_spread", "spread"));
+        assert!(!is_claim_name("claim_spred", "spread"));
+        assert!(!is_claim_name("spread", "spread"));
+        assert!(!is_claim_name("claim_spreads", "spread"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub mod watchdog;
 
 pub use error::KtstrError;
 pub use ktstr_assert as assert;
-pub use ktstr_assert::claim;
+pub use ktstr_assert::{claim, claim_better, claim_present, claim_seq, claim_set};
 pub use ktstr_macros::{declare_scheduler, ktstr_test, ktstr_test_entry};
 pub use ktstr_topology::Topology;
 pub use ktstr_vmm as vmm;
@@ -52,10 +52,13 @@ pub mod prelude {
     pub use crate::test_support::{
         KtstrTestEntry, Payload, Scheduler, SchedulerSpec, Sysctl, VmResult,
     };
-    pub use crate::{claim, declare_scheduler, json, ktstr_test, ktstr_test_entry};
+    pub use crate::{
+        claim, claim_better, claim_present, claim_seq, claim_set, declare_scheduler, json,
+        ktstr_test, ktstr_test_entry,
+    };
     pub use anyhow::{self, Result};
     pub use ktstr_assert::{
-        Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Verdict,
+        Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Polarity, Verdict,
     };
     pub use ktstr_workload::{
         AffinityMode, CgroupGroup, SchedPolicy, WorkType, WorkerReport, WorkloadConfig,

@@ -428,3 +428,23 @@ static HAND_WRITTEN_ENTRY: KtstrTestEntry = KtstrTestEntry {
     assert: Assert::NO_OVERRIDES.check_not_stuck(),
     ..KtstrTestEntry::DEFAULT
 };
+
+/// The claim DSL (claim_present!, claim_set!, claim_seq!, claim_better!) comes with the prelude.
+#[test]
+fn claim_dsl_comes_with_the_prelude() {
+    let mut v = Verdict::new();
+    let p99: Option<f64> = Some(90.0);
+    let rates = vec![10u64, 12, 15];
+    let cpus: std::collections::BTreeSet<u32> = [0, 1].into();
+    assert!(claim_present!(v, p99).at_most(100.0));
+    assert!(claim_seq!(v, rates).nondecreasing());
+    assert!(claim_set!(v, cpus).len_eq(2));
+    assert!(claim_better!(v, 90.0, Polarity::LowerBetter)
+        .by_at_least(0.05)
+        .better_than(&100.0));
+    assert!(v.is_pass(), "{v}");
+    let none: Option<f64> = None;
+    assert!(!claim_present!(v, none).at_most(1.0));
+    assert!(v.is_fail());
+    assert_eq!(json!({"a": 1})["a"], 1);
+}

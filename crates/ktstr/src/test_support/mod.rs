@@ -17,6 +17,7 @@ pub mod slots;
 
 pub use dispatch::{early_dispatch, GuestReport};
 pub use entry::{KtstrTestEntry, PostVmFn, TestFn, DEFAULT_DURATION_S, KTSTR_TESTS};
+pub use ktstr_assert::Polarity;
 pub use payload::Payload;
 pub use runner::{run_ktstr_test, TestRecord, Verdict, VmResult, RESULTS_DIR_ENV};
 pub use scheduler::{declared_scheduler, Scheduler, SchedulerSpec, Sysctl, KTSTR_SCHEDULERS};
