@@ -60,6 +60,10 @@ pub struct Assert {
     /// Longest a CPU may run one task while others wait on it, ms, as the host monitor
     /// sees it (judged by the monitor, always enforced when set: [`Assert::no_stall_over`]).
     pub max_wait_ms: Option<u64>,
+    /// Largest sched_ext `select_cpu_fallback` events per vCPU-second (judged by the monitor).
+    pub max_fallback_rate: Option<f64>,
+    /// Largest sched_ext `dispatch_keep_last` events per vCPU-second (judged by the monitor).
+    pub max_keep_last_rate: Option<f64>,
     /// Largest error of a cgroup's CPU-time share against its weight share, percent of the
     /// expected share (see [`Assert::assert_weights`]).
     pub max_weight_error_pct: Option<f64>,
@@ -119,6 +123,8 @@ impl Assert {
         fail_on_rq_clock_stuck: None,
         sustained_samples: None,
         max_wait_ms: None,
+        max_fallback_rate: None,
+        max_keep_last_rate: None,
         max_weight_error_pct: None,
         affinity: None,
         enforce_monitor_thresholds: false,
@@ -178,6 +184,10 @@ impl Assert {
         sustained_samples: u32;
         /// Sets `max_wait_ms` (monitor; enforced).
         max_wait_ms: u64;
+        /// Sets `max_fallback_rate` (monitor).
+        max_fallback_rate: f64;
+        /// Sets `max_keep_last_rate` (monitor).
+        max_keep_last_rate: f64;
         /// Sets `max_weight_error_pct`, turning the weight check on.
         max_weight_error_pct: f64;
         /// Sets `affinity`.
@@ -198,6 +208,8 @@ impl Assert {
             || self.fail_on_rq_clock_stuck.is_some()
             || self.sustained_samples.is_some()
             || self.max_wait_ms.is_some()
+            || self.max_fallback_rate.is_some()
+            || self.max_keep_last_rate.is_some()
             || self.enforce_monitor_thresholds
     }
 
@@ -209,13 +221,16 @@ impl Assert {
     }
 
     /// Fills unset monitor limits with the defaults (imbalance 4.0, DSQ depth 50, rq clock
-    /// stuck fails, 5 sustained samples) and enforces them. Limits already set are kept.
+    /// stuck fails, 5 sustained samples, 200 fallbacks and 100 keep-lasts per vCPU-second)
+    /// and enforces them. Limits already set are kept.
     #[must_use]
     pub const fn with_monitor_defaults(mut self) -> Self {
         self.max_imbalance_ratio = or_default!(self, max_imbalance_ratio, 4.0);
         self.max_local_dsq_depth = or_default!(self, max_local_dsq_depth, 50);
         self.fail_on_rq_clock_stuck = or_default!(self, fail_on_rq_clock_stuck, true);
         self.sustained_samples = or_default!(self, sustained_samples, 5);
+        self.max_fallback_rate = or_default!(self, max_fallback_rate, 200.0);
+        self.max_keep_last_rate = or_default!(self, max_keep_last_rate, 100.0);
         self.enforce_monitor_thresholds = true;
         self
     }
@@ -238,6 +253,8 @@ impl Assert {
             fail_on_rq_clock_stuck: pick!(self, other, fail_on_rq_clock_stuck),
             sustained_samples: pick!(self, other, sustained_samples),
             max_wait_ms: pick!(self, other, max_wait_ms),
+            max_fallback_rate: pick!(self, other, max_fallback_rate),
+            max_keep_last_rate: pick!(self, other, max_keep_last_rate),
             max_weight_error_pct: pick!(self, other, max_weight_error_pct),
             affinity: pick!(self, other, affinity),
             enforce_monitor_thresholds: self.enforce_monitor_thresholds

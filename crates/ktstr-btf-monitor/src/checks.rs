@@ -17,8 +17,14 @@
 //!   row *and* for at least [`RQ_CLOCK_STUCK_MIN_NS`] of sampling time (so that fast
 //!   sampling between two ticks is not taken for a stuck clock) is a violation. The value
 //!   reported is the longest such span in milliseconds.
+//! - `max_fallback_rate` (200) and `max_keep_last_rate` (100): sched_ext's
+//!   `select_cpu_fallback` and `dispatch_keep_last` events per vCPU-second, from the event
+//!   counters summed over CPUs, measured over consecutive windows of at least
+//!   [`RATE_WINDOW_NS`] of sampling time (a window violates when its rate is strictly above
+//!   the threshold; the value reported is the highest window's rate). A counter that goes
+//!   down (a new scheduler attached) starts a new window.
 //! - `sustained_samples` (5): a check fails only when its threshold is exceeded in that
-//!   many consecutive samples (per CPU for the per-CPU checks).
+//!   many consecutive samples (per CPU for the per-CPU checks; windows for the rates).
 //!
 //! Besides, a stall detector that does not depend on the kernel's watchdog: per CPU, the
 //! longest time the same non-idle task (same `curr_pid`, no context switch in between by
@@ -36,6 +42,9 @@ use crate::sampler::{RqSample, Sample};
 /// (see the module documentation).
 pub const RQ_CLOCK_STUCK_MIN_NS: u64 = 100_000_000;
 
+/// The shortest span of sampling time an event rate is measured over.
+pub const RATE_WINDOW_NS: u64 = 250_000_000;
+
 /// Thresholds of the monitor checks, with the existing ktstr's names and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MonitorThresholds {
@@ -49,6 +58,10 @@ pub struct MonitorThresholds {
     pub sustained_samples: u32,
     /// Longest allowed `longest_wait_ms`; `None` reports it without a verdict.
     pub max_wait_ms: Option<u64>,
+    /// Largest `select_cpu_fallback` events per vCPU-second.
+    pub max_fallback_rate: f64,
+    /// Largest `dispatch_keep_last` events per vCPU-second.
+    pub max_keep_last_rate: f64,
 }
 
 impl Default for MonitorThresholds {
@@ -59,6 +72,8 @@ impl Default for MonitorThresholds {
             fail_on_rq_clock_stuck: true,
             sustained_samples: 5,
             max_wait_ms: None,
+            max_fallback_rate: 200.0,
+            max_keep_last_rate: 100.0,
         }
     }
 }
@@ -82,6 +97,8 @@ pub struct CheckResult {
     pub first_violation_cpu: Option<u32>,
     /// Whether the check is evaluated at all (`fail_on_rq_clock_stuck = false` is not).
     pub enabled: bool,
+    /// Whether any value was measured (the event rates need sched_ext's counters).
+    pub measured: bool,
     /// Passed: disabled, or no violation lasted `sustained_samples`.
     pub passed: bool,
 }
@@ -110,7 +127,8 @@ pub struct MonitorReport {
     pub rate_hz: f64,
     /// The thresholds used.
     pub sustained_samples: u32,
-    /// `max_imbalance_ratio`, `max_local_dsq_depth`, `rq_clock_stuck`, in that order.
+    /// `max_imbalance_ratio`, `max_local_dsq_depth`, `rq_clock_stuck`, `max_fallback_rate`,
+    /// `max_keep_last_rate`, in that order.
     pub checks: Vec<CheckResult>,
     /// The stall detector's longest wait, when one was seen.
     pub longest_wait: Option<LongestWait>,
@@ -129,9 +147,17 @@ impl MonitorReport {
             (true, true) => "pass",
             (true, false) => "FAIL",
         };
-        for c in &self.checks {
+        // Event rates only mean something under a sched_ext scheduler with counters.
+        let shown = self.checks.iter().filter(|c| {
+            c.measured || !matches!(c.name, "max_fallback_rate" | "max_keep_last_rate")
+        });
+        for c in shown {
             let (value, threshold) = match c.name {
                 "max_imbalance_ratio" => (format!("{:.2}", c.worst), format!("{:.2}", c.threshold)),
+                "max_fallback_rate" | "max_keep_last_rate" => (
+                    format!("{:.1}/vCPU-s", c.worst),
+                    format!("{:.1}/vCPU-s", c.threshold),
+                ),
                 "rq_clock_stuck" => (
                     format!("{:.0} ms", c.worst),
                     format!(
@@ -210,18 +236,20 @@ impl Tracker {
         }
     }
 
-    fn value(&mut self, v: f64, cpu: u32) {
-        if v > self.result.worst || self.result.worst_cpu.is_none() {
+    /// Takes a measured value; `cpu` is `None` for machine-wide values.
+    fn value(&mut self, v: f64, cpu: Option<u32>) {
+        if v > self.result.worst || !self.result.measured {
             self.result.worst = v;
-            self.result.worst_cpu = Some(cpu);
+            self.result.worst_cpu = cpu;
+            self.result.measured = true;
         }
     }
 
     /// Records a violation; `run` is the length of the current run it belongs to.
-    fn violation(&mut self, t_ns: u64, cpu: u32, run: u64, sustained: u64) {
+    fn violation(&mut self, t_ns: u64, cpu: Option<u32>, run: u64, sustained: u64) {
         if self.result.first_violation_t_ns.is_none() {
             self.result.first_violation_t_ns = Some(t_ns);
-            self.result.first_violation_cpu = Some(cpu);
+            self.result.first_violation_cpu = cpu;
         }
         self.result.longest_run = self.result.longest_run.max(run);
         if self.result.enabled && run >= sustained {
@@ -261,8 +289,65 @@ pub struct Checker {
     imbalance_run: u64,
     dsq: Tracker,
     stuck: Tracker,
+    fallback: RateCheck,
+    keep_last: RateCheck,
     cpus: Vec<CpuState>,
     longest_wait: Option<LongestWait>,
+}
+
+/// An event-rate check: the open window's start and the current run of violating windows.
+#[derive(Debug, Clone)]
+struct RateCheck {
+    /// The sched_ext event it follows (`select_cpu_fallback`, ...).
+    event: &'static str,
+    threshold: f64,
+    tracker: Tracker,
+    /// The open window: its first sample's time and counter.
+    start: Option<(u64, i64)>,
+    run: u64,
+}
+
+impl RateCheck {
+    fn new(name: &'static str, event: &'static str, threshold: f64) -> Self {
+        RateCheck {
+            event,
+            threshold,
+            tracker: Tracker::new(name, threshold, true),
+            start: None,
+            run: 0,
+        }
+    }
+
+    /// Takes the event counter (summed over `nr_cpus` CPUs) of the sample at `t_ns`.
+    fn observe(&mut self, t_ns: u64, count: Option<i64>, nr_cpus: usize, sustained: u64) {
+        let Some(count) = count else {
+            // No scheduler, or its counters could not be read: no window spans it.
+            self.start = None;
+            return;
+        };
+        let Some((t0, c0)) = self.start else {
+            self.start = Some((t_ns, count));
+            return;
+        };
+        if count < c0 {
+            // A new scheduler's counters.
+            self.start = Some((t_ns, count));
+            return;
+        }
+        let span = t_ns.saturating_sub(t0);
+        if span < RATE_WINDOW_NS {
+            return;
+        }
+        let rate = (count - c0) as f64 * 1e9 / span as f64 / nr_cpus.max(1) as f64;
+        self.tracker.value(rate, None);
+        if rate > self.threshold {
+            self.run += 1;
+            self.tracker.violation(t_ns, None, self.run, sustained);
+        } else {
+            self.run = 0;
+        }
+        self.start = Some((t_ns, count));
+    }
 }
 
 impl Checker {
@@ -284,6 +369,16 @@ impl Checker {
                 "rq_clock_stuck",
                 (RQ_CLOCK_STUCK_MIN_NS / 1_000_000) as f64,
                 th.fail_on_rq_clock_stuck,
+            ),
+            fallback: RateCheck::new(
+                "max_fallback_rate",
+                "select_cpu_fallback",
+                th.max_fallback_rate,
+            ),
+            keep_last: RateCheck::new(
+                "max_keep_last_rate",
+                "dispatch_keep_last",
+                th.max_keep_last_rate,
             ),
             cpus: Vec::new(),
             longest_wait: None,
@@ -320,15 +415,22 @@ impl Checker {
             }
             if n >= 2 {
                 let ratio = f64::from(max.1.max(1)) / f64::from(min.1.max(1));
-                self.imbalance.value(ratio, max.0);
+                self.imbalance.value(ratio, Some(max.0));
                 if ratio > self.th.max_imbalance_ratio {
                     self.imbalance_run += 1;
                     let run = self.imbalance_run;
-                    self.imbalance.violation(t_ns, max.0, run, sustained);
+                    self.imbalance.violation(t_ns, Some(max.0), run, sustained);
                 } else {
                     self.imbalance_run = 0;
                 }
             }
+        }
+
+        // sched_ext event rates, from the counters summed over CPUs.
+        let events = sample.scx.as_ref().map(|s| &s.events);
+        for r in [&mut self.fallback, &mut self.keep_last] {
+            let count = events.and_then(|e| e.get(r.event)).copied();
+            r.observe(t_ns, count, sample.cpus.len(), sustained);
         }
 
         for c in &sample.cpus {
@@ -351,10 +453,10 @@ impl Checker {
         let st = &mut self.cpus[cpu as usize];
         // Local DSQ depth.
         if let Some(d) = rq.scx_local_dsq_nr {
-            self.dsq.value(f64::from(d), cpu);
+            self.dsq.value(f64::from(d), Some(cpu));
             if d > self.th.max_local_dsq_depth {
                 st.dsq_run += 1;
-                self.dsq.violation(t_ns, cpu, st.dsq_run, sustained);
+                self.dsq.violation(t_ns, Some(cpu), st.dsq_run, sustained);
             } else {
                 st.dsq_run = 0;
             }
@@ -369,9 +471,10 @@ impl Checker {
                 }
                 st.stuck_run += 1;
                 let span = t_ns.saturating_sub(st.stuck_since_ns);
-                self.stuck.value(span as f64 / 1e6, cpu);
+                self.stuck.value(span as f64 / 1e6, Some(cpu));
                 if span >= RQ_CLOCK_STUCK_MIN_NS {
-                    self.stuck.violation(t_ns, cpu, st.stuck_run, sustained);
+                    self.stuck
+                        .violation(t_ns, Some(cpu), st.stuck_run, sustained);
                 }
             }
             _ => st.stuck_run = 0,
@@ -415,6 +518,8 @@ impl Checker {
             self.imbalance.result.clone(),
             self.dsq.result.clone(),
             self.stuck.result.clone(),
+            self.fallback.tracker.result.clone(),
+            self.keep_last.tracker.result.clone(),
         ];
         let wait_passed = self
             .th
@@ -504,6 +609,64 @@ pub(crate) mod tests {
         c.observe(0, &s);
         let r = c.report();
         assert_eq!(check(&r, "max_imbalance_ratio").worst_cpu, None);
+    }
+
+    /// Two idle CPUs under a scheduler whose counters read `fallback` and `keep_last`.
+    fn scx_sample(fallback: i64, keep_last: i64) -> Sample {
+        let mut s = sample(vec![rq(0, 0, 0, 0), rq(0, 0, 0, 0)]);
+        s.scx = Some(crate::sampler::ScxSample {
+            state: "enabled".into(),
+            ops: Some("t".into()),
+            exit_kind: Some("none".into()),
+            events: [
+                ("select_cpu_fallback".to_string(), fallback),
+                ("dispatch_keep_last".to_string(), keep_last),
+            ]
+            .into(),
+            dsqs: Vec::new(),
+            error: None,
+        });
+        s
+    }
+
+    #[test]
+    fn event_rates_are_per_vcpu_second_over_windows() {
+        let mut c = Checker::new(MonitorThresholds::default());
+        // 2 CPUs, every 50 ms: +30 fallbacks (300/s/vCPU, over 200), +5 keep-lasts (50/s/vCPU).
+        let w = RATE_WINDOW_NS / 5;
+        for i in 0..=25i64 {
+            c.observe(i as u64 * w, &scx_sample(30 * i, 5 * i));
+        }
+        let r = c.report();
+        let f = check(&r, "max_fallback_rate");
+        assert!((f.worst - 300.0).abs() < 1e-6, "{f:?}");
+        assert_eq!((f.worst_cpu, f.longest_run, f.passed), (None, 5, false));
+        assert_eq!(f.first_violation_t_ns, Some(RATE_WINDOW_NS));
+        let k = check(&r, "max_keep_last_rate");
+        assert!((k.worst - 50.0).abs() < 1e-6 && k.passed, "{k:?}");
+        assert_eq!(r.failed(), vec!["max_fallback_rate"]);
+        let lines = r.lines();
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "check max_fallback_rate: worst 300.0/vCPU-s threshold 200.0/vCPU-s, longest run 5"
+            ) && l.ends_with("FAIL")),
+            "{lines:?}"
+        );
+
+        // Counters that go down (a new scheduler) or vanish (none attached) start over; a
+        // short burst inside one window is averaged over it.
+        let mut c = Checker::new(MonitorThresholds::default());
+        let mut t = 0;
+        for (f, k) in [(1000, 0), (10, 0), (10, 0), (20, 0)] {
+            c.observe(t, &scx_sample(f, k));
+            t += RATE_WINDOW_NS;
+        }
+        c.observe(t, &sample(vec![rq(0, 0, 0, 0), rq(0, 0, 0, 0)]));
+        c.observe(t + RATE_WINDOW_NS, &scx_sample(500, 0));
+        let r = c.report();
+        let f = check(&r, "max_fallback_rate");
+        assert!((f.worst - 20.0).abs() < 1e-6, "{f:?}");
+        assert!(r.passed);
     }
 
     #[test]

@@ -191,7 +191,8 @@ struct MonitorArgs {
     #[arg(long, value_name = "FILE", requires = "monitor")]
     monitor_trace: Option<PathBuf>,
     /// Fail the run when a monitor check fails (max_imbalance_ratio 4.0,
-    /// max_local_dsq_depth 50, rq clock stuck, each sustained 5 samples) or when the
+    /// max_local_dsq_depth 50, rq clock stuck, sched_ext fallbacks 200 and keep-lasts 100
+    /// per vCPU-second, each sustained 5 samples) or when the
     /// monitor took no sample: ktstr then exits with 123 if the run would have exited 0
     /// (a run that already failed keeps its own code). The checks are printed either way.
     #[arg(long, requires = "monitor")]

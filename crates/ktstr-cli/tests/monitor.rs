@@ -169,6 +169,8 @@ fn three_spinners_pinned_to_cpu1_are_seen_there() {
         stderr.contains("ktstr: monitor: check longest_wait_ms: "),
         "{stderr}"
     );
+    // No sched_ext scheduler, no event counters: the event-rate checks are not shown.
+    assert!(!stderr.contains("check max_fallback_rate"), "{stderr}");
     // The trace has a track named CPU 1 whose complete events are the spinners.
     let events = trace["traceEvents"].as_array().expect("traceEvents");
     let track = events
@@ -314,6 +316,19 @@ fn spinners_under_scx_simple_are_sched_ext_tasks() {
         "a sample without SHARED_DSQ: {:?}",
         s.iter().find(|v| shared(v).is_none())
     );
+    // Under a scheduler the sched_ext event rates are judged, per vCPU-second; scx_simple
+    // keeps its pinned spinners well under the defaults.
+    for name in ["max_fallback_rate", "max_keep_last_rate"] {
+        let prefix = format!("ktstr: monitor: check {name}: worst ");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {name} line in\n{stderr}"));
+        assert!(
+            line.contains("/vCPU-s threshold") && line.ends_with(": pass"),
+            "{line}"
+        );
+    }
     let waiting = share(&s, |v| shared(v) >= Some(1));
     assert!(
         waiting >= 0.9,

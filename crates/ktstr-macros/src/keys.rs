@@ -78,6 +78,8 @@ pub const TEST_KEYS: &[Key] = &[
     b("fail_on_rq_clock_stuck"),
     v("sustained_samples"),
     v("max_wait_ms"),
+    v("max_fallback_rate"),
+    v("max_keep_last_rate"),
     b("expect_err"),
     v("expect_scx_bpf_error_contains"),
     b("requires_smt"),

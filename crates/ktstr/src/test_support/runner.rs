@@ -458,6 +458,8 @@ fn monitor_options(test: &str, assert: &Assert) -> MonitorOptions {
                 .unwrap_or(d.fail_on_rq_clock_stuck),
             sustained_samples: assert.sustained_samples.unwrap_or(d.sustained_samples),
             max_wait_ms: assert.max_wait_ms,
+            max_fallback_rate: assert.max_fallback_rate.unwrap_or(d.max_fallback_rate),
+            max_keep_last_rate: assert.max_keep_last_rate.unwrap_or(d.max_keep_last_rate),
         },
         trace: Some(dir.join(format!("{test}.trace.json"))),
         ..MonitorOptions::new(dir.join(format!("{test}.jsonl")), TEST_MONITOR_HZ)
