@@ -562,6 +562,16 @@ impl ClaimBuilder<'_, Present<f64>> {
     }
 }
 
+/// The failure messages of `v`, in order (for tests).
+#[cfg(test)]
+pub(crate) fn failure_messages(v: &Verdict) -> Vec<&str> {
+    v.result()
+        .details
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,12 +646,7 @@ mod tests {
         assert!(!claim!(v, s.ratio).between(0.6, 0.9));
         assert!(!claim!(v, s.ratio).near(1.0, 0.1));
         assert!(!claim!(v, f64::NAN).is_finite());
-        let messages: Vec<&str> = v
-            .result()
-            .details
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect();
+        let messages = crate::claim::failure_messages(&v);
         assert_eq!(
             messages,
             vec![

@@ -154,13 +154,7 @@ mod tests {
     use super::*;
     use crate::result::DetailKind;
 
-    fn messages(v: &Verdict) -> Vec<&str> {
-        v.result()
-            .details
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect()
-    }
+    use crate::claim::failure_messages as messages;
 
     #[test]
     fn strictly_better_follows_polarity() {

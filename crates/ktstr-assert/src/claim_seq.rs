@@ -8,8 +8,8 @@
 
 use std::fmt::Debug;
 
-use crate::claim::{show_items, ClaimBuilder, Dbg, Recorder, Verdict};
-use crate::claim_set::len_claim;
+use crate::claim::{show_items, ClaimBuilder, Dbg, Verdict};
+use crate::claim_collection::ClaimCollection;
 
 /// Records a claim about a sequence, using the expression's source text as its name.
 ///
@@ -37,66 +37,19 @@ impl Verdict {
     }
 }
 
-impl<'a, T: PartialEq + Debug> ClaimBuilder<'a, AsSeq<'a, T>> {
-    fn parts(self) -> (Recorder<'a>, &'a [T]) {
-        (self.rec, self.value.0)
+impl<T: PartialEq + Debug> ClaimCollection for AsSeq<'_, T> {
+    type Item = T;
+
+    fn size(&self) -> usize {
+        self.0.len()
     }
 
-    /// Claims the sequence has no elements.
-    pub fn empty(self) -> bool {
-        let (rec, seq) = self.parts();
-        let len = seq.len();
-        rec.compare(
-            len == 0,
-            &show_seq(seq),
-            &"is empty",
-            Some(len as f64),
-            Some(0.0),
-        )
+    fn has(&self, item: &T) -> bool {
+        self.0.contains(item)
     }
 
-    /// Claims the sequence has at least one element.
-    pub fn nonempty(self) -> bool {
-        let (rec, seq) = self.parts();
-        let len = seq.len();
-        rec.compare(
-            len > 0,
-            &show_seq(seq),
-            &"is not empty",
-            Some(len as f64),
-            None,
-        )
-    }
-
-    /// Claims some element equals `item`.
-    pub fn contains(self, item: &T) -> bool {
-        let (rec, seq) = self.parts();
-        let holds = seq.contains(item);
-        rec.compare(
-            holds,
-            &show_seq(seq),
-            &format!("contains {item:?}"),
-            None,
-            None,
-        )
-    }
-
-    /// Claims the sequence has exactly `n` elements.
-    pub fn len_eq(self, n: usize) -> bool {
-        let len = self.value.0.len();
-        len_claim(self.rec, len == n, len, "==", n)
-    }
-
-    /// Claims the sequence has at most `n` elements.
-    pub fn len_at_most(self, n: usize) -> bool {
-        let len = self.value.0.len();
-        len_claim(self.rec, len <= n, len, "<=", n)
-    }
-
-    /// Claims the sequence has at least `n` elements.
-    pub fn len_at_least(self, n: usize) -> bool {
-        let len = self.value.0.len();
-        len_claim(self.rec, len >= n, len, ">=", n)
+    fn show(&self) -> String {
+        show_seq(self.0)
     }
 }
 
@@ -110,13 +63,7 @@ mod tests {
     use super::*;
     use crate::result::DetailKind;
 
-    fn messages(v: &Verdict) -> Vec<&str> {
-        v.result()
-            .details
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect()
-    }
+    use crate::claim::failure_messages as messages;
 
     #[test]
     fn every_seq_method_passes() {

@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::hash::{BuildHasher, Hash};
 
 use crate::claim::{show_items, ClaimBuilder, Dbg, Recorder, Verdict};
+use crate::claim_collection::ClaimCollection;
 
 /// Records a claim about a set, using the expression's source text as its name.
 ///
@@ -157,66 +158,25 @@ fn show_set<C: ClaimSet + ?Sized>(set: &C) -> String {
     show_items(set.claim_elements().into_iter().map(Dbg), '{', '}')
 }
 
+impl<C: ClaimSet + ?Sized> ClaimCollection for AsSet<'_, C> {
+    type Item = C::Item;
+
+    fn size(&self) -> usize {
+        self.0.claim_len()
+    }
+
+    fn has(&self, item: &C::Item) -> bool {
+        self.0.claim_contains(item)
+    }
+
+    fn show(&self) -> String {
+        show_set(self.0)
+    }
+}
+
 impl<'a, C: ClaimSet + ?Sized> ClaimBuilder<'a, AsSet<'a, C>> {
     fn parts(self) -> (Recorder<'a>, &'a C) {
         (self.rec, self.value.0)
-    }
-
-    /// Claims the set has no elements.
-    pub fn empty(self) -> bool {
-        let (rec, set) = self.parts();
-        let len = set.claim_len();
-        rec.compare(
-            len == 0,
-            &show_set(set),
-            &"is empty",
-            Some(len as f64),
-            Some(0.0),
-        )
-    }
-
-    /// Claims the set has at least one element.
-    pub fn nonempty(self) -> bool {
-        let (rec, set) = self.parts();
-        let len = set.claim_len();
-        rec.compare(
-            len > 0,
-            &show_set(set),
-            &"is not empty",
-            Some(len as f64),
-            None,
-        )
-    }
-
-    /// Claims `item` is an element.
-    pub fn contains(self, item: &C::Item) -> bool {
-        let (rec, set) = self.parts();
-        let holds = set.claim_contains(item);
-        rec.compare(
-            holds,
-            &show_set(set),
-            &format!("contains {item:?}"),
-            None,
-            None,
-        )
-    }
-
-    /// Claims the set has exactly `n` elements.
-    pub fn len_eq(self, n: usize) -> bool {
-        let len = self.value.0.claim_len();
-        len_claim(self.rec, len == n, len, "==", n)
-    }
-
-    /// Claims the set has at most `n` elements.
-    pub fn len_at_most(self, n: usize) -> bool {
-        let len = self.value.0.claim_len();
-        len_claim(self.rec, len <= n, len, "<=", n)
-    }
-
-    /// Claims the set has at least `n` elements.
-    pub fn len_at_least(self, n: usize) -> bool {
-        let len = self.value.0.claim_len();
-        len_claim(self.rec, len >= n, len, ">=", n)
     }
 
     /// Claims every element is also in `other`; a failure lists the ones that are not.
@@ -266,24 +226,12 @@ impl<'a, C: ClaimSet + ?Sized> ClaimBuilder<'a, AsSet<'a, C>> {
     }
 }
 
-/// Records `expr.len() (= len) op n`, the shape of every size claim on a collection.
-pub(crate) fn len_claim(rec: Recorder<'_>, holds: bool, len: usize, op: &str, n: usize) -> bool {
-    let claim = format!("{}.len() (= {len}) {op} {n}", rec.expr());
-    rec.record(holds, claim, Some(len as f64), Some(n as f64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::result::DetailKind;
 
-    fn messages(v: &Verdict) -> Vec<&str> {
-        v.result()
-            .details
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect()
-    }
+    use crate::claim::failure_messages as messages;
 
     fn cpus() -> BTreeSet<u32> {
         [1, 2, 7].into_iter().collect()

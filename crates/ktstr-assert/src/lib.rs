@@ -8,6 +8,8 @@
 //! - [`claim_set`](mod@claim_set): claims on sets ([`claim_set!`], [`ClaimSet`]): membership,
 //!   size, `subset_of`, `disjoint_from`.
 //! - [`claim_seq`](mod@claim_seq): claims on sequences ([`claim_seq!`]): membership and size.
+//! - [`claim_collection`]: what set and sequence claims share ([`ClaimCollection`]): `empty`,
+//!   `nonempty`, `contains`, `len_eq`, `len_at_most`, `len_at_least`.
 //! - [`temporal`]: patterns over samples in a [`claim_seq!`]: `nondecreasing`,
 //!   `strictly_increasing`, `rate_within`, `steady_within`, `converges_to`, `ratio_within`,
 //!   `always_true`.
@@ -77,6 +79,7 @@
 pub mod assert;
 pub mod claim;
 pub mod claim_better;
+pub mod claim_collection;
 pub mod claim_seq;
 pub mod claim_set;
 pub mod result;
@@ -86,6 +89,7 @@ pub mod temporal;
 pub use assert::{Assert, DEFAULT_MAX_GAP_MS, DEFAULT_MAX_SPREAD_PCT};
 pub use claim::{ClaimBuilder, ClaimValue, Present, Verdict};
 pub use claim_better::{Better, BetterClaim, Polarity};
+pub use claim_collection::ClaimCollection;
 pub use claim_seq::{AsSeq, SeqClaim};
 pub use claim_set::{AsSet, ClaimSet, SetClaim};
 pub use result::{AssertDetail, AssertFailed, AssertResult, DetailKind, Outcome};

@@ -376,12 +376,7 @@ mod tests {
                 "claim held: worst_run_delay_us (= 0) is finite",
             ]
         );
-        let messages: Vec<&str> = v
-            .result()
-            .details
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect();
+        let messages = crate::claim::failure_messages(&v);
         assert_eq!(
             messages,
             vec![

@@ -259,13 +259,7 @@ mod tests {
     use crate::claim_seq;
     use crate::result::{DetailKind, Outcome};
 
-    fn messages(v: &Verdict) -> Vec<&str> {
-        v.result()
-            .details
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect()
-    }
+    use crate::claim::failure_messages as messages;
 
     fn only_message(v: &Verdict) -> &str {
         assert_eq!(v.result().details.len(), 1, "{v}");
