@@ -732,25 +732,34 @@ impl<M: GuestMemory> Sampler<M> {
             .iter()
             .map(|o| addrs.runqueues.wrapping_add(*o))
             .collect();
+        // Only the global DSQs need the node count; a bad one skips them, not the sampler.
+        let wants_nodes = layout.scx.as_ref().is_some_and(|l| l.global_dsqs.is_some());
         let nr_nodes = match addrs.nr_node_ids {
-            None => 1,
-            Some(va) => {
+            Some(va) if wants_nodes => {
                 let mut b = [0u8; 4];
-                t.read_virt(&mem, va, &mut b)
-                    .map_err(|source| SamplerError::Read {
-                        what: "nr_node_ids".into(),
-                        source,
-                    })?;
-                let n = u32::from_le_bytes(b);
-                if n == 0 || n > MAX_NODES {
-                    return Err(SamplerError::Inconsistent {
-                        what: format!("nr_node_ids is {n}"),
-                    });
+                match t
+                    .read_virt(&mem, va, &mut b)
+                    .map(|()| u32::from_le_bytes(b))
+                {
+                    Ok(n) if (1..=MAX_NODES).contains(&n) => {
+                        notes.push(format!("nr_node_ids = {n}"));
+                        n
+                    }
+                    Ok(n) => {
+                        notes.push(format!("nr_node_ids is {n}: global DSQs not read"));
+                        0
+                    }
+                    Err(e) => {
+                        notes.push(format!(
+                            "nr_node_ids unreadable ({}): global DSQs not read",
+                            error_chain(&e)
+                        ));
+                        0
+                    }
                 }
-                n
             }
+            _ => 1,
         };
-        notes.push(format!("nr_node_ids = {nr_nodes}"));
         let rq_span = span(&layout.rq_fields());
         let task_span = span(&[layout.pid, layout.comm]);
         let scx_len = layout
@@ -798,6 +807,16 @@ impl<M: GuestMemory> Sampler<M> {
             .notes
             .push(format!("rq.cpu matches for CPUs 0..{nr_cpus}"));
         Ok(s)
+    }
+
+    /// The address translator setup checked (direct map only where the page tables agree).
+    pub fn translator(&self) -> Translator {
+        self.t
+    }
+
+    /// The guest memory it reads.
+    pub fn memory(&self) -> &M {
+        &self.mem
     }
 
     /// What the setup found.
@@ -929,7 +948,16 @@ impl<M: GuestMemory> Sampler<M> {
                 self.t
                     .read_virt_u64(&self.mem, sch.wrapping_add(u64::from(f.offset_bytes)))
             };
+            if let Some(g) = &l.global_dsqs {
+                let r = read_ptr(g.ptr).and_then(|arr| {
+                    sample_global_dsqs(&self.t, &self.mem, g, arr, self.nr_nodes, &mut out)
+                });
+                if let Err(e) = r {
+                    out.error.get_or_insert_with(|| error_chain(&e));
+                }
+            }
             if let Some(p) = &l.pcpu {
+                let before = out.dsqs.len();
                 let r = read_ptr(p.ptr).and_then(|pcpu| {
                     sample_pcpu(
                         &self.t,
@@ -942,15 +970,9 @@ impl<M: GuestMemory> Sampler<M> {
                     )
                 });
                 if let Err(e) = r {
+                    // No partial per-CPU state: the events and bypass DSQs read so far go.
                     out.events.clear();
-                    out.error.get_or_insert_with(|| error_chain(&e));
-                }
-            }
-            if let Some(g) = &l.global_dsqs {
-                let r = read_ptr(g.ptr).and_then(|arr| {
-                    sample_global_dsqs(&self.t, &self.mem, g, arr, self.nr_nodes, &mut out)
-                });
-                if let Err(e) = r {
+                    out.dsqs.truncate(before);
                     out.error.get_or_insert_with(|| error_chain(&e));
                 }
             }
@@ -1053,7 +1075,7 @@ fn sample_global_dsqs(
             nr,
         });
     }
-    out.dsqs.splice(0..0, global);
+    out.dsqs.extend(global);
     Ok(())
 }
 

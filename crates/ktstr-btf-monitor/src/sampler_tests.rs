@@ -392,6 +392,50 @@ fn user_dsq_tables_that_cannot_be_walked_say_why() {
 }
 
 #[test]
+fn a_bad_node_count_skips_only_the_global_dsqs() {
+    let mut g = Guest::new();
+    g.u32(Guest::img(V_NR_NODES), 0);
+    let mut s = Sampler::new(g.memory(), &btf(), &regs(), addrs(), 2, MEM as u64).expect("setup");
+    assert!(
+        s.info()
+            .notes
+            .iter()
+            .any(|n| n == "nr_node_ids is 0: global DSQs not read"),
+        "{:?}",
+        s.info().notes
+    );
+    let scx = s.sample().scx.expect("scx");
+    let kinds: Vec<DsqKind> = scx.dsqs.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            DsqKind::Bypass,
+            DsqKind::Bypass,
+            DsqKind::User,
+            DsqKind::User,
+            DsqKind::User
+        ]
+    );
+    assert_eq!(scx.error, None);
+}
+
+#[test]
+fn a_failed_per_cpu_read_drops_the_partial_bypass_list() {
+    let mut g = Guest::new();
+    // CPU 1's copy of the per-CPU struct is unreadable: its offset points past RAM.
+    let off0 = (POB + RQ_PHYS).wrapping_sub(va(V_RUNQUEUES));
+    g.u64(SCH_PHYS + 48, (POB + 0x3f_f000).wrapping_sub(off0));
+    let mut s = Sampler::new(g.memory(), &btf(), &regs(), addrs(), 2, MEM as u64).expect("setup");
+    let scx = s.sample().scx.expect("scx");
+    assert!(scx.error.is_some() && scx.events.is_empty(), "{scx:?}");
+    assert!(
+        scx.dsqs.iter().all(|d| d.kind != DsqKind::Bypass),
+        "{scx:?}"
+    );
+    assert_eq!(scx.dsqs[0].kind, DsqKind::Global);
+}
+
+#[test]
 fn setup_refuses_what_does_not_hold() {
     // rq.cpu of CPU 1 says 7: the per-CPU offsets or the layout are wrong.
     let mut g = Guest::new();

@@ -307,6 +307,10 @@ impl Monitor {
     /// Starts sampling `vm` with the guest's kallsyms lines: reads its vCPUs' registers
     /// (blocking up to a few seconds) and hands them and its RAM to the thread.
     pub(crate) fn start(&mut self, symbols: String, vm: &Vm) {
+        if self.tx.is_none() {
+            // Already started: a second symbols frame reads no registers again.
+            return;
+        }
         let regs = vm
             .registers(REGS_TIMEOUT)
             .map_err(|e| format!("reading vCPU registers: {}", error_chain(&e)));
@@ -419,7 +423,9 @@ fn monitor_thread(
     let mut watchdog = match watchdog_jiffies {
         None => None,
         Some(jiffies) => {
-            match watchdog_setup(&btf, &syms, sampler.info(), &start.ram, phys_end, jiffies) {
+            match start.ram.writer().and_then(|writer| {
+                WatchdogShortener::new(&btf, &syms, sampler.translator(), writer, jiffies)
+            }) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     summary.notes.push(format!("watchdog: not shortened: {e}"));
@@ -440,8 +446,8 @@ fn monitor_thread(
         let t0 = Instant::now();
         let t_ns = launch.elapsed().as_nanos() as u64;
         let sample = sampler.sample();
-        if let Some((w, mem)) = watchdog.as_mut() {
-            w.tick(mem, t_ns / 1_000_000);
+        if let Some(w) = watchdog.as_mut() {
+            w.tick(sampler.memory(), t_ns / 1_000_000);
         }
         for c in &sample.cpus {
             if let Some(e) = &c.error {
@@ -488,7 +494,7 @@ fn monitor_thread(
         }
     }
     let _ = out.flush();
-    if let Some((w, _)) = watchdog {
+    if let Some(w) = watchdog {
         summary.notes.extend(w.log);
     }
     if let Some(f) = first {
@@ -499,24 +505,6 @@ fn monitor_thread(
         summary.mean_sample_us = busy.as_secs_f64() * 1e6 / summary.samples as f64;
     }
     Ok(())
-}
-
-/// The watchdog shortener and its own read mapping of guest RAM.
-fn watchdog_setup(
-    btf: &Btf,
-    syms: &SymbolTable,
-    info: &ktstr_btf_monitor::SetupInfo,
-    ram: &GuestRam,
-    phys_end: u64,
-    jiffies: u64,
-) -> Result<(WatchdogShortener, Box<dyn GuestMemory + Send>), String> {
-    let translator = ktstr_btf_monitor::Translator::new(info.page_table_root, info.la57)
-        .with_direct_map(info.page_offset_base, phys_end)
-        .with_kernel_image(info.phys_base);
-    let writer = ram.writer()?;
-    let (mem, _) = ram.open()?;
-    let w = WatchdogShortener::new(btf, syms, translator, writer, jiffies)?;
-    Ok((w, mem))
 }
 
 #[cfg(test)]
