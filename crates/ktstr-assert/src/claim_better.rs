@@ -56,7 +56,7 @@ impl fmt::Display for Polarity {
 pub struct Better<T> {
     value: T,
     polarity: Polarity,
-    margin_pct: Option<f64>,
+    margin: Option<f64>,
 }
 
 /// The builder [`claim_better!`](crate::claim_better!) returns.
@@ -76,7 +76,7 @@ impl Verdict {
             Better {
                 value,
                 polarity,
-                margin_pct: None,
+                margin: None,
             },
         )
     }
@@ -87,7 +87,7 @@ impl<T: ClaimValue> ClaimBuilder<'_, Better<T>> {
     /// 10 %; see the [module docs](mod@crate::claim_better)); the claim is recorded by
     /// [`better_than`](Self::better_than).
     pub fn by_at_least(mut self, margin: impl ClaimValue) -> Self {
-        self.value.margin_pct = Some(margin.to_f64() * 100.0);
+        self.value.margin = Some(margin.to_f64());
         self
     }
 
@@ -98,10 +98,10 @@ impl<T: ClaimValue> ClaimBuilder<'_, Better<T>> {
         let Better {
             value: v,
             polarity,
-            margin_pct,
+            margin,
         } = value;
         let b = *baseline;
-        let Some(pct) = margin_pct else {
+        let Some(m) = margin else {
             let (holds, op) = match polarity {
                 Polarity::HigherBetter => (v > b, ">"),
                 Polarity::LowerBetter => (v < b, "<"),
@@ -110,7 +110,9 @@ impl<T: ClaimValue> ClaimBuilder<'_, Better<T>> {
             return rec.compare(holds, &v, &relation, Some(v.to_f64()), Some(b.to_f64()));
         };
         let base = b.to_f64();
-        if base == 0.0 && pct != 0.0 && !pct.is_nan() {
+        // Shown in percent, rounded like every number in a claim message.
+        let pct = short(m * 100.0);
+        if base == 0.0 && m != 0.0 && !m.is_nan() {
             let claim = format!(
                 "{} (= {v}) better than baseline {b} by at least {pct}% ({polarity}); \
                  a percentage of a zero baseline is undefined",
@@ -118,7 +120,7 @@ impl<T: ClaimValue> ClaimBuilder<'_, Better<T>> {
             );
             return rec.inconclusive(claim);
         }
-        let delta = base.abs() * pct / 100.0;
+        let delta = base.abs() * m;
         let measured = v.to_f64();
         let (holds, op, bound, sign) = match polarity {
             Polarity::HigherBetter => {
@@ -127,7 +129,7 @@ impl<T: ClaimValue> ClaimBuilder<'_, Better<T>> {
                     measured >= bound,
                     ">=",
                     bound,
-                    if pct < 0.0 { '-' } else { '+' },
+                    if m < 0.0 { '-' } else { '+' },
                 )
             }
             Polarity::LowerBetter => {
@@ -136,14 +138,14 @@ impl<T: ClaimValue> ClaimBuilder<'_, Better<T>> {
                     measured <= bound,
                     "<=",
                     bound,
-                    if pct < 0.0 { '+' } else { '-' },
+                    if m < 0.0 { '+' } else { '-' },
                 )
             }
         };
         let relation = format!(
             "{op} {} (baseline {b} {sign} {}%, {polarity})",
             short(bound),
-            pct.abs()
+            short(m.abs() * 100.0)
         );
         rec.compare(holds, &v, &relation, Some(measured), Some(bound))
     }
@@ -223,6 +225,20 @@ mod tests {
         );
         let d = &v.result().details[0];
         assert_eq!((d.measured, d.bound), (Some(95.0), Some(90.0)));
+    }
+
+    #[test]
+    fn fractional_margins_print_as_round_percentages() {
+        let p99 = 95.0;
+        let mut v = Verdict::new();
+        // 0.07 * 100 is 7.000000000000001 in f64: the message still says 7%.
+        assert!(!claim_better!(v, p99, Polarity::LowerBetter)
+            .by_at_least(0.07)
+            .better_than(&100.0));
+        assert_eq!(
+            messages(&v),
+            vec!["claim failed: p99 (= 95) <= 93 (baseline 100 - 7%, lower is better)"]
+        );
     }
 
     #[test]

@@ -181,15 +181,14 @@ impl<'a, T: ClaimValue> ClaimBuilder<'a, AsSeq<'a, T>> {
         };
         judge(self.rec, seq, &what, 1, nan_at(seq), || {
             let Some(first) = seq.iter().position(|x| within(x.to_f64())) else {
+                // `judge` asks for at least one sample before calling this.
                 let last = seq.len() - 1;
-                return Err(match seq.last() {
-                    Some(x) => Broken::new(
-                        format!("never within it, last [{last}]: {x}"),
-                        x.to_f64(),
-                        edge(x.to_f64()),
-                    ),
-                    None => Broken::new("never within it".to_string(), f64::NAN, f64::NAN),
-                });
+                let x = &seq[last];
+                return Err(Broken::new(
+                    format!("never within it, last [{last}]: {x}"),
+                    x.to_f64(),
+                    edge(x.to_f64()),
+                ));
             };
             let left = seq
                 .iter()

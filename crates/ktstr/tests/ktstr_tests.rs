@@ -76,7 +76,10 @@ fn every_scenario_passes_under_eevdf(ctx: &Ctx) -> Result<AssertResult> {
 )]
 fn workload_variety_makes_progress(ctx: &Ctx) -> Result<AssertResult> {
     let r = scenarios::workload_variety(ctx)?;
-    ensure!(r.stats.len() == 14, "one cgroup per work type: {r}");
+    ensure!(
+        r.stats.len() == WorkType::builtin().len(),
+        "one cgroup per work type: {r}"
+    );
     Ok(r)
 }
 

@@ -349,7 +349,10 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
                         kernel.name
                     ))
                 })?;
-            m.watchdog_jiffies = Some(secs * hz);
+            let jiffies = secs.checked_mul(hz).ok_or_else(|| {
+                Unrunnable::Error(format!("watchdog_timeout_s = {secs} is too large"))
+            })?;
+            m.watchdog_jiffies = Some(jiffies);
         }
         opts.monitor = Some(m);
     }
