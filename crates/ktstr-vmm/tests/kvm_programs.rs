@@ -167,19 +167,26 @@ fn a_spinning_guest_times_out_instead_of_hanging() {
         return;
     }
     // jmp $
-    let (exit, _) = KvmVm::builder()
+    let mut h = KvmVm::builder()
         .topology(Topology::new(1, 1, 1, 1).unwrap())
         .memory_mib(16)
         .program(vec![0xeb, 0xfe])
         .build()
         .unwrap()
-        .run(Duration::from_millis(300))
+        .start()
         .unwrap();
+    let exit = h.wait(Duration::from_millis(300)).unwrap();
     let KvmExit::TimedOut { vcpus } = exit else {
         panic!("expected a timeout, got {exit}");
     };
     assert_eq!(vcpus.len(), 1);
     assert_eq!(vcpus[0].rip, 0x100000, "stopped at the jmp $");
+    // Stopping the vCPUs records no outcome: later waits do not invent one.
+    assert!(h.try_wait().unwrap().is_none());
+    assert!(matches!(
+        h.wait(Duration::from_millis(10)),
+        Err(ktstr_vmm::kvm::KvmError::NotRunning)
+    ));
 }
 
 #[test]
@@ -498,14 +505,21 @@ fn assembled_programs_match_their_sources() {
         return;
     }
     let out = std::env::temp_dir().join(format!("ktstr-asm2rust-{}", std::process::id()));
-    let names = ["virtio", "virtio_net", "virtio_notify"];
+    // Every source in tests/programs, so a new program cannot go unchecked.
+    let mut names: Vec<String> = std::fs::read_dir("tests/programs")
+        .expect("tests/programs")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".s").map(str::to_string))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
     let status = std::process::Command::new("tests/programs/asm2rust")
-        .args(names)
+        .args(&names)
         .env("ASM2RUST_OUT", &out)
         .status()
         .expect("run asm2rust");
     assert!(status.success(), "asm2rust failed");
-    for name in names {
+    for name in &names {
         let fresh = std::fs::read_to_string(out.join(format!("{name}.rs"))).unwrap();
         let committed = std::fs::read_to_string(format!("tests/common/asm/{name}.rs")).unwrap();
         assert!(

@@ -85,16 +85,14 @@ impl<D: VirtioDevice> MutEventSubscriber for QueueNotifier<D> {
     }
 }
 
-/// Ends the loop when its eventfd is written.
+/// Wakes the loop when its eventfd is written ([`IoThread::stop`] sets the flag first).
 struct Stopper {
     evt: EventFd,
-    stopped: Arc<AtomicBool>,
 }
 
 impl MutEventSubscriber for Stopper {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.evt.read();
-        self.stopped.store(true, Ordering::Release);
     }
 
     fn init(&mut self, ops: &mut EventOps) {
@@ -129,7 +127,6 @@ impl IoThread {
             evt: stop
                 .try_clone()
                 .map_err(os("cloning the I/O stop eventfd"))?,
-            stopped: Arc::clone(&stopped),
         }));
         manager.add_subscriber(stopper);
         let flag = Arc::clone(&stopped);

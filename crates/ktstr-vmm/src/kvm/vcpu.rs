@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use kvm_bindings::{KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -226,6 +226,14 @@ impl Shared {
         self.done.notify_all();
     }
 
+    /// Asks every vCPU to stop without recording an outcome (a kill, or a wait that ended).
+    pub fn stop(&self) {
+        // Taken under the outcome lock so a waiter between its check and its wait sees it.
+        let _o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        self.stop.store(true, Ordering::SeqCst);
+        self.done.notify_all();
+    }
+
     /// Whether the vCPUs were asked to stop.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
@@ -311,15 +319,12 @@ extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_v
 
 /// Installs the (empty) kick handler once per process, so the signal interrupts KVM_RUN.
 pub fn install_kick_handler() -> Result<(), KvmError> {
-    static ONCE: Once = Once::new();
-    static mut RESULT: i32 = 0;
-    ONCE.call_once(|| {
-        let r = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick);
-        // SAFETY: written only here, inside call_once, before any read below.
-        unsafe { RESULT = r.err().map_or(0, |e| e.errno()) };
+    static RESULT: OnceLock<i32> = OnceLock::new();
+    let errno = *RESULT.get_or_init(|| {
+        vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick)
+            .err()
+            .map_or(0, |e| e.errno())
     });
-    // SAFETY: call_once has returned, so the single write above happened before this read.
-    let errno = unsafe { RESULT };
     if errno == 0 {
         Ok(())
     } else {

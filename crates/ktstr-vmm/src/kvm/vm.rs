@@ -589,7 +589,7 @@ impl KvmVm {
             match t {
                 Ok(t) => threads.push((cpu, t)),
                 Err(e) => {
-                    shared.finish(Ok(KvmExit::AllHalted));
+                    shared.stop();
                     stop_threads(&mut threads);
                     return Err(e);
                 }
@@ -747,7 +747,11 @@ impl KvmVmHandle {
     }
 
     /// Waits until the guest ends or `timeout` passes (then stops it): how it ended.
+    /// [`KvmError::NotRunning`] once the VM was stopped (an earlier wait, or a kill).
     pub fn wait(&mut self, timeout: Duration) -> Result<KvmExit, KvmError> {
+        if self.threads.is_empty() {
+            return Err(KvmError::NotRunning);
+        }
         let outcome = self.shared.wait(Instant::now() + timeout);
         self.conclude(outcome)
     }
@@ -756,6 +760,9 @@ impl KvmVmHandle {
     ///
     /// After it returned `Some`, the VM is stopped and later calls return `None`.
     pub fn try_wait(&mut self) -> Result<Option<KvmExit>, KvmError> {
+        if self.threads.is_empty() {
+            return Ok(None);
+        }
         match self.shared.wait(Instant::now()) {
             Some(outcome) => self.conclude(Some(outcome)).map(Some),
             None => Ok(None),
@@ -764,8 +771,7 @@ impl KvmVmHandle {
 
     /// Stops every vCPU now and ends the console and application streams.
     pub fn kill(&mut self) {
-        // Only stops the vCPUs: whatever outcome is pending stays unreported.
-        self.shared.finish(Ok(KvmExit::AllHalted));
+        self.shared.stop();
         stop_threads(&mut self.threads);
         self.stop_io_thread();
         self.io.close_outputs();
@@ -783,8 +789,7 @@ impl KvmVmHandle {
         outcome: Option<Result<KvmExit, KvmError>>,
     ) -> Result<KvmExit, KvmError> {
         let n = self.threads.len() as u32;
-        // Only stops the vCPUs: `outcome` was taken, so this placeholder is never reported.
-        self.shared.finish(Ok(KvmExit::AllHalted));
+        self.shared.stop();
         let lost = stop_threads(&mut self.threads);
         self.stop_io_thread();
         self.io.close_outputs();

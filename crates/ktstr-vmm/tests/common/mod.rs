@@ -8,11 +8,7 @@ pub mod programs;
 /// Whether `/dev/kvm` can be used; prints `SKIPPED <test>: <reason>` when not, and panics
 /// instead when `KTSTR_REQUIRE_VM=1`.
 pub fn kvm_available(test: &str) -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
+    let ok = ktstr_vmm::host_kvm().dev_kvm;
     if !ok {
         skip(test, "/dev/kvm is absent or not accessible");
     }

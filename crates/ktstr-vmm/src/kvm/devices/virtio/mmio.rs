@@ -13,8 +13,6 @@ use crate::kvm::bus::MmioDevice;
 use crate::kvm::devices::IrqTrigger;
 use crate::kvm::GuestMemory;
 
-/// Bytes of guest-physical address space one device's window takes.
-pub const VIRTIO_MMIO_WINDOW: u64 = 0x1000;
 /// "virt" in little endian.
 pub const MAGIC_VALUE: u32 = 0x7472_6976;
 /// The modern (virtio 1.x) transport.
@@ -45,7 +43,6 @@ const QUEUE_DRIVER_LOW: u64 = 0x090;
 const QUEUE_DRIVER_HIGH: u64 = 0x094;
 const QUEUE_DEVICE_LOW: u64 = 0x0a0;
 const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-const SHM_SEL: u64 = 0x0ac;
 const SHM_LEN_LOW: u64 = 0x0b0;
 const SHM_BASE_HIGH: u64 = 0x0bc;
 const CONFIG_GENERATION: u64 = 0x0fc;
@@ -64,7 +61,6 @@ pub struct VirtioMmioTransport<D> {
     driver_features: u64,
     status: u32,
     interrupt_status: u32,
-    config_generation: u32,
 }
 
 impl<D: VirtioDevice> VirtioMmioTransport<D> {
@@ -89,7 +85,6 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
             driver_features: 0,
             status: 0,
             interrupt_status: 0,
-            config_generation: 0,
         };
         t.reset();
         Ok(t)
@@ -234,7 +229,8 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
             STATUS => self.status,
             // No shared-memory regions: a length of all ones says "absent".
             SHM_LEN_LOW..=SHM_BASE_HIGH => u32::MAX,
-            CONFIG_GENERATION => self.config_generation,
+            // Configuration space never changes under the driver.
+            CONFIG_GENERATION => 0,
             _ => 0,
         }
     }
@@ -272,8 +268,6 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
             QUEUE_DRIVER_HIGH => self.set_addr(|q, v| q.set_avail_ring_address(None, Some(v)), v),
             QUEUE_DEVICE_LOW => self.set_addr(|q, v| q.set_used_ring_address(Some(v), None), v),
             QUEUE_DEVICE_HIGH => self.set_addr(|q, v| q.set_used_ring_address(None, Some(v)), v),
-            // No shared-memory regions to select.
-            SHM_SEL => {}
             _ => {}
         }
     }

@@ -3,8 +3,9 @@
 //! A [`VirtioDevice`] knows its device type, features, configuration space and what to do with
 //! a queue the guest notified; [`mmio::VirtioMmioTransport`] owns the register file, the
 //! virtqueues ([`virtio_queue::Queue`]) and the interrupt, and calls the device. Queues are
-//! processed synchronously on the vCPU thread that wrote QueueNotify (or on the host thread
-//! that queued input).
+//! served on the VMM's I/O thread ([`crate::kvm::event_loop`], through ioeventfds), or on the
+//! vCPU thread that wrote QueueNotify when there is none, or on the host thread that queued
+//! input.
 
 pub mod block;
 pub mod console;
@@ -17,7 +18,7 @@ use crate::kvm::GuestMemory;
 
 pub use block::{Block, BlockError};
 pub use console::{Console, ConsoleInput};
-pub use mmio::{VirtioMmioTransport, VIRTIO_MMIO_WINDOW};
+pub use mmio::VirtioMmioTransport;
 pub use net::{Net, NetPort, NetStats};
 
 /// VIRTIO_F_VERSION_1 as a feature bit mask: every modern device offers it.

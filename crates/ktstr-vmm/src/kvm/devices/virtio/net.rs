@@ -24,14 +24,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
 use virtio_queue::{DescriptorChain, Queue};
-use vm_memory::Bytes;
 
 use super::{
     read_config_bytes, serve_next, VirtioDevice, VirtioError, VirtioMmioTransport,
@@ -151,9 +150,8 @@ impl Net {
 
     /// Takes one transmitq chain's frame; the device writes nothing into it.
     fn take_frame(&mut self, chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory) -> u32 {
-        match gather(chain, mem, HEADER_LEN + MAX_FRAME_LEN) {
-            Some(mut bytes) if bytes.len() >= HEADER_LEN + ETH_HEADER_LEN => {
-                let frame = bytes.split_off(HEADER_LEN);
+        match frame_of(chain, mem) {
+            Some(frame) => {
                 self.stats.tx_frames += 1;
                 self.stats.tx_bytes += frame.len() as u64;
                 if self.capture.len() >= CAPTURE_FRAMES {
@@ -162,7 +160,7 @@ impl Net {
                 self.capture.push_back(frame.clone());
                 self.enqueue(frame);
             }
-            _ => self.stats.tx_errors += 1,
+            None => self.stats.tx_errors += 1,
         }
         0
     }
@@ -197,27 +195,20 @@ impl Net {
     }
 }
 
-/// The readable bytes of a chain, at most `limit` (`None` if it holds more); a descriptor
-/// outside guest memory ends the gathering.
-fn gather(
-    chain: DescriptorChain<&GuestMemory>,
-    mem: &GuestMemory,
-    limit: usize,
-) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    for desc in chain.readable() {
-        let start = buf.len();
-        let len = desc.len() as usize;
-        if len > limit - start {
-            return None;
-        }
-        buf.resize(start + len, 0);
-        if mem.read_slice(&mut buf[start..], desc.addr()).is_err() {
-            buf.truncate(start);
-            break;
-        }
+/// The frame a transmitq chain carries after its header; `None` for a runt, an oversized
+/// frame, or a chain with a descriptor outside guest memory (virtio-queue's `Reader` checks
+/// every descriptor before anything is read).
+fn frame_of(chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory) -> Option<Vec<u8>> {
+    let mut reader = chain.reader(mem).ok()?;
+    let len = reader.available_bytes();
+    if !(HEADER_LEN + ETH_HEADER_LEN..=HEADER_LEN + MAX_FRAME_LEN).contains(&len) {
+        return None;
     }
-    Some(buf)
+    let mut header = [0u8; HEADER_LEN];
+    reader.read_exact(&mut header).ok()?;
+    let mut frame = vec![0u8; len - HEADER_LEN];
+    reader.read_exact(&mut frame).ok()?;
+    Some(frame)
 }
 
 /// Writes a header and `frame` into the chain's writable descriptors; returns the used length,
@@ -341,6 +332,7 @@ mod tests {
     use super::*;
     use crate::kvm::bus::MmioDevice;
     use crate::kvm::devices::IrqTrigger;
+    use vm_memory::Bytes;
     use vm_memory::GuestAddress;
 
     type Shared = Arc<Mutex<VirtioMmioTransport<Net>>>;
