@@ -11,10 +11,11 @@
 //! - [`translate`]: kernel virtual to guest physical (direct map, kernel image, x86-64
 //!   4- and 5-level page walks) and per-CPU variable addresses.
 //! - [`sampler`]: per-CPU runqueue samples (`nr_running`, current task, rq clock, ...) and
-//!   sched_ext's state (enable state, event counters, global and bypass DSQ depths),
+//!   sched_ext's state (enable state, event counters, global, bypass and user DSQ depths),
 //!   resolved once and then read cheaply.
 //! - [`checks`]: the monitor checks (`max_imbalance_ratio`, `max_local_dsq_depth`, a stuck
-//!   rq clock, a watchdog-free stall detector) over a sequence of samples.
+//!   rq clock, sched_ext fallback and keep-last event rates, a watchdog-free stall detector)
+//!   over a sequence of samples.
 //! - [`capture`]: record the pages a sample reads and write them as a small ELF core,
 //!   for fixtures replayed without a VM.
 //! - [`trace`]: a Chrome/Perfetto trace of per-CPU running tasks and queue depths.

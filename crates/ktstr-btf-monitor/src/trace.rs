@@ -11,9 +11,9 @@
 //!   `scx_nr_running`, written when either changes.
 //!
 //! While a sched_ext scheduler is attached, two process-wide counters as well, each
-//! written when it changes: `sched_ext DSQs` (series `global node N` per global DSQ and
-//! `bypass`, the sum over the per-CPU bypass DSQs) and `sched_ext events` (one series per
-//! event counter, summed over CPUs).
+//! written when it changes: `sched_ext DSQs` (series `global node N` per global DSQ,
+//! `bypass`, the sum over the per-CPU bypass DSQs, and `dsq <id>` per user DSQ) and
+//! `sched_ext events` (one series per event counter, summed over CPUs).
 //!
 //! Times are microseconds of the sample clock. Memory is bounded by the number of
 //! CPUs; [`TraceWriter::finish`] closes the JSON and must be called for a valid file.

@@ -3,7 +3,8 @@
 //! The kernel's runnable-task watchdog waits `scx_sched.watchdog_timeout` jiffies (30 s
 //! unless the scheduler asks otherwise) before it ejects a scheduler that left a task
 //! runnable and unrun. A test wants a stall to fail fast, so once a scheduler is attached
-//! the host writes, through the guest RAM files and the kernel's own page tables:
+//! the host writes, through guest memory (QEMU's RAM files or ktstr's own VMM's memory) and
+//! the kernel's own page tables as the monitor's sampler checked them:
 //!
 //! - `scx_root->watchdog_timeout` = the test's timeout in jiffies (offset from BTF);
 //! - `scx_watchdog_interval` = half of it, the period the watchdog work re-arms with;

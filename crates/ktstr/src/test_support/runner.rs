@@ -475,6 +475,13 @@ fn judge_monitor(vm: &mut VmResult, assert: &Assert) {
     let Some(m) = &vm.monitor else { return };
     let mut lines = vec![m.line()];
     lines.extend(m.check_lines().into_iter().map(|l| format!("monitor: {l}")));
+    // What the watchdog shortener did, or why it did nothing (watchdog_timeout_s).
+    lines.extend(
+        m.notes
+            .iter()
+            .filter(|n| n.starts_with("watchdog:"))
+            .map(|n| format!("monitor: {n}")),
+    );
     if let Some(r) = vm.result.as_mut() {
         r.notes.extend(lines.iter().cloned());
     }
