@@ -214,10 +214,8 @@ pub fn render_table(report: &Value) -> String {
                 or_dash(num(p, &["stats", "total_states"])),
                 or_dash(num(p, &["stats", "peak_states"]))
             );
-            let stack = num(p, &["stats", "stack_depth_max"]).or_else(|| {
-                let depths = p.pointer("/stats/stack_depth")?.as_array()?;
-                depths.iter().map(Value::as_u64).sum::<Option<u64>>()
-            });
+            // ktstr-veristat reports VerifierStats::max_stack_depth as `max_stack_depth`.
+            let stack = num(p, &["stats", "max_stack_depth"]);
             let time = num(p, &["stats", "verification_time_us"])
                 .map_or_else(|| "-".into(), |us| format!("{:.1}ms", us as f64 / 1000.0));
             let verdict = if p.get("loaded").and_then(Value::as_bool) == Some(true) {
@@ -399,13 +397,13 @@ mod tests {
                     {"name": "good", "type": "struct_ops", "insns": 47, "loaded": true,
                      "error": null, "libbpf": [], "log": null,
                      "stats": {"processed_insns": 34, "total_states": 2, "peak_states": 2,
-                               "stack_depth": [8], "stack_depth_max": 16,
+                               "stack_depth": [8], "stack_depth_max": 16, "max_stack_depth": 16,
                                "verification_time_us": 21676}},
                     {"name": "bad", "type": "socket_filter", "insns": 21, "loaded": false,
                      "error": "Permission denied (os error 13)", "libbpf": ["libbpf: x"],
                      "log": "0: (b7) r0 = 0\nR1 invalid mem access 'scalar'\n",
                      "stats": {"processed_insns": 284, "total_states": 5, "peak_states": 5,
-                               "stack_depth": [8, 4], "stack_depth_max": null,
+                               "stack_depth": [8, 4], "stack_depth_max": null, "max_stack_depth": 12,
                                "verification_time_us": null}},
                     {"name": "early", "type": "tracing", "insns": null, "loaded": false,
                      "error": "opening", "libbpf": ["libbpf: no BTF"], "log": "", "stats": {}}
@@ -426,7 +424,10 @@ mod tests {
             assert!(good.contains(want), "{want} missing from {good:?}");
         }
         let bad = t.lines().find(|l| l.contains("bad")).expect("bad row");
-        assert!(bad.contains(" 12 "), "summed stack depth: {bad:?}");
+        assert!(
+            bad.contains(" 12 "),
+            "max_stack_depth (the subprograms' sum): {bad:?}"
+        );
         assert!(
             bad.ends_with("FAIL: Permission denied (os error 13)"),
             "{bad:?}"

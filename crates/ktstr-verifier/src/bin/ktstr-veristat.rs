@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use ktstr_verifier::embedded::find_bpf_objects;
-use ktstr_verifier::{StatsParser, VerifierStats};
+use ktstr_verifier::{parse_stats, VerifierStats};
 use libbpf_rs::{AsRawLibbpf, MapType, ObjectBuilder, OpenObject, PrintLevel};
 use serde_json::{json, Value};
 
@@ -326,17 +326,14 @@ fn stats_json(s: &VerifierStats) -> Value {
         "mark_read": s.mark_read,
         "stack_depth": s.stack_depth,
         "stack_depth_max": s.stack_depth_max,
+        "max_stack_depth": s.max_stack_depth(),
         "verification_time_us": s.verification_time_us,
     })
 }
 
 /// Statistics of a log, with the program size the capture knows.
 fn stats_of(insns: Option<u64>, log: &str) -> VerifierStats {
-    let mut p = StatsParser::new();
-    for l in log.lines() {
-        p.observe(l);
-    }
-    let mut s = p.finish().pop().unwrap_or_default();
+    let mut s = parse_stats(log).pop().unwrap_or_default();
     if insns.is_some() {
         s.prog_size_insns = insns;
     }
