@@ -318,13 +318,18 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         opts.extra_files.push((p.guest_path(), binary));
     }
     opts.memory_mib = entry.memory_mib;
-    opts.sysctls = entry
-        .scheduler
-        .sysctls
-        .iter()
+    // Sysctls and kernel arguments of every scheduler the test may run apply from boot:
+    // the kernel command line is fixed then, and sysctls are set before any scheduler starts.
+    let schedulers =
+        || std::iter::once(entry.scheduler).chain(entry.staged_schedulers.iter().copied());
+    opts.sysctls = schedulers()
+        .flat_map(|s| s.sysctls)
         .map(|s| (s.key.to_string(), s.value.to_string()))
         .collect();
-    opts.extra_cmdline = entry.scheduler.kargs.join(" ");
+    opts.extra_cmdline = schedulers()
+        .flat_map(|s| s.kargs.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
     opts.timeout = entry.duration() + RUN_MARGIN;
     // Bare names are looked up in PATH when the initramfs is built.
     opts.include_files = entry
