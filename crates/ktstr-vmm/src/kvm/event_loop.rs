@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::devices::virtio::{mmio, VirtioDevice, VirtioMmioTransport};
 use super::error::ioctl;
-use super::KvmError;
+use super::{lock, KvmError};
 
 /// Something the I/O thread serves.
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
@@ -56,10 +56,6 @@ impl<D: VirtioDevice> QueueNotifier<D> {
             served,
         })
     }
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<D: VirtioDevice> MutEventSubscriber for QueueNotifier<D> {

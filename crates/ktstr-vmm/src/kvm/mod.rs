@@ -26,6 +26,11 @@ pub mod ring;
 pub mod vcpu;
 mod vm;
 
+/// Locks `m`, taking the data even if a panicking thread poisoned it (devices keep serving).
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub use bus::{DeviceAction, MmioBus, MmioDevice, PioBus, PioDevice, RebootCause};
 pub use devices::virtio::{ConsoleInput, NetPort, NetStats};
 pub use devices::{SerialInput, SerialOutput, SerialReader, EXIT_PORT};

@@ -218,7 +218,7 @@ pub struct Shared {
 impl Shared {
     /// Records the run's outcome (the first one wins) and asks every vCPU to stop.
     pub fn finish(&self, outcome: Result<KvmExit, KvmError>) {
-        let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = crate::kvm::lock(&self.outcome);
         if o.is_none() {
             *o = Some(outcome);
         }
@@ -229,7 +229,7 @@ impl Shared {
     /// Asks every vCPU to stop without recording an outcome (a kill, or a wait that ended).
     pub fn stop(&self) {
         // Taken under the outcome lock so a waiter between its check and its wait sees it.
-        let _o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let _o = crate::kvm::lock(&self.outcome);
         self.stop.store(true, Ordering::SeqCst);
         self.done.notify_all();
     }
@@ -241,7 +241,7 @@ impl Shared {
 
     /// Registers of the vCPUs that were stopped from outside, in vCPU order.
     pub fn stopped_regs(&self, vcpus: u32) -> Vec<VcpuRegs> {
-        let got = self.stopped_regs.lock().unwrap_or_else(|e| e.into_inner());
+        let got = crate::kvm::lock(&self.stopped_regs);
         (0..vcpus)
             .map(|c| {
                 got.iter()
@@ -254,14 +254,14 @@ impl Shared {
 
     /// Asks every vCPU for its registers; returns the request's generation.
     pub fn request_snapshot(&self) -> u64 {
-        let mut answers = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut answers = crate::kvm::lock(&self.snapshot);
         answers.clear();
         self.snapshot_gen.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Waits up to `timeout` for vCPU answers to request `gen`; returns those in so far.
     pub fn snapshot_answers(&self, gen: u64, timeout: std::time::Duration) -> Vec<(u32, VcpuRegs)> {
-        let answers = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let answers = crate::kvm::lock(&self.snapshot);
         let answers = match self.snapshot_done.wait_timeout(answers, timeout) {
             Ok((g, _)) => g,
             Err(e) => e.into_inner().0,
@@ -281,7 +281,7 @@ impl Shared {
         }
         *answered = gen;
         let regs = VcpuRegs::read(fd);
-        let mut answers = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut answers = crate::kvm::lock(&self.snapshot);
         answers.push((gen, cpu, regs));
         self.snapshot_done.notify_all();
     }
@@ -293,7 +293,7 @@ impl Shared {
 
     /// Waits up to `deadline` for an outcome; takes it if there is one.
     pub fn wait(&self, deadline: std::time::Instant) -> Option<Result<KvmExit, KvmError>> {
-        let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = crate::kvm::lock(&self.outcome);
         loop {
             if o.is_some() {
                 return o.take();
@@ -359,11 +359,7 @@ pub fn run_vcpu(
         shared.answer_snapshot(cpu, &fd, &mut answered);
         if shared.stopping() {
             let regs = VcpuRegs::read(&fd);
-            shared
-                .stopped_regs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((cpu, regs));
+            crate::kvm::lock(&shared.stopped_regs).push((cpu, regs));
             return;
         }
         let step = match fd.run() {

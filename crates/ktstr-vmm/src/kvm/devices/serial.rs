@@ -65,7 +65,7 @@ impl SerialOutput {
 
     fn state(&self) -> MutexGuard<'_, OutputState> {
         // A panic while holding the lock leaves plain bytes behind; keep using them.
-        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::kvm::lock(&self.inner.0)
     }
 
     pub(crate) fn push(&self, data: &[u8]) {
@@ -260,10 +260,7 @@ impl SerialInput {
 
     /// Sends `data` to the guest.
     pub fn send(&self, data: &[u8]) {
-        self.device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .enqueue(data);
+        crate::kvm::lock(&self.device).enqueue(data);
     }
 }
 

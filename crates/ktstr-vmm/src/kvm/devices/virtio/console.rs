@@ -183,7 +183,7 @@ impl ConsoleInput {
 
     /// Sends `data` to the guest: now into posted receiveq buffers, the rest when it posts more.
     pub fn send(&self, data: &[u8]) {
-        let mut t = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = crate::kvm::lock(&self.transport);
         t.device_mut().queue_input(data);
         t.process(RECEIVEQ);
     }

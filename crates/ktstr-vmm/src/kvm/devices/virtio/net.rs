@@ -289,7 +289,7 @@ impl NetPort {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut VirtioMmioTransport<Net>) -> R) -> R {
-        let mut t = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = crate::kvm::lock(&self.transport);
         f(&mut t)
     }
 
