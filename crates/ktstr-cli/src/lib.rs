@@ -174,7 +174,7 @@ struct VmArgs {
     verbose: bool,
 }
 
-/// The host-side runqueue monitor's options (`exec` and `shell --exec`).
+/// The host-side runqueue monitor's options (`exec`, `shell` and `shell --exec`).
 #[derive(Debug, Args)]
 struct MonitorArgs {
     /// Sample every CPU's runqueue from the host while the command runs and write one
@@ -284,12 +284,15 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 )?;
                 Ok(enforce_monitor(code, a.monitor.monitor_enforce))
             }
-            None => run_vm(
-                &a.vm,
-                Mode::Shell,
-                Duration::from_secs(u64::MAX / 4),
-                a.monitor.options(),
-            ),
+            None => {
+                let code = run_vm_report(
+                    &a.vm,
+                    Mode::Shell,
+                    Duration::from_secs(u64::MAX / 4),
+                    a.monitor.options(),
+                )?;
+                Ok(enforce_monitor(code, a.monitor.monitor_enforce))
+            }
         },
     }
 }
@@ -451,15 +454,6 @@ fn enforce_monitor(r: RunCode, enforce: bool) -> i32 {
     } else {
         r.code
     }
-}
-
-fn run_vm(
-    a: &VmArgs,
-    mode: Mode,
-    timeout: Duration,
-    monitor: Option<ktstr::monitor::MonitorOptions>,
-) -> Result<i32> {
-    run_vm_report(a, mode, timeout, monitor).map(|r| r.code)
 }
 
 fn run_vm_report(
