@@ -138,8 +138,8 @@ struct VmArgs {
     /// Files or directories to put under /include-files (bare names are looked up in PATH).
     #[arg(short = 'i', long = "include-files")]
     include_files: Vec<PathBuf>,
-    /// VMM: auto (ktstr's own KVM VMM where hardware KVM can boot Linux, else QEMU),
-    /// kvm (ktstr's VMM on /dev/kvm), qemu.
+    /// VMM: auto (ktstr's own KVM VMM where hardware KVM can boot Linux, else QEMU; QEMU
+    /// -accel kvm if ours fails before guest init starts), kvm (ktstr's VMM on /dev/kvm), qemu.
     #[arg(long, default_value = "auto")]
     vmm: VmmKind,
     /// Accelerator: auto (KVM only where it can boot Linux), kvm, tcg.
@@ -148,12 +148,20 @@ struct VmArgs {
     /// TCG threading: single or multi (default single: no int3 races, faster past host CPUs).
     #[arg(long)]
     tcg_threads: Option<TcgThreads>,
-    /// Attempts when the guest dies before the command runs.
+    /// Attempts when the guest dies before the command runs (KVM internal errors, VM-entry
+    /// failures and engine configuration errors are not retried).
     #[arg(long, default_value_t = run::DEFAULT_ATTEMPTS)]
     attempts: u32,
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// QEMU's CPU model (`-cpu`, default host under KVM, max under TCG), e.g. max,-xsave;
+    /// QEMU only, so --vmm auto picks QEMU.
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Seconds guest init may take to start before the boot counts as failed.
+    #[arg(long)]
+    boot_timeout: Option<u64>,
     /// Kernel module to load in the guest before the command (its dependencies come along).
     #[arg(short = 'm', long = "module")]
     modules: Vec<String>,
@@ -422,7 +430,8 @@ pub fn parse_memory_mib(s: &str) -> Result<u64> {
         .trim()
         .parse()
         .with_context(|| format!("bad memory size `{t}`: use e.g. 512M or 2G"))?;
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .with_context(|| format!("memory size `{t}` is too large: over {} MiB", u64::MAX))
 }
 
 fn topology(a: &VmArgs) -> Result<Topology> {
@@ -483,6 +492,10 @@ fn run_vm_report(
     opts.max_attempts = a.attempts;
     opts.include_files = a.include_files.clone();
     opts.extra_cmdline = a.cmdline.clone();
+    opts.cpu_model = a.cpu.clone();
+    if let Some(s) = a.boot_timeout {
+        opts.boot_timeout = Duration::from_secs(s);
+    }
     opts.modules = a.modules.clone();
     opts.monitor = monitor;
     opts.scheduler = a.scheduler.as_ref().map(|binary| run::SchedulerRun {
@@ -529,6 +542,9 @@ fn run_vm_report(
 
 fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
     let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+    if let Some(line) = &r.fallback {
+        progress(line);
+    }
     progress(&format!(
         "engine {} ({}), topology {} ({} CPUs)",
         r.engine.engine,
@@ -538,7 +554,8 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
     ));
     for f in &r.retried {
         progress(&format!(
-            "retried: guest died before the command ran: {} (console: {})",
+            "retried: guest died before the command ran on {}: {} (console: {})",
+            f.engine,
             f.failure,
             f.console_log.display()
         ));
@@ -580,8 +597,12 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
             progress(&format!("guest kernel died while the command ran: {}", f))
         }
         Outcome::Infrastructure(f) => progress(&format!(
-            "infrastructure failure: the guest died before the command ran ({} attempt(s)): {}",
+            "infrastructure failure: the guest died before the command ran ({} attempt(s){}): {}",
             r.retried.len() + 1,
+            match f.retry() {
+                run::Retry::Deterministic => ", not retried: it fails the same way every time",
+                run::Retry::Transient => "",
+            },
             f
         )),
         Outcome::Interrupted => progress("interrupted: VM stopped and its files removed"),
@@ -686,6 +707,14 @@ mod tests {
         assert_eq!(parse_memory_mib("512mib").unwrap(), 512);
         assert_eq!(parse_memory_mib("1024").unwrap(), 1024);
         assert!(parse_memory_mib("lots").is_err());
+        // Too large for the host, not for u64: run::check_memory refuses it before boot.
+        assert_eq!(
+            parse_memory_mib("99999999999G").unwrap(),
+            99_999_999_999 * 1024
+        );
+        // Overflow is an error, not a wrap.
+        assert!(parse_memory_mib(&format!("{}G", u64::MAX / 1024 + 1)).is_err());
+        assert!(parse_memory_mib("99999999999999999999G").is_err());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct VmConfig {
     pub ram_dir: PathBuf,
     /// A UNIX socket for QEMU's QMP monitor (`-qmp unix:..,server=on,wait=off`), if wanted.
     pub qmp_socket: Option<PathBuf>,
+    /// QEMU's `-cpu` model (default `host` under KVM, `max` under TCG); ktstr's own VMM
+    /// always gives the guest the host's CPUID and has no such choice.
+    pub cpu_model: Option<String>,
 }
 
 impl VmConfig {
@@ -49,6 +52,7 @@ impl VmConfig {
             app_channel: AppChannel::Pipe,
             ram_dir: PathBuf::from("/dev/shm"),
             qmp_socket: None,
+            cpu_model: None,
         }
     }
 
@@ -79,6 +83,12 @@ impl VmConfig {
     /// Asks for a QMP monitor socket at `path` (read registers with [`crate::Qmp`]).
     pub fn qmp_socket(mut self, path: PathBuf) -> Self {
         self.qmp_socket = Some(path);
+        self
+    }
+
+    /// Sets QEMU's CPU model (`-cpu`), e.g. `max,-xsave`.
+    pub fn cpu_model(mut self, model: impl Into<String>) -> Self {
+        self.cpu_model = Some(model.into());
         self
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Two choices: the VMM (`--vmm auto|kvm|qemu`, [`VmmKind`]) and, for QEMU, the accelerator
 //! (`--accel auto|kvm|tcg`, [`VmmRequest`]). [`choose_vmm`] makes both and says why in one
-//! line; [`choose_engine`] is the QEMU-only choice it falls back to.
+//! line; [`choose_engine`] is the QEMU-only choice it falls back to, and [`fallback_engine`]
+//! where `auto` goes when ktstr's KVM VMM fails before the guest's init says hello.
 
 use std::fmt;
 use std::path::Path;
@@ -220,6 +221,20 @@ pub fn choose_vmm(
     }
 }
 
+/// The engine `--vmm auto` runs next after `failed` did not bring the guest to init.
+///
+/// Only `auto`'s own choice is left: ktstr's KVM VMM falls back to QEMU with `-accel kvm`
+/// (the host's KVM is hardware-like, or `auto` would not have chosen ours), whatever the
+/// failure was, since QEMU is another engine. `--vmm kvm` and `--vmm qemu` run what was
+/// asked and report what happened; QEMU has nothing to fall back to.
+pub fn fallback_engine(vmm: VmmKind, failed: Engine) -> Option<EngineChoice> {
+    (vmm == VmmKind::Auto && failed == Engine::KtstrKvm).then(|| EngineChoice {
+        engine: Engine::QemuKvm,
+        reason: "QEMU -accel kvm: --vmm auto's fallback after ktstr's KVM VMM failed before init"
+            .into(),
+    })
+}
+
 impl fmt::Display for TcgThreads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -417,6 +432,24 @@ mod tests {
         let c = vmm(VmmKind::Qemu, &HW).unwrap();
         assert_eq!(c.engine, Engine::QemuKvm);
         assert!(c.reason.starts_with("QEMU as asked"), "{}", c.reason);
+    }
+
+    #[test]
+    fn only_auto_falls_back_and_only_from_ours_to_qemu_kvm() {
+        let c = fallback_engine(VmmKind::Auto, Engine::KtstrKvm).expect("auto falls back");
+        assert_eq!(c.engine, Engine::QemuKvm);
+        assert!(c.reason.contains("-accel kvm"), "{}", c.reason);
+        assert!(!c.reason.contains('\n'), "{}", c.reason);
+        // --vmm kvm runs ours only; --vmm qemu and QEMU engines have nothing to fall back to.
+        assert_eq!(fallback_engine(VmmKind::Ktstr, Engine::KtstrKvm), None);
+        assert_eq!(fallback_engine(VmmKind::Qemu, Engine::QemuKvm), None);
+        for engine in [
+            Engine::QemuKvm,
+            Engine::QemuTcg(TcgThreads::Single),
+            Engine::QemuTcg(TcgThreads::Multi),
+        ] {
+            assert_eq!(fallback_engine(VmmKind::Auto, engine), None, "{engine}");
+        }
     }
 
     #[test]

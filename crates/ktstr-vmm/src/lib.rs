@@ -20,10 +20,10 @@ mod vm;
 
 pub use config::{AppChannel, VmConfig};
 pub use engine::{
-    choose_engine, choose_vmm, host_kvm, Engine, EngineChoice, HostKvm, TcgThreads, VmmKind,
-    VmmRequest,
+    choose_engine, choose_vmm, fallback_engine, host_kvm, Engine, EngineChoice, HostKvm,
+    TcgThreads, VmmKind, VmmRequest,
 };
 pub use error::VmmError;
 pub use qemu::{qemu_args, QEMU_BINARY};
 pub use qmp::{parse_info_registers, Qmp, QmpError, VcpuRegisters};
-pub use vm::{AppReader, GuestRamFile, Vm, VmExit};
+pub use vm::{AppReader, GuestRamFile, Vm, VmExit, QEMU_ENV};

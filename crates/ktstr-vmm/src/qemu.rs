@@ -32,14 +32,14 @@ pub fn qemu_args(
         "none",
         "-no-reboot",
     ]);
-    match engine {
+    let (accel, default_cpu) = match engine {
         // KtstrKvm never reaches QEMU; if asked anyway, the nearest QEMU engine is KVM.
-        Engine::QemuKvm | Engine::KtstrKvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Engine::QemuTcg(TcgThreads::Single) => {
-            push(&["-accel", "tcg,thread=single", "-cpu", "max"])
-        }
-        Engine::QemuTcg(TcgThreads::Multi) => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
-    }
+        Engine::QemuKvm | Engine::KtstrKvm => ("kvm", "host"),
+        Engine::QemuTcg(TcgThreads::Single) => ("tcg,thread=single", "max"),
+        Engine::QemuTcg(TcgThreads::Multi) => ("tcg,thread=multi", "max"),
+    };
+    let cpu = cfg.cpu_model.as_deref().unwrap_or(default_cpu);
+    push(&["-accel", accel, "-cpu", cpu]);
     let machine = if t.numa_nodes == 1 {
         "pc,memory-backend=ram0".to_string()
     } else {
@@ -171,6 +171,21 @@ mod tests {
         let append = arg_after(&args, "-append")[0];
         assert!(append.starts_with("rdinit=/init quiet console=ttyS0 panic=-1"));
         assert!(!append.contains("tsc_early_khz"), "KVM needs no TSC hint");
+    }
+
+    #[test]
+    fn cpu_model_replaces_the_engine_default() {
+        let c = cfg(Topology::default()).cpu_model("max,-xsave");
+        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Single), &[], None);
+        assert_eq!(arg_after(&args, "-cpu"), ["max,-xsave"]);
+        assert_eq!(arg_after(&args, "-accel"), ["tcg,thread=single"]);
+        let args = qemu_args(
+            &cfg(Topology::default()),
+            Engine::QemuTcg(TcgThreads::Single),
+            &[],
+            None,
+        );
+        assert_eq!(arg_after(&args, "-cpu"), ["max"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use kvm_backend::KvmBackend;
 use qemu_process::QemuProcess;
+pub use qemu_process::QEMU_ENV;
 
 use crate::kvm::{GuestIo, InternalError};
 use crate::{Engine, VcpuRegisters, VmConfig, VmmError};

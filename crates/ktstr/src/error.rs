@@ -83,6 +83,24 @@ pub enum KtstrError {
         /// How to install it.
         hint: String,
     },
+    /// The guest memory asked for is more than the host can give; refused before boot.
+    #[error("guest memory of {requested} is more than {limit}")]
+    MemoryTooLarge {
+        /// The size asked for, e.g. `99999999999 GiB`.
+        requested: String,
+        /// What the host has, e.g. `this host has (7982 MiB, MemTotal in /proc/meminfo)`.
+        limit: String,
+    },
+    /// `--vmm auto` left ktstr's KVM VMM, which could not start the guest, and QEMU could
+    /// not start either.
+    #[error("{fallback}, but QEMU could not start")]
+    FallbackFailed {
+        /// The fallback line, saying why ktstr's VMM was left.
+        fallback: String,
+        /// Why QEMU could not start.
+        #[source]
+        source: ktstr_vmm::VmmError,
+    },
     /// The engine failed.
     #[error(transparent)]
     Vmm(#[from] ktstr_vmm::VmmError),

@@ -1,8 +1,11 @@
 //! Boot a guest, run a command (or a shell) in it, and report what happened.
 //!
 //! A run ends in exactly one [`Outcome`]. Failures before guest init said
-//! hello are infrastructure failures (the command never ran) and are retried a
-//! bounded number of times; what happens after belongs to the command.
+//! hello are infrastructure failures (the command never ran); those that may not
+//! happen twice ([`Retry::Transient`]) are retried a bounded number of times, the
+//! others are reported at once. Under `--vmm auto`, ktstr's KVM VMM failing before
+//! init sends the next attempt to QEMU with `-accel kvm` ([`next_step`]). What
+//! happens after hello belongs to the command.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,8 +16,8 @@ use std::time::{Duration, Instant};
 use ktstr_btf_monitor::KernelAddrs;
 use ktstr_topology::Topology;
 use ktstr_vmm::{
-    choose_vmm, host_kvm, AppChannel, EngineChoice, TcgThreads, Vm, VmConfig, VmExit, VmmKind,
-    VmmRequest,
+    choose_vmm, fallback_engine, host_kvm, AppChannel, Engine, EngineChoice, TcgThreads, Vm,
+    VmConfig, VmExit, VmmError, VmmKind, VmmRequest,
 };
 
 use crate::guest::{CommandExit, Hello, Job, JobMode};
@@ -40,6 +43,7 @@ pub struct RunOptions {
     /// Topology the guest must see.
     pub topology: Topology,
     /// Guest memory; `None` for max(64 MiB per vCPU, 256 MiB), raised to fit the initramfs.
+    /// More than the host's MemTotal is refused before boot.
     pub memory_mib: Option<u64>,
     /// Limit for the whole run (boot and command).
     pub timeout: Duration,
@@ -51,7 +55,8 @@ pub struct RunOptions {
     pub accel: VmmRequest,
     /// TCG threading override.
     pub tcg_threads: Option<TcgThreads>,
-    /// Attempts when the guest dies before the command runs (at least 1).
+    /// Attempts when the guest dies before the command runs of a failure that may not
+    /// happen twice (at least 1; a fallback to another engine starts the count again).
     pub max_attempts: u32,
     /// Files or directories for /include-files.
     pub include_files: Vec<PathBuf>,
@@ -71,6 +76,8 @@ pub struct RunOptions {
     pub extra_files: Vec<(String, PathBuf)>,
     /// Sample every CPU's runqueue from the host while the command runs.
     pub monitor: Option<MonitorOptions>,
+    /// QEMU's `-cpu` model (QEMU only: `--vmm auto` then picks QEMU, `--vmm kvm` refuses it).
+    pub cpu_model: Option<String>,
 }
 
 /// A scheduler binary to run in the guest.
@@ -122,6 +129,7 @@ impl RunOptions {
             scheduler: None,
             extra_files: Vec::new(),
             monitor: None,
+            cpu_model: None,
         })
     }
 }
@@ -162,6 +170,11 @@ pub enum GuestFailure {
         /// The engine's report, with registers.
         detail: String,
     },
+    /// The CPU refused to enter the guest (KVM's VM-entry failure).
+    VmEntryFailed {
+        /// The engine's report.
+        detail: String,
+    },
     /// Guest init did not report within the boot timeout.
     BootTimeout {
         /// How long was waited.
@@ -169,6 +182,11 @@ pub enum GuestFailure {
     },
     /// The engine exited with an error of its own.
     EngineError {
+        /// Its stderr.
+        detail: String,
+    },
+    /// The engine refused its configuration and exited at once (QEMU's argument errors).
+    EngineConfig {
         /// Its stderr.
         detail: String,
     },
@@ -194,6 +212,7 @@ impl std::fmt::Display for GuestFailure {
                 GuestFailure::KvmInternalError { detail } => {
                     format!("KVM internal error:\n{detail}")
                 }
+                GuestFailure::VmEntryFailed { detail } => format!("VM entry failed:\n{detail}"),
                 GuestFailure::BootTimeout { after } => {
                     format!(
                         "guest init did not start within {:.0}s",
@@ -201,6 +220,9 @@ impl std::fmt::Display for GuestFailure {
                     )
                 }
                 GuestFailure::EngineError { detail } => format!("engine error: {detail}"),
+                GuestFailure::EngineConfig { detail } => {
+                    format!("the engine refused its configuration: {detail}")
+                }
                 GuestFailure::InitError { message } => format!("guest init failed: {message}"),
                 GuestFailure::NoReport { detail } => {
                     format!(
@@ -218,6 +240,75 @@ impl std::fmt::Display for GuestFailure {
     }
 }
 
+/// Whether a failure before the command ran may end otherwise on a second try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// It may not happen twice (an emulator race, a slow boot, an early panic): retry.
+    Transient,
+    /// The same engine, kernel and configuration fail the same way again: report at once.
+    Deterministic,
+}
+
+impl GuestFailure {
+    /// Whether this failure is worth another attempt on the same engine.
+    ///
+    /// Deterministic: a KVM internal error or VM-entry failure (the host's KVM cannot run
+    /// this guest), the engine refusing its configuration, and guest init failing before
+    /// hello (same initramfs, same job). Everything else may be a race or a slow host.
+    pub fn retry(&self) -> Retry {
+        match self {
+            GuestFailure::KvmInternalError { .. }
+            | GuestFailure::VmEntryFailed { .. }
+            | GuestFailure::EngineConfig { .. }
+            | GuestFailure::InitError { .. } => Retry::Deterministic,
+            GuestFailure::KernelPanic { .. }
+            | GuestFailure::KernelOops { .. }
+            | GuestFailure::BootTimeout { .. }
+            | GuestFailure::EngineError { .. }
+            | GuestFailure::NoReport { .. } => Retry::Transient,
+        }
+    }
+
+    /// The failure in one short line (no registers), e.g. for the fallback message.
+    pub fn summary(&self) -> String {
+        // The engine's first line, without the register dump after `; ` or KVM's data words.
+        let head = |detail: &str| {
+            let line = detail.trim().lines().next().unwrap_or("").trim();
+            let end = [line.find("; "), line.find(", data ")]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(line.len());
+            line[..end].to_string()
+        };
+        match self {
+            GuestFailure::KvmInternalError { detail } => {
+                let h = head(detail);
+                if h.starts_with("KVM internal error") {
+                    h
+                } else {
+                    format!("KVM internal error: {h}")
+                }
+            }
+            GuestFailure::VmEntryFailed { detail } => {
+                let h = head(detail);
+                if h.contains("entry failed") {
+                    h
+                } else {
+                    format!("VM entry failed: {h}")
+                }
+            }
+            other => other
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -230,7 +321,8 @@ pub enum Outcome {
     },
     /// The guest failed after the command started.
     GuestDied(GuestFailure),
-    /// The guest failed before the command ran, on every attempt.
+    /// The guest failed before the command ran, on every attempt (one for a
+    /// [`Retry::Deterministic`] failure).
     Infrastructure(GuestFailure),
     /// The scheduler did not attach, so the command was not run.
     SchedulerNotAttached,
@@ -243,6 +335,8 @@ pub enum Outcome {
 /// One attempt that failed before the command ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedAttempt {
+    /// The engine it ran on.
+    pub engine: Engine,
     /// What happened.
     pub failure: GuestFailure,
     /// Its console log.
@@ -252,8 +346,10 @@ pub struct FailedAttempt {
 /// Everything known about a finished run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    /// Engine used and why.
+    /// Engine used (by the last attempt) and why.
     pub engine: EngineChoice,
+    /// Why `--vmm auto` left ktstr's KVM VMM for QEMU, in one line, when it did.
+    pub fallback: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
     /// Attempts before the last that died before the command ran.
@@ -377,7 +473,11 @@ pub(crate) fn prune_oldest(dir: &Path, keep: usize) {
     }
 }
 
-/// Boots, runs `mode`, retries infrastructure failures, and reports.
+/// Boots, runs `mode`, retries transient infrastructure failures, and reports.
+///
+/// Before boot, guest memory asked for beyond the host's MemTotal is refused
+/// ([`KtstrError::MemoryTooLarge`]). After each attempt [`next_step`] decides: report,
+/// boot again on the same engine, or (`--vmm auto`) fall back from ktstr's KVM VMM to QEMU.
 pub fn run(
     opts: &RunOptions,
     mode: &Mode,
@@ -385,6 +485,9 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<RunReport, KtstrError> {
     check_kernel(&opts.kernel, &opts.topology, opts.scheduler.is_some())?;
+    if let Some(mib) = opts.memory_mib {
+        check_memory(mib, host_memory_mib())?;
+    }
     if let Some(s) = &opts.scheduler {
         if !s.binary.is_file() {
             return Err(KtstrError::KernelNotFound {
@@ -403,7 +506,7 @@ pub fn run(
         &opts.topology,
         &host_kvm(),
         host_cpus,
-        None,
+        opts.cpu_model.as_ref().map(|_| "--cpu"),
     )?;
     let modules = crate::kernel::resolve_modules(&opts.kernel, &opts.modules)?;
     let module_names = modules
@@ -448,9 +551,19 @@ pub fn run(
             .max(256)
             .max(128 + 3 * initramfs_mib)
     });
+    let mut engine = engine;
+    let mut fallback: Option<String> = None;
+    // Whether the engine was just switched, and ktstr's VMM's report if it ran: what to
+    // show when QEMU cannot start either.
+    let mut just_fell_back = false;
+    let mut left_behind: Option<RunReport> = None;
     let mut retried = Vec::new();
     let attempts = opts.max_attempts.max(1);
-    for attempt in 1..=attempts {
+    // Attempts on the current engine; boots over all engines (names QMP sockets apart).
+    let mut attempt = 1;
+    let mut boot = 0u32;
+    loop {
+        boot += 1;
         let console_log = console_log_path()?;
         let cmdline = format!("rdinit=/init quiet {}", opts.extra_cmdline);
         let mut cfg = VmConfig::new(
@@ -465,25 +578,208 @@ pub fn run(
             Mode::Exec(_) => AppChannel::Pipe,
             Mode::Shell => AppChannel::Terminal,
         });
-        if opts.monitor.is_some() {
-            cfg = cfg.qmp_socket(run_dir.path.join(format!("qmp{attempt}.sock")));
+        if let Some(model) = &opts.cpu_model {
+            cfg = cfg.cpu_model(model.clone());
         }
-        let mut report = attempt_once(&cfg, &engine, opts, mode, output, cancel)?;
-        report.retried = std::mem::take(&mut retried);
-        match &report.outcome {
-            Outcome::Infrastructure(f) if attempt < attempts && !cancel.load(Ordering::SeqCst) => {
-                retried = report.retried;
-                retried.push(FailedAttempt {
-                    failure: f.clone(),
-                    console_log,
-                });
+        if opts.monitor.is_some() {
+            cfg = cfg.qmp_socket(run_dir.path.join(format!("qmp{boot}.sock")));
+        }
+        let mut report = match attempt_once(&cfg, &engine, opts, mode, output, cancel)? {
+            Attempt::Ran(report) => *report,
+            Attempt::StartFailed(e) => {
+                if let (true, Some(line)) = (just_fell_back, &fallback) {
+                    // QEMU, the fallback, could not start: say so beside what ktstr's VMM did.
+                    let line = format!("{line}, but QEMU could not start: {}", error_chain(&e));
+                    return match left_behind.take() {
+                        Some(mut ours) => {
+                            ours.fallback = Some(line);
+                            Ok(ours)
+                        }
+                        None => Err(KtstrError::FallbackFailed {
+                            fallback: line,
+                            source: e,
+                        }),
+                    };
+                }
+                match start_fallback(opts.vmm, engine.engine, &e) {
+                    NextStep::FallBack { engine: next, line } => {
+                        fallback = Some(line);
+                        engine = next;
+                        attempt = 1;
+                        just_fell_back = true;
+                        continue;
+                    }
+                    NextStep::Report | NextStep::Retry => return Err(e.into()),
+                }
             }
-            _ => return Ok(report),
+        };
+        just_fell_back = false;
+        report.retried = std::mem::take(&mut retried);
+        report.fallback = fallback.clone();
+        if cancel.load(Ordering::SeqCst) {
+            return Ok(report);
+        }
+        let step = next_step(
+            opts.vmm,
+            engine.engine,
+            &report.outcome,
+            report.launch_to_init.is_some(),
+            attempt,
+            attempts,
+        );
+        let Outcome::Infrastructure(failure) = &report.outcome else {
+            return Ok(report);
+        };
+        let failed = FailedAttempt {
+            engine: engine.engine,
+            failure: failure.clone(),
+            console_log,
+        };
+        match step {
+            NextStep::Report => return Ok(report),
+            NextStep::Retry => attempt += 1,
+            NextStep::FallBack { engine: next, line } => {
+                fallback = Some(line);
+                engine = next;
+                attempt = 1;
+                just_fell_back = true;
+                left_behind = Some(report.clone());
+            }
+        }
+        retried = report.retried;
+        retried.push(failed);
+    }
+}
+
+/// What [`attempt_once`] came to: a report, or the engine could not start the VM.
+enum Attempt {
+    /// The VM started; how it went.
+    Ran(Box<RunReport>),
+    /// [`Vm::start`] failed; nothing ran.
+    StartFailed(VmmError),
+}
+
+/// What the run does after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// Report this attempt.
+    Report,
+    /// Boot again on the same engine: the failure may not happen twice.
+    Retry,
+    /// Boot again on another engine (`--vmm auto` leaving ktstr's KVM VMM).
+    FallBack {
+        /// The engine to boot next, and why.
+        engine: EngineChoice,
+        /// What happened, in one line for the user.
+        line: String,
+    },
+}
+
+/// Decides what follows attempt `attempt` of `attempts` on `engine` under `--vmm vmm`
+/// that ended in `outcome`; `init_said_hello` is whether guest init reported.
+///
+/// Only an infrastructure failure is followed by another boot. Under `--vmm auto`, ktstr's
+/// KVM VMM failing before init's hello falls back to QEMU `-accel kvm`, deterministic
+/// failure or not and whatever attempts remain (QEMU is another engine; it then gets
+/// `attempts` of its own). Otherwise a [`Retry::Transient`] failure is tried again while
+/// attempts remain, and a [`Retry::Deterministic`] one is reported at once.
+pub fn next_step(
+    vmm: VmmKind,
+    engine: Engine,
+    outcome: &Outcome,
+    init_said_hello: bool,
+    attempt: u32,
+    attempts: u32,
+) -> NextStep {
+    let Outcome::Infrastructure(failure) = outcome else {
+        return NextStep::Report;
+    };
+    if !init_said_hello {
+        if let Some(next) = fallback_engine(vmm, engine) {
+            return NextStep::FallBack {
+                engine: next,
+                line: fallback_line(&format!("died before init ({})", failure.summary())),
+            };
         }
     }
-    Err(KtstrError::Internal(
-        "retry loop ended without a report".into(),
-    ))
+    match failure.retry() {
+        Retry::Transient if attempt < attempts => NextStep::Retry,
+        Retry::Transient | Retry::Deterministic => NextStep::Report,
+    }
+}
+
+/// Decides what follows `engine` failing to start the VM at all: under `--vmm auto`, an
+/// error of ktstr's KVM VMM itself ([`VmmError::Kvm`]) falls back to QEMU `-accel kvm`;
+/// anything else (a missing kernel, a bad configuration) would fail QEMU too and is reported.
+pub fn start_fallback(vmm: VmmKind, engine: Engine, error: &VmmError) -> NextStep {
+    match (error, fallback_engine(vmm, engine)) {
+        (VmmError::Kvm(why), Some(next)) => NextStep::FallBack {
+            engine: next,
+            line: fallback_line(&format!("could not start the guest ({})", error_chain(why))),
+        },
+        _ => NextStep::Report,
+    }
+}
+
+/// The one line that says why `--vmm auto` left ktstr's KVM VMM: it `what`.
+fn fallback_line(what: &str) -> String {
+    format!("ktstr's KVM VMM {what}; falling back to QEMU -accel kvm")
+}
+
+/// An error and its sources on one line, `outer: inner: ...`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.replace('\n', " ")
+}
+
+/// Refuses guest memory of `requested_mib` MiB beyond what the host has (`host_mib`, its
+/// MemTotal, when known) or beyond what a 64-bit byte count holds.
+pub fn check_memory(requested_mib: u64, host_mib: Option<u64>) -> Result<(), KtstrError> {
+    const MAX_MIB: u64 = u64::MAX >> 20;
+    let too_large = |limit: String| KtstrError::MemoryTooLarge {
+        requested: mib_text(requested_mib),
+        limit,
+    };
+    match host_mib {
+        Some(host) if requested_mib > host => Err(too_large(format!(
+            "this host has ({host} MiB, MemTotal in /proc/meminfo)"
+        ))),
+        _ if requested_mib > MAX_MIB => Err(too_large(format!(
+            "a 64-bit byte count holds ({MAX_MIB} MiB)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `N GiB` for whole GiB, `N MiB` otherwise.
+fn mib_text(mib: u64) -> String {
+    if mib >= 1024 && mib % 1024 == 0 {
+        format!("{} GiB", mib / 1024)
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+/// The host's MemTotal in MiB, from `/proc/meminfo` (`None` if unreadable).
+pub fn host_memory_mib() -> Option<u64> {
+    meminfo_total_mib(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// MemTotal in MiB from `/proc/meminfo`'s text (`MemTotal:  16314436 kB`).
+fn meminfo_total_mib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") | None => Some(n / 1024),
+        Some(_) => None,
+    }
 }
 
 fn attempt_once(
@@ -493,7 +789,7 @@ fn attempt_once(
     mode: &Mode,
     output: &mut dyn FnMut(Stream, &[u8]),
     cancel: &AtomicBool,
-) -> Result<RunReport, KtstrError> {
+) -> Result<Attempt, KtstrError> {
     let launch = Instant::now();
     let mut monitor = match &opts.monitor {
         Some(m) => Some(Monitor::spawn(
@@ -507,9 +803,13 @@ fn attempt_once(
         )?),
         None => None,
     };
-    let mut vm = Vm::start(cfg, engine.engine)?;
+    let mut vm = match Vm::start(cfg, engine.engine) {
+        Ok(vm) => vm,
+        Err(e) => return Ok(Attempt::StartFailed(e)),
+    };
     let mut report = RunReport {
         engine: engine.clone(),
+        fallback: None,
         outcome: Outcome::Interrupted,
         retried: Vec::new(),
         console_log: cfg.console_log.clone(),
@@ -548,14 +848,14 @@ fn attempt_once(
     let run_deadline = launch + opts.timeout;
     let mut exit: Option<CommandExit> = None;
     let mut init_error: Option<String> = None;
-    let mut vm_exit: Option<VmExit> = None;
+    let vm_exit: Option<VmExit>;
     let mut timed_out = false;
     loop {
         if cancel.load(Ordering::SeqCst) {
             vm.kill();
             report.outcome = Outcome::Interrupted;
             report.launch_to_end = launch.elapsed();
-            return Ok(report);
+            return Ok(Attempt::Ran(Box::new(report)));
         }
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(ev) => {
@@ -585,6 +885,9 @@ fn attempt_once(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             vm.kill();
             timed_out = true;
+            // What the engine said before it was killed: QEMU stays up, paused, after a
+            // KVM internal error or a failed VM entry, and says so only on stderr.
+            vm_exit = vm.try_wait().ok().flatten();
             break;
         }
     }
@@ -636,9 +939,7 @@ fn attempt_once(
                 after: opts.boot_timeout.min(opts.timeout),
             }
         } else if matches!(&vm_exit, Some(VmExit::Exited { code: Some(c), .. }) if *c != 0) {
-            GuestFailure::EngineError {
-                detail: engine_stderr.trim().to_string(),
-            }
+            engine_failure(&console, &engine_stderr)
         } else {
             GuestFailure::NoReport {
                 detail: engine_stderr.trim().to_string(),
@@ -675,7 +976,7 @@ fn attempt_once(
             .map(str::to_string)
             .collect();
     }
-    Ok(report)
+    Ok(Attempt::Ran(Box::new(report)))
 }
 
 fn handle_event(
@@ -740,6 +1041,12 @@ pub fn classify_console(console: &str, engine_stderr: &str) -> Option<GuestFailu
             detail: engine_stderr.trim().to_string(),
         });
     }
+    // ktstr's VMM: `VM entry failed on vCPU N: reason ..`; QEMU: `KVM: entry failed, hardware error ..`.
+    if engine_stderr.contains("VM entry failed") || engine_stderr.contains("KVM: entry failed") {
+        return Some(GuestFailure::VmEntryFailed {
+            detail: engine_stderr.trim().to_string(),
+        });
+    }
     let find = |pat: &str| {
         console
             .lines()
@@ -753,6 +1060,42 @@ pub fn classify_console(console: &str, engine_stderr: &str) -> Option<GuestFailu
         return Some(GuestFailure::KernelOops { line });
     }
     None
+}
+
+/// Why an engine exited with an error status before the command ran: its configuration
+/// refused ([`GuestFailure::EngineConfig`]) when it exited at once (nothing on the console)
+/// saying so, some other error of its own otherwise.
+pub fn engine_failure(console: &str, engine_stderr: &str) -> GuestFailure {
+    let detail = engine_stderr.trim().to_string();
+    if console.trim().is_empty() && engine_config_error(engine_stderr).is_some() {
+        GuestFailure::EngineConfig { detail }
+    } else {
+        GuestFailure::EngineError { detail }
+    }
+}
+
+/// The line of an engine's stderr that refuses its arguments or configuration, if any
+/// (QEMU: `cannot set up guest memory`, `Value '..' is out of range for parameter 'size'`,
+/// `Parameter 'size' expects ...`, `Invalid SMP CPUs`,
+/// `failed to initialize kvm`, ...); warnings do not count.
+pub fn engine_config_error(engine_stderr: &str) -> Option<&str> {
+    const REFUSALS: &[&str] = &[
+        "cannot set up guest memory",
+        "parameter '",
+        "out of range",
+        "expects",
+        "invalid",
+        "unsupported",
+        "not supported",
+        "unknown",
+        "could not load",
+        "failed to initialize kvm",
+        "could not access kvm",
+    ];
+    engine_stderr.lines().map(str::trim).find(|line| {
+        let l = line.to_ascii_lowercase();
+        !l.contains("warning:") && REFUSALS.iter().any(|r| l.contains(r))
+    })
 }
 
 /// A temporary directory removed when dropped (also on error paths).
@@ -823,6 +1166,7 @@ mod tests {
                 engine: ktstr_vmm::Engine::QemuTcg(TcgThreads::Single),
                 reason: String::new(),
             },
+            fallback: None,
             outcome,
             retried: vec![],
             console_log: PathBuf::new(),
@@ -864,5 +1208,265 @@ mod tests {
             125
         );
         assert_eq!(report(Outcome::Interrupted).exit_code(), 130);
+    }
+
+    /// ktstr's VMM's KVM internal error as `VmExit::KvmInternalError`'s Display gives it.
+    const OUR_INTERNAL_ERROR: &str = "KVM internal error on vCPU 0: suberror 1 (emulation failure), data [0x0, 0x1]; RIP=0xffffffff81000000 CR3=0x1000";
+
+    fn internal() -> GuestFailure {
+        GuestFailure::KvmInternalError {
+            detail: OUR_INTERNAL_ERROR.into(),
+        }
+    }
+
+    #[test]
+    fn deterministic_failures_are_not_retried_and_races_are() {
+        let d = |detail: &str| detail.to_string();
+        for f in [
+            internal(),
+            GuestFailure::VmEntryFailed {
+                detail: d("VM entry failed on vCPU 0: reason 0x80000021; RIP=0x0"),
+            },
+            GuestFailure::EngineConfig {
+                detail: d("qemu-system-x86_64: cannot set up guest memory 'pc.ram'"),
+            },
+            GuestFailure::InitError {
+                message: d("guest init panicked: no job"),
+            },
+        ] {
+            assert_eq!(f.retry(), Retry::Deterministic, "{f}");
+        }
+        for f in [
+            GuestFailure::KernelOops {
+                line: d("Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"),
+            },
+            GuestFailure::KernelPanic {
+                line: d("Kernel panic - not syncing: Attempted to kill init!"),
+            },
+            GuestFailure::BootTimeout {
+                after: Duration::from_secs(90),
+            },
+            GuestFailure::EngineError {
+                detail: d("qemu-system-x86_64: terminating on signal 15"),
+            },
+            GuestFailure::NoReport { detail: d("") },
+        ] {
+            assert_eq!(f.retry(), Retry::Transient, "{f}");
+        }
+    }
+
+    #[test]
+    fn summaries_are_one_short_line() {
+        assert_eq!(
+            internal().summary(),
+            "KVM internal error on vCPU 0: suberror 1 (emulation failure)"
+        );
+        let qemu = GuestFailure::KvmInternalError {
+            detail: "KVM internal error. Suberror: 1\nemulation failure\nRAX=0".into(),
+        };
+        assert_eq!(qemu.summary(), "KVM internal error. Suberror: 1");
+        let entry = GuestFailure::VmEntryFailed {
+            detail: "VM entry failed on vCPU 1: reason 0x80000021; RIP=0x0".into(),
+        };
+        assert_eq!(
+            entry.summary(),
+            "VM entry failed on vCPU 1: reason 0x80000021"
+        );
+        let init = GuestFailure::BootTimeout {
+            after: Duration::from_secs(90),
+        };
+        assert_eq!(init.summary(), "guest init did not start within 90s");
+    }
+
+    #[test]
+    fn vm_entry_failures_are_recognised_on_both_engines() {
+        for stderr in [
+            "VM entry failed on vCPU 0: reason 0x80000021; RIP=0x0",
+            "KVM: entry failed, hardware error 0x80000021\n\nIf you're running a guest on an Intel machine without unrestricted mode support, ...",
+        ] {
+            assert!(
+                matches!(
+                    classify_console("", stderr),
+                    Some(GuestFailure::VmEntryFailed { .. })
+                ),
+                "{stderr}"
+            );
+        }
+    }
+
+    #[test]
+    fn engine_configuration_errors_are_told_from_other_engine_errors() {
+        for stderr in [
+            "qemu-system-x86_64: cannot set up guest memory 'ram-node0': Cannot allocate memory",
+            "qemu-system-x86_64: -m 102399999998976M: Parameter 'size' expects a non-negative number below 2^64",
+            "qemu-system-x86_64: -m 102399999998976M: Value '102399999998976M' is out of range for parameter 'size'",
+            "qemu-system-x86_64: Invalid SMP CPUs 300. The max CPUs supported by machine 'pc-q35-8.2' is 288",
+            "qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied",
+        ] {
+            assert_eq!(
+                engine_config_error(stderr),
+                stderr.lines().next(),
+                "{stderr}"
+            );
+            assert!(
+                matches!(engine_failure("", stderr), GuestFailure::EngineConfig { .. }),
+                "{stderr}"
+            );
+        }
+        // A warning is not a refusal; an engine that got as far as the guest's console did not
+        // refuse its arguments.
+        let warned =
+            "qemu-system-x86_64: warning: host doesn't support requested feature: invalid bit";
+        assert_eq!(engine_config_error(warned), None);
+        assert!(matches!(
+            engine_failure("", warned),
+            GuestFailure::EngineError { .. }
+        ));
+        assert!(matches!(
+            engine_failure(
+                "[ 0.0] Linux version 7.3\n",
+                "qemu-system-x86_64: invalid something"
+            ),
+            GuestFailure::EngineError { .. }
+        ));
+    }
+
+    #[test]
+    fn memory_beyond_the_host_is_refused_before_boot() {
+        let host = Some(7982);
+        let huge = 99_999_999_999u64 * 1024;
+        let e = check_memory(huge, host).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "guest memory of 99999999999 GiB is more than this host has (7982 MiB, MemTotal in /proc/meminfo)"
+        );
+        assert!(check_memory(7983, host).is_err());
+        assert!(check_memory(7982, host).is_ok());
+        assert!(check_memory(512, host).is_ok());
+        // Without /proc/meminfo only the byte count's overflow is refused.
+        assert!(check_memory(1 << 40, None).is_ok());
+        let e = check_memory(huge, None).expect_err("overflows");
+        assert_eq!(
+            e.to_string(),
+            "guest memory of 99999999999 GiB is more than a 64-bit byte count holds (17592186044415 MiB)"
+        );
+        let e = check_memory(1 << 44, None).expect_err("overflows");
+        assert!(e.to_string().contains("64-bit byte count"), "{e}");
+        assert!(check_memory((1 << 44) - 1, None).is_ok());
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn meminfo_total() {
+        let text = "MemTotal:        8174400 kB\nMemFree:          123456 kB\n";
+        assert_eq!(meminfo_total_mib(text), Some(7982));
+        assert_eq!(meminfo_total_mib("MemFree: 1 kB\n"), None);
+        assert_eq!(meminfo_total_mib("MemTotal: lots kB\n"), None);
+    }
+
+    #[test]
+    fn auto_falls_back_from_our_vmm_dying_before_init() {
+        let died = Outcome::Infrastructure(internal());
+        let step = next_step(VmmKind::Auto, Engine::KtstrKvm, &died, false, 1, 3);
+        let NextStep::FallBack { engine, line } = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(engine.engine, Engine::QemuKvm);
+        assert_eq!(
+            line,
+            "ktstr's KVM VMM died before init (KVM internal error on vCPU 0: suberror 1 \
+             (emulation failure)); falling back to QEMU -accel kvm"
+        );
+        // A transient failure on ours falls back too, even with no attempts left.
+        let slow = Outcome::Infrastructure(GuestFailure::BootTimeout {
+            after: Duration::from_secs(90),
+        });
+        assert!(matches!(
+            next_step(VmmKind::Auto, Engine::KtstrKvm, &slow, false, 1, 1),
+            NextStep::FallBack { .. }
+        ));
+        // QEMU, the fallback, does not fall back again: its deterministic failure is reported.
+        assert_eq!(
+            next_step(VmmKind::Auto, Engine::QemuKvm, &died, false, 1, 3),
+            NextStep::Report
+        );
+        // Nothing to do once the command ran.
+        let ran = Outcome::Command(CommandExit {
+            code: Some(1),
+            signal: None,
+            runtime_ms: 1,
+        });
+        assert_eq!(
+            next_step(VmmKind::Auto, Engine::KtstrKvm, &ran, true, 1, 3),
+            NextStep::Report
+        );
+    }
+
+    #[test]
+    fn forced_vmm_reports_deterministic_failures_at_once_and_retries_the_rest() {
+        let died = Outcome::Infrastructure(internal());
+        assert_eq!(
+            next_step(VmmKind::Ktstr, Engine::KtstrKvm, &died, false, 1, 3),
+            NextStep::Report
+        );
+        let config = Outcome::Infrastructure(GuestFailure::EngineConfig {
+            detail: "qemu-system-x86_64: cannot set up guest memory 'pc.ram'".into(),
+        });
+        assert_eq!(
+            next_step(VmmKind::Qemu, Engine::QemuKvm, &config, false, 1, 3),
+            NextStep::Report
+        );
+        let panic = Outcome::Infrastructure(GuestFailure::KernelPanic {
+            line: "Kernel panic - not syncing: Attempted to kill init!".into(),
+        });
+        assert_eq!(
+            next_step(VmmKind::Ktstr, Engine::KtstrKvm, &panic, false, 1, 3),
+            NextStep::Retry
+        );
+        assert_eq!(
+            next_step(VmmKind::Ktstr, Engine::KtstrKvm, &panic, false, 3, 3),
+            NextStep::Report
+        );
+        // The int3 race under multi-threaded TCG comes after hello and is retried.
+        let race = Outcome::Infrastructure(GuestFailure::KernelOops {
+            line: "Oops: int3: 0000 [#1] PREEMPT SMP NOPTI".into(),
+        });
+        let tcg = Engine::QemuTcg(TcgThreads::Multi);
+        assert_eq!(
+            next_step(VmmKind::Auto, tcg, &race, true, 1, 3),
+            NextStep::Retry
+        );
+    }
+
+    #[test]
+    fn start_failures_of_our_vmm_fall_back_only_under_auto() {
+        let ours = || {
+            VmmError::Kvm(ktstr_vmm::kvm::KvmError::BadConfig {
+                reason: "no room".into(),
+            })
+        };
+        let NextStep::FallBack { engine, line } =
+            start_fallback(VmmKind::Auto, Engine::KtstrKvm, &ours())
+        else {
+            panic!("auto falls back")
+        };
+        assert_eq!(engine.engine, Engine::QemuKvm);
+        assert_eq!(
+            line,
+            "ktstr's KVM VMM could not start the guest (bad KVM VM configuration: no room); \
+             falling back to QEMU -accel kvm"
+        );
+        assert_eq!(
+            start_fallback(VmmKind::Ktstr, Engine::KtstrKvm, &ours()),
+            NextStep::Report
+        );
+        let missing = VmmError::MissingFile {
+            what: "kernel",
+            path: "/nonexistent".into(),
+        };
+        assert_eq!(
+            start_fallback(VmmKind::Auto, Engine::KtstrKvm, &missing),
+            NextStep::Report
+        );
     }
 }

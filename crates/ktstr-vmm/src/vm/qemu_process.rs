@@ -25,10 +25,7 @@ pub(super) struct QemuProcess {
 impl QemuProcess {
     /// Starts QEMU for `cfg` (already validated by [`super::Vm::start`]) on `engine`.
     pub(super) fn start(cfg: &VmConfig, engine: Engine) -> Result<QemuProcess, VmmError> {
-        let program = find_in_path(QEMU_BINARY).ok_or_else(|| VmmError::EngineMissing {
-            program: QEMU_BINARY.into(),
-            package: "qemu-system-x86".into(),
-        })?;
+        let program = qemu_program()?;
         let ram_files = ram_files(cfg)?;
         if let Some(sock) = &cfg.qmp_socket {
             let _ = std::fs::remove_file(sock);
@@ -220,6 +217,28 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// The host TSC frequency in kHz, measured against the monotonic clock (TCG guests see the host TSC).
+/// Environment variable naming the QEMU program to run instead of `qemu-system-x86_64` on PATH.
+pub const QEMU_ENV: &str = "KTSTR_QEMU";
+
+/// The QEMU program: `$KTSTR_QEMU` (a path) if set, else `qemu-system-x86_64` on PATH.
+fn qemu_program() -> Result<PathBuf, VmmError> {
+    if let Some(p) = std::env::var_os(QEMU_ENV).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(VmmError::EngineMissing {
+                program: format!("{} (from ${QEMU_ENV})", p.display()),
+                package: "qemu-system-x86".into(),
+            })
+        };
+    }
+    find_in_path(QEMU_BINARY).ok_or_else(|| VmmError::EngineMissing {
+        program: QEMU_BINARY.into(),
+        package: "qemu-system-x86".into(),
+    })
+}
+
 fn host_tsc_khz() -> Option<u64> {
     #[cfg(target_arch = "x86_64")]
     {

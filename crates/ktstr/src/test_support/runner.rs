@@ -375,7 +375,14 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         },
         &cancel,
     )
-    .map_err(|e| Unrunnable::Error(e.to_string()))?;
+    .map_err(|e| Unrunnable::Error(run::error_chain(&e)))?;
+    if let Some(line) = &report.fallback {
+        // Said as `ktstr exec` says it, past libtest's capture like SKIPPED.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("ktstr: {}: {line}\n", entry.name).as_bytes(),
+        );
+    }
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     let mut vm = VmResult {
         test: entry.name.to_string(),
@@ -406,8 +413,12 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         )),
         Outcome::GuestDied(f) => Some(format!("the guest kernel died during the test: {f}")),
         Outcome::Infrastructure(f) => Some(format!(
-            "infrastructure failure before the test ran ({} attempts): {f}",
-            report.retried.len() + 1
+            "infrastructure failure before the test ran ({} attempt(s){}): {f}",
+            report.retried.len() + 1,
+            match f.retry() {
+                run::Retry::Deterministic => ", not retried: it fails the same way every time",
+                run::Retry::Transient => "",
+            }
         )),
         Outcome::SchedulerNotAttached => Some("the scheduler did not attach".into()),
         Outcome::Interrupted => Some("interrupted".into()),
