@@ -589,7 +589,7 @@ pub fn run(
             Attempt::StartFailed(e) => {
                 if let (true, Some(line)) = (just_fell_back, &fallback) {
                     // QEMU, the fallback, could not start: say so beside what ktstr's VMM did.
-                    let line = format!("{line}, but QEMU could not start: {}", error_chain(&e));
+                    let line = format!("{line}, but QEMU could not start: {}", one_line_error(&e));
                     return match left_behind.take() {
                         Some(mut ours) => {
                             ours.fallback = Some(line);
@@ -715,7 +715,10 @@ pub fn start_fallback(vmm: VmmKind, engine: Engine, error: &VmmError) -> NextSte
     match (error, fallback_engine(vmm, engine)) {
         (VmmError::Kvm(why), Some(next)) => NextStep::FallBack {
             engine: next,
-            line: fallback_line(&format!("could not start the guest ({})", error_chain(why))),
+            line: fallback_line(&format!(
+                "could not start the guest ({})",
+                one_line_error(why)
+            )),
         },
         _ => NextStep::Report,
     }
@@ -726,16 +729,9 @@ fn fallback_line(what: &str) -> String {
     format!("ktstr's KVM VMM {what}; falling back to QEMU -accel kvm")
 }
 
-/// An error and its sources on one line, `outer: inner: ...`.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text.replace('\n', " ")
+/// An error and its sources on one line, `outer: inner: ...` (multi-line messages joined).
+pub(crate) fn one_line_error(e: &dyn std::error::Error) -> String {
+    ktstr_btf_monitor::sampler::error_chain(e).replace('\n', " ")
 }
 
 /// Refuses guest memory of `requested_mib` MiB beyond what the host has (`host_mib`, its

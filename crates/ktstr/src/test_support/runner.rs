@@ -375,7 +375,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         },
         &cancel,
     )
-    .map_err(|e| Unrunnable::Error(run::error_chain(&e)))?;
+    .map_err(|e| Unrunnable::Error(run::one_line_error(&e)))?;
     if let Some(line) = &report.fallback {
         // Said as `ktstr exec` says it, past libtest's capture like SKIPPED.
         let _ = std::io::Write::write_all(
