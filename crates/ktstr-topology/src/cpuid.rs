@@ -332,7 +332,11 @@ pub fn leaf_0x8000_001d(layout: &ApicLayout, host: CpuidEntry) -> CpuidEntry {
     e
 }
 
-/// AMD leaf 0x8000001E: extended APIC ID, core ID and threads per core, node ID (one node per package).
+/// AMD leaf 0x8000001E: extended APIC ID, core ID and threads per core, and the AMD node ID
+/// (ECX[7:0]) with nodes per package minus one (ECX[10:8]), one AMD node per LLC.
+///
+/// With TOPOEXT, Linux takes an AMD CPU's die domain from the node ID; ktstr makes each LLC
+/// a die (as leaf 0x1F does on Intel), so the node ID numbers LLCs, not NUMA nodes.
 pub fn leaf_0x8000_001e(
     layout: &ApicLayout,
     cpu: u32,
@@ -340,13 +344,14 @@ pub fn leaf_0x8000_001e(
     host: CpuidEntry,
 ) -> CpuidEntry {
     let t = layout.topology();
-    let node = t.place(cpu).map_or(0, |p| p.node);
+    let llc = t.place(cpu).map_or(0, |p| p.llc);
     let core_id = (apic_id >> layout.smt_bits()) & 0xff;
     let threads_minus_one = t.threads.saturating_sub(1) & 0xff;
+    let nodes_minus_one = t.llcs.saturating_sub(1) & 0x7;
     CpuidEntry {
         eax: apic_id,
         ebx: (host.ebx & !0xffff) | (threads_minus_one << 8) | core_id,
-        ecx: node & 0xff,
+        ecx: (nodes_minus_one << 8) | (llc & 0xff),
         edx: 0,
         ..host
     }
@@ -574,7 +579,8 @@ mod tests {
         assert_eq!(leaf_0x8000_001d(&l, h[10]).eax, 0x4121);
         assert_eq!(leaf_0x8000_001d(&l, h[11]).eax, 0x0001_c163);
         let e = leaf_0x8000_001e(&l, 19, 25, h[12]);
-        assert_eq!((e.eax, e.ebx, e.ecx, e.edx), (25, 0x10c, 1, 0));
+        // cpu 19 of 2,2,3,2 sits in LLC 3 of 4 (2 per node).
+        assert_eq!((e.eax, e.ebx, e.ecx, e.edx), (25, 0x10c, 0x103, 0));
     }
 
     #[test]
