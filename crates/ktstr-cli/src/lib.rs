@@ -139,9 +139,10 @@ struct VmArgs {
     #[arg(short = 'i', long = "include-files")]
     include_files: Vec<PathBuf>,
     /// VMM: auto (ktstr's own KVM VMM where hardware KVM can boot Linux, else QEMU; QEMU
-    /// -accel kvm if ours fails before guest init starts), kvm (ktstr's VMM on /dev/kvm), qemu.
-    #[arg(long, default_value = "auto")]
-    vmm: VmmKind,
+    /// -accel kvm if ours fails before guest init starts), kvm (ktstr's VMM on /dev/kvm), qemu
+    /// [default: $KTSTR_VMM, else auto].
+    #[arg(long)]
+    vmm: Option<VmmKind>,
     /// Accelerator: auto (KVM only where it can boot Linux), kvm, tcg.
     #[arg(long, default_value = "auto")]
     accel: VmmRequest,
@@ -486,7 +487,7 @@ fn run_vm_report(
     let mut opts = RunOptions::new(kernel, topo)?;
     opts.memory_mib = memory_mib;
     opts.timeout = timeout;
-    opts.vmm = a.vmm;
+    opts.vmm = a.vmm.unwrap_or(opts.vmm);
     opts.accel = a.accel;
     opts.tcg_threads = a.tcg_threads;
     opts.max_attempts = a.attempts;

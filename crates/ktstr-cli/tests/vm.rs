@@ -336,7 +336,7 @@ fn missing_qemu_says_what_to_install() {
         return;
     }
     let out = Command::new(KTSTR)
-        .args(["exec", "--accel", "tcg", "--", "true"])
+        .args(["exec", "--vmm", "qemu", "--accel", "tcg", "--", "true"])
         .env("PATH", "/nonexistent")
         .output()
         .unwrap();

@@ -14,7 +14,10 @@
 //!
 //! [`patch_cpuid`] takes the host's CPUID entries (as KVM_GET_SUPPORTED_CPUID reports them)
 //! and rewrites the topology fields of leaves 0x1, 0x4, 0xB, 0x1F and, on AMD,
-//! 0x80000008, 0x8000001D and 0x8000001E for one vCPU.
+//! 0x80000008, 0x8000001D and 0x8000001E for one vCPU. An AMD host without TOPOEXT gets
+//! those two leaves synthesized ([`topoext`]), so Linux sees the LLCs asked for.
+
+pub mod topoext;
 
 use crate::{Topology, TopologyError};
 
@@ -366,7 +369,8 @@ fn find(host: &[CpuidEntry], function: u32, index: u32) -> Option<&CpuidEntry> {
 /// The host's CPUID entries with every topology field rewritten for vCPU `cpu` of `topology`.
 ///
 /// Leaves 0xB and 0x1F are regenerated whole when the maximum basic leaf (leaf 0 EAX)
-/// reaches them; AMD leaves are rewritten only on AMD hosts and only if present.
+/// reaches them; AMD leaves are rewritten only on AMD hosts and only if present, after
+/// [`topoext::with_topoext`] has added them to an AMD host that lacks TOPOEXT.
 /// Every other entry passes through unchanged, in the host's order.
 pub fn patch_cpuid(
     topology: &Topology,
@@ -382,6 +386,8 @@ pub fn patch_cpuid(
     find(host, 1, 0).ok_or(CpuidError::MissingLeaf { function: 1 })?;
     let max_basic = leaf0.eax;
     let amd = CpuVendor::from_leaf0(leaf0) == CpuVendor::Amd;
+    let synthesized = amd.then(|| topoext::with_topoext(host)).flatten();
+    let host = synthesized.as_deref().unwrap_or(host);
 
     let mut out = Vec::with_capacity(host.len() + 7);
     let (mut done_b, mut done_1f) = (false, false);
@@ -633,6 +639,31 @@ mod tests {
             CpuVendor::from_leaf0(&vendor(0, b"KVMKVMKVM\0\0\0")),
             CpuVendor::Other
         );
+    }
+
+    #[test]
+    fn amd_host_without_topoext_gets_llc_leaves() {
+        // QEMU TCG's -cpu max: AMD, legacy cache leaves only, extended maximum 0x8000000A.
+        let mut h = host(b"AuthenticAMD", 0x10);
+        h.retain(|e| !matches!(e.function, 0x8000_001d | 0x8000_001e));
+        h.push(entry(0x8000_0000, 0, 0x8000_000a, 0, 0, 0));
+        h.push(entry(0x8000_0001, 0, 0x0006_0fb1, 0, 5, 0x2fd3_fbff));
+        h.push(entry(0x8000_0005, 0, 0, 0, 0x4002_0140, 0x4002_0140));
+        h.push(entry(0x8000_0006, 0, 0, 0, 0x0200_8140, 0x0080_8140));
+        // (1,2,2,1): cpu 2 is the first CPU of the second LLC.
+        let out = patch_cpuid(&topo(1, 2, 2, 1), 2, &h).unwrap();
+        let get = |f, i| {
+            out.iter()
+                .find(|e| e.function == f && e.index == i)
+                .unwrap()
+        };
+        assert_ne!(get(0x8000_0001, 0).ecx & topoext::TOPOEXT, 0);
+        assert_eq!(get(0x8000_0000, 0).eax, 0x8000_001e);
+        assert_eq!(get(0x8000_001e, 0).ecx, (1 << 8) | 1, "LLC 1 of 2");
+        assert_eq!(get(0x8000_001e, 0).eax, 2, "APIC ID");
+        // L3 shared by the LLC's two CPUs, L1d by one.
+        assert_eq!((get(0x8000_001d, 3).eax >> 14) & 0xfff, 1);
+        assert_eq!((get(0x8000_001d, 0).eax >> 14) & 0xfff, 0);
     }
 
     #[test]

@@ -265,6 +265,22 @@ impl fmt::Display for VmmKind {
     }
 }
 
+/// Names the VMM for runs that do not choose one (`--vmm` absent, `#[ktstr_test]`s):
+/// `auto`, `kvm` or `qemu`.
+pub const VMM_ENV: &str = "KTSTR_VMM";
+
+impl VmmKind {
+    /// The VMM [`VMM_ENV`] names; `auto` when it is unset or empty.
+    pub fn from_env() -> Result<Self, VmmError> {
+        match std::env::var(VMM_ENV) {
+            Ok(v) if !v.is_empty() => v.parse().map_err(|e: VmmError| VmmError::BadConfig {
+                reason: format!("${VMM_ENV}: {e}"),
+            }),
+            _ => Ok(VmmKind::Auto),
+        }
+    }
+}
+
 impl FromStr for VmmKind {
     type Err = VmmError;
 

@@ -21,7 +21,7 @@ mod vm;
 pub use config::{AppChannel, VmConfig};
 pub use engine::{
     choose_engine, choose_vmm, fallback_engine, host_kvm, Engine, EngineChoice, HostKvm,
-    TcgThreads, VmmKind, VmmRequest,
+    TcgThreads, VmmKind, VmmRequest, VMM_ENV,
 };
 pub use error::VmmError;
 pub use qemu::{qemu_args, QEMU_BINARY};

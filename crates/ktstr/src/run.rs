@@ -103,7 +103,7 @@ impl SchedulerRun {
 }
 
 impl RunOptions {
-    /// Options with defaults for `kernel` and `topology`.
+    /// Options with defaults for `kernel` and `topology`; the VMM is `$KTSTR_VMM`'s, else auto.
     pub fn new(kernel: Kernel, topology: Topology) -> Result<Self, KtstrError> {
         let exe =
             std::env::current_exe().map_err(|e| KtstrError::io(Path::new("/proc/self/exe"), e))?;
@@ -113,7 +113,7 @@ impl RunOptions {
             memory_mib: None,
             timeout: DEFAULT_TIMEOUT,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
-            vmm: VmmKind::Auto,
+            vmm: VmmKind::from_env()?,
             accel: VmmRequest::Auto,
             tcg_threads: None,
             max_attempts: DEFAULT_ATTEMPTS,
