@@ -542,7 +542,7 @@ fn run_vm_report(
 }
 
 fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
-    let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+    let secs = |d: Duration| format!("{:.3}s", d.as_secs_f64());
     if let Some(line) = &r.fallback {
         progress(line);
     }
@@ -562,8 +562,12 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
         ));
     }
     if a.verbose {
+        let console = r
+            .launch_to_console
+            .map(|d| format!("launch to first console byte {}, ", secs(d)))
+            .unwrap_or_default();
         progress(&format!(
-            "launch to init {}, launch to end {}",
+            "{console}launch to init {}, launch to end {}",
             r.launch_to_init.map(secs).unwrap_or_else(|| "-".into()),
             secs(r.launch_to_end)
         ));

@@ -96,6 +96,16 @@ fn vm_topology_two_numa_nodes() {
 }
 
 #[test]
+fn vm_topology_two_nodes_of_two_llcs_with_smt() {
+    check_topology("2,2,2,2");
+}
+
+#[test]
+fn vm_topology_two_llcs_of_four_smt_cores() {
+    check_topology("1,2,4,2");
+}
+
+#[test]
 fn vm_exec_streams_output_and_exit_status() {
     let Some(_slot) = vm_slot() else { return };
     let out = ktstr(&[
@@ -114,7 +124,7 @@ fn vm_exec_streams_output_and_exit_status() {
         "sched_ext state should be readable: {o}"
     );
     assert!(
-        e.contains("engine qemu/"),
+        e.contains(common::default_engine_line()),
         "the engine and mode are named: {e}"
     );
 }

@@ -358,6 +358,9 @@ pub struct RunReport {
     pub console_log: PathBuf,
     /// Guest init's hello, if it came.
     pub hello: Option<Hello>,
+    /// Launch of the engine to the kernel console's first byte (last attempt; ktstr's VMM
+    /// only, which sees COM1 directly).
+    pub launch_to_console: Option<Duration>,
     /// Launch of the engine to guest init's hello (last attempt).
     pub launch_to_init: Option<Duration>,
     /// Launch to the end of the VM (last attempt).
@@ -810,6 +813,7 @@ fn attempt_once(
         retried: Vec::new(),
         console_log: cfg.console_log.clone(),
         hello: None,
+        launch_to_console: None,
         launch_to_init: None,
         launch_to_end: Duration::ZERO,
         guest_log: Vec::new(),
@@ -896,6 +900,10 @@ fn attempt_once(
         handle_event(ev, &mut report, &mut exit, &mut init_error, output, launch);
     }
     report.launch_to_end = launch.elapsed();
+    report.launch_to_console = vm
+        .kvm_io()
+        .and_then(|io| io.console.first_byte_at())
+        .map(|at| at.saturating_duration_since(launch));
     let console = std::fs::read_to_string(&cfg.console_log).unwrap_or_default();
     let engine_stderr = match &vm_exit {
         Some(VmExit::Exited { engine_stderr, .. }) => engine_stderr.clone(),
@@ -1167,6 +1175,7 @@ mod tests {
             retried: vec![],
             console_log: PathBuf::new(),
             hello: None,
+            launch_to_console: None,
             launch_to_init: None,
             launch_to_end: Duration::ZERO,
             guest_log: vec![],

@@ -62,8 +62,7 @@ pub fn vm_slot() -> Option<VmSlot> {
 /// false. ktstr's own VMM needs no QEMU where KVM can boot Linux (the nested lane's inner
 /// runs, `scripts/nested`), unless `$KTSTR_VMM` asks for QEMU.
 pub fn vm_runnable() -> bool {
-    let ours = ktstr::vmm::host_kvm().unusable_reason().is_none()
-        && ktstr::vmm::VmmKind::from_env().is_ok_and(|v| v != ktstr::vmm::VmmKind::Qemu);
+    let ours = ours_runs();
     let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
     if qemu.is_err() && !ours {
         skip("qemu-system-x86_64 is not installed (scripts/setup installs it)");
@@ -74,6 +73,22 @@ pub fn vm_runnable() -> bool {
         return false;
     }
     true
+}
+
+/// True when runs that do not name a VMM get ktstr's own: KVM can boot Linux here and
+/// `$KTSTR_VMM` does not ask for QEMU.
+pub fn ours_runs() -> bool {
+    ktstr::vmm::host_kvm().unusable_reason().is_none()
+        && ktstr::vmm::VmmKind::from_env().is_ok_and(|v| v != ktstr::vmm::VmmKind::Qemu)
+}
+
+/// How ktstr's engine line starts for runs that do not name a VMM (see [`ours_runs`]).
+pub fn default_engine_line() -> &'static str {
+    if ours_runs() {
+        "engine ktstr/kvm"
+    } else {
+        "engine qemu/"
+    }
 }
 
 /// Runs ktstr with `args`, booting [`test_kernel`] unless `args` say otherwise.

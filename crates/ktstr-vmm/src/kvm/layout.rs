@@ -8,6 +8,7 @@
 //! 0x0002_0000  kernel command line (NUL-terminated, at most CMDLINE_MAX bytes)
 //! 0x0009_fc00  EBDA (e820 reserved up to 0xa0000)
 //! 0x000e_0000  ACPI: RSDP, then XSDT, FACP, DSDT, APIC, SRAT, SLIT (e820 reserved to 1 MiB)
+//! 0x000f_fff0  reset vector (F000:FFF0): a stub that writes the reset register
 //! 0x0010_0000  high memory: bzImage protected-mode code / test programs
 //! 0x0020_0000  test programs: per-vCPU stacks, PROGRAM_STACK bytes each
 //! 0x0100_0000  ELF vmlinux physical load address (from the ELF headers)
@@ -50,6 +51,8 @@ pub const EBDA_START: u64 = 0x9_fc00;
 pub const BIOS_START: u64 = 0xe_0000;
 /// The RSDP, which [`ktstr_topology::build_tables`] follows with the other tables.
 pub const RSDP_GPA: u64 = BIOS_START;
+/// The real-mode reset vector F000:FFF0, where a BIOS reboot jumps ([`super::reset_vector`]).
+pub const RESET_VECTOR_GPA: u64 = 0xf_fff0;
 /// Start of high memory (1 MiB).
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Where a test program is loaded and entered.

@@ -30,12 +30,13 @@ use super::devices::{
 use super::error::ioctl;
 use super::event_loop::{IoThread, QueueNotifier, Subscriber};
 use super::layout::{
-    E820Entry, MemoryLayout, BIOS_START, BOOT_STACK_TOP, HIMEM_START, PROGRAM_GPA, PROGRAM_MAX,
-    PROGRAM_STACK, PROGRAM_STACKS_GPA, RING_SIZE, RSDP_GPA, VIRTIO_MMIO_MAX, ZERO_PAGE_GPA,
+    E820Entry, MemoryLayout, BIOS_START, BOOT_STACK_TOP, PROGRAM_GPA, PROGRAM_MAX, PROGRAM_STACK,
+    PROGRAM_STACKS_GPA, RESET_VECTOR_GPA, RING_SIZE, RSDP_GPA, VIRTIO_MMIO_MAX, ZERO_PAGE_GPA,
 };
 use super::loader::{self, BootInfo, LoadedKernel};
 use super::memory::{self, GuestMemory};
 use super::regs::EntryRegs;
+use super::reset_vector;
 use super::ring::RingReader;
 use super::vcpu::{self, KvmExit, Shared, VcpuRegs};
 use super::{cpuid, layout, regs, KvmError};
@@ -342,7 +343,7 @@ impl KvmVm {
         acpi.power = Some(power_ports());
         acpi.virtio_mmio = virtio_mmio.clone();
         let tables = build_tables(&topology, &acpi).map_err(KvmError::Acpi)?;
-        if tables.end_gpa() > HIMEM_START {
+        if tables.end_gpa() > RESET_VECTOR_GPA {
             return Err(KvmError::DoesNotFit {
                 what: "ACPI tables",
                 gpa: BIOS_START,
@@ -367,6 +368,7 @@ impl KvmVm {
                 cmdline,
             } => {
                 let k: LoadedKernel = loader::load_kernel(&mem, kernel)?;
+                reset_vector::write(&mem)?;
                 let cmdline_len = loader::write_cmdline(&mem, cmdline)?;
                 let initramfs = match initramfs {
                     Some(p) => Some(loader::load_initramfs(&mem, &layout, &k, p)?),
