@@ -307,7 +307,8 @@ struct DynamicInfo {
     runpath: Vec<String>,
 }
 
-/// PT_INTERP, DT_NEEDED and DT_RUNPATH/DT_RPATH of a 64-bit ELF; `None` if not an ELF.
+/// PT_INTERP, DT_NEEDED and DT_RUNPATH/DT_RPATH of an x86-64 ELF; `None` if not an ELF or
+/// one for another machine (firmware images, cross builds: copied as they are).
 fn elf_dynamic_info(path: &Path) -> Result<Option<DynamicInfo>, KtstrError> {
     use object::elf;
     use object::read::elf::{Dyn, FileHeader, ProgramHeader};
@@ -315,6 +316,14 @@ fn elf_dynamic_info(path: &Path) -> Result<Option<DynamicInfo>, KtstrError> {
 
     let data = fs::read(path).map_err(|e| KtstrError::io(path, e))?;
     if !data.starts_with(b"\x7fELF") {
+        return Ok(None);
+    }
+    // e_ident[EI_CLASS] 2 (64-bit), e_ident[EI_DATA] 1 (little-endian), e_machine EM_X86_64.
+    let x86_64 = data.len() >= 20
+        && data[4] == elf::ELFCLASS64
+        && data[5] == elf::ELFDATA2LSB
+        && u16::from_le_bytes([data[18], data[19]]) == elf::EM_X86_64;
+    if !x86_64 {
         return Ok(None);
     }
     let bad = |what: &str| KtstrError::BadElf {
@@ -491,6 +500,14 @@ mod tests {
         let f = d.join("script.sh");
         fs::write(&f, "#!/bin/sh\n").unwrap();
         assert!(elf_closure(&f).unwrap().is_empty());
+        // A 32-bit big-endian ELF (like QEMU's hppa-firmware.img): another machine's, no closure.
+        let fw = d.join("firmware.img");
+        let mut hdr = vec![0x7f, b'E', b'L', b'F', 1, 2, 1, 0];
+        hdr.resize(64, 0);
+        hdr[18] = 0;
+        hdr[19] = 15;
+        fs::write(&fw, &hdr).unwrap();
+        assert!(elf_closure(&fw).unwrap().is_empty());
     }
 
     #[test]
