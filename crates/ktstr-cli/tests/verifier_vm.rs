@@ -43,7 +43,12 @@ fn rows(stdout: &str) -> Vec<Row> {
 }
 
 /// `loop40_fail.bpf.c` compiled with clang-19 (`$CLANG`), or `None` after saying why not.
+/// `$KTSTR_LOOP40_FAIL_OBJ` names one compiled elsewhere (the nested lane's outer guest has
+/// no clang; `scripts/nested` compiles it on the host).
 fn loop40_fail_object() -> Option<PathBuf> {
+    if let Some(obj) = std::env::var_os("KTSTR_LOOP40_FAIL_OBJ").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(obj));
+    }
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang-19".into());
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ktstr-verifier/tests/bpf/loop40_fail.bpf.c");

@@ -5,35 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{kvm_available, skip};
+use common::{cached_vmlinux, kvm_available, skip};
 use ktstr_topology::Topology;
 use ktstr_vmm::kvm::{KvmExit, KvmVm};
 
 const TEST: &str = "linux_early_boot_prints_our_setup";
-
-/// The first `kernels/*/vmlinux` of ktstr's cache, found as ktstr finds it:
-/// `$KTSTR_CACHE_DIR`, else `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
-fn cached_vmlinux() -> Option<PathBuf> {
-    let nonempty = |v: &str| {
-        std::env::var_os(v)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    };
-    let cache = nonempty("KTSTR_CACHE_DIR")
-        .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("ktstr")))
-        .or_else(|| nonempty("HOME").map(|h| h.join(".cache/ktstr")))?;
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("kernels"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("vmlinux"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.into_iter().next()
-}
 
 #[test]
 fn linux_early_boot_prints_our_setup() {

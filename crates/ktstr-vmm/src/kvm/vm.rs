@@ -24,8 +24,8 @@ use super::devices::virtio::{
     Block, Console, ConsoleInput, Net, NetPort, VirtioDevice, VirtioMmioTransport,
 };
 use super::devices::{
-    IrqTrigger, PowerDevice, SerialDevice, SerialInput, SerialOutput, I8042, POWER_PORT_BASE,
-    POWER_PORT_LEN,
+    IrqTrigger, PowerDevice, Rtc, SerialDevice, SerialInput, SerialOutput, I8042, POWER_PORT_BASE,
+    POWER_PORT_LEN, RTC_BASE, RTC_LEN,
 };
 use super::error::ioctl;
 use super::event_loop::{IoThread, QueueNotifier, Subscriber};
@@ -441,6 +441,7 @@ impl KvmVm {
             Arc::new(Mutex::new(PowerDevice)),
         )?;
         bus.insert(I8042_BASE, I8042_LEN, Arc::new(Mutex::new(I8042)))?;
+        bus.insert(RTC_BASE, RTC_LEN, Arc::new(Mutex::new(Rtc::default())))?;
 
         // virtio-MMIO devices live exactly where the DSDT says: console, disks, network card.
         let mut virtio = VirtioAttacher {

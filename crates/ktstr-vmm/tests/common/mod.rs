@@ -5,6 +5,8 @@
 pub mod asm;
 pub mod programs;
 
+use std::path::PathBuf;
+
 /// Whether `/dev/kvm` can be used; prints `SKIPPED <test>: <reason>` when not, and panics
 /// instead when `KTSTR_REQUIRE_VM=1`.
 pub fn kvm_available(test: &str) -> bool {
@@ -22,4 +24,25 @@ pub fn skip(test: &str, reason: &str) {
         panic!("{msg}");
     }
     let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+}
+
+/// The first `kernels/*/vmlinux` of ktstr's cache, found as ktstr finds it:
+/// `$KTSTR_CACHE_DIR`, else `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
+pub fn cached_vmlinux() -> Option<PathBuf> {
+    let nonempty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    let cache = nonempty("KTSTR_CACHE_DIR")
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("ktstr")))
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache/ktstr")))?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("kernels"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("vmlinux"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
