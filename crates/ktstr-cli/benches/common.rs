@@ -46,6 +46,16 @@ pub fn median(v: &mut [f64]) -> f64 {
 
 /// Parses `launch to init 1.23s` from ktstr's verbose stderr.
 pub fn launch_to_init(stderr: &str) -> Option<f64> {
-    let rest = stderr.split("launch to init ").nth(1)?;
+    seconds_after(stderr, "launch to init ")
+}
+
+/// Parses `launch to first console byte 0.123s` (ktstr's VMM only) from verbose stderr.
+pub fn launch_to_console(stderr: &str) -> Option<f64> {
+    seconds_after(stderr, "launch to first console byte ")
+}
+
+/// The seconds (`1.23s`) that follow `label` in `stderr`.
+fn seconds_after(stderr: &str, label: &str) -> Option<f64> {
+    let rest = stderr.split(label).nth(1)?;
     rest.split('s').next()?.parse().ok()
 }

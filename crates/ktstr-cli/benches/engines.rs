@@ -11,13 +11,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{kernel_dir, ktstr, launch_to_init, median};
-
-/// Parses `launch to first console byte 0.123s` from ktstr's verbose stderr.
-fn launch_to_console(stderr: &str) -> Option<f64> {
-    let rest = stderr.split("launch to first console byte ").nth(1)?;
-    rest.split('s').next()?.parse().ok()
-}
+use common::{kernel_dir, ktstr, launch_to_console, launch_to_init, median};
 
 /// One engine's samples for one topology.
 #[derive(Default)]

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cached_vmlinux, skip};
+use common::{cached_vmlinux_or_skip, skip};
 use ktstr_topology::Topology;
 use ktstr_vmm::kvm::devices::virtio::net::DEFAULT_MAC;
 use ktstr_vmm::kvm::{KvmExit, KvmVm, NetPort};
@@ -392,11 +392,7 @@ fn linux_drives_virtio_console_blk_and_net() {
         ));
         return;
     }
-    let Some(vmlinux) = cached_vmlinux() else {
-        skip(
-            TEST,
-            "no cached kernel with a vmlinux: run `ktstr kernel fetch`",
-        );
+    let Some(vmlinux) = cached_vmlinux_or_skip(TEST) else {
         return;
     };
     let Some(busybox) = busybox() else {

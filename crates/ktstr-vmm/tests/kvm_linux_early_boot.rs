@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cached_vmlinux, kvm_available, skip};
+use common::{cached_vmlinux_or_skip, kvm_available};
 use ktstr_topology::Topology;
 use ktstr_vmm::kvm::{KvmExit, KvmVm};
 
@@ -18,11 +18,7 @@ fn linux_early_boot_prints_our_setup() {
     if !kvm_available(TEST) {
         return;
     }
-    let Some(vmlinux) = cached_vmlinux() else {
-        skip(
-            TEST,
-            "no cached kernel with a vmlinux: run `ktstr kernel fetch`",
-        );
+    let Some(vmlinux) = cached_vmlinux_or_skip(TEST) else {
         return;
     };
     let cmdline =

@@ -7,8 +7,9 @@
 //! [`ktstr_topology::build_tables`] (RSDP at 0xE0000 *and* in `boot_params.acpi_rsdp_addr`),
 //! long-mode entry state ([`regs`]), per-vCPU CPUID ([`cpuid`]), an in-kernel irqchip and PIT,
 //! and the port devices ([`devices`]: COM1, COM2, ACPI power/reset and exit-status ports,
-//! i8042 reset, and a [`reset_vector`] for Linux's last-resort BIOS reboot) on a [`bus`], and optional virtio-MMIO devices (console, file-backed disks, a
-//! loopback network card) on the MMIO bus at the windows the DSDT describes.
+//! i8042 reset, CMOS RTC) on a [`bus`], a [`reset_vector`] for Linux's last-resort BIOS
+//! reboot, and optional virtio-MMIO devices (console, file-backed disks, a loopback network
+//! card) on the MMIO bus at the windows the DSDT describes.
 //! [`KvmVm::start`] runs one thread per vCPU ([`vcpu`]) and an I/O thread ([`event_loop`])
 //! serving virtqueue notifications through ioeventfds; [`KvmVmHandle::wait`] returns how the
 //! guest ended as a [`KvmExit`].

@@ -28,7 +28,7 @@ pub fn skip(test: &str, reason: &str) {
 
 /// The first `kernels/*/vmlinux` of ktstr's cache, found as ktstr finds it:
 /// `$KTSTR_CACHE_DIR`, else `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
-pub fn cached_vmlinux() -> Option<PathBuf> {
+fn cached_vmlinux() -> Option<PathBuf> {
     let nonempty = |v: &str| {
         std::env::var_os(v)
             .filter(|s| !s.is_empty())
@@ -45,4 +45,16 @@ pub fn cached_vmlinux() -> Option<PathBuf> {
         .collect();
     found.sort();
     found.into_iter().next()
+}
+
+/// [`cached_vmlinux`], or `None` after [`skip`] said there is none.
+pub fn cached_vmlinux_or_skip(test: &str) -> Option<PathBuf> {
+    let found = cached_vmlinux();
+    if found.is_none() {
+        skip(
+            test,
+            "no cached kernel with a vmlinux: run `ktstr kernel fetch`",
+        );
+    }
+    found
 }

@@ -5,8 +5,9 @@
 //! polls that bit every 100 us and gives up after one second: a second of every boot and
 //! 20,000 port exits (measured under nested KVM). This clock is never updating: UIP reads 0, register D says the time is valid, and
 //! the time registers hold the host's UTC time in BCD, 24-hour mode, as a PC BIOS leaves
-//! them. Writes to the time registers are ignored (the guest cannot set the host's clock);
-//! the rest of the 128 bytes of CMOS RAM store what the guest writes.
+//! them. Writes to the time registers and to registers A-D are ignored (the guest cannot set
+//! the host's clock, and the clock has no interrupts to enable); the rest of the 128 bytes of
+//! CMOS RAM store what the guest writes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,18 +52,18 @@ impl Rtc {
         }
     }
 
-    /// The value of register `reg` now.
+    /// The value of register `reg` now; the calendar is computed only for time registers.
     fn register(&self, reg: u8) -> u8 {
-        let t = Civil::from_unix((self.now)());
+        let time = || Civil::from_unix((self.now)());
         match reg {
-            0x00 => bcd(t.second),
-            0x02 => bcd(t.minute),
-            0x04 => bcd(t.hour),
-            0x06 => bcd(t.weekday + 1),
-            0x07 => bcd(t.day),
-            0x08 => bcd(t.month),
-            0x09 => bcd((t.year % 100) as u32),
-            CENTURY => bcd((t.year / 100) as u32),
+            0x00 => bcd(time().second),
+            0x02 => bcd(time().minute),
+            0x04 => bcd(time().hour),
+            0x06 => bcd(time().weekday + 1),
+            0x07 => bcd(time().day),
+            0x08 => bcd(time().month),
+            0x09 => bcd((time().year % 100) as u32),
+            CENTURY => bcd((time().year / 100) as u32),
             0x0a => REG_A,
             0x0b => REG_B,
             0x0c => 0,
