@@ -592,6 +592,17 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
     for issue in &r.channel_issues {
         progress(&format!("warning: COM2 channel: {issue}"));
     }
+    if let Some(f) = &r.guest_faults {
+        // Linux probes a few absent legacy ports on every boot: those only with -v.
+        if a.verbose {
+            if let Some(l) = f.unclaimed_line() {
+                progress(&format!("guest: {l}"));
+            }
+        }
+        for l in f.device_lines() {
+            progress(&format!("warning: guest: {l}"));
+        }
+    }
     match &r.outcome {
         Outcome::Command(_) | Outcome::ShellEnded => {}
         Outcome::CommandTimedOut { after } => progress(&format!(

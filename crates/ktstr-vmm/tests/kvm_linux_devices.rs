@@ -22,12 +22,11 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cached_vmlinux_or_skip, skip};
+use common::{busybox, busybox_root, cached_vmlinux_or_skip, cpio, field, linux_kvm, skip, stderr};
 use ktstr_topology::Topology;
 use ktstr_vmm::kvm::devices::virtio::net::DEFAULT_MAC;
 use ktstr_vmm::kvm::{KvmExit, KvmVm, NetPort};
@@ -162,14 +161,6 @@ fn ip_text(ip: &[u8; 4]) -> String {
     parts.join(".")
 }
 
-/// Where the static busybox is, on the host or in the nested lane's outer guest.
-fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-}
-
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -235,37 +226,22 @@ fn build_initramfs(
     modules: &[PathBuf],
     out: &Path,
 ) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let root = dir.join("root");
-    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
-    for d in ["bin", "proc", "sys", "dev", "tmp", "lib/modules"] {
-        std::fs::create_dir_all(root.join(d)).map_err(|e| io(d, e))?;
-    }
-    std::fs::copy(busybox, root.join("bin/busybox")).map_err(|e| io("copying busybox", e))?;
-    let mut guest_modules = Vec::new();
-    for m in modules {
-        let name = m.file_name().unwrap_or_default();
+    let names: Vec<String> = modules
+        .iter()
+        .map(|m| {
+            m.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let guest_modules: Vec<String> = names.iter().map(|n| format!("/lib/modules/{n}")).collect();
+    let root = busybox_root(dir, busybox, &init_script(&guest_modules))?;
+    for (m, name) in modules.iter().zip(&names) {
         std::fs::copy(m, root.join("lib/modules").join(name))
-            .map_err(|e| io(&format!("copying {}", m.display()), e))?;
-        guest_modules.push(format!("/lib/modules/{}", name.to_string_lossy()));
+            .map_err(|e| format!("copying {}: {e}", m.display()))?;
     }
-    let init = root.join("init");
-    std::fs::write(&init, init_script(&guest_modules)).map_err(|e| io("writing /init", e))?;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| io("chmod /init", e))?;
-    let archive = std::fs::File::create(out).map_err(|e| io("creating the cpio", e))?;
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg("find . | cpio -o -H newc")
-        .current_dir(&root)
-        .stdout(archive)
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| io("running cpio", e))?;
-    if !st.success() {
-        return Err(format!("`find . | cpio -o -H newc` failed: {st}"));
-    }
-    Ok(())
+    cpio(&root, out)
 }
 
 /// RFC 1071 checksum of `data`.
@@ -359,15 +335,6 @@ fn serve_peer(port: NetPort, stop: Arc<AtomicBool>) -> Vec<Vec<u8>> {
     answered
 }
 
-/// The rest of the COM2 line that starts with `key `, without the line end.
-fn field<'a>(app: &'a str, key: &str) -> Option<&'a str> {
-    app.lines().find_map(|l| {
-        l.trim_end_matches('\r')
-            .strip_prefix(key)?
-            .strip_prefix(' ')
-    })
-}
-
 /// Bytes from a run of hex digits.
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
@@ -379,17 +346,9 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn stderr(s: &str) {
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), s.as_bytes());
-}
-
 #[test]
 fn linux_drives_virtio_console_blk_and_net() {
-    if let Some(why) = ktstr_vmm::host_kvm().unusable_reason() {
-        // Not `common::skip`: the CI host's KVM is PVM, and there this is expected.
-        stderr(&format!(
-            "SKIPPED {TEST}: KVM cannot boot Linux here: {why}\n"
-        ));
+    if !linux_kvm(TEST) {
         return;
     }
     let Some(vmlinux) = cached_vmlinux_or_skip(TEST) else {

@@ -371,6 +371,9 @@ pub struct RunReport {
     pub channel_issues: Vec<String>,
     /// The last lines of the console when the guest failed.
     pub console_tail: Vec<String>,
+    /// What ktstr's VMM refused the guest (unclaimed ports and MMIO, virtqueue chains
+    /// outside guest memory, output beyond the host's bound); `None` on QEMU.
+    pub guest_faults: Option<crate::vmm::kvm::FaultLog>,
     /// What became of the sched_ext scheduler, when one was asked for.
     pub scheduler: Option<SchedulerReport>,
     /// What the runqueue monitor did, when one was asked for.
@@ -819,6 +822,7 @@ fn attempt_once(
         guest_log: Vec::new(),
         channel_issues: Vec::new(),
         console_tail: Vec::new(),
+        guest_faults: None,
         scheduler: None,
         monitor: None,
     };
@@ -904,6 +908,7 @@ fn attempt_once(
         .kvm_io()
         .and_then(|io| io.console.first_byte_at())
         .map(|at| at.saturating_duration_since(launch));
+    report.guest_faults = vm.kvm_io().map(|io| io.fault_log());
     let console = std::fs::read_to_string(&cfg.console_log).unwrap_or_default();
     let engine_stderr = match &vm_exit {
         Some(VmExit::Exited { engine_stderr, .. }) => engine_stderr.clone(),
@@ -1181,6 +1186,7 @@ mod tests {
             guest_log: vec![],
             channel_issues: vec![],
             console_tail: vec![],
+            guest_faults: None,
             scheduler: None,
             monitor: None,
         }

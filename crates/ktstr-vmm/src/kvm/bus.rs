@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::faults::{GuestFaults, Space};
 use super::KvmError;
 
 /// Why the guest rebooted.
@@ -52,16 +53,21 @@ struct Range {
     device: SharedDevice,
 }
 
-/// Port ranges and their devices; unclaimed ports read as all ones and ignore writes.
+/// Port ranges and their devices; unclaimed ports read as all ones, ignore writes, and are
+/// counted.
 #[derive(Default)]
 pub struct PioBus {
     ranges: Vec<Range>,
+    faults: Arc<GuestFaults>,
 }
 
 impl PioBus {
-    /// An empty bus.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty bus counting unclaimed ports in `faults`.
+    pub fn new(faults: Arc<GuestFaults>) -> Self {
+        PioBus {
+            ranges: Vec::new(),
+            faults,
+        }
     }
 
     /// Puts `device` at ports `base..base + len`, which must not overlap another device.
@@ -105,19 +111,23 @@ impl PioBus {
             }
             None => {
                 data.fill(0xff);
+                self.faults.unclaimed(Space::Port, false, u64::from(port));
                 false
             }
         }
     }
 
-    /// Handles an OUT; an unclaimed port does nothing.
+    /// Handles an OUT; an unclaimed port does nothing but count.
     pub fn write(&self, port: u16, data: &[u8]) -> DeviceAction {
         match self.find(port) {
             Some((dev, off)) => match dev.lock() {
                 Ok(mut d) => d.write(off, data),
                 Err(_) => DeviceAction::None,
             },
-            None => DeviceAction::None,
+            None => {
+                self.faults.unclaimed(Space::Port, true, u64::from(port));
+                DeviceAction::None
+            }
         }
     }
 }
@@ -139,16 +149,21 @@ struct MmioRange {
     device: SharedMmioDevice,
 }
 
-/// Guest-physical windows and their devices; unclaimed addresses read all ones, drop writes.
+/// Guest-physical windows and their devices; unclaimed addresses read all ones, drop writes,
+/// and are counted.
 #[derive(Default)]
 pub struct MmioBus {
     ranges: Vec<MmioRange>,
+    faults: Arc<GuestFaults>,
 }
 
 impl MmioBus {
-    /// An empty bus.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty bus counting unclaimed addresses in `faults`.
+    pub fn new(faults: Arc<GuestFaults>) -> Self {
+        MmioBus {
+            ranges: Vec::new(),
+            faults,
+        }
     }
 
     /// Puts `device` at `base..base + len`, which must not overlap another device.
@@ -201,6 +216,7 @@ impl MmioBus {
             }
             None => {
                 data.fill(0xff);
+                self.faults.unclaimed(Space::Mmio, false, addr);
                 false
             }
         }
@@ -215,7 +231,10 @@ impl MmioBus {
                 }
                 true
             }
-            None => false,
+            None => {
+                self.faults.unclaimed(Space::Mmio, true, addr);
+                false
+            }
         }
     }
 }
@@ -240,7 +259,8 @@ mod tests {
 
     #[test]
     fn routes_by_range_and_refuses_overlaps() {
-        let mut bus = PioBus::new();
+        let faults = Arc::new(GuestFaults::new());
+        let mut bus = PioBus::new(faults.clone());
         bus.insert(0x3f8, 8, Arc::new(Mutex::new(Echo(0x10))))
             .unwrap();
         assert!(bus.insert(0x3ff, 2, Arc::new(Mutex::new(Echo(0)))).is_err());
@@ -256,6 +276,14 @@ mod tests {
         assert_eq!(b, [0x27]);
         assert!(!bus.read(0x3f7, &mut b));
         assert_eq!(b, [0xff]);
+        assert_eq!(bus.write(0x80, &[1]), DeviceAction::None);
+        let log = faults.snapshot();
+        assert_eq!(
+            (log.unclaimed_port_reads, log.unclaimed_port_writes),
+            (1, 1)
+        );
+        assert_eq!(log.unclaimed_count(Space::Port, false, 0x3f7), 1);
+        assert_eq!(log.unclaimed_count(Space::Port, true, 0x80), 1);
     }
 
     struct Regs([u8; 16]);
@@ -273,7 +301,8 @@ mod tests {
 
     #[test]
     fn mmio_routes_by_window_and_refuses_overlaps() {
-        let mut bus = MmioBus::new();
+        let faults = Arc::new(GuestFaults::new());
+        let mut bus = MmioBus::new(faults.clone());
         bus.insert(0xc000_0000, 16, Arc::new(Mutex::new(Regs([0; 16]))))
             .unwrap();
         bus.insert(0xc000_0010, 16, Arc::new(Mutex::new(Regs([7; 16]))))
@@ -294,5 +323,11 @@ mod tests {
         assert!(!bus.read(0xc000_000e, &mut b));
         assert_eq!(b, [0xff; 4]);
         assert!(!bus.write(0xbfff_fffe, &[1, 2, 3, 4]));
+        let log = faults.snapshot();
+        assert_eq!(
+            (log.unclaimed_mmio_reads, log.unclaimed_mmio_writes),
+            (1, 1)
+        );
+        assert_eq!(log.unclaimed_count(Space::Mmio, true, 0xbfff_fffe), 1);
     }
 }

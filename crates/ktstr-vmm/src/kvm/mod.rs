@@ -9,7 +9,9 @@
 //! and the port devices ([`devices`]: COM1, COM2, ACPI power/reset and exit-status ports,
 //! i8042 reset, CMOS RTC) on a [`bus`], a [`reset_vector`] for Linux's last-resort BIOS
 //! reboot, and optional virtio-MMIO devices (console, file-backed disks, a loopback network
-//! card) on the MMIO bus at the windows the DSDT describes.
+//! card) on the MMIO bus at the windows the DSDT describes. What the guest asks that nothing
+//! accepts (unclaimed ports and MMIO, virtqueue chains outside its memory, output beyond the
+//! host's bound) is refused and counted in [`faults`].
 //! [`KvmVm::start`] runs one thread per vCPU ([`vcpu`]) and an I/O thread ([`event_loop`])
 //! serving virtqueue notifications through ioeventfds; [`KvmVmHandle::wait`] returns how the
 //! guest ended as a [`KvmExit`].
@@ -19,6 +21,7 @@ pub mod cpuid;
 pub mod devices;
 mod error;
 pub mod event_loop;
+pub mod faults;
 pub mod layout;
 pub mod loader;
 pub mod memory;
@@ -37,6 +40,7 @@ pub use bus::{DeviceAction, MmioBus, MmioDevice, PioBus, PioDevice, RebootCause}
 pub use devices::virtio::{ConsoleInput, NetPort, NetStats};
 pub use devices::{SerialInput, SerialOutput, SerialReader, EXIT_PORT};
 pub use error::KvmError;
+pub use faults::{FaultLog, GuestFaults};
 pub use layout::{E820Entry, MemoryLayout, RING_GPA, RING_SIZE};
 pub use memory::GuestMemory;
 pub use ring::{RingError, RingReader, RingRecord};

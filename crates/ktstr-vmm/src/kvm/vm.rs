@@ -18,10 +18,10 @@ use vmm_sys_util::signal::Killable;
 use super::bus::{MmioBus, PioBus};
 use super::devices::i8042::{I8042_BASE, I8042_LEN};
 use super::devices::power::power_ports;
-use super::devices::serial::SERIAL_LEN;
+use super::devices::serial::{DEFAULT_OUTPUT_LIMIT, SERIAL_LEN};
 use super::devices::virtio::net::DEFAULT_MAC;
 use super::devices::virtio::{
-    Block, Console, ConsoleInput, Net, NetPort, VirtioDevice, VirtioMmioTransport,
+    device_name, Block, Console, ConsoleInput, Net, NetPort, VirtioDevice, VirtioMmioTransport,
 };
 use super::devices::{
     IrqTrigger, PowerDevice, Rtc, SerialDevice, SerialInput, SerialOutput, I8042, POWER_PORT_BASE,
@@ -29,6 +29,7 @@ use super::devices::{
 };
 use super::error::ioctl;
 use super::event_loop::{IoThread, QueueNotifier, Subscriber};
+use super::faults::{DroppedOutput, FaultLog, GuestFaults};
 use super::layout::{
     E820Entry, MemoryLayout, BIOS_START, BOOT_STACK_TOP, PROGRAM_GPA, PROGRAM_MAX, PROGRAM_STACK,
     PROGRAM_STACKS_GPA, RESET_VECTOR_GPA, RING_SIZE, RSDP_GPA, VIRTIO_MMIO_MAX, ZERO_PAGE_GPA,
@@ -90,6 +91,7 @@ pub struct KvmVmBuilder {
     disks: Vec<DiskConfig>,
     net: bool,
     io_thread: bool,
+    output_limit: usize,
 }
 
 impl Default for KvmVmBuilder {
@@ -108,6 +110,7 @@ impl Default for KvmVmBuilder {
             disks: Vec::new(),
             net: false,
             io_thread: true,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
         }
     }
 }
@@ -164,6 +167,13 @@ impl KvmVmBuilder {
     /// Also copies COM1 to this file.
     pub fn console_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.console_file = Some(path.into());
+        self
+    }
+
+    /// The most bytes of each guest output (COM1, COM2, virtio-console) the host keeps in
+    /// memory; a guest that writes more loses the oldest (see [`GuestIo::fault_log`]).
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes;
         self
     }
 
@@ -256,9 +266,33 @@ pub struct GuestIo {
     pub virtio_console_input: Option<ConsoleInput>,
     /// The host's port on the virtio-net loopback, when the VM has a network card.
     pub net: Option<NetPort>,
+    /// What the guest did that the VMM refused, counted by the buses and devices.
+    pub faults: Arc<GuestFaults>,
 }
 
 impl GuestIo {
+    /// Everything the VMM refused so far, with the outputs that dropped bytes.
+    pub fn fault_log(&self) -> FaultLog {
+        let mut log = self.faults.snapshot();
+        let outputs = [
+            ("COM1", Some(&self.console)),
+            ("COM2", Some(&self.app_output)),
+            ("virtio-console", self.virtio_console.as_ref()),
+        ];
+        for (device, out) in outputs {
+            let Some(out) = out else { continue };
+            let bytes = out.dropped();
+            if bytes > 0 {
+                log.dropped.push(DroppedOutput {
+                    device: device.into(),
+                    bytes,
+                    limit: out.limit(),
+                });
+            }
+        }
+        log
+    }
+
     /// Ends every output stream (the VM stopped).
     fn close_outputs(&self) {
         self.console.close();
@@ -411,8 +445,9 @@ impl KvmVm {
             size: layout.ring_size,
         })?;
 
-        let console = SerialOutput::new();
-        let app_output = SerialOutput::new();
+        let faults = Arc::new(GuestFaults::new());
+        let console = SerialOutput::with_limit(b.output_limit);
+        let app_output = SerialOutput::with_limit(b.output_limit);
         let console_file = match &b.console_file {
             Some(p) => Some(File::create(p).map_err(|source| KvmError::ReadFile {
                 what: "console file",
@@ -432,7 +467,7 @@ impl KvmVm {
             app_output.clone(),
             None,
         )));
-        let mut bus = PioBus::new();
+        let mut bus = PioBus::new(faults.clone());
         bus.insert(Uart::COM1.port, SERIAL_LEN, com1)?;
         bus.insert(Uart::COM2.port, SERIAL_LEN, com2.clone())?;
         bus.insert(
@@ -449,14 +484,15 @@ impl KvmVm {
             mem: &mem,
             irqchip: b.irqchip,
             slots: virtio_mmio.iter(),
-            mmio: MmioBus::new(),
+            mmio: MmioBus::new(faults.clone()),
             io_subscribers: use_io_thread.then(Vec::new),
             kicks: Arc::clone(&kicks),
+            faults: faults.clone(),
         };
         let mut virtio_console = None;
         let mut virtio_console_input = None;
         if b.virtio_console {
-            let out = SerialOutput::new();
+            let out = SerialOutput::with_limit(b.output_limit);
             let t = virtio.attach(Console::new(out.clone()))?;
             virtio_console = Some(out);
             virtio_console_input = Some(ConsoleInput::new(t));
@@ -533,6 +569,7 @@ impl KvmVm {
                 virtio_console,
                 virtio_console_input,
                 net,
+                faults,
             },
             tables,
             e820,
@@ -639,6 +676,7 @@ struct VirtioAttacher<'a> {
     /// The I/O thread's subscribers, when notifications go to it.
     io_subscribers: Option<Vec<Subscriber>>,
     kicks: Arc<AtomicU64>,
+    faults: Arc<GuestFaults>,
 }
 
 impl VirtioAttacher<'_> {
@@ -652,8 +690,14 @@ impl VirtioAttacher<'_> {
             reason: "more virtio devices than virtio-MMIO windows".into(),
         })?;
         let irq = irq_line(self.vm, self.irqchip, slot.gsi)?;
-        let t =
+        let mut t =
             VirtioMmioTransport::new(device, self.mem.clone(), irq).map_err(KvmError::Virtio)?;
+        let name = format!(
+            "{} at {:#x}",
+            device_name(t.device().device_id()),
+            slot.base
+        );
+        t.report_faults_to(self.faults.clone(), name);
         let t = Arc::new(Mutex::new(t));
         self.mmio.insert(slot.base, slot.size, t.clone())?;
         if let Some(subs) = &mut self.io_subscribers {

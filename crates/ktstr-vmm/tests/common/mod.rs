@@ -5,7 +5,8 @@
 pub mod asm;
 pub mod programs;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// Whether `/dev/kvm` can be used; prints `SKIPPED <test>: <reason>` when not, and panics
 /// instead when `KTSTR_REQUIRE_VM=1`.
@@ -57,4 +58,75 @@ pub fn cached_vmlinux_or_skip(test: &str) -> Option<PathBuf> {
         );
     }
     found
+}
+
+/// Whether KVM here can boot Linux; prints `SKIPPED <test>: <reason>` when not, without
+/// failing even under `KTSTR_REQUIRE_VM=1`: the CI host's KVM is PVM, where this is expected
+/// (the nested lane runs these tests on a KVM that can).
+pub fn linux_kvm(test: &str) -> bool {
+    match ktstr_vmm::host_kvm().unusable_reason() {
+        None => true,
+        Some(why) => {
+            stderr(&format!(
+                "SKIPPED {test}: KVM cannot boot Linux here: {why}\n"
+            ));
+            false
+        }
+    }
+}
+
+/// Writes `s` to stderr (tests print the guest's output for the log).
+pub fn stderr(s: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), s.as_bytes());
+}
+
+/// Where the static busybox is, on the host or in the nested lane's outer guest.
+pub fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// A busybox root at `dir/root`: the standard directories, `/bin/busybox`, and an executable
+/// `/init` holding `init`; returns the root.
+pub fn busybox_root(dir: &Path, busybox: &Path, init: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.join("root");
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    for d in ["bin", "proc", "sys", "dev", "tmp", "lib/modules"] {
+        std::fs::create_dir_all(root.join(d)).map_err(|e| io(d, e))?;
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).map_err(|e| io("copying busybox", e))?;
+    let path = root.join("init");
+    std::fs::write(&path, init).map_err(|e| io("writing /init", e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| io("chmod /init", e))?;
+    Ok(root)
+}
+
+/// Writes everything under `root` as a newc cpio at `out`.
+pub fn cpio(root: &Path, out: &Path) -> Result<(), String> {
+    let archive = std::fs::File::create(out).map_err(|e| format!("creating the cpio: {e}"))?;
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("find . | cpio -o -H newc")
+        .current_dir(root)
+        .stdout(archive)
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("running cpio: {e}"))?;
+    if !st.success() {
+        return Err(format!("`find . | cpio -o -H newc` failed: {st}"));
+    }
+    Ok(())
+}
+
+/// The rest of the line of `text` that starts with `key `, without the line end.
+pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        l.trim_end_matches('\r')
+            .strip_prefix(key)?
+            .strip_prefix(' ')
+    })
 }

@@ -44,23 +44,65 @@ impl Trigger for IrqTrigger {
     }
 }
 
-#[derive(Debug, Default)]
+/// The most of one output the host keeps in memory by default: 16 MiB.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
+
+#[derive(Debug)]
 struct OutputState {
+    /// The kept tail of the output.
     bytes: Vec<u8>,
+    /// The offset in the whole output of `bytes[0]`: how much was dropped from the front.
+    start: u64,
+    /// The most bytes kept.
+    limit: usize,
+    /// Bytes readers had to skip because they fell behind the kept tail.
+    skipped: u64,
+    /// Whether anyone streams this output (else only the kept tail is ever looked at).
+    has_reader: bool,
     first_byte_at: Option<Instant>,
     closed: bool,
 }
 
-/// The guest's output on one UART: a growing log shared by the device and the host.
-#[derive(Debug, Clone, Default)]
+impl OutputState {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+/// The guest's output on one UART or console: a log shared by the device and the host that
+/// keeps the last [`SerialOutput::limit`] bytes, so a guest that floods it cannot grow the
+/// host's memory. A reader that keeps up sees every byte.
+#[derive(Debug, Clone)]
 pub struct SerialOutput {
     inner: Arc<(Mutex<OutputState>, Condvar)>,
 }
 
+impl Default for SerialOutput {
+    fn default() -> Self {
+        Self::with_limit(DEFAULT_OUTPUT_LIMIT)
+    }
+}
+
 impl SerialOutput {
-    /// An empty log.
+    /// An empty log keeping [`DEFAULT_OUTPUT_LIMIT`] bytes.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty log keeping at most `limit` bytes (at least 1).
+    pub fn with_limit(limit: usize) -> Self {
+        let state = OutputState {
+            bytes: Vec::new(),
+            start: 0,
+            limit: limit.max(1),
+            skipped: 0,
+            has_reader: false,
+            first_byte_at: None,
+            closed: false,
+        };
+        SerialOutput {
+            inner: Arc::new((Mutex::new(state), Condvar::new())),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, OutputState> {
@@ -74,6 +116,12 @@ impl SerialOutput {
             s.first_byte_at = Some(Instant::now());
         }
         s.bytes.extend_from_slice(data);
+        if s.bytes.len() > s.limit {
+            // Drop down to three quarters of the limit, so trimming is rare and cheap.
+            let excess = s.bytes.len() - s.limit * 3 / 4;
+            s.bytes.drain(..excess);
+            s.start += excess as u64;
+        }
         self.inner.1.notify_all();
     }
 
@@ -83,14 +131,30 @@ impl SerialOutput {
         self.inner.1.notify_all();
     }
 
-    /// Every byte so far.
+    /// Every byte still kept: the whole output unless more than [`Self::limit`] came.
     pub fn contents(&self) -> Vec<u8> {
         self.state().bytes.clone()
     }
 
-    /// Every byte so far as text (invalid UTF-8 replaced).
+    /// [`Self::contents`] as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.state().bytes).into_owned()
+    }
+
+    /// The most bytes kept.
+    pub fn limit(&self) -> usize {
+        self.state().limit
+    }
+
+    /// Bytes of the output lost to whoever looks at it: those readers skipped, or, when
+    /// nobody streams it, those dropped from the front of the kept tail.
+    pub fn dropped(&self) -> u64 {
+        let s = self.state();
+        if s.has_reader {
+            s.skipped
+        } else {
+            s.start
+        }
     }
 
     /// When the first byte arrived.
@@ -103,12 +167,14 @@ impl SerialOutput {
         let deadline = Instant::now() + timeout;
         let mut s = self.state();
         // Only bytes that arrived since the last look (plus an overlap) are searched again.
-        let mut from = 0;
+        let mut from = s.start;
         loop {
-            if needle.is_empty() || s.bytes[from..].windows(needle.len()).any(|w| w == needle) {
+            let i = usize::try_from(from.saturating_sub(s.start)).unwrap_or(usize::MAX);
+            let new = s.bytes.get(i..).unwrap_or_default();
+            if needle.is_empty() || new.windows(needle.len()).any(|w| w == needle) {
                 return true;
             }
-            from = s.bytes.len().saturating_sub(needle.len() - 1);
+            from = s.end().saturating_sub(needle.len() as u64 - 1);
             let now = Instant::now();
             if s.closed || now >= deadline {
                 return false;
@@ -120,30 +186,38 @@ impl SerialOutput {
         }
     }
 
-    /// A blocking reader from the first byte; it ends when the output is closed.
+    /// A blocking reader from the first byte still kept; it ends when the output is closed.
     pub fn reader(&self) -> SerialReader {
+        let mut s = self.state();
+        s.has_reader = true;
         SerialReader {
             out: self.clone(),
-            pos: 0,
+            pos: s.start,
         }
     }
 }
 
-/// Reads a [`SerialOutput`] as a stream.
+/// Reads a [`SerialOutput`] as a stream; if it falls more than the output's limit behind,
+/// it skips to the oldest byte kept (counted in [`SerialOutput::dropped`]).
 #[derive(Debug)]
 pub struct SerialReader {
     out: SerialOutput,
-    pos: usize,
+    pos: u64,
 }
 
 impl Read for SerialReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut s = self.out.state();
         loop {
-            if s.bytes.len() > self.pos {
-                let n = buf.len().min(s.bytes.len() - self.pos);
-                buf[..n].copy_from_slice(&s.bytes[self.pos..self.pos + n]);
-                self.pos += n;
+            if self.pos < s.start {
+                s.skipped += s.start - self.pos;
+                self.pos = s.start;
+            }
+            if s.end() > self.pos {
+                let i = (self.pos - s.start) as usize;
+                let n = buf.len().min(s.bytes.len() - i);
+                buf[..n].copy_from_slice(&s.bytes[i..i + n]);
+                self.pos += n as u64;
                 return Ok(n);
             }
             if s.closed || buf.is_empty() {
@@ -316,6 +390,44 @@ mod tests {
         let mut s = String::new();
         out.reader().read_to_string(&mut s).unwrap();
         assert_eq!(s, "hi\n");
+    }
+
+    #[test]
+    fn a_flood_keeps_a_bounded_tail_and_counts_what_was_lost() {
+        let out = SerialOutput::with_limit(100);
+        let all: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        for c in all.chunks(7) {
+            out.push(c);
+        }
+        let kept = out.contents();
+        assert!(kept.len() <= 100 && kept.len() >= 75, "{}", kept.len());
+        assert_eq!(kept[..], all[all.len() - kept.len()..]);
+        // Nobody streamed it: everything not kept is lost.
+        assert_eq!(out.dropped(), (all.len() - kept.len()) as u64);
+        assert!(out.wait_for(&all[990..], Duration::from_millis(1)));
+        assert!(!out.wait_for(&all[..5], Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_sees_every_byte_and_a_late_one_skips() {
+        let out = SerialOutput::with_limit(64);
+        let mut early = out.reader();
+        let mut late = out.reader();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 16];
+        for i in 0..100u8 {
+            out.push(&[i; 8]);
+            let n = early.read(&mut buf).unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        out.close();
+        early.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen.len(), 800);
+        assert_eq!(out.dropped(), 0, "no reader has skipped yet");
+        let mut rest = Vec::new();
+        late.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest[..], seen[800 - rest.len()..]);
+        assert_eq!(out.dropped(), (800 - rest.len()) as u64);
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! The virtio-MMIO transport, version 2: the register file a driver finds at a DSDT `LNRO0005`
 //! window, feature negotiation, queue setup, notifications and the interrupt.
 
+use std::sync::Arc;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
 };
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+
 use virtio_queue::{Queue, QueueT};
 use vm_superio::Trigger;
 
-use super::{VirtioDevice, VirtioError, FEATURE_VERSION_1};
+use super::{device_name, VirtioDevice, VirtioError, FEATURE_VERSION_1};
 use crate::kvm::bus::MmioDevice;
 use crate::kvm::devices::IrqTrigger;
+use crate::kvm::faults::GuestFaults;
 use crate::kvm::GuestMemory;
 
 /// "virt" in little endian.
@@ -61,6 +64,9 @@ pub struct VirtioMmioTransport<D> {
     driver_features: u64,
     status: u32,
     interrupt_status: u32,
+    /// Where refused chains and queue errors are counted, and the name they go under.
+    faults: Arc<GuestFaults>,
+    name: String,
 }
 
 impl<D: VirtioDevice> VirtioMmioTransport<D> {
@@ -74,6 +80,7 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
                 Queue::new(max).map_err(|source| VirtioError::Queue { queue, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let name = device_name(device.device_id());
         let mut t = VirtioMmioTransport {
             device,
             mem,
@@ -85,9 +92,17 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
             driver_features: 0,
             status: 0,
             interrupt_status: 0,
+            faults: Arc::new(GuestFaults::new()),
+            name,
         };
         t.reset();
         Ok(t)
+    }
+
+    /// Counts what the guest's queues get refused in `faults`, under `name`.
+    pub fn report_faults_to(&mut self, faults: Arc<GuestFaults>, name: String) {
+        self.faults = faults;
+        self.name = name;
     }
 
     /// The device.
@@ -135,15 +150,26 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
         if !q.ready() {
             return;
         }
-        match self.device.process_queue(index, q, &self.mem) {
-            Ok(true) => {
+        let mut used = false;
+        let result = loop {
+            match self.device.process_queue(index, q, &self.mem) {
+                // A refused chain was used (untouched); serve the rest of the queue.
+                Err(e @ VirtioError::OutsideMemory { .. }) => {
+                    self.faults.device_refused(&self.name, &e);
+                    used = true;
+                }
+                r => break r,
+            }
+        };
+        match result {
+            Ok(more) => {
                 // An unreadable avail ring still gets an interrupt rather than a lost one.
-                if q.needs_notification(&self.mem).unwrap_or(true) {
+                if (used || more) && q.needs_notification(&self.mem).unwrap_or(true) {
                     self.signal(VIRTIO_MMIO_INT_VRING);
                 }
             }
-            Ok(false) => {}
-            Err(_) => {
+            Err(e) => {
+                self.faults.device_refused(&self.name, &e);
                 self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
                 self.signal(VIRTIO_MMIO_INT_CONFIG);
             }
@@ -200,8 +226,18 @@ impl<D: VirtioDevice> VirtioMmioTransport<D> {
         if newly & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
             let features_ok = v & VIRTIO_CONFIG_S_FEATURES_OK != 0;
             let mem = &self.mem;
-            let queues_ok = self.queues.iter().all(|q| !q.ready() || q.is_valid(mem));
-            if !features_ok || !queues_ok {
+            let bad_queue = self
+                .queues
+                .iter()
+                .position(|q| q.ready() && !q.is_valid(mem));
+            if let Some(i) = bad_queue {
+                let why = format!(
+                    "virtqueue {i}: rings outside guest memory or misaligned at DRIVER_OK; \
+                     the device needs a reset"
+                );
+                self.faults.device_refused(&self.name, &why);
+            }
+            if !features_ok || bad_queue.is_some() {
                 v |= VIRTIO_CONFIG_S_NEEDS_RESET;
                 self.status = v;
                 self.signal(VIRTIO_MMIO_INT_CONFIG);
@@ -489,6 +525,8 @@ mod tests {
     #[test]
     fn driver_ok_with_a_bad_queue_needs_reset() {
         let (mut t, evt) = transport();
+        let faults = Arc::new(GuestFaults::new());
+        t.report_faults_to(faults.clone(), "fake at 0xd0000000".into());
         wr(&mut t, STATUS, ACK_DRIVER);
         wr(&mut t, DRIVER_FEATURES_SEL, 1);
         wr(&mut t, DRIVER_FEATURES, 1);
@@ -509,5 +547,14 @@ mod tests {
         assert!(!t.is_active());
         wr(&mut t, QUEUE_NOTIFY, 0);
         assert!(t.device().notified.is_empty());
+        let log = faults.snapshot();
+        assert_eq!(log.devices.len(), 1, "{log:?}");
+        assert_eq!(log.devices[0].device, "fake at 0xd0000000");
+        assert!(
+            log.devices[0]
+                .first
+                .starts_with("virtqueue 0: rings outside"),
+            "{log:?}"
+        );
     }
 }

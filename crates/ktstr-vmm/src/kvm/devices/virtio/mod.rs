@@ -13,6 +13,7 @@ pub mod mmio;
 pub mod net;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::GuestMemoryBackend as _;
 
 use crate::kvm::GuestMemory;
 
@@ -27,16 +28,32 @@ pub const FEATURE_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F
 pub const FEATURE_INDIRECT_DESC: u64 =
     1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 
-/// Why a device could not serve a queue; the transport then asks the driver for a reset.
+/// Why a device could not serve a queue or a chain.
 #[derive(Debug, thiserror::Error)]
 pub enum VirtioError {
-    /// virtio-queue refused an operation (bad ring address, index or guest memory).
-    #[error("virtqueue {queue}: {source:?}")]
+    /// virtio-queue refused an operation (bad ring address, index or guest memory); the
+    /// transport asks the driver for a reset.
+    #[error("virtqueue {queue}: {source:?}; the device needs a reset")]
     Queue {
         /// Queue index.
         queue: usize,
         /// virtio-queue's error (it has no `std::error::Error` impl).
         source: virtio_queue::Error,
+    },
+    /// A chain with a buffer outside guest memory: put on the used ring untouched (length
+    /// 0); the queue goes on.
+    #[error(
+        "virtqueue {queue}: chain {head} has a buffer at {addr:#x}+{len} outside guest memory"
+    )]
+    OutsideMemory {
+        /// Queue index.
+        queue: usize,
+        /// The chain's head descriptor.
+        head: u16,
+        /// The buffer's guest-physical address.
+        addr: u64,
+        /// Its length.
+        len: u32,
     },
 }
 
@@ -70,7 +87,8 @@ pub trait VirtioDevice: Send {
 
 /// Pops the next available chain of `queue` (number `index`), hands it to `serve`, which
 /// returns the bytes it wrote into the chain, and puts it on the used ring; `Ok(false)` when
-/// no chain was available.
+/// no chain was available. A chain with a buffer outside guest memory is not served: it goes
+/// on the used ring with length 0 and comes back as [`VirtioError::OutsideMemory`].
 pub fn serve_next(
     queue: &mut Queue,
     index: usize,
@@ -81,14 +99,38 @@ pub fn serve_next(
         return Ok(false);
     };
     let head = chain.head_index();
-    let written = serve(chain);
+    let outside = chain
+        .clone()
+        .find(|d| !mem.check_range(d.addr(), d.len() as usize));
+    let written = match outside {
+        Some(_) => 0,
+        None => serve(chain),
+    };
     queue
         .add_used(mem, head, written)
         .map_err(|source| VirtioError::Queue {
             queue: index,
             source,
         })?;
-    Ok(true)
+    match outside {
+        Some(d) => Err(VirtioError::OutsideMemory {
+            queue: index,
+            head,
+            addr: d.addr().0,
+            len: d.len(),
+        }),
+        None => Ok(true),
+    }
+}
+
+/// The name of a virtio device type, as in "virtio-blk".
+pub fn device_name(device_id: u32) -> String {
+    match device_id {
+        1 => "virtio-net".into(),
+        2 => "virtio-blk".into(),
+        3 => "virtio-console".into(),
+        id => format!("virtio device {id}"),
+    }
 }
 
 /// Copies `config[offset..]` into `data`; bytes beyond `config` read as zero.

@@ -195,9 +195,9 @@ impl Net {
     }
 }
 
-/// The frame a transmitq chain carries after its header; `None` for a runt, an oversized
-/// frame, or a chain with a descriptor outside guest memory (virtio-queue's `Reader` checks
-/// every descriptor before anything is read).
+/// The frame a transmitq chain carries after its header; `None` for a runt or an oversized
+/// frame (chains with a descriptor outside guest memory never get here: `serve_next` refuses
+/// them).
 fn frame_of(chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory) -> Option<Vec<u8>> {
     let mut reader = chain.reader(mem).ok()?;
     let len = reader.available_bytes();
@@ -332,6 +332,7 @@ mod tests {
     use super::*;
     use crate::kvm::bus::MmioDevice;
     use crate::kvm::devices::IrqTrigger;
+    use crate::kvm::faults::GuestFaults;
     use vm_memory::Bytes;
     use vm_memory::GuestAddress;
 
@@ -533,19 +534,35 @@ mod tests {
             &mem,
             &[(0x6_0000, (HEADER_LEN + MAX_FRAME_LEN + 1) as u32, 0)],
         );
-        // The frame descriptor lies outside guest memory: only the header is gathered.
+        // The frame descriptor lies outside guest memory: refused before the card sees it,
+        // counted as a fault, and the queue goes on.
+        let faults = Arc::new(GuestFaults::new());
+        t.lock()
+            .unwrap()
+            .report_faults_to(faults.clone(), "net".into());
         tx.add_chain(&mem, &[(0x5_0000, 12, 0), (0x10_0000, 60, 0)]);
         notify(&t, TRANSMITQ);
         assert_eq!(tx.used_idx(&mem), 3);
         for i in 0..3 {
             assert_eq!(tx.used(&mem, i).1, 0);
         }
+        let log = faults.snapshot();
+        assert_eq!(log.devices.len(), 1);
+        assert_eq!(log.devices[0].count, 1);
+        assert!(
+            log.devices[0]
+                .first
+                .contains("buffer at 0x100000+60 outside guest memory"),
+            "{:?}",
+            log.devices
+        );
+        assert!(t.lock().unwrap().is_active(), "no reset needed");
         assert_eq!(
             port.stats(),
             NetStats {
                 tx_frames: 0,
                 tx_bytes: 0,
-                tx_errors: 3,
+                tx_errors: 2,
                 rx_frames: 1,
                 rx_bytes: 42,
                 rx_dropped: 1,
