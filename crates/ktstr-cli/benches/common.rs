@@ -49,6 +49,12 @@ pub fn launch_to_init(stderr: &str) -> Option<f64> {
     seconds_after(stderr, "launch to init ")
 }
 
+/// Parses `launch to engine running 0.123s` from verbose stderr: for ktstr's VMM the guest
+/// built and loaded, its vCPUs started.
+pub fn launch_to_running(stderr: &str) -> Option<f64> {
+    seconds_after(stderr, "launch to engine running ")
+}
+
 /// Parses `launch to first console byte 0.123s` (ktstr's VMM only) from verbose stderr.
 pub fn launch_to_console(stderr: &str) -> Option<f64> {
     seconds_after(stderr, "launch to first console byte ")

@@ -1,21 +1,25 @@
 //! ktstr's own VMM against QEMU `-accel kvm`: the same kernel, topology and memory, runs
 //! alternating so both see the same machine.
 //!
-//! `cargo bench -p ktstr-cli --bench engines [-- REPS]` prints, per topology, the medians
-//! of launch to the first kernel console byte (ours only), launch to init and `exec -- true`
-//! wall time, and ours / QEMU's ratios. It needs KVM that boots Linux: hardware KVM, or the
+//! `cargo bench -p ktstr-cli --bench engines [-- REPS]` prints, per kernel and topology, the
+//! medians of launch to our VMM running (guest built, kernel and initramfs loaded), to the
+//! first kernel console byte (ours only), to init, and `exec -- true` wall time, and ours /
+//! QEMU's ratios. It needs KVM that boots Linux: hardware KVM, or the
 //! nested lane (`scripts/nested --bench`, which runs it in an outer guest with QEMU inside).
-//! `KTSTR_BENCH_TOPOLOGIES=1,1,2,1;2,2,2,2` picks the topologies.
+//! `KTSTR_BENCH_TOPOLOGIES=1,1,2,1;2,2,2,2` picks the topologies, `KTSTR_BENCH_KERNELS`
+//! (`--kernel` values, comma-separated) the kernels; the default is the fetched Debian
+//! kernel. A minimal kernel from `ktstr kernel build` shows what the VMM itself costs.
 
 mod common;
 
 use std::io::Write;
 
-use common::{kernel_dir, ktstr, launch_to_console, launch_to_init, median};
+use common::{kernel_dir, ktstr, launch_to_console, launch_to_init, launch_to_running, median};
 
 /// One engine's samples for one topology.
 #[derive(Default)]
 struct Samples {
+    running: Vec<f64>,
     console: Vec<f64>,
     init: Vec<f64>,
     total: Vec<f64>,
@@ -35,6 +39,7 @@ impl Samples {
             (true, Some(init)) => {
                 self.init.push(init);
                 self.total.push(wall.as_secs_f64());
+                self.running.extend(launch_to_running(&stderr));
                 self.console.extend(launch_to_console(&stderr));
             }
             _ => {
@@ -55,29 +60,36 @@ fn main() {
         println!("engines bench skipped: {why} (scripts/nested --bench runs it under nested KVM)");
         return;
     }
-    let kernel = kernel_dir().join("vmlinux").display().to_string();
+    let kernels: Vec<String> = match std::env::var("KTSTR_BENCH_KERNELS") {
+        Ok(k) if !k.is_empty() => k.split(',').map(str::to_string).collect(),
+        _ => vec![kernel_dir().join("vmlinux").display().to_string()],
+    };
     let topologies =
         std::env::var("KTSTR_BENCH_TOPOLOGIES").unwrap_or_else(|_| "1,1,2,1;2,2,2,2".into());
     let memory = "1G";
     let ours: &[&str] = &["--vmm", "kvm"];
     let qemu: &[&str] = &["--vmm", "qemu", "--accel", "kvm"];
-    // Warm the initramfs cache so the first run is not an outlier.
-    let _ = ktstr(&["exec", "--kernel", &kernel, "--vmm", "kvm", "--", "true"]);
     let mut rows = Vec::new();
-    for topo in topologies.split(';').filter(|t| !t.is_empty()) {
-        let (mut k, mut q) = (Samples::default(), Samples::default());
-        for i in 0..reps {
-            print!("\r{topo}: run {}/{reps}", i + 1);
-            let _ = std::io::stdout().flush();
-            k.run(&kernel, topo, memory, ours);
-            q.run(&kernel, topo, memory, qemu);
+    for (n, kernel) in kernels.iter().enumerate() {
+        // Warm the initramfs cache so the first run is not an outlier.
+        let _ = ktstr(&["exec", "--kernel", kernel, "--vmm", "kvm", "--", "true"]);
+        for topo in topologies.split(';').filter(|t| !t.is_empty()) {
+            let (mut k, mut q) = (Samples::default(), Samples::default());
+            for i in 0..reps {
+                print!("\rkernel {n}, {topo}: run {}/{reps}", i + 1);
+                let _ = std::io::stdout().flush();
+                k.run(kernel, topo, memory, ours);
+                q.run(kernel, topo, memory, qemu);
+            }
+            println!();
+            rows.push((n, topo.to_string(), k, q));
         }
-        println!();
-        rows.push((topo.to_string(), k, q));
     }
     println!(
-        "{:<10} {:>11} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
+        "{:<6} {:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}",
+        "kernel",
         "topology",
+        "ours start",
         "ours COM1",
         "ours init",
         "qemu init",
@@ -87,12 +99,14 @@ fn main() {
         "total x",
         "fail o/q"
     );
-    for (topo, mut k, mut q) in rows {
+    for (n, topo, mut k, mut q) in rows {
         let (ki, qi) = (median(&mut k.init), median(&mut q.init));
         let (kt, qt) = (median(&mut k.total), median(&mut q.total));
         println!(
-            "{:<10} {:>11.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>7.2} {:>7.2} {:>9}",
+            "{:<6} {:<10} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>7.2} {:>7.2} {:>9}",
+            n,
             topo,
+            median(&mut k.running),
             median(&mut k.console),
             ki,
             qi,
@@ -103,5 +117,8 @@ fn main() {
             format!("{}/{}", k.failures, q.failures)
         );
     }
-    println!("(seconds, medians of {reps}; memory {memory}; kernel {kernel})");
+    println!("(seconds, medians of {reps}; memory {memory})");
+    for (n, kernel) in kernels.iter().enumerate() {
+        println!("kernel {n}: {kernel}");
+    }
 }

@@ -567,7 +567,8 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
             .map(|d| format!("launch to first console byte {}, ", secs(d)))
             .unwrap_or_default();
         progress(&format!(
-            "{console}launch to init {}, launch to end {}",
+            "launch to engine running {}, {console}launch to init {}, launch to end {}",
+            secs(r.launch_to_started),
             r.launch_to_init.map(secs).unwrap_or_else(|| "-".into()),
             secs(r.launch_to_end)
         ));

@@ -358,6 +358,10 @@ pub struct RunReport {
     pub console_log: PathBuf,
     /// Guest init's hello, if it came.
     pub hello: Option<Hello>,
+    /// Launch of the engine until it was running (last attempt): for ktstr's VMM the guest
+    /// built, its kernel and initramfs loaded and its vCPUs started; for QEMU the process
+    /// spawned.
+    pub launch_to_started: Duration,
     /// Launch of the engine to the kernel console's first byte (last attempt; ktstr's VMM
     /// only, which sees COM1 directly).
     pub launch_to_console: Option<Duration>,
@@ -809,6 +813,7 @@ fn attempt_once(
         Ok(vm) => vm,
         Err(e) => return Ok(Attempt::StartFailed(e)),
     };
+    let launch_to_started = launch.elapsed();
     let mut report = RunReport {
         engine: engine.clone(),
         fallback: None,
@@ -816,6 +821,7 @@ fn attempt_once(
         retried: Vec::new(),
         console_log: cfg.console_log.clone(),
         hello: None,
+        launch_to_started,
         launch_to_console: None,
         launch_to_init: None,
         launch_to_end: Duration::ZERO,
@@ -1180,6 +1186,7 @@ mod tests {
             retried: vec![],
             console_log: PathBuf::new(),
             hello: None,
+            launch_to_started: Duration::ZERO,
             launch_to_console: None,
             launch_to_init: None,
             launch_to_end: Duration::ZERO,
