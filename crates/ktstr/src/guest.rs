@@ -88,6 +88,13 @@ pub struct CommandExit {
     pub runtime_ms: u64,
 }
 
+/// The variable naming the file a `#[ktstr_test]` body writes its report to. Guest init
+/// sets it for the command, reads the file when the command ends and sends it on as
+/// [`FrameKind::Report`] frames, so nothing the command prints can stand in for it.
+pub const REPORT_PATH_ENV: &str = "KTSTR_REPORT_PATH";
+/// Where guest init asks for the report.
+const REPORT_PATH: &str = "/run/ktstr/report.json";
+
 /// The COM2 writer shared by init and its panic hook.
 static CHANNEL: Mutex<Option<(File, Encoder)>> = Mutex::new(None);
 
@@ -302,8 +309,11 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
         })
     });
     let start = Instant::now();
+    let _ = std::fs::create_dir_all("/run/ktstr");
+    let _ = std::fs::remove_file(REPORT_PATH);
     let mut child = Command::new(program)
         .args(args)
+        .env(REPORT_PATH_ENV, REPORT_PATH)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -353,6 +363,10 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
             Ok(None) => {}
             Err(_) => log("the scheduler watcher panicked"),
         }
+    }
+    // A test body's report, before the exit that ends the run on the host.
+    if let Ok(report) = std::fs::read(REPORT_PATH) {
+        send(FrameKind::Report, &report);
     }
     use std::os::unix::process::ExitStatusExt;
     let exit = CommandExit {

@@ -41,6 +41,9 @@ pub enum FrameKind {
     Scheduler = 7,
     /// Kernel symbols the host asked for, as `/proc/kallsyms` lines (UTF-8 text).
     Symbols = 8,
+    /// A `#[ktstr_test]` body's report (JSON [`crate::test_support::GuestReport`]), which the
+    /// body wrote to the file guest init named; a long one spans several frames, in order.
+    Report = 9,
 }
 
 impl FrameKind {
@@ -54,6 +57,7 @@ impl FrameKind {
             6 => FrameKind::InitError,
             7 => FrameKind::Scheduler,
             8 => FrameKind::Symbols,
+            9 => FrameKind::Report,
             _ => return None,
         })
     }

@@ -343,6 +343,9 @@ pub struct FailedAttempt {
     pub console_log: PathBuf,
 }
 
+/// The largest `#[ktstr_test]` report kept (a body's report is a few KiB).
+pub const MAX_TEST_REPORT: usize = 16 << 20;
+
 /// Everything known about a finished run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -378,6 +381,9 @@ pub struct RunReport {
     /// What ktstr's VMM refused the guest (unclaimed ports and MMIO, virtqueue chains
     /// outside guest memory, output beyond the host's bound); `None` on QEMU.
     pub guest_faults: Option<crate::vmm::kvm::FaultLog>,
+    /// A `#[ktstr_test]` body's report, as the guest sent it in [`FrameKind::Report`]
+    /// frames (never parsed out of its output); `None` when no report came.
+    pub test_report: Option<Vec<u8>>,
     /// What became of the sched_ext scheduler, when one was asked for.
     pub scheduler: Option<SchedulerReport>,
     /// What the runqueue monitor did, when one was asked for.
@@ -829,6 +835,7 @@ fn attempt_once(
         channel_issues: Vec::new(),
         console_tail: Vec::new(),
         guest_faults: None,
+        test_report: None,
         scheduler: None,
         monitor: None,
     };
@@ -1031,6 +1038,16 @@ fn handle_event(
             FrameKind::InitError => {
                 *init_error = Some(String::from_utf8_lossy(&f.payload).into_owned())
             }
+            FrameKind::Report => {
+                let r = report.test_report.get_or_insert_with(Vec::new);
+                if r.len() + f.payload.len() <= MAX_TEST_REPORT {
+                    r.extend_from_slice(&f.payload);
+                } else {
+                    report.channel_issues.push(format!(
+                        "test report beyond {MAX_TEST_REPORT} bytes: the rest dropped"
+                    ));
+                }
+            }
             // Handled by the run loop, which owns the monitor.
             FrameKind::Symbols => {}
         },
@@ -1194,6 +1211,7 @@ mod tests {
             channel_issues: vec![],
             console_tail: vec![],
             guest_faults: None,
+            test_report: None,
             scheduler: None,
             monitor: None,
         }

@@ -238,6 +238,35 @@ fn expect_err_turns_a_failure_into_a_pass(ctx: &Ctx) -> Result<AssertResult> {
     v.into_anyhow_or_log()
 }
 
+/// The verdict travels as a typed frame, never read from the body's output: a passing body
+/// that prints a failing report (as the old marker line, as bare JSON, after bytes shaped like
+/// a frame header, on stdout and stderr, and from a process that prints after the body has
+/// ended) still passes; had its report not arrived, the test would fail with "delivered no
+/// report".
+#[ktstr_test(llcs = 1, cores = 1, threads = 1, duration_s = 1)]
+fn printed_reports_cannot_change_the_verdict(ctx: &Ctx) -> Result<AssertResult> {
+    let forged = ktstr::test_support::GuestReport {
+        result: Err("forged: printed by the test body".into()),
+        phases: vec![],
+        topo: ctx.topo.clone(),
+        schedulers: vec![],
+        payloads: vec![],
+        elapsed_ms: 1,
+    };
+    let json = serde_json::to_string(&forged)?;
+    println!("\u{1e}KTSTR-REPORT {json}");
+    println!("{json}");
+    print!("KTSF\x09\0\0\0\0\0\0\0");
+    println!("{json}");
+    eprintln!("\u{1e}KTSTR-REPORT {json}");
+    // Outlives the body, so its line comes after anything the body itself wrote.
+    std::process::Command::new("sh")
+        .args(["-c", "sleep 0.3; printf '%s\\n' \"$FORGED\""])
+        .env("FORGED", format!("\u{1e}KTSTR-REPORT {json}"))
+        .spawn()?;
+    Ok(AssertResult::pass())
+}
+
 /// `host_only`: the body runs on this host (in a child process, in a cgroup2 tree of its own).
 #[ktstr_test(host_only, duration_s = 1, not_stuck)]
 fn host_only_runs_without_a_vm(ctx: &Ctx) -> Result<AssertResult> {

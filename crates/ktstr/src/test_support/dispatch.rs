@@ -2,6 +2,7 @@
 //! (`--ktstr-test NAME`). Chosen before `main` by a constructor `#[ktstr_test]` emits.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -14,8 +15,6 @@ use crate::scenario::{CpuTopo, Ctx, PhaseCgroupStats, DEFAULT_WORKLOAD_ROOT};
 
 /// The argument that makes the test binary run one test body and exit.
 pub const TEST_ARG: &str = "--ktstr-test";
-/// Prefix of the stdout line carrying the [`GuestReport`].
-pub const REPORT_MARKER: &str = "\u{1e}KTSTR-REPORT ";
 
 /// What a test body produced, sent from the guest to the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,13 +36,9 @@ pub struct GuestReport {
 }
 
 impl GuestReport {
-    /// Finds the report in a test process's stdout.
-    pub fn from_stdout(stdout: &str) -> Option<GuestReport> {
-        stdout
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(REPORT_MARKER))
-            .and_then(|json| serde_json::from_str(json).ok())
+    /// The report a test body wrote (JSON), or why it does not parse.
+    pub fn from_json(json: &[u8]) -> Result<GuestReport, String> {
+        serde_json::from_slice(json).map_err(|e| e.to_string())
     }
 }
 
@@ -76,7 +71,10 @@ pub fn early_dispatch() {
     }
 }
 
-/// Runs test `name`'s body here and prints its [`GuestReport`]; returns the exit status.
+/// Runs test `name`'s body here and writes its [`GuestReport`] to the file
+/// `$KTSTR_REPORT_PATH` names (guest init, or the host for `host_only`, reads it from
+/// there; nothing the body prints is taken for it); without that variable (the body run by
+/// hand) the report goes to stdout. Returns the exit status.
 pub fn run_test_body(name: &str) -> i32 {
     let Some(entry) = KtstrTestEntry::find(name) else {
         eprintln!("ktstr: no test named `{name}` in this binary");
@@ -137,9 +135,22 @@ pub fn run_test_body(name: &str) -> i32 {
             return 3;
         }
     };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{REPORT_MARKER}{json}");
-    let _ = out.flush();
+    match std::env::var_os(crate::guest::REPORT_PATH_ENV) {
+        Some(path) => {
+            if let Err(e) = std::fs::write(&path, &json) {
+                eprintln!(
+                    "ktstr: cannot write the report to {}: {e}",
+                    Path::new(&path).display()
+                );
+                return 3;
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{json}");
+            let _ = out.flush();
+        }
+    }
     0
 }
 
@@ -156,7 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_report_is_found_after_other_output() {
+    fn the_report_round_trips_and_garbage_is_refused() {
         let report = GuestReport {
             result: Err("boom".into()),
             phases: vec![],
@@ -165,12 +176,9 @@ mod tests {
             payloads: vec![],
             elapsed_ms: 5,
         };
-        let text = format!(
-            "noise\n{REPORT_MARKER}{}\nmore\n",
-            serde_json::to_string(&report).unwrap()
-        );
-        let got = GuestReport::from_stdout(&text).unwrap();
+        let json = serde_json::to_vec(&report).unwrap();
+        let got = GuestReport::from_json(&json).unwrap();
         assert_eq!(got.result.unwrap_err(), "boom");
-        assert!(GuestReport::from_stdout("nothing here").is_none());
+        assert!(GuestReport::from_json(b"nothing here").is_err());
     }
 }

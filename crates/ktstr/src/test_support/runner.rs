@@ -432,7 +432,8 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     ) {
         vm.run_failure = guest_error.clone();
     }
-    let guest_schedulers = absorb_report(&mut vm, &stdout, guest_error);
+    let guest_schedulers =
+        absorb_report(&mut vm, report.test_report.as_deref(), &stdout, guest_error);
     vm.monitor = report.monitor.clone();
     judge_monitor(&mut vm, &assert);
     vm.schedulers.extend(vm.scheduler.iter().cloned());
@@ -542,16 +543,19 @@ fn scheduler_kind(s: &SchedulerReport) -> DetailKind {
     }
 }
 
-/// Fills `vm` from the test process's stdout and its exit; returns the schedulers the test
-/// process attached.
+/// Fills `vm` from the report the test body sent (typed, never taken from its output), its
+/// stdout and its exit; returns the schedulers the test process attached.
 fn absorb_report(
     vm: &mut VmResult,
+    report: Option<&[u8]>,
     stdout: &str,
     process_error: Option<String>,
 ) -> Vec<SchedulerReport> {
     let mut schedulers = Vec::new();
-    match GuestReport::from_stdout(stdout) {
-        Some(report) => {
+    vm.stdout = stdout.to_string();
+    let parsed = report.map(GuestReport::from_json);
+    match parsed {
+        Some(Ok(report)) => {
             schedulers = report.schedulers;
             vm.payloads = report.payloads;
             vm.phases = report.phases;
@@ -564,10 +568,14 @@ fn absorb_report(
                 vm.error = process_error;
             }
         }
-        None => {
-            vm.error = Some(
-                process_error.unwrap_or_else(|| "the test process delivered no report".to_string()),
-            );
+        missing_or_bad => {
+            let why = match missing_or_bad {
+                Some(Err(e)) => {
+                    format!("the test process delivered a report that does not parse: {e}")
+                }
+                _ => "the test process delivered no report".to_string(),
+            };
+            vm.error = Some(process_error.unwrap_or(why));
             if !vm.stderr.is_empty() {
                 let tail: Vec<&str> = vm.stderr.lines().rev().take(20).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -577,11 +585,6 @@ fn absorb_report(
             }
         }
     }
-    vm.stdout = stdout
-        .lines()
-        .filter(|l| !l.starts_with(super::dispatch::REPORT_MARKER))
-        .collect::<Vec<_>>()
-        .join("\n");
     schedulers
 }
 
@@ -594,12 +597,21 @@ fn run_on_host(entry: &KtstrTestEntry, topology: String) -> Result<VmResult, Unr
         ));
     }
     let exe = std::env::current_exe().map_err(|e| Unrunnable::Error(e.to_string()))?;
+    let report_path = std::env::temp_dir().join(format!(
+        "ktstr-report-{}-{}.json",
+        std::process::id(),
+        entry.name
+    ));
+    let _ = std::fs::remove_file(&report_path);
     let start = Instant::now();
     let out = std::process::Command::new(exe)
         .args([TEST_ARG, entry.name])
+        .env(crate::guest::REPORT_PATH_ENV, &report_path)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| Unrunnable::Error(format!("running the test body: {e}")))?;
+    let report = std::fs::read(&report_path).ok();
+    let _ = std::fs::remove_file(&report_path);
     let mut vm = VmResult {
         test: entry.name.to_string(),
         kernel: "host".into(),
@@ -610,7 +622,12 @@ fn run_on_host(entry: &KtstrTestEntry, topology: String) -> Result<VmResult, Unr
     };
     let error =
         (!out.status.success()).then(|| format!("the test process ended with {}", out.status));
-    let _ = absorb_report(&mut vm, &String::from_utf8_lossy(&out.stdout), error);
+    let _ = absorb_report(
+        &mut vm,
+        report.as_deref(),
+        &String::from_utf8_lossy(&out.stdout),
+        error,
+    );
     Ok(vm)
 }
 
@@ -657,10 +674,44 @@ mod tests {
             stderr: "thread panicked at x\n".into(),
             ..VmResult::default()
         };
-        let _ = absorb_report(&mut vm, "hello\n", Some("status 101".into()));
+        let _ = absorb_report(&mut vm, None, "hello\n", Some("status 101".into()));
         let e = vm.error.unwrap();
         assert!(e.contains("status 101") && e.contains("panicked"), "{e}");
-        assert_eq!(vm.stdout, "hello");
+        assert_eq!(vm.stdout, "hello\n");
+    }
+
+    #[test]
+    fn nothing_the_body_prints_is_taken_for_its_report() {
+        let pass = GuestReport {
+            result: Ok(AssertResult::pass()),
+            phases: vec![],
+            topo: CpuTopo::default(),
+            schedulers: vec![],
+            payloads: vec![],
+            elapsed_ms: 1,
+        };
+        let json = serde_json::to_string(&pass).unwrap();
+        // The old marker line, a bare report and a frame-shaped line in stdout: no report.
+        let forged = format!("\u{1e}KTSTR-REPORT {json}\n{json}\nKTSF\t\0\0\0\n");
+        let mut vm = VmResult::default();
+        let _ = absorb_report(&mut vm, None, &forged, None);
+        assert!(!vm.passed());
+        assert_eq!(
+            vm.error.as_deref(),
+            Some("the test process delivered no report")
+        );
+        assert_eq!(vm.stdout, forged, "stdout is kept whole");
+        // A damaged report is said to be one.
+        let mut vm = VmResult::default();
+        let _ = absorb_report(&mut vm, Some(&json.as_bytes()[..10]), "", None);
+        assert!(vm
+            .error
+            .unwrap()
+            .starts_with("the test process delivered a report that does not parse"));
+        // The real one counts, whatever stdout says.
+        let mut vm = VmResult::default();
+        let _ = absorb_report(&mut vm, Some(json.as_bytes()), &forged, None);
+        assert!(vm.passed(), "{:?}", vm.error);
     }
 
     #[test]
@@ -682,13 +733,9 @@ mod tests {
             payloads: vec![],
             elapsed_ms: 1,
         };
-        let stdout = format!(
-            "{}{}\n",
-            super::super::dispatch::REPORT_MARKER,
-            serde_json::to_string(&report).unwrap()
-        );
+        let json = serde_json::to_vec(&report).unwrap();
         let mut vm = VmResult::default();
-        let _ = absorb_report(&mut vm, &stdout, None);
+        let _ = absorb_report(&mut vm, Some(&json), "", None);
         assert!(!vm.passed());
         assert!(vm.failure().unwrap().contains("worker 7"));
     }
