@@ -37,6 +37,10 @@ pub struct VmConfig {
     /// QEMU's `-cpu` model (default `host` under KVM, `max` under TCG); ktstr's own VMM
     /// always gives the guest the host's CPUID and has no such choice.
     pub cpu_model: Option<String>,
+    /// A bulk channel for the guest's frames beside COM2: on ktstr's own VMM a
+    /// virtio-console (`/dev/hvc0`, with virtio's backpressure) and `ktstr.channel=hvc0` on
+    /// the command line; QEMU has none yet and the guest stays on COM2.
+    pub bulk_channel: bool,
 }
 
 impl VmConfig {
@@ -53,7 +57,14 @@ impl VmConfig {
             ram_dir: PathBuf::from("/dev/shm"),
             qmp_socket: None,
             cpu_model: None,
+            bulk_channel: false,
         }
+    }
+
+    /// Asks for the bulk channel (see [`VmConfig::bulk_channel`]).
+    pub fn bulk_channel(mut self, on: bool) -> Self {
+        self.bulk_channel = on;
+        self
     }
 
     /// Sets guest RAM in MiB.

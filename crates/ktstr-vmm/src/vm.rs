@@ -88,6 +88,15 @@ impl Vm {
         }
     }
 
+    /// The bulk channel's byte stream from the guest (once; `None` when the config asked for
+    /// none or the engine has none: QEMU for now).
+    pub fn take_bulk_channel(&mut self) -> Option<AppReader> {
+        match &mut self.backend {
+            Backend::Qemu(_) => None,
+            Backend::Kvm(k) => k.take_bulk_channel().map(|r| Box::new(r) as AppReader),
+        }
+    }
+
     /// The guest RAM files, one per NUMA node; empty on the KVM backend, whose memory is
     /// [`Vm::kvm_io`]'s `memory`.
     pub fn ram_files(&self) -> &[GuestRamFile] {

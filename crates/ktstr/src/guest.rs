@@ -24,6 +24,13 @@ use crate::sched::{self, SchedulerJob};
 pub const JOB_PATH: &str = "/ktstr/job.json";
 /// The serial device of the application channel (COM2).
 pub const APP_TTY: &str = "/dev/ttyS1";
+/// The kernel command-line word by which the engine offers the bulk channel
+/// (`ktstr.channel=hvc0`: a virtio-console).
+pub const CHANNEL_ARG: &str = "ktstr.channel=hvc0";
+/// The bulk channel's device.
+pub const BULK_TTY: &str = "/dev/hvc0";
+/// How long guest init waits for [`BULK_TTY`] to appear.
+const BULK_WAIT: Duration = Duration::from_secs(5);
 /// Where `--include-files` land in the guest.
 pub const INCLUDE_DIR: &str = "/include-files";
 /// Where modules land in the guest.
@@ -51,6 +58,11 @@ pub struct Job {
     /// with a [`FrameKind::Symbols`] frame before the command starts.
     #[serde(default)]
     pub kallsyms: Vec<String>,
+    /// Module file names under [`MODULE_DIR`] the bulk channel needs (virtio-mmio and
+    /// virtio-console where the kernel has them as modules), loaded only when the engine
+    /// offers the channel ([`CHANNEL_ARG`]).
+    #[serde(default)]
+    pub channel_modules: Vec<String>,
 }
 
 /// The two things guest init can do.
@@ -168,6 +180,9 @@ pub fn init_main() -> ! {
     for e in mount_errors {
         log(&e);
     }
+    if let Ok(j) = &job {
+        switch_to_bulk_channel(&j.channel_modules);
+    }
     let wanted = job
         .as_ref()
         .map(|j| j.kallsyms.join(","))
@@ -193,6 +208,35 @@ pub fn init_main() -> ! {
         send(FrameKind::InitError, e.as_bytes());
     }
     power_off()
+}
+
+/// When the engine offers the bulk channel, moves every later frame from COM2 to it: loads
+/// its modules, waits for [`BULK_TTY`], and starts a new frame sequence there. COM2 keeps
+/// the hello before and any failure to switch, said in a log frame.
+fn switch_to_bulk_channel(modules: &[String]) {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !cmdline.split_whitespace().any(|w| w == CHANNEL_ARG) {
+        return;
+    }
+    let opened = load_modules(modules).and_then(|()| {
+        let start = Instant::now();
+        while !Path::new(BULK_TTY).exists() {
+            if start.elapsed() > BULK_WAIT {
+                return Err(format!("{BULK_TTY} did not appear within {BULK_WAIT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        open_raw_tty(BULK_TTY).map_err(|e| format!("opening {BULK_TTY}: {e}"))
+    });
+    match opened {
+        Ok(tty) => {
+            if let Ok(mut g) = CHANNEL.lock() {
+                *g = Some((tty, Encoder::default()));
+            }
+            log(&format!("frames on {BULK_TTY}"));
+        }
+        Err(e) => log(&format!("bulk channel unusable, frames stay on COM2: {e}")),
+    }
 }
 
 /// The `/proc/kallsyms` lines of the vmlinux symbols named in `wanted` (comma-separated).
@@ -493,12 +537,17 @@ fn mount(src: &str, target: &str, fstype: &str) -> std::io::Result<()> {
 }
 
 fn open_app_channel() -> std::io::Result<File> {
+    open_raw_tty(APP_TTY)
+}
+
+/// `path` opened as a raw tty: no line discipline between the frames and the wire.
+fn open_raw_tty(path: &str) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY)
-        .open(APP_TTY)?;
+        .open(path)?;
     // SAFETY: termios is plain data; tcgetattr fills it for our own fd.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
     // SAFETY: valid fd and pointer to a termios.
@@ -636,11 +685,12 @@ mod tests {
             scheduler: None,
             sysctls: vec![],
             kallsyms: vec![],
+            channel_modules: vec![],
         };
         let text = serde_json::to_string(&job).unwrap();
         assert_eq!(
             text,
-            r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[],"scheduler":null,"sysctls":[],"kallsyms":[]}"#
+            r#"{"mode":{"exec":{"argv":["nproc"]}},"modules":[],"scheduler":null,"sysctls":[],"kallsyms":[],"channel_modules":[]}"#
         );
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
         assert!(serde_json::from_str::<Job>(r#"{"mode":"shell","extra":1}"#).is_err());

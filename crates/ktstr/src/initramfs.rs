@@ -535,6 +535,7 @@ mod tests {
             scheduler: None,
             sysctls: vec![],
             kallsyms: vec![],
+            channel_modules: vec![],
         };
         let run = d.join("run.cpio");
         write_run_initramfs(&out, &job, &run).unwrap();

@@ -22,7 +22,7 @@ use ktstr_vmm::{
 
 use crate::guest::{CommandExit, Hello, Job, JobMode};
 use crate::initramfs::{base_cache_key, build_base, write_run_initramfs, InitramfsSpec};
-use crate::kernel::{cache_root, check_config, Kernel, EXEC_REQUIRED};
+use crate::kernel::{cache_root, check_config, parse_config, ConfigValue, Kernel, EXEC_REQUIRED};
 use crate::monitor::{Monitor, MonitorOptions, MonitorSummary};
 use crate::proto::{Decoder, Event, FrameKind};
 use crate::sched::{SchedulerJob, SchedulerReport, GUEST_SCHED_DIR};
@@ -438,6 +438,25 @@ pub fn check_kernel(
     }
 }
 
+/// The modules the bulk channel needs on `kernel` (virtio-mmio and virtio-console, where
+/// they are modules; empty where both are built in), or `None` when its config lacks either
+/// or is unknown, or the modules cannot be found.
+fn bulk_channel_modules(kernel: &Kernel) -> Option<Vec<PathBuf>> {
+    let config = parse_config(&kernel.config_text()?);
+    let mut wanted = Vec::new();
+    for (option, module) in [
+        ("VIRTIO_MMIO", "virtio_mmio"),
+        ("VIRTIO_CONSOLE", "virtio_console"),
+    ] {
+        match config.get(option) {
+            Some(ConfigValue::Yes) => {}
+            Some(ConfigValue::Module) => wanted.push(module.to_string()),
+            _ => return None,
+        }
+    }
+    crate::kernel::resolve_modules(kernel, &wanted).ok()
+}
+
 /// The cached base initramfs for `opts`, built if needed.
 pub fn base_initramfs(opts: &RunOptions, modules: Vec<PathBuf>) -> Result<PathBuf, KtstrError> {
     let spec = InitramfsSpec {
@@ -525,11 +544,30 @@ pub fn run(
         opts.cpu_model.as_ref().map(|_| "--cpu"),
     )?;
     let modules = crate::kernel::resolve_modules(&opts.kernel, &opts.modules)?;
-    let module_names = modules
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    let base = base_initramfs(opts, modules)?;
+    let file_names = |paths: &[PathBuf]| -> Vec<String> {
+        paths
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect()
+    };
+    let module_names = file_names(&modules);
+    // The bulk channel's modules, beside the asked-for ones; `None`: this kernel cannot
+    // have the channel, and frames stay on COM2.
+    let channel_modules = match mode {
+        Mode::Exec(_) => bulk_channel_modules(&opts.kernel),
+        Mode::Shell => None,
+    };
+    let channel_names = channel_modules
+        .as_deref()
+        .map(file_names)
+        .unwrap_or_default();
+    let mut all_modules = modules;
+    for m in channel_modules.iter().flatten() {
+        if !all_modules.contains(m) {
+            all_modules.push(m.clone());
+        }
+    }
+    let base = base_initramfs(opts, all_modules)?;
     let job = Job {
         mode: match mode {
             Mode::Exec(argv) => JobMode::Exec { argv: argv.clone() },
@@ -555,6 +593,7 @@ pub fn run(
                 .collect(),
             None => Vec::new(),
         },
+        channel_modules: channel_names,
     };
     let run_dir = RunDir::new()?;
     let initramfs = run_dir.path.join("initramfs.cpio");
@@ -597,6 +636,7 @@ pub fn run(
         if let Some(model) = &opts.cpu_model {
             cfg = cfg.cpu_model(model.clone());
         }
+        cfg = cfg.bulk_channel(channel_modules.is_some());
         if opts.monitor.is_some() {
             cfg = cfg.qmp_socket(run_dir.path.join(format!("qmp{boot}.sock")));
         }
@@ -840,27 +880,14 @@ fn attempt_once(
         monitor: None,
     };
     let (tx, rx) = mpsc::channel::<Event>();
-    let reader = vm.take_app_channel().map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut dec = Decoder::new();
-            let mut buf = [0u8; 8192];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        for ev in dec.push(&buf[..n]) {
-                            if tx.send(ev).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(ev) = dec.finish() {
-                let _ = tx.send(ev);
-            }
-        })
-    });
+    // COM2 and, where the engine has one, the bulk channel: each its own frame sequence,
+    // decoded on its own thread into one event stream.
+    let readers: Vec<_> = [vm.take_app_channel(), vm.take_bulk_channel()]
+        .into_iter()
+        .flatten()
+        .map(|pipe| spawn_decoder(pipe, tx.clone()))
+        .collect();
+    drop(tx);
     let boot_deadline = launch + opts.boot_timeout.min(opts.timeout);
     let run_deadline = launch + opts.timeout;
     let mut exit: Option<CommandExit> = None;
@@ -910,7 +937,7 @@ fn attempt_once(
     }
     report.monitor = monitor.map(Monitor::finish);
     // The engine is gone: collect what the reader still had.
-    if let Some(r) = reader {
+    for r in readers {
         let _ = r.join();
     }
     while let Ok(ev) = rx.try_recv() {
@@ -999,6 +1026,32 @@ fn attempt_once(
             .collect();
     }
     Ok(Attempt::Ran(Box::new(report)))
+}
+
+/// Decodes the frames of one guest stream on a thread of its own and sends what it finds.
+fn spawn_decoder(
+    mut pipe: ktstr_vmm::AppReader,
+    tx: mpsc::Sender<Event>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut dec = Decoder::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    for ev in dec.push(&buf[..n]) {
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(ev) = dec.finish() {
+            let _ = tx.send(ev);
+        }
+    })
 }
 
 fn handle_event(

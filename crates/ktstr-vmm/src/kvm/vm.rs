@@ -231,19 +231,26 @@ impl KvmVmBuilder {
 impl From<&crate::VmConfig> for KvmVmBuilder {
     /// The engine-neutral config as KVM VMM settings: same topology, memory, kernel and
     /// initramfs; the command line gets `console=ttyS0 panic=-1` as the QEMU engine's does,
-    /// and COM1 is copied to `console_log`.
+    /// and COM1 is copied to `console_log`. The bulk channel is a virtio-console, named to
+    /// the guest by `ktstr.channel=hvc0`.
     fn from(cfg: &crate::VmConfig) -> Self {
+        let channel = if cfg.bulk_channel {
+            " ktstr.channel=hvc0"
+        } else {
+            ""
+        };
         KvmVm::builder()
             .topology(cfg.topology)
             .memory_mib(cfg.memory_mib)
             .kernel(cfg.kernel.clone())
             .initramfs(cfg.initramfs.clone())
             .cmdline(
-                format!("{} console=ttyS0 panic=-1", cfg.cmdline.trim())
+                format!("{} console=ttyS0 panic=-1{channel}", cfg.cmdline.trim())
                     .trim()
                     .to_string(),
             )
             .console_file(cfg.console_log.clone())
+            .virtio_console(cfg.bulk_channel)
     }
 }
 
@@ -494,6 +501,7 @@ impl KvmVm {
         if b.virtio_console {
             let out = SerialOutput::with_limit(b.output_limit);
             let t = virtio.attach(Console::new(out.clone()))?;
+            Console::wake_on_drain(&t);
             virtio_console = Some(out);
             virtio_console_input = Some(ConsoleInput::new(t));
         }

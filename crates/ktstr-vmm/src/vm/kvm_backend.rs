@@ -16,6 +16,7 @@ use crate::{AppChannel, VcpuRegisters, VmConfig, VmmError};
 pub(super) struct KvmBackend {
     handle: KvmVmHandle,
     app: Option<SerialReader>,
+    bulk: Option<SerialReader>,
     exit: Option<VmExit>,
     /// The caller's terminal settings while a terminal-mode guest runs.
     raw: Option<RawMode>,
@@ -26,6 +27,8 @@ impl KvmBackend {
     pub(super) fn start(cfg: &VmConfig) -> Result<KvmBackend, VmmError> {
         let vm: KvmVm = KvmVmBuilder::from(cfg).build()?;
         let io = vm.io().clone();
+        // Before the guest runs, so the device holds the guest back from the first byte.
+        let bulk = io.virtio_console.as_ref().map(|o| o.reader());
         let handle = vm.start()?;
         let (app, raw) = match cfg.app_channel {
             AppChannel::Pipe => (Some(io.app_output.reader()), None),
@@ -37,6 +40,7 @@ impl KvmBackend {
         Ok(KvmBackend {
             handle,
             app,
+            bulk,
             exit: None,
             raw,
         })
@@ -45,6 +49,11 @@ impl KvmBackend {
     /// COM2's output stream (once; `None` in terminal mode).
     pub(super) fn take_app_channel(&mut self) -> Option<SerialReader> {
         self.app.take()
+    }
+
+    /// The bulk channel's stream (once; `None` without one).
+    pub(super) fn take_bulk_channel(&mut self) -> Option<SerialReader> {
+        self.bulk.take()
     }
 
     /// The host's ends of the guest's devices and memory.

@@ -59,19 +59,52 @@ struct OutputState {
     skipped: u64,
     /// Whether anyone streams this output (else only the kept tail is ever looked at).
     has_reader: bool,
+    /// How far the furthest reader has read: the backlog a writer that honours
+    /// [`SerialOutput::throttle`] is held to is measured from here.
+    consumed: u64,
+    /// Whether a writer was throttled and waits for [`OutputState::waker`].
+    throttled: bool,
+    /// Called (outside the lock) when a reader drains a throttled backlog.
+    waker: WakerSlot,
     first_byte_at: Option<Instant>,
     closed: bool,
+}
+
+/// What a reader calls when it drained a throttled output: the writer's "go on".
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct WakerSlot(Option<Waker>);
+
+impl std::fmt::Debug for WakerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(waker)"
+        } else {
+            "None"
+        })
+    }
 }
 
 impl OutputState {
     fn end(&self) -> u64 {
         self.start + self.bytes.len() as u64
     }
+
+    /// Bytes written that no reader has read yet (0 when nobody streams the output).
+    fn backlog(&self) -> u64 {
+        if self.has_reader {
+            self.end().saturating_sub(self.consumed)
+        } else {
+            0
+        }
+    }
 }
 
 /// The guest's output on one UART or console: a log shared by the device and the host that
-/// keeps the last [`SerialOutput::limit`] bytes, so a guest that floods it cannot grow the
-/// host's memory. A reader that keeps up sees every byte.
+/// keeps the last [`SerialOutput::limit`] bytes (and what its reader has yet to read, up to
+/// twice that), so a guest that floods it cannot grow the host's memory. A reader that keeps
+/// up sees every byte.
 #[derive(Debug, Clone)]
 pub struct SerialOutput {
     inner: Arc<(Mutex<OutputState>, Condvar)>,
@@ -97,6 +130,9 @@ impl SerialOutput {
             limit: limit.max(1),
             skipped: 0,
             has_reader: false,
+            consumed: 0,
+            throttled: false,
+            waker: WakerSlot::default(),
             first_byte_at: None,
             closed: false,
         };
@@ -117,8 +153,12 @@ impl SerialOutput {
         }
         s.bytes.extend_from_slice(data);
         if s.bytes.len() > s.limit {
-            // Drop down to three quarters of the limit, so trimming is rare and cheap.
-            let excess = s.bytes.len() - s.limit * 3 / 4;
+            // Drop down to three quarters of the limit, so trimming is rare and cheap; bytes
+            // the reader has yet to read stay, up to twice the limit.
+            let mut excess = s.bytes.len() - s.limit * 3 / 4;
+            if s.has_reader && s.bytes.len() <= 2 * s.limit {
+                excess = excess.min(s.consumed.saturating_sub(s.start) as usize);
+            }
             s.bytes.drain(..excess);
             s.start += excess as u64;
         }
@@ -155,6 +195,27 @@ impl SerialOutput {
         } else {
             s.start
         }
+    }
+
+    /// Bytes written that the reader has not read yet (0 when nobody streams the output).
+    pub fn backlog(&self) -> u64 {
+        self.state().backlog()
+    }
+
+    /// Sets what a reader calls once it has drained a throttled backlog (see
+    /// [`Self::throttle`]).
+    pub fn set_waker(&self, waker: Waker) {
+        self.state().waker = WakerSlot(Some(waker));
+    }
+
+    /// For a writer that can hold its producer back (a virtqueue leaves buffers unused):
+    /// whether it should stop now because the reader is half the limit behind. When it
+    /// says so, the reader calls the waker once it has caught up to a quarter.
+    pub fn throttle(&self) -> bool {
+        let mut s = self.state();
+        let stop = s.backlog() >= (s.limit / 2) as u64;
+        s.throttled |= stop;
+        stop
     }
 
     /// When the first byte arrived.
@@ -218,6 +279,18 @@ impl Read for SerialReader {
                 let n = buf.len().min(s.bytes.len() - i);
                 buf[..n].copy_from_slice(&s.bytes[i..i + n]);
                 self.pos += n as u64;
+                s.consumed = s.consumed.max(self.pos);
+                let wake = if s.throttled && s.backlog() <= (s.limit / 4) as u64 {
+                    s.throttled = false;
+                    s.waker.0.clone()
+                } else {
+                    None
+                };
+                drop(s);
+                // Outside the lock: the waker serves the writer, which pushes here.
+                if let Some(w) = wake {
+                    w();
+                }
                 return Ok(n);
             }
             if s.closed || buf.is_empty() {
@@ -428,6 +501,38 @@ mod tests {
         late.read_to_end(&mut rest).unwrap();
         assert_eq!(rest[..], seen[800 - rest.len()..]);
         assert_eq!(out.dropped(), (800 - rest.len()) as u64);
+    }
+
+    #[test]
+    fn a_throttled_writer_is_woken_once_the_reader_caught_up() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let out = SerialOutput::with_limit(100);
+        let woken = Arc::new(AtomicU32::new(0));
+        let w = Arc::clone(&woken);
+        out.set_waker(Arc::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        }));
+        // Nobody reads: no backpressure, only the bounded tail.
+        out.push(&[1; 80]);
+        assert!(!out.throttle());
+        let mut r = out.reader();
+        assert_eq!(out.backlog(), 80);
+        assert!(out.throttle(), "half the limit behind");
+        let mut buf = [0u8; 20];
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            0,
+            "60 behind: still throttled"
+        );
+        r.read_exact(&mut buf).unwrap();
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "20 behind: woken");
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "once");
+        assert_eq!(out.backlog(), 0);
+        assert!(!out.throttle());
+        assert_eq!(out.dropped(), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! virtio-console (device ID 3), one port, no multiport: the guest's transmitq bytes go to a
-//! [`SerialOutput`] log/stream; host input waits until the guest posts receiveq buffers.
+//! [`SerialOutput`] log/stream, held back while its reader is behind (virtio's own
+//! backpressure); host input waits until the guest posts receiveq buffers.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,6 +48,19 @@ impl Console {
         }
     }
 
+    /// Makes the output's reader serve `transport`'s transmitq again when it has drained a
+    /// backlog that held the guest back (see [`Console::transmit`]). The reader holds the
+    /// transport weakly: a VM that is gone is not kept alive by its output.
+    pub fn wake_on_drain(transport: &Arc<Mutex<VirtioMmioTransport<Console>>>) {
+        let weak = Arc::downgrade(transport);
+        let output = crate::kvm::lock(transport).device().output.clone();
+        output.set_waker(Arc::new(move || {
+            if let Some(t) = weak.upgrade() {
+                crate::kvm::lock(&t).process(TRANSMITQ);
+            }
+        }));
+    }
+
     /// Queues host input; it moves when the receiveq is processed.
     pub fn queue_input(&mut self, data: &[u8]) {
         self.pending.extend(data);
@@ -57,10 +71,15 @@ impl Console {
         self.pending.len()
     }
 
-    /// Copies every readable descriptor of each transmitq chain to the output.
+    /// Copies every readable descriptor of each transmitq chain to the output, while the
+    /// output's reader keeps up: when it falls behind ([`SerialOutput::throttle`]) the rest
+    /// of the chains stay in the ring, the guest's writes wait, and the reader's waker
+    /// serves the queue again once it has caught up. Nothing is dropped.
     fn transmit(&mut self, queue: &mut Queue, mem: &GuestMemory) -> Result<bool, VirtioError> {
         let mut used = false;
-        while serve_next(queue, TRANSMITQ, mem, |chain| self.print(chain, mem))? {
+        while !self.output.throttle()
+            && serve_next(queue, TRANSMITQ, mem, |chain| self.print(chain, mem))?
+        {
             used = true;
         }
         Ok(used)
@@ -203,6 +222,8 @@ impl Write for ConsoleInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
     use crate::kvm::bus::MmioDevice;
     use crate::kvm::devices::virtio::testing::{GuestQueue, DESC_F_WRITE};
     use crate::kvm::devices::IrqTrigger;
@@ -241,6 +262,42 @@ mod tests {
         // Emergency write: one byte at config offset 8.
         t.write(0x100 + EMERG_WR, b"?");
         assert_eq!(out.text(), "hi from virtio!?");
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_holds_the_guest_back_without_loss() {
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let out = SerialOutput::with_limit(64);
+        let t = VirtioMmioTransport::new(
+            Console::new(out.clone()),
+            mem.clone(),
+            IrqTrigger::new(None),
+        )
+        .unwrap();
+        let t = Arc::new(Mutex::new(t));
+        Console::wake_on_drain(&t);
+        let mut reader = out.reader();
+        let rx = GuestQueue::new(&mem, 0x1_0000, 8);
+        let mut tx = GuestQueue::new(&mem, 0x2_0000, 8);
+        crate::kvm::devices::virtio::testing::activate(&mut *t.lock().unwrap(), &[&rx, &tx]);
+        for i in 0..5u8 {
+            let at = 0x8000 + u64::from(i) * 0x100;
+            mem.write_slice(&[b'a' + i; 20], GuestAddress(at)).unwrap();
+            tx.add_chain(&mem, &[(at, 20, 0)]);
+        }
+        t.lock().unwrap().write(0x50, &1u32.to_le_bytes());
+        // 40 bytes is past half the limit: the other three chains wait in the ring.
+        assert_eq!(tx.used_idx(&mem), 2);
+        assert_eq!(out.backlog(), 40);
+        let mut got = vec![0u8; 100];
+        reader.read_exact(&mut got[..30]).unwrap();
+        // 10 behind: the read woke the queue, and the next two chains went through.
+        assert_eq!(tx.used_idx(&mem), 4);
+        reader.read_exact(&mut got[30..]).unwrap();
+        assert_eq!(tx.used_idx(&mem), 5);
+        let want: Vec<u8> = (0..5u8).flat_map(|i| [b'a' + i; 20]).collect();
+        assert_eq!(got, want, "every byte, in order");
+        assert_eq!(out.dropped(), 0);
     }
 
     #[test]
