@@ -364,6 +364,22 @@ fn missing_kernel_is_a_clear_error() {
 }
 
 #[test]
+fn missing_scheduler_is_named_as_the_scheduler() {
+    if common::test_kernel().is_none() {
+        common::skip("no kernel: run `ktstr kernel fetch` or set KTSTR_KERNEL");
+        return;
+    }
+    let out = ktstr(&["exec", "--scheduler", "/no/such/scheduler", "--", "true"]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    assert!(
+        e.contains("scheduler binary `/no/such/scheduler` not found"),
+        "{e}"
+    );
+    assert!(!e.contains("kernel `"), "not a kernel problem: {e}");
+}
+
+#[test]
 fn kernel_lacking_config_is_refused_with_the_list() {
     let dir = std::env::temp_dir().join(format!("ktstr-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -41,6 +41,12 @@ pub enum KtstrError {
         /// What to do about it.
         hint: String,
     },
+    /// The scheduler binary asked for is not there.
+    #[error("scheduler binary `{}` not found", path.display())]
+    SchedulerNotFound {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
     /// The kernel lacks configuration ktstr needs.
     #[error("kernel {kernel} lacks what ktstr needs: {}", missing.join(", "))]
     KernelConfig {

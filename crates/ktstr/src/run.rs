@@ -525,9 +525,8 @@ pub fn run(
     }
     if let Some(s) = &opts.scheduler {
         if !s.binary.is_file() {
-            return Err(KtstrError::KernelNotFound {
-                spec: s.binary.display().to_string(),
-                hint: "the scheduler binary does not exist".into(),
+            return Err(KtstrError::SchedulerNotFound {
+                path: s.binary.clone(),
             });
         }
     }
