@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::asm::port_poke::PORT_POKE;
-use common::{busybox, busybox_root, cached_vmlinux_or_skip, cpio, field, linux_kvm, skip, stderr};
+use common::{busybox_root, cpio, field, linux_guest_prereqs, scratch_dir, skip, stderr};
 use ktstr_topology::Topology;
 use ktstr_vmm::kvm::faults::Space;
 use ktstr_vmm::kvm::layout::virtio_mmio_slot;
@@ -82,15 +82,7 @@ fn static_elf(code: &[u8]) -> Vec<u8> {
 /// [`OUTPUT_LIMIT`] bytes too).
 fn init_script(virtio_base: u64) -> String {
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec >/dev/ttyS1 2>&1
-echo "init: started"
-
+        r#"
 /poke
 echo "port: status $?"
 
@@ -152,22 +144,10 @@ fn build_initramfs(dir: &Path, busybox: &Path, virtio_base: u64, out: &Path) -> 
 
 #[test]
 fn linux_guest_misbehaving_is_refused_and_counted() {
-    if !linux_kvm(TEST) {
-        return;
-    }
-    let Some(vmlinux) = cached_vmlinux_or_skip(TEST) else {
+    let Some((vmlinux, busybox)) = linux_guest_prereqs(TEST) else {
         return;
     };
-    let Some(busybox) = busybox() else {
-        skip(
-            TEST,
-            "no static busybox at /bin/busybox or /usr/bin/busybox",
-        );
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("ktstr-linux-bad-input-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = scratch_dir("linux-bad-input");
     let disk = dir.join("disk.img");
     std::fs::write(&disk, vec![0u8; 64 << 10]).expect("disk image");
 

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{busybox, busybox_root, cached_vmlinux_or_skip, cpio, field, linux_kvm, skip, stderr};
+use common::{busybox_root, cpio, field, linux_guest_prereqs, scratch_dir, skip, stderr};
 use ktstr_topology::Topology;
 use ktstr_vmm::kvm::devices::virtio::net::DEFAULT_MAC;
 use ktstr_vmm::kvm::{KvmExit, KvmVm, NetPort};
@@ -90,15 +90,7 @@ fn init_script(modules: &[String]) -> String {
     let guest_ip = ip_text(&GUEST_IP);
     let peer_ip = ip_text(&PEER_IP);
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec >/dev/ttyS1 2>&1
-echo "init: started"
-load() {{
+        r#"load() {{
     case "$1" in
     *.xz) xzcat "$1" >/tmp/m.ko ;;
     *.gz) zcat "$1" >/tmp/m.ko ;;
@@ -348,17 +340,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn linux_drives_virtio_console_blk_and_net() {
-    if !linux_kvm(TEST) {
-        return;
-    }
-    let Some(vmlinux) = cached_vmlinux_or_skip(TEST) else {
-        return;
-    };
-    let Some(busybox) = busybox() else {
-        skip(
-            TEST,
-            "no static busybox at /bin/busybox or /usr/bin/busybox",
-        );
+    let Some((vmlinux, busybox)) = linux_guest_prereqs(TEST) else {
         return;
     };
     let (modules, built_in) = match modules_to_load(&vmlinux) {
@@ -377,9 +359,7 @@ fn linux_drives_virtio_console_blk_and_net() {
             .collect::<Vec<_>>()
     ));
 
-    let dir = std::env::temp_dir().join(format!("ktstr-linux-devices-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = scratch_dir("linux-devices");
     let initramfs = dir.join("initramfs.cpio");
     if let Err(why) = build_initramfs(&dir, &busybox, &modules, &initramfs) {
         let _ = std::fs::remove_dir_all(&dir);

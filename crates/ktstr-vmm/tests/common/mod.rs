@@ -88,8 +88,20 @@ pub fn busybox() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What every busybox test guest's `/init` starts with: the applets, /proc, /sys and /dev,
+/// and its output on COM2.
+pub const INIT_PREAMBLE: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec >/dev/ttyS1 2>&1
+echo "init: started"
+"#;
+
 /// A busybox root at `dir/root`: the standard directories, `/bin/busybox`, and an executable
-/// `/init` holding `init`; returns the root.
+/// `/init`: [`INIT_PREAMBLE`], then `init`; returns the root.
 pub fn busybox_root(dir: &Path, busybox: &Path, init: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let root = dir.join("root");
@@ -99,7 +111,7 @@ pub fn busybox_root(dir: &Path, busybox: &Path, init: &str) -> Result<PathBuf, S
     }
     std::fs::copy(busybox, root.join("bin/busybox")).map_err(|e| io("copying busybox", e))?;
     let path = root.join("init");
-    std::fs::write(&path, init).map_err(|e| io("writing /init", e))?;
+    std::fs::write(&path, format!("{INIT_PREAMBLE}{init}")).map_err(|e| io("writing /init", e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| io("chmod /init", e))?;
     Ok(root)
@@ -129,4 +141,29 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
             .strip_prefix(key)?
             .strip_prefix(' ')
     })
+}
+
+/// What a busybox Linux guest test needs: KVM that boots Linux ([`linux_kvm`]), a cached
+/// vmlinux and a static busybox; `None` after saying which is missing.
+pub fn linux_guest_prereqs(test: &str) -> Option<(PathBuf, PathBuf)> {
+    if !linux_kvm(test) {
+        return None;
+    }
+    let vmlinux = cached_vmlinux_or_skip(test)?;
+    let Some(busybox) = busybox() else {
+        skip(
+            test,
+            "no static busybox at /bin/busybox or /usr/bin/busybox",
+        );
+        return None;
+    };
+    Some((vmlinux, busybox))
+}
+
+/// An empty scratch directory `ktstr-<name>-<pid>` under the temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ktstr-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
