@@ -591,7 +591,7 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
         }
     }
     for issue in &r.channel_issues {
-        progress(&format!("warning: COM2 channel: {issue}"));
+        progress(&format!("warning: guest channel: {issue}"));
     }
     if let Some(f) = &r.guest_faults {
         // Linux probes a few absent legacy ports on every boot: those only with -v.

@@ -183,7 +183,7 @@ fn vm_large_output_arrives_intact() {
     let nums: Vec<u32> = o.lines().map(|l| l.parse().expect("a number")).collect();
     assert_eq!(nums, (1..=30000).collect::<Vec<_>>());
     assert!(
-        !text(&out.stderr).contains("COM2 channel"),
+        !text(&out.stderr).contains("guest channel"),
         "{}",
         text(&out.stderr)
     );

@@ -374,7 +374,7 @@ pub struct RunReport {
     pub launch_to_end: Duration,
     /// Messages from guest init (failed optional mounts and the like).
     pub guest_log: Vec<String>,
-    /// Damage seen on the COM2 channel (garbage, CRC failures, gaps, truncation).
+    /// Damage seen on the guest's frame channels (COM2, and the bulk channel where there is one) (garbage, CRC failures, gaps, truncation).
     pub channel_issues: Vec<String>,
     /// The last lines of the console when the guest failed.
     pub console_tail: Vec<String>,
@@ -1105,7 +1105,7 @@ fn handle_event(
         },
         Event::Garbage { bytes } => report
             .channel_issues
-            .push(format!("{bytes} bytes of garbage on COM2")),
+            .push(format!("{bytes} bytes of garbage between frames")),
         Event::Corrupt { reason } => report
             .channel_issues
             .push(format!("corrupt frame: {reason}")),
