@@ -134,8 +134,8 @@ fn vm_guest_touching_unclaimed_mmio_is_refused_and_reported() {
     if !common::ours_runs() {
         // Not `skip`: QEMU's engine has no such report, and on the CI host (PVM) ours
         // cannot boot Linux; the nested lane runs this on ktstr's VMM.
-        eprintln!(
-            "SKIPPED: only ktstr's own VMM reports refused guest I/O, and it does not run here"
+        common::say_skipped(
+            "only ktstr's own VMM reports refused guest I/O, and it does not run here",
         );
         return;
     }
