@@ -13,6 +13,10 @@ pub enum AppChannel {
     Terminal,
 }
 
+/// The kernel command-line word by which ktstr's VMM offers the guest its bulk channel (a
+/// virtio-console, `/dev/hvc0`).
+pub const BULK_CHANNEL_ARG: &str = "ktstr.channel=hvc0";
+
 /// One guest: its topology, memory, kernel, initramfs and I/O.
 #[derive(Debug, Clone)]
 pub struct VmConfig {

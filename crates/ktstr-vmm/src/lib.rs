@@ -18,7 +18,7 @@ mod qemu;
 mod qmp;
 mod vm;
 
-pub use config::{AppChannel, VmConfig};
+pub use config::{AppChannel, VmConfig, BULK_CHANNEL_ARG};
 pub use engine::{
     choose_engine, choose_vmm, fallback_engine, host_kvm, Engine, EngineChoice, HostKvm,
     TcgThreads, VmmKind, VmmRequest, VMM_ENV,

@@ -24,9 +24,9 @@ use crate::sched::{self, SchedulerJob};
 pub const JOB_PATH: &str = "/ktstr/job.json";
 /// The serial device of the application channel (COM2).
 pub const APP_TTY: &str = "/dev/ttyS1";
-/// The kernel command-line word by which the engine offers the bulk channel
-/// (`ktstr.channel=hvc0`: a virtio-console).
-pub const CHANNEL_ARG: &str = "ktstr.channel=hvc0";
+/// The kernel command-line word by which the engine offers the bulk channel (a
+/// virtio-console).
+pub use ktstr_vmm::BULK_CHANNEL_ARG as CHANNEL_ARG;
 /// The bulk channel's device.
 pub const BULK_TTY: &str = "/dev/hvc0";
 /// How long guest init waits for [`BULK_TTY`] to appear.

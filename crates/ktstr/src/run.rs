@@ -1095,9 +1095,11 @@ fn handle_event(
                 if r.len() + f.payload.len() <= MAX_TEST_REPORT {
                     r.extend_from_slice(&f.payload);
                 } else {
-                    report.channel_issues.push(format!(
-                        "test report beyond {MAX_TEST_REPORT} bytes: the rest dropped"
-                    ));
+                    let issue =
+                        format!("test report beyond {MAX_TEST_REPORT} bytes: the rest dropped");
+                    if !report.channel_issues.contains(&issue) {
+                        report.channel_issues.push(issue);
+                    }
                 }
             }
             // Handled by the run loop, which owns the monitor.

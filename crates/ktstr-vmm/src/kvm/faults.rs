@@ -76,7 +76,8 @@ pub struct FaultLog {
     /// The first [`DISTINCT_UNCLAIMED`] distinct unclaimed accesses, in the order seen, each
     /// with how often it happened.
     pub unclaimed: Vec<(Unclaimed, u64)>,
-    /// Devices that refused a queue and asked the driver for a reset.
+    /// Devices that refused something the guest queued (the first reason says whether the
+    /// device then needs a reset).
     pub devices: Vec<DeviceFault>,
     /// Outputs whose bounded buffer dropped bytes.
     pub dropped: Vec<DroppedOutput>,
@@ -131,7 +132,7 @@ impl FaultLog {
         let refused = self.devices.iter().map(|d| {
             let times = if d.count == 1 { "time" } else { "times" };
             format!(
-                "{} refused the guest's queue {} {times}, then asked for a reset; first: {}",
+                "{} refused what the guest queued {} {times}; first: {}",
                 d.device, d.count, d.first
             )
         });
@@ -251,10 +252,9 @@ mod tests {
         assert_eq!(
             log.device_lines(),
             [
-                "virtio-blk at 0xd0000000 refused the guest's queue 2 times, then asked for a \
-                 reset; first: descriptor outside memory",
-                "virtio-net at 0xd0001000 refused the guest's queue 1 time, then asked for a \
-                 reset; first: bad ring",
+                "virtio-blk at 0xd0000000 refused what the guest queued 2 times; first: \
+                 descriptor outside memory",
+                "virtio-net at 0xd0001000 refused what the guest queued 1 time; first: bad ring",
             ]
         );
     }

@@ -235,9 +235,9 @@ impl From<&crate::VmConfig> for KvmVmBuilder {
     /// the guest by `ktstr.channel=hvc0`.
     fn from(cfg: &crate::VmConfig) -> Self {
         let channel = if cfg.bulk_channel {
-            " ktstr.channel=hvc0"
+            format!(" {}", crate::BULK_CHANNEL_ARG)
         } else {
-            ""
+            String::new()
         };
         KvmVm::builder()
             .topology(cfg.topology)
@@ -275,6 +275,8 @@ pub struct GuestIo {
     pub net: Option<NetPort>,
     /// What the guest did that the VMM refused, counted by the buses and devices.
     pub faults: Arc<GuestFaults>,
+    /// Whether COM1 is also copied whole to a file (then its bounded tail loses nothing).
+    pub console_on_disk: bool,
 }
 
 impl GuestIo {
@@ -282,7 +284,10 @@ impl GuestIo {
     pub fn fault_log(&self) -> FaultLog {
         let mut log = self.faults.snapshot();
         let outputs = [
-            ("COM1", Some(&self.console)),
+            (
+                "COM1",
+                Some(&self.console).filter(|_| !self.console_on_disk),
+            ),
             ("COM2", Some(&self.app_output)),
             ("virtio-console", self.virtio_console.as_ref()),
         ];
@@ -578,6 +583,7 @@ impl KvmVm {
                 virtio_console_input,
                 net,
                 faults,
+                console_on_disk: b.console_file.is_some(),
             },
             tables,
             e820,

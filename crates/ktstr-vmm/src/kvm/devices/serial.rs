@@ -57,8 +57,10 @@ struct OutputState {
     limit: usize,
     /// Bytes readers had to skip because they fell behind the kept tail.
     skipped: u64,
-    /// Whether anyone streams this output (else only the kept tail is ever looked at).
+    /// Whether anyone ever streamed this output (else only the kept tail is looked at).
     has_reader: bool,
+    /// Readers alive now: only they hold a throttling writer back.
+    live_readers: usize,
     /// How far the furthest reader has read: the backlog a writer that honours
     /// [`SerialOutput::throttle`] is held to is measured from here.
     consumed: u64,
@@ -93,7 +95,7 @@ impl OutputState {
 
     /// Bytes written that no reader has read yet (0 when nobody streams the output).
     fn backlog(&self) -> u64 {
-        if self.has_reader {
+        if self.live_readers > 0 {
             self.end().saturating_sub(self.consumed)
         } else {
             0
@@ -130,6 +132,7 @@ impl SerialOutput {
             limit: limit.max(1),
             skipped: 0,
             has_reader: false,
+            live_readers: 0,
             consumed: 0,
             throttled: false,
             waker: WakerSlot::default(),
@@ -156,8 +159,12 @@ impl SerialOutput {
             // Drop down to three quarters of the limit, so trimming is rare and cheap; bytes
             // the reader has yet to read stay, up to twice the limit.
             let mut excess = s.bytes.len() - s.limit * 3 / 4;
-            if s.has_reader && s.bytes.len() <= 2 * s.limit {
+            if s.live_readers > 0 && s.bytes.len() <= 2 * s.limit {
                 excess = excess.min(s.consumed.saturating_sub(s.start) as usize);
+                // Not byte by byte behind a slow reader: only in quarters of the limit.
+                if excess < s.limit / 4 {
+                    excess = 0;
+                }
             }
             s.bytes.drain(..excess);
             s.start += excess as u64;
@@ -213,7 +220,7 @@ impl SerialOutput {
     /// says so, the reader calls the waker once it has caught up to a quarter.
     pub fn throttle(&self) -> bool {
         let mut s = self.state();
-        let stop = s.backlog() >= (s.limit / 2) as u64;
+        let stop = s.backlog() >= (s.limit / 2).max(1) as u64;
         s.throttled |= stop;
         stop
     }
@@ -251,6 +258,7 @@ impl SerialOutput {
     pub fn reader(&self) -> SerialReader {
         let mut s = self.state();
         s.has_reader = true;
+        s.live_readers += 1;
         SerialReader {
             out: self.clone(),
             pos: s.start,
@@ -300,6 +308,20 @@ impl Read for SerialReader {
                 Ok(g) => g,
                 Err(e) => e.into_inner(),
             };
+        }
+    }
+}
+
+impl Drop for SerialReader {
+    /// A reader that is gone holds no writer back: a throttled one is woken.
+    fn drop(&mut self) {
+        let mut s = self.out.state();
+        s.live_readers = s.live_readers.saturating_sub(1);
+        let wake = (s.live_readers == 0 && s.throttled).then(|| s.waker.0.clone());
+        s.throttled &= s.live_readers > 0;
+        drop(s);
+        if let Some(Some(w)) = wake {
+            w();
         }
     }
 }
@@ -533,6 +555,20 @@ mod tests {
         assert_eq!(out.backlog(), 0);
         assert!(!out.throttle());
         assert_eq!(out.dropped(), 0);
+        // A reader that goes away while behind releases the writer.
+        out.push(&[2; 60]);
+        assert!(out.throttle());
+        drop(r);
+        assert_eq!(woken.load(Ordering::SeqCst), 2, "woken by the drop");
+        assert!(!out.throttle(), "nobody reads: no backpressure");
+        // The smallest limit still lets one write through per read.
+        let tiny = SerialOutput::with_limit(1);
+        let mut t = tiny.reader();
+        assert!(!tiny.throttle());
+        tiny.push(b"x");
+        assert!(tiny.throttle());
+        t.read_exact(&mut [0u8; 1]).unwrap();
+        assert!(!tiny.throttle());
     }
 
     #[test]

@@ -125,10 +125,11 @@ pub fn serve_next(
 
 /// The name of a virtio device type, as in "virtio-blk".
 pub fn device_name(device_id: u32) -> String {
+    use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_CONSOLE, VIRTIO_ID_NET};
     match device_id {
-        1 => "virtio-net".into(),
-        2 => "virtio-blk".into(),
-        3 => "virtio-console".into(),
+        VIRTIO_ID_NET => "virtio-net".into(),
+        VIRTIO_ID_BLOCK => "virtio-blk".into(),
+        VIRTIO_ID_CONSOLE => "virtio-console".into(),
         id => format!("virtio device {id}"),
     }
 }
