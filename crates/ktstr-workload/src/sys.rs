@@ -51,11 +51,15 @@ pub(crate) fn current_cpu() -> Option<u32> {
 }
 
 /// Spins `iters` iterations the optimiser cannot remove.
+///
+/// Plain arithmetic, no PAUSE (`spin_loop`): a work unit is computation, not a wait for a lock.
+/// Under QEMU's single-threaded TCG every PAUSE hands the host thread to the next vCPU, so
+/// 16384 paused iterations beside three busy vCPUs took 155 s instead of 0.2 ms; on hardware
+/// KVM a long PAUSE loop trips pause-loop exiting and the host yields the vCPU away.
 pub(crate) fn spin(iters: u64) {
     let mut acc = 0u64;
     for i in 0..iters {
         acc = std::hint::black_box(acc.wrapping_add(i));
-        std::hint::spin_loop();
     }
     std::hint::black_box(acc);
 }
