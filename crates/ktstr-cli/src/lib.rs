@@ -160,6 +160,10 @@ struct VmArgs {
     /// QEMU only, so --vmm auto picks QEMU.
     #[arg(long)]
     cpu: Option<String>,
+    /// Keep the guest's frames (output, results) on COM2, the slow serial port, instead of
+    /// the virtio bulk channel: for comparing the two and for debugging the channel.
+    #[arg(long)]
+    no_bulk_channel: bool,
     /// Seconds guest init may take to start before the boot counts as failed.
     #[arg(long)]
     boot_timeout: Option<u64>,
@@ -494,6 +498,7 @@ fn run_vm_report(
     opts.include_files = a.include_files.clone();
     opts.extra_cmdline = a.cmdline.clone();
     opts.cpu_model = a.cpu.clone();
+    opts.bulk_channel = !a.no_bulk_channel;
     if let Some(s) = a.boot_timeout {
         opts.boot_timeout = Duration::from_secs(s);
     }
@@ -572,6 +577,9 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
             r.launch_to_init.map(secs).unwrap_or_else(|| "-".into()),
             secs(r.launch_to_end)
         ));
+        if let Some(why) = &r.com2_only {
+            progress(&format!("frames on COM2, no bulk channel: {why}"));
+        }
         for l in &r.guest_log {
             progress(&format!("guest: {l}"));
         }

@@ -121,6 +121,9 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
 fn read_records(dir: &Path) -> Result<Vec<TestRecord>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+        if e.path().extension().is_none_or(|x| x != "json") {
+            continue;
+        }
         let text = std::fs::read_to_string(e.path())?;
         out.push(
             serde_json::from_str(&text)

@@ -13,9 +13,18 @@ pub enum AppChannel {
     Terminal,
 }
 
+/// The kernel command-line key naming the guest's bulk channel: `hvc0` (a console) or
+/// the name of a virtio-serial port.
+pub const BULK_CHANNEL_KEY: &str = "ktstr.channel";
+
 /// The kernel command-line word by which ktstr's VMM offers the guest its bulk channel (a
 /// virtio-console, `/dev/hvc0`).
 pub const BULK_CHANNEL_ARG: &str = "ktstr.channel=hvc0";
+
+/// The name of the virtio-serial port that is QEMU's bulk channel (`/dev/vportNpM` in the
+/// guest, found by this name under `/sys/class/virtio-ports`); QEMU names it to the guest
+/// with `ktstr.channel=ktstr.frames`.
+pub const BULK_PORT_NAME: &str = "ktstr.frames";
 
 /// One guest: its topology, memory, kernel, initramfs and I/O.
 #[derive(Debug, Clone)]
@@ -41,9 +50,10 @@ pub struct VmConfig {
     /// QEMU's `-cpu` model (default `host` under KVM, `max` under TCG); ktstr's own VMM
     /// always gives the guest the host's CPUID and has no such choice.
     pub cpu_model: Option<String>,
-    /// A bulk channel for the guest's frames beside COM2: on ktstr's own VMM a
-    /// virtio-console (`/dev/hvc0`, with virtio's backpressure) and `ktstr.channel=hvc0` on
-    /// the command line; QEMU has none yet and the guest stays on COM2.
+    /// A bulk channel for the guest's frames beside COM2, with virtio's backpressure: on
+    /// ktstr's own VMM a virtio-console (`/dev/hvc0`, `ktstr.channel=hvc0` on the command
+    /// line), on QEMU a virtio-serial port on PCI ([`BULK_PORT_NAME`]; a console port would
+    /// drop bytes when the host reads slowly) whose host end is a UNIX socket.
     pub bulk_channel: bool,
 }
 

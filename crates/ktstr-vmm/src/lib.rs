@@ -18,7 +18,7 @@ mod qemu;
 mod qmp;
 mod vm;
 
-pub use config::{AppChannel, VmConfig, BULK_CHANNEL_ARG};
+pub use config::{AppChannel, VmConfig, BULK_CHANNEL_ARG, BULK_CHANNEL_KEY, BULK_PORT_NAME};
 pub use engine::{
     choose_engine, choose_vmm, fallback_engine, host_kvm, Engine, EngineChoice, HostKvm,
     TcgThreads, VmmKind, VmmRequest, VMM_ENV,

@@ -4,9 +4,9 @@
 //! one QEMU socket and each NUMA node holds `llcs` consecutive sockets. Guest
 //! RAM is one shared `memory-backend-file` per node, which the host can map.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::{AppChannel, Engine, TcgThreads, VmConfig};
+use crate::{AppChannel, Engine, TcgThreads, VmConfig, BULK_CHANNEL_KEY, BULK_PORT_NAME};
 
 /// The QEMU program the backend runs.
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
@@ -15,12 +15,15 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 /// skip TSC recalibration and mitigation patching, trust the CPU's RNG.
 const TCG_CMDLINE: &str = "mitigations=off no_timer_check cryptomgr.notests random.trust_cpu=on";
 
-/// Builds QEMU's arguments for `cfg` on `engine`, with guest RAM in `ram_files` (one per node).
+/// Builds QEMU's arguments for `cfg` on `engine`, with guest RAM in `ram_files` (one per node)
+/// and, when `cfg` asks for the bulk channel, its host end on the UNIX socket `bulk_socket`
+/// (QEMU connects to it as a client).
 pub fn qemu_args(
     cfg: &VmConfig,
     engine: Engine,
     ram_files: &[PathBuf],
     tsc_khz: Option<u64>,
+    bulk_socket: Option<&Path>,
 ) -> Vec<String> {
     let t = &cfg.topology;
     let mut a: Vec<String> = Vec::new();
@@ -83,6 +86,10 @@ pub fn qemu_args(
             cmdline.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
+    let bulk_socket = bulk_socket.filter(|_| cfg.bulk_channel);
+    if bulk_socket.is_some() {
+        cmdline.push_str(&format!(" {BULK_CHANNEL_KEY}={BULK_PORT_NAME}"));
+    }
     let kernel = cfg.kernel.display().to_string();
     let initrd = cfg.initramfs.display().to_string();
     let com1 = format!("file:{}", cfg.console_log.display());
@@ -98,6 +105,20 @@ pub fn qemu_args(
     if let Some(qmp) = &cfg.qmp_socket {
         let chardev = format!("unix:{},server=on,wait=off", qmp.display());
         push(&["-qmp", &chardev]);
+    }
+    if let Some(sock) = bulk_socket {
+        // A serial port, not a console: QEMU throttles a port whose host end is full, but
+        // drops what a console port writes then.
+        let chardev = format!("socket,id=ktstrbulk,path={}", sock.display());
+        let port = format!("virtserialport,bus=ktstrser.0,chardev=ktstrbulk,name={BULK_PORT_NAME}");
+        push(&[
+            "-device",
+            "virtio-serial-pci,id=ktstrser,max_ports=2",
+            "-chardev",
+            &chardev,
+            "-device",
+            &port,
+        ]);
     }
     match cfg.app_channel {
         AppChannel::Pipe => push(&["-serial", "stdio"]),
@@ -134,7 +155,13 @@ mod tests {
     fn llcs_become_sockets_and_nodes_group_them() {
         let t = Topology::new(2, 2, 2, 2).unwrap();
         let files: Vec<PathBuf> = vec!["/dev/shm/a".into(), "/dev/shm/b".into()];
-        let args = qemu_args(&cfg(t), Engine::QemuTcg(TcgThreads::Single), &files, None);
+        let args = qemu_args(
+            &cfg(t),
+            Engine::QemuTcg(TcgThreads::Single),
+            &files,
+            None,
+            None,
+        );
         assert_eq!(
             arg_after(&args, "-smp"),
             ["cpus=16,sockets=4,dies=1,cores=2,threads=2"]
@@ -164,6 +191,7 @@ mod tests {
             Engine::QemuKvm,
             &["/dev/shm/x".into()],
             Some(2_100_000),
+            None,
         );
         assert_eq!(arg_after(&args, "-machine"), ["pc,memory-backend=ram0"]);
         assert!(arg_after(&args, "-numa").is_empty());
@@ -176,7 +204,7 @@ mod tests {
     #[test]
     fn cpu_model_replaces_the_engine_default() {
         let c = cfg(Topology::default()).cpu_model("max,-xsave");
-        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Single), &[], None);
+        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Single), &[], None, None);
         assert_eq!(arg_after(&args, "-cpu"), ["max,-xsave"]);
         assert_eq!(arg_after(&args, "-accel"), ["tcg,thread=single"]);
         let args = qemu_args(
@@ -184,25 +212,57 @@ mod tests {
             Engine::QemuTcg(TcgThreads::Single),
             &[],
             None,
+            None,
         );
         assert_eq!(arg_after(&args, "-cpu"), ["max"]);
     }
 
     #[test]
+    fn bulk_channel_is_a_named_serial_port_on_the_socket() {
+        let sock = Path::new("/run/b.sock");
+        let engine = Engine::QemuTcg(TcgThreads::Single);
+        let plain = qemu_args(&cfg(Topology::default()), engine, &[], None, Some(sock));
+        assert!(arg_after(&plain, "-chardev").is_empty(), "not asked for");
+        let c = cfg(Topology::default()).bulk_channel(true);
+        let args = qemu_args(&c, engine, &[], None, Some(sock));
+        assert_eq!(
+            arg_after(&args, "-chardev"),
+            ["socket,id=ktstrbulk,path=/run/b.sock"]
+        );
+        assert_eq!(
+            arg_after(&args, "-device"),
+            [
+                "virtio-serial-pci,id=ktstrser,max_ports=2",
+                "virtserialport,bus=ktstrser.0,chardev=ktstrbulk,name=ktstr.frames"
+            ]
+        );
+        let append = arg_after(&args, "-append")[0];
+        assert!(append.contains(" ktstr.channel=ktstr.frames"), "{append}");
+        let nosock = qemu_args(&c, engine, &[], None, None);
+        assert!(!arg_after(&nosock, "-append")[0].contains("ktstr.channel"));
+    }
+
+    #[test]
     fn serial_ports_in_order() {
         let mut c = cfg(Topology::default());
-        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Multi), &[], Some(2_100_000));
+        let args = qemu_args(
+            &c,
+            Engine::QemuTcg(TcgThreads::Multi),
+            &[],
+            Some(2_100_000),
+            None,
+        );
         assert_eq!(arg_after(&args, "-serial"), ["file:/run/c.log", "stdio"]);
         assert!(arg_after(&args, "-qmp").is_empty());
         assert!(arg_after(&args, "-append")[0].ends_with("tsc_early_khz=2100000"));
         c.app_channel = AppChannel::Terminal;
-        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Multi), &[], None);
+        let args = qemu_args(&c, Engine::QemuTcg(TcgThreads::Multi), &[], None, None);
         assert_eq!(
             arg_after(&args, "-serial"),
             ["file:/run/c.log", "chardev:com2"]
         );
         let c = c.qmp_socket("/run/q.sock".into());
-        let args = qemu_args(&c, Engine::QemuKvm, &[], None);
+        let args = qemu_args(&c, Engine::QemuKvm, &[], None, None);
         assert_eq!(
             arg_after(&args, "-qmp"),
             ["unix:/run/q.sock,server=on,wait=off"]

@@ -89,10 +89,10 @@ impl Vm {
     }
 
     /// The bulk channel's byte stream from the guest (once; `None` when the config asked for
-    /// none or the engine has none: QEMU for now).
+    /// none, or QEMU never connected to it).
     pub fn take_bulk_channel(&mut self) -> Option<AppReader> {
         match &mut self.backend {
-            Backend::Qemu(_) => None,
+            Backend::Qemu(q) => q.take_bulk_channel().map(|r| Box::new(r) as AppReader),
             Backend::Kvm(k) => k.take_bulk_channel().map(|r| Box::new(r) as AppReader),
         }
     }

@@ -24,12 +24,14 @@ use crate::sched::{self, SchedulerJob};
 pub const JOB_PATH: &str = "/ktstr/job.json";
 /// The serial device of the application channel (COM2).
 pub const APP_TTY: &str = "/dev/ttyS1";
-/// The kernel command-line word by which the engine offers the bulk channel (a
-/// virtio-console).
-pub use ktstr_vmm::BULK_CHANNEL_ARG as CHANNEL_ARG;
-/// The bulk channel's device.
+/// The kernel command-line key by which the engine offers the bulk channel: `hvc0` (ktstr's
+/// VMM's virtio-console) or the name of a virtio-serial port (QEMU).
+pub use ktstr_vmm::BULK_CHANNEL_KEY as CHANNEL_KEY;
+/// The bulk channel's console device on ktstr's VMM.
 pub const BULK_TTY: &str = "/dev/hvc0";
-/// How long guest init waits for [`BULK_TTY`] to appear.
+/// Where the kernel lists virtio-serial ports, each with its `name`.
+const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
+/// How long guest init waits for the bulk channel's device to appear.
 const BULK_WAIT: Duration = Duration::from_secs(5);
 /// Where `--include-files` land in the guest.
 pub const INCLUDE_DIR: &str = "/include-files";
@@ -58,9 +60,9 @@ pub struct Job {
     /// with a [`FrameKind::Symbols`] frame before the command starts.
     #[serde(default)]
     pub kallsyms: Vec<String>,
-    /// Module file names under [`MODULE_DIR`] the bulk channel needs (virtio-mmio and
-    /// virtio-console where the kernel has them as modules), loaded only when the engine
-    /// offers the channel ([`CHANNEL_ARG`]).
+    /// Module file names under [`MODULE_DIR`] the bulk channel needs (virtio-mmio or
+    /// virtio-pci, and virtio-console, where the kernel has them as modules), loaded only
+    /// when the engine offers the channel ([`CHANNEL_KEY`]).
     #[serde(default)]
     pub channel_modules: Vec<String>,
 }
@@ -215,28 +217,64 @@ pub fn init_main() -> ! {
 /// the hello before and any failure to switch, said in a log frame.
 fn switch_to_bulk_channel(modules: &[String]) {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if !cmdline.split_whitespace().any(|w| w == CHANNEL_ARG) {
+    let Some(name) = cmdline_value(&cmdline, CHANNEL_KEY) else {
         return;
-    }
+    };
     let opened = load_modules(modules).and_then(|()| {
         let start = Instant::now();
-        while !Path::new(BULK_TTY).exists() {
+        loop {
+            if let Some(dev) = bulk_device(name) {
+                return open_bulk_device(&dev).map(|f| (f, dev));
+            }
             if start.elapsed() > BULK_WAIT {
-                return Err(format!("{BULK_TTY} did not appear within {BULK_WAIT:?}"));
+                return Err(format!(
+                    "channel `{name}` did not appear within {BULK_WAIT:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        open_raw_tty(BULK_TTY).map_err(|e| format!("opening {BULK_TTY}: {e}"))
     });
     match opened {
-        Ok(tty) => {
+        Ok((file, dev)) => {
             if let Ok(mut g) = CHANNEL.lock() {
-                *g = Some((tty, Encoder::default()));
+                *g = Some((file, Encoder::default()));
             }
-            log(&format!("frames on {BULK_TTY}"));
+            log(&format!("frames on {dev}"));
         }
         Err(e) => log(&format!("bulk channel unusable, frames stay on COM2: {e}")),
     }
+}
+
+/// The value of `key=value` on a kernel command line.
+fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .filter(|v| !v.is_empty())
+}
+
+/// The device of the bulk channel `name` once it exists: `/dev/hvc0` for `hvc0`, else the
+/// virtio-serial port of that name.
+fn bulk_device(name: &str) -> Option<String> {
+    if name == "hvc0" {
+        return Path::new(BULK_TTY).exists().then(|| BULK_TTY.to_string());
+    }
+    let ports = std::fs::read_dir(VIRTIO_PORTS).ok()?;
+    ports.filter_map(Result::ok).find_map(|p| {
+        let port_name = std::fs::read_to_string(p.path().join("name")).ok()?;
+        let dev = format!("/dev/{}", p.file_name().to_string_lossy());
+        (port_name.trim() == name && Path::new(&dev).exists()).then_some(dev)
+    })
+}
+
+/// Opens the bulk channel's device: a console as a raw tty, a serial port as it is.
+fn open_bulk_device(dev: &str) -> Result<File, String> {
+    let opened = if dev == BULK_TTY {
+        open_raw_tty(dev)
+    } else {
+        std::fs::OpenOptions::new().read(true).write(true).open(dev)
+    };
+    opened.map_err(|e| format!("opening {dev}: {e}"))
 }
 
 /// The `/proc/kallsyms` lines of the vmlinux symbols named in `wanted` (comma-separated).
@@ -642,6 +680,15 @@ pub fn is_guest_init() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_name_comes_from_the_command_line() {
+        let line = "rdinit=/init quiet ktstr.channel=ktstr.frames console=ttyS0";
+        assert_eq!(cmdline_value(line, CHANNEL_KEY), Some("ktstr.frames"));
+        assert_eq!(cmdline_value("ktstr.channelx=1", "ktstr.channel"), None);
+        assert_eq!(cmdline_value("ktstr.channel=", "ktstr.channel"), None);
+        assert_eq!(cmdline_value("quiet", "ktstr.channel"), None);
+    }
 
     #[test]
     fn kallsyms_lines_are_filtered_to_vmlinux_symbols() {

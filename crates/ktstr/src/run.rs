@@ -78,6 +78,9 @@ pub struct RunOptions {
     pub monitor: Option<MonitorOptions>,
     /// QEMU's `-cpu` model (QEMU only: `--vmm auto` then picks QEMU, `--vmm kvm` refuses it).
     pub cpu_model: Option<String>,
+    /// Carry frames on the virtio bulk channel where the engine and kernel allow it (the
+    /// default); `false` keeps them on COM2.
+    pub bulk_channel: bool,
 }
 
 /// A scheduler binary to run in the guest.
@@ -130,6 +133,7 @@ impl RunOptions {
             extra_files: Vec::new(),
             monitor: None,
             cpu_model: None,
+            bulk_channel: true,
         })
     }
 }
@@ -388,6 +392,8 @@ pub struct RunReport {
     pub scheduler: Option<SchedulerReport>,
     /// What the runqueue monitor did, when one was asked for.
     pub monitor: Option<MonitorSummary>,
+    /// Why the engine offered no bulk channel and frames stayed on COM2, when it did not.
+    pub com2_only: Option<String>,
 }
 
 impl RunReport {
@@ -438,23 +444,68 @@ pub fn check_kernel(
     }
 }
 
-/// The modules the bulk channel needs on `kernel` (virtio-mmio and virtio-console, where
-/// they are modules; empty where both are built in), or `None` when its config lacks either
-/// or is unknown, or the modules cannot be found.
-fn bulk_channel_modules(kernel: &Kernel) -> Option<Vec<PathBuf>> {
-    let config = parse_config(&kernel.config_text()?);
-    let mut wanted = Vec::new();
-    for (option, module) in [
-        ("VIRTIO_MMIO", "virtio_mmio"),
-        ("VIRTIO_CONSOLE", "virtio_console"),
-    ] {
-        match config.get(option) {
-            Some(ConfigValue::Yes) => {}
-            Some(ConfigValue::Module) => wanted.push(module.to_string()),
-            _ => return None,
+/// Which engines can give `kernel` the bulk channel, and the modules that takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ChannelSupport {
+    /// ktstr's VMM: a virtio-console on virtio-mmio.
+    mmio: bool,
+    /// QEMU: a virtio-serial port on virtio-pci.
+    pci: bool,
+    /// The transports' and virtio-console's module files, where they are modules.
+    modules: Vec<PathBuf>,
+}
+
+impl ChannelSupport {
+    /// Why `engine` cannot offer this kernel the channel, if it cannot.
+    fn missing_on(&self, engine: Engine) -> Option<String> {
+        match engine {
+            Engine::KtstrKvm if !self.mmio => Some("the kernel has no virtio-mmio".into()),
+            Engine::QemuKvm | Engine::QemuTcg(_) if !self.pci => {
+                Some("the kernel has no virtio-pci".into())
+            }
+            _ => None,
         }
     }
-    crate::kernel::resolve_modules(kernel, &wanted).ok()
+}
+
+/// Where frames go for `mode` on `kernel`: what the bulk channel takes, or why there is none
+/// (frames then stay on COM2).
+fn channel_plan(opts: &RunOptions, mode: &Mode) -> Result<ChannelSupport, String> {
+    match mode {
+        Mode::Shell => Err("an interactive shell".into()),
+        Mode::Exec(_) if !opts.bulk_channel => Err("asked for COM2 only".into()),
+        Mode::Exec(_) => bulk_channel_support(&opts.kernel),
+    }
+}
+
+/// What the bulk channel takes on `kernel`, or why it cannot have one: its config lacks
+/// virtio-console or both transports, is unknown, or the modules cannot be found.
+fn bulk_channel_support(kernel: &Kernel) -> Result<ChannelSupport, String> {
+    let config = parse_config(
+        &kernel
+            .config_text()
+            .ok_or("the kernel's config is unknown")?,
+    );
+    let mut wanted = Vec::new();
+    let mut has = |option: &str, module: &str| match config.get(option) {
+        Some(ConfigValue::Yes) => true,
+        Some(ConfigValue::Module) => {
+            wanted.push(module.to_string());
+            true
+        }
+        _ => false,
+    };
+    if !has("VIRTIO_CONSOLE", "virtio_console") {
+        return Err("the kernel has no virtio-console".into());
+    }
+    let mmio = has("VIRTIO_MMIO", "virtio_mmio");
+    let pci = has("VIRTIO_PCI", "virtio_pci");
+    if !mmio && !pci {
+        return Err("the kernel has neither virtio-mmio nor virtio-pci".into());
+    }
+    let modules = crate::kernel::resolve_modules(kernel, &wanted)
+        .map_err(|e| format!("the channel's modules: {e}"))?;
+    Ok(ChannelSupport { mmio, pci, modules })
 }
 
 /// The cached base initramfs for `opts`, built if needed.
@@ -552,16 +603,11 @@ pub fn run(
     let module_names = file_names(&modules);
     // The bulk channel's modules, beside the asked-for ones; `None`: this kernel cannot
     // have the channel, and frames stay on COM2.
-    let channel_modules = match mode {
-        Mode::Exec(_) => bulk_channel_modules(&opts.kernel),
-        Mode::Shell => None,
-    };
-    let channel_names = channel_modules
-        .as_deref()
-        .map(file_names)
-        .unwrap_or_default();
+    let channel = channel_plan(opts, mode);
+    let channel_modules = channel.as_ref().map_or(&[][..], |c| c.modules.as_slice());
+    let channel_names = file_names(channel_modules);
     let mut all_modules = modules;
-    for m in channel_modules.iter().flatten() {
+    for m in channel_modules {
         if !all_modules.contains(m) {
             all_modules.push(m.clone());
         }
@@ -635,7 +681,11 @@ pub fn run(
         if let Some(model) = &opts.cpu_model {
             cfg = cfg.cpu_model(model.clone());
         }
-        cfg = cfg.bulk_channel(channel_modules.is_some());
+        let com2_only = match &channel {
+            Ok(c) => c.missing_on(engine.engine),
+            Err(why) => Some(why.clone()),
+        };
+        cfg = cfg.bulk_channel(com2_only.is_none());
         if opts.monitor.is_some() {
             cfg = cfg.qmp_socket(run_dir.path.join(format!("qmp{boot}.sock")));
         }
@@ -670,6 +720,7 @@ pub fn run(
         };
         just_fell_back = false;
         report.retried = std::mem::take(&mut retried);
+        report.com2_only = com2_only;
         report.fallback = fallback.clone();
         if cancel.load(Ordering::SeqCst) {
             return Ok(report);
@@ -877,6 +928,7 @@ fn attempt_once(
         test_report: None,
         scheduler: None,
         monitor: None,
+        com2_only: (!cfg.bulk_channel).then(|| "not offered".into()),
     };
     let (tx, rx) = mpsc::channel::<Event>();
     // COM2 and, where the engine has one, the bulk channel: each its own frame sequence,
@@ -1268,6 +1320,7 @@ mod tests {
             test_report: None,
             scheduler: None,
             monitor: None,
+            com2_only: None,
         }
     }
 

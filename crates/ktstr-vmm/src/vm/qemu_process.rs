@@ -1,6 +1,7 @@
 //! The QEMU backend's process: guest RAM files, QEMU's stdout as COM2, its stderr collected.
 
 use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,16 @@ use crate::{
     qemu_args, AppChannel, Engine, Qmp, QmpError, VcpuRegisters, VmConfig, VmmError, QEMU_BINARY,
 };
 
+/// How long QEMU may take to connect to the bulk channel's socket; it does so while it
+/// sets up its devices, before the guest runs.
+const BULK_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running QEMU process. Dropping it kills QEMU and removes its RAM files.
 pub(super) struct QemuProcess {
     child: Child,
     app: Option<ChildStdout>,
+    /// The bulk channel's listening socket, until QEMU's connection is taken.
+    bulk: Option<BulkSocket>,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
     ram_files: Vec<GuestRamFile>,
@@ -30,8 +37,14 @@ impl QemuProcess {
         if let Some(sock) = &cfg.qmp_socket {
             let _ = std::fs::remove_file(sock);
         }
+        let bulk = if cfg.bulk_channel {
+            Some(BulkSocket::bind(&ram_files).inspect_err(|_| remove_ram_files(&ram_files))?)
+        } else {
+            None
+        };
         let paths: Vec<PathBuf> = ram_files.iter().map(|r| r.path.clone()).collect();
-        let args = qemu_args(cfg, engine, &paths, host_tsc_khz());
+        let sock = bulk.as_ref().map(|b| b.path.as_path());
+        let args = qemu_args(cfg, engine, &paths, host_tsc_khz(), sock);
         let mut cmd = Command::new(&program);
         cmd.args(&args).stderr(Stdio::piped());
         match cfg.app_channel {
@@ -62,6 +75,7 @@ impl QemuProcess {
         });
         Ok(QemuProcess {
             app: child.stdout.take(),
+            bulk,
             child,
             stderr,
             stderr_thread,
@@ -73,6 +87,13 @@ impl QemuProcess {
     /// COM2's byte stream from the guest (once; `None` in terminal mode).
     pub(super) fn take_app_channel(&mut self) -> Option<ChildStdout> {
         self.app.take()
+    }
+
+    /// The bulk channel's stream (once; `None` without one, or when QEMU never connected to
+    /// its socket, e.g. because it failed to start).
+    pub(super) fn take_bulk_channel(&mut self) -> Option<UnixStream> {
+        let bulk = self.bulk.take()?;
+        bulk.accept(&mut self.child, BULK_CONNECT_TIMEOUT)
     }
 
     /// The guest RAM files, one per NUMA node.
@@ -137,6 +158,58 @@ impl Drop for QemuProcess {
         if let Some(sock) = &self.qmp_socket {
             let _ = std::fs::remove_file(sock);
         }
+    }
+}
+
+/// The listening end of the bulk channel; the socket file goes when it is dropped.
+struct BulkSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl BulkSocket {
+    /// Listens beside the first RAM file (same directory, same run-unique stem).
+    fn bind(ram_files: &[GuestRamFile]) -> Result<BulkSocket, VmmError> {
+        let stem = ram_files
+            .first()
+            .map(|f| f.path.to_string_lossy().replace("-node0", ""))
+            .unwrap_or_else(|| {
+                let dir = std::env::temp_dir();
+                format!("{}/ktstr-ram-{}", dir.display(), std::process::id())
+            });
+        let path = PathBuf::from(format!("{stem}-bulk.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|source| VmmError::RunFile {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(BulkSocket { listener, path })
+    }
+
+    /// QEMU's connection, waited for until `timeout` passes or QEMU exits.
+    fn accept(self, child: &mut Child, timeout: Duration) -> Option<UnixStream> {
+        self.listener.set_nonblocking(true).ok()?;
+        let start = Instant::now();
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).ok()?;
+                    return Some(stream);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+            if start.elapsed() > timeout || !matches!(child.try_wait(), Ok(None)) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for BulkSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -12,6 +12,7 @@ use ktstr_assert::{AssertResult, DetailKind};
 use super::dispatch::{GuestReport, TEST_ARG};
 use super::entry::KtstrTestEntry;
 use super::slots::vm_slot;
+use super::tail::{StreamTail, TAIL_LIMIT};
 use crate::kernel;
 use crate::monitor::{MonitorOptions, MonitorSummary};
 use crate::run::{self, Mode, Outcome, RunOptions, SchedulerRun, Stream};
@@ -30,6 +31,9 @@ pub const MONITOR_ENV: &str = "KTSTR_MONITOR";
 pub const TEST_MONITOR_HZ: u32 = 100;
 /// Directory `cargo ktstr test` sets for per-test records.
 pub const RESULTS_DIR_ENV: &str = "KTSTR_RESULTS_DIR";
+/// Directory that receives each test's whole guest stdout and stderr (`<test>.stdout`,
+/// `<test>.stderr`); without it only their tails are kept.
+pub const OUTPUT_DIR_ENV: &str = "KTSTR_OUTPUT_DIR";
 
 /// Everything the host knows about a test's VM run.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +56,8 @@ pub struct VmResult {
     pub scheduler: Option<SchedulerReport>,
     /// Every scheduler that ran, in order: the first one, then those scheduler ops attached.
     pub schedulers: Vec<SchedulerReport>,
-    /// The test process's stdout in the guest (the report line removed).
+    /// The test process's stdout in the guest: its last [`super::TAIL_LIMIT`] bytes, led
+    /// by a line counting what went before.
     pub stdout: String,
     /// Its stderr.
     pub stderr: String,
@@ -363,19 +368,27 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     }
     let mode = Mode::Exec(vec!["/init".into(), TEST_ARG.into(), entry.name.into()]);
     let _slot = vm_slot().map_err(|e| Unrunnable::Error(format!("VM slot lock: {e}")))?;
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
+    let (mut stdout, mut stderr) = output_tails(entry.name);
     let cancel = AtomicBool::new(false);
     let report = run::run(
         &opts,
         &mode,
         &mut |s, b| match s {
-            Stream::Stdout => stdout.extend_from_slice(b),
-            Stream::Stderr => stderr.extend_from_slice(b),
+            Stream::Stdout => stdout.push(b),
+            Stream::Stderr => stderr.push(b),
         },
         &cancel,
     )
     .map_err(|e| Unrunnable::Error(run::one_line_error(&e)))?;
+    for e in [stdout.file_error(), stderr.file_error()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("ktstr: {}: guest output not saved: {e}\n", entry.name).as_bytes(),
+        );
+    }
     if let Some(line) = &report.fallback {
         // Said as `ktstr exec` says it, past libtest's capture like SKIPPED.
         let _ = std::io::Write::write_all(
@@ -383,12 +396,12 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
             format!("ktstr: {}: {line}\n", entry.name).as_bytes(),
         );
     }
-    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let stdout = stdout.into_text();
     let mut vm = VmResult {
         test: entry.name.to_string(),
         kernel: kernel.name.clone(),
         topology: topo_text,
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stderr: stderr.into_text(),
         scheduler: report.scheduler.clone(),
         console_tail: report.console_tail.clone(),
         wall: report.launch_to_end,
@@ -629,6 +642,22 @@ fn run_on_host(entry: &KtstrTestEntry, topology: String) -> Result<VmResult, Unr
         error,
     );
     Ok(vm)
+}
+
+/// The test's stdout and stderr tails; with `$KTSTR_OUTPUT_DIR` set, each whole stream
+/// also goes to `<dir>/<test>.stdout` and `.stderr`.
+fn output_tails(test: &str) -> (StreamTail, StreamTail) {
+    let tail = |ext: &str| {
+        let t = StreamTail::new(TAIL_LIMIT);
+        match std::env::var_os(OUTPUT_DIR_ENV).map(PathBuf::from) {
+            Some(dir) => {
+                let _ = std::fs::create_dir_all(&dir);
+                t.with_file(dir.join(format!("{test}.{ext}")))
+            }
+            None => t,
+        }
+    };
+    (tail("stdout"), tail("stderr"))
 }
 
 fn write_record(
