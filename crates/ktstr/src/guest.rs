@@ -31,6 +31,10 @@ pub use ktstr_vmm::BULK_CHANNEL_KEY as CHANNEL_KEY;
 pub const BULK_TTY: &str = "/dev/hvc0";
 /// Where the kernel lists virtio-serial ports, each with its `name`.
 const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
+/// A pipe read shorter than this makes the pump wait [`COALESCE_WAIT`] before the next.
+const COALESCE_BELOW: usize = 16 * 1024;
+/// How long the pump lets output gather after a short read.
+const COALESCE_WAIT: Duration = Duration::from_millis(1);
 /// How long guest init waits for the bulk channel's device to appear.
 const BULK_WAIT: Duration = Duration::from_secs(5);
 /// Where `--include-files` land in the guest.
@@ -402,7 +406,8 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    let (tx, rx) = mpsc::channel::<(FrameKind, Vec<u8>)>();
+    // Each pump holds a sender until its pipe closes; none ever sends.
+    let (tx, rx) = mpsc::channel::<()>();
     if let Some(out) = child.stdout.take() {
         pump(out, FrameKind::Stdout, tx.clone());
     }
@@ -410,11 +415,11 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
         pump(err, FrameKind::Stderr, tx.clone());
     }
     drop(tx);
-    // Forward output until both pipes close or the command is gone and its pipes stay quiet.
+    // Wait until both pipes close or the command is gone and its pipes stay quiet.
     let mut exited = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok((kind, data)) => send(kind, &data),
+            Ok(()) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if exited.is_none() {
@@ -463,23 +468,30 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
     Ok(())
 }
 
+/// Sends what `pipe` gives as `kind` frames, straight from its own thread (no hop through
+/// another thread: under TCG every cross-vCPU wake-up is costly), until the pipe closes;
+/// `alive` is dropped then.
 fn pump(
     mut pipe: impl Read + Send + 'static,
     kind: FrameKind,
-    tx: mpsc::Sender<(FrameKind, Vec<u8>)>,
+    alive: mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; crate::proto::MAX_PAYLOAD];
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx.send((kind, buf[..n].to_vec())).is_err() {
-                        break;
+                    send(kind, &buf[..n]);
+                    // A writer of small pieces: let a few gather in the pipe, so that each
+                    // frame (and each exit to the VMM) carries more of them.
+                    if n < COALESCE_BELOW {
+                        std::thread::sleep(COALESCE_WAIT);
                     }
                 }
             }
         }
+        drop(alive);
     })
 }
 
