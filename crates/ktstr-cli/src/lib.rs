@@ -264,10 +264,27 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ktstr: error: {e:#}");
+            eprintln!("ktstr: error: {}", error_text(&e));
             125
         }
     }
+}
+
+/// `error: cause: cause` in one line, each cause once: an error that prints its source
+/// (`{path}: {source}`) does not get it repeated, as anyhow's `{:#}` would.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if s.contains(&t) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&t);
+    }
+    s
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
@@ -673,6 +690,15 @@ fn print_scheduler(s: &ktstr::sched::SchedulerReport) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_os_error_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(ktstr::KtstrError::io(std::path::Path::new("/x/y"), io))
+            .context("reading the kernel");
+        let text = super::error_text(&e);
+        assert_eq!(text, "reading the kernel: /x/y: entity not found");
+    }
+
     use super::*;
 
     #[test]

@@ -110,12 +110,76 @@ pub enum KtstrError {
     /// The engine failed.
     #[error(transparent)]
     Vmm(#[from] ktstr_vmm::VmmError),
-    /// A bug or an unexpected state in ktstr itself.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A compressed kernel module could not be unpacked (a corrupt `.ko.zst`, say).
+    #[error("{}: cannot decompress: {source}", path.display())]
+    Decompress {
+        /// The module file.
+        path: PathBuf,
+        /// What the decompressor said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A kernel module file's compression is none ktstr can unpack.
+    #[error("{}: unknown module compression `.{extension}` (ktstr reads .ko, .ko.zst, .ko.xz, .ko.gz)", path.display())]
+    UnknownCompression {
+        /// The module file.
+        path: PathBuf,
+        /// Its extension.
+        extension: String,
+    },
+    /// A host command ktstr runs failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr (trimmed).
+        stderr: String,
+    },
+    /// Writing an archive entry into an initramfs failed.
+    #[error("initramfs entry {entry}: {source}")]
+    Cpio {
+        /// The entry's path in the archive.
+        entry: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serialising ktstr's own data as JSON failed.
+    #[error("writing {what} as JSON: {source}")]
+    Json {
+        /// What was being written.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A host thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's purpose.
+        name: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl KtstrError {
+    /// The error for `cmd`'s failed `output`.
+    pub fn command_failed(cmd: &std::process::Command, output: &std::process::Output) -> Self {
+        let args: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        KtstrError::CommandFailed {
+            command: args.join(" "),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         KtstrError::Io {

@@ -173,12 +173,18 @@ pub fn build_base(spec: &InitramfsSpec, out: &Path) -> Result<InitramfsContents,
 
 /// The per-run archive holding the job file.
 pub fn job_archive(job: &Job) -> Result<Vec<u8>, KtstrError> {
-    let json = serde_json::to_vec(job).map_err(|e| KtstrError::Internal(e.to_string()))?;
+    let json = serde_json::to_vec(job).map_err(|source| KtstrError::Json {
+        what: "the guest's job",
+        source,
+    })?;
     let mut w = CpioWriter::new(Vec::new());
-    let err = |e: std::io::Error| KtstrError::Internal(e.to_string());
-    w.dir("/ktstr", 0o755).map_err(err)?;
-    w.file(JOB_PATH, 0o644, &json).map_err(err)?;
-    Ok(w.finish().map_err(err)?.0)
+    let err = |entry: &str| {
+        let entry = entry.to_string();
+        move |source| KtstrError::Cpio { entry, source }
+    };
+    w.dir("/ktstr", 0o755).map_err(err("/ktstr"))?;
+    w.file(JOB_PATH, 0o644, &json).map_err(err(JOB_PATH))?;
+    Ok(w.finish().map_err(err("trailer"))?.0)
 }
 
 /// A key that changes whenever anything the base archive is built from changes.
@@ -398,15 +404,11 @@ fn elf_dynamic_info(path: &Path) -> Result<Option<DynamicInfo>, KtstrError> {
 
 /// Busybox applet paths (`/bin/sh`, `/usr/bin/awk`, ...), as `busybox --list-full` prints them.
 fn busybox_applets(busybox: &Path) -> Result<Vec<String>, KtstrError> {
-    let out = Command::new(busybox)
-        .arg("--list-full")
-        .output()
-        .map_err(|e| KtstrError::io(busybox, e))?;
+    let mut cmd = Command::new(busybox);
+    cmd.arg("--list-full");
+    let out = cmd.output().map_err(|e| KtstrError::io(busybox, e))?;
     if !out.status.success() {
-        return Err(KtstrError::Internal(format!(
-            "{} --list-full failed",
-            busybox.display()
-        )));
+        return Err(KtstrError::command_failed(&cmd, &out));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -295,7 +295,10 @@ impl Monitor {
                 }
                 summary
             })
-            .map_err(|e| KtstrError::Internal(format!("cannot start the monitor thread: {e}")))?;
+            .map_err(|source| KtstrError::Thread {
+                name: "monitor",
+                source,
+            })?;
         Ok(Monitor {
             tx: Some(tx),
             stop,

@@ -405,8 +405,9 @@ impl RunReport {
             Outcome::Command(_) | Outcome::SchedulerNotAttached if sched_failed => 126,
             Outcome::Command(e) => match (e.code, e.signal) {
                 (Some(c), _) => c,
-                (None, Some(s)) => 128 + s,
-                (None, None) => 125,
+                // The signal number comes from the guest: only a real one makes 128+signal.
+                (None, Some(s)) if (1..=127).contains(&s) => 128 + s,
+                (None, _) => 125,
             },
             Outcome::CommandTimedOut { .. } => 124,
             Outcome::GuestDied(_) | Outcome::Infrastructure(_) => 125,
@@ -1336,6 +1337,10 @@ mod tests {
         };
         assert_eq!(cmd(Some(3), None), 3);
         assert_eq!(cmd(None, Some(9)), 137);
+        // A signal number the guest made up cannot overflow or pass for a status.
+        assert_eq!(cmd(None, Some(i32::MAX)), 125);
+        assert_eq!(cmd(None, Some(-5)), 125);
+        assert_eq!(cmd(None, Some(0)), 125);
         assert_eq!(
             report(Outcome::CommandTimedOut {
                 after: Duration::ZERO

@@ -68,8 +68,10 @@ impl KernelMeta {
     /// Writes the metadata into cache entry `dir`, which makes the entry complete.
     pub fn write(&self, dir: &Path) -> Result<(), KtstrError> {
         let path = dir.join(META_FILE);
-        let json =
-            serde_json::to_string_pretty(self).map_err(|e| KtstrError::Internal(e.to_string()))?;
+        let json = serde_json::to_string_pretty(self).map_err(|source| KtstrError::Json {
+            what: "kernel cache metadata",
+            source,
+        })?;
         std::fs::write(&path, json).map_err(|e| KtstrError::io(&path, e))
     }
 }

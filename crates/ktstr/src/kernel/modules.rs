@@ -142,34 +142,38 @@ fn decompressed(src: &Path, name: &str, out_dir: &Path) -> Result<PathBuf, Ktstr
         "ko" => std::fs::read(src).map_err(|e| KtstrError::io(src, e))?,
         "zst" => {
             let f = std::fs::File::open(src).map_err(|e| KtstrError::io(src, e))?;
-            let mut d = ruzstd::decoding::StreamingDecoder::new(f)
-                .map_err(|e| KtstrError::Internal(format!("{}: {e}", src.display())))?;
+            let decompress =
+                |source: Box<dyn std::error::Error + Send + Sync>| KtstrError::Decompress {
+                    path: src.to_path_buf(),
+                    source,
+                };
+            let mut d =
+                ruzstd::decoding::StreamingDecoder::new(f).map_err(|e| decompress(Box::new(e)))?;
             let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut d, &mut v).map_err(|e| KtstrError::io(src, e))?;
+            std::io::Read::read_to_end(&mut d, &mut v).map_err(|e| decompress(Box::new(e)))?;
             v
         }
         "xz" | "gz" => {
             let tool = if ext == "xz" { "xz" } else { "gzip" };
-            let o = Command::new(tool)
-                .arg("-dc")
-                .arg(src)
-                .output()
-                .map_err(|e| KtstrError::ToolMissing {
-                    tool: tool.into(),
-                    hint: format!("{e}; scripts/setup installs it"),
-                })?;
+            let mut cmd = Command::new(tool);
+            cmd.arg("-dc").arg(src);
+            let o = cmd.output().map_err(|e| KtstrError::ToolMissing {
+                tool: tool.into(),
+                hint: format!("{e}; scripts/setup installs it"),
+            })?;
             if !o.status.success() {
-                return Err(KtstrError::Internal(format!(
-                    "{tool} -dc {} failed",
-                    src.display()
-                )));
+                return Err(KtstrError::Decompress {
+                    path: src.to_path_buf(),
+                    source: Box::new(KtstrError::command_failed(&cmd, &o)),
+                });
             }
             o.stdout
         }
         other => {
-            return Err(KtstrError::Internal(format!(
-                "unknown module compression `.{other}`"
-            )))
+            return Err(KtstrError::UnknownCompression {
+                path: src.to_path_buf(),
+                extension: other.to_string(),
+            })
         }
     };
     let tmp = out.with_extension(format!("ko.{}", std::process::id()));
@@ -197,6 +201,44 @@ pub fn modinfo(ko: &[u8], key: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(what: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ktstr-mod-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_corrupt_zst_module_names_its_file_and_keeps_the_cause() {
+        let d = scratch("zst");
+        let src = d.join("bad.ko.zst");
+        std::fs::write(&src, b"not zstd at all").unwrap();
+        let err = decompressed(&src, "bad", &d).unwrap_err();
+        assert!(
+            matches!(&err, KtstrError::Decompress { path, .. } if *path == src),
+            "{err:?}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the cause is kept"
+        );
+        assert!(err.to_string().contains("bad.ko.zst"), "{err}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_unknown_module_compression_is_named() {
+        let d = scratch("lz4");
+        let src = d.join("m.ko.lz4");
+        std::fs::write(&src, b"x").unwrap();
+        let err = decompressed(&src, "m", &d).unwrap_err();
+        assert!(
+            matches!(&err, KtstrError::UnknownCompression { extension, .. } if extension == "lz4"),
+            "{err:?}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn names_are_canonical() {

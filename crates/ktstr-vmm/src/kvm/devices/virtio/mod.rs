@@ -33,11 +33,12 @@ pub const FEATURE_INDIRECT_DESC: u64 =
 pub enum VirtioError {
     /// virtio-queue refused an operation (bad ring address, index or guest memory); the
     /// transport asks the driver for a reset.
-    #[error("virtqueue {queue}: {source:?}; the device needs a reset")]
+    #[error("virtqueue {queue}: {source}; the device needs a reset")]
     Queue {
         /// Queue index.
         queue: usize,
-        /// virtio-queue's error (it has no `std::error::Error` impl).
+        /// virtio-queue's error.
+        #[source]
         source: virtio_queue::Error,
     },
     /// A chain with a buffer outside guest memory: put on the used ring untouched (length
