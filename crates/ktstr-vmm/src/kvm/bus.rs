@@ -47,17 +47,82 @@ pub trait PioDevice: Send {
 /// A shared device on the bus.
 pub type SharedDevice = Arc<Mutex<dyn PioDevice>>;
 
-struct Range {
-    base: u16,
-    len: u16,
-    device: SharedDevice,
+/// Address ranges and what sits at each, after vm-device's bus: no two overlap, and an
+/// access belongs to a device only when all of it falls inside the device's range and it is
+/// no wider than the device takes. The port and MMIO buses both look devices up here, so a
+/// straddling or oversized access is refused the same way on both.
+struct RangeMap<D> {
+    ranges: Vec<Mapped<D>>,
 }
 
-/// Port ranges and their devices; unclaimed ports read as all ones, ignore writes, and are
-/// counted.
+struct Mapped<D> {
+    base: u64,
+    len: u64,
+    max_access: usize,
+    device: D,
+}
+
+impl<D> Default for RangeMap<D> {
+    fn default() -> Self {
+        RangeMap { ranges: Vec::new() }
+    }
+}
+
+impl<D> RangeMap<D> {
+    /// Puts `device` at `base..base + len` (ending at or below `limit`), taking accesses of
+    /// at most `max_access` bytes; `what` names the space in errors.
+    fn insert(
+        &mut self,
+        what: &str,
+        (base, len, limit): (u64, u64, u64),
+        max_access: usize,
+        device: D,
+    ) -> Result<(), KvmError> {
+        let end = base.checked_add(len).filter(|&e| len > 0 && e <= limit);
+        let Some(end) = end else {
+            return Err(KvmError::BadConfig {
+                reason: format!("{what} {base:#x}+{len:#x} is empty or beyond {limit:#x}"),
+            });
+        };
+        if let Some(r) = self
+            .ranges
+            .iter()
+            .find(|r| base < r.base + r.len && r.base < end)
+        {
+            return Err(KvmError::BadConfig {
+                reason: format!(
+                    "{what} {base:#x}+{len:#x} overlaps the device at {:#x}+{:#x}",
+                    r.base, r.len
+                ),
+            });
+        }
+        self.ranges.push(Mapped {
+            base,
+            len,
+            max_access,
+            device,
+        });
+        Ok(())
+    }
+
+    /// The device taking all of `addr..addr + size`, and the offset into its range.
+    fn find(&self, addr: u64, size: usize) -> Option<(&D, u64)> {
+        let end = addr.checked_add(size as u64)?;
+        self.ranges
+            .iter()
+            .find(|r| addr >= r.base && end <= r.base + r.len && size <= r.max_access)
+            .map(|r| (&r.device, addr - r.base))
+    }
+}
+
+/// The widest port access x86 has (IN/OUT with EAX).
+const MAX_PORT_ACCESS: usize = 4;
+
+/// Port ranges and their devices; unclaimed ports (and accesses that straddle a device's
+/// end or are wider than it takes) read as all ones, ignore writes, and are counted.
 #[derive(Default)]
 pub struct PioBus {
-    ranges: Vec<Range>,
+    map: RangeMap<SharedDevice>,
     faults: Arc<GuestFaults>,
 }
 
@@ -65,46 +130,35 @@ impl PioBus {
     /// An empty bus counting unclaimed ports in `faults`.
     pub fn new(faults: Arc<GuestFaults>) -> Self {
         PioBus {
-            ranges: Vec::new(),
+            map: RangeMap::default(),
             faults,
         }
     }
 
     /// Puts `device` at ports `base..base + len`, which must not overlap another device.
     pub fn insert(&mut self, base: u16, len: u16, device: SharedDevice) -> Result<(), KvmError> {
-        let end = u32::from(base) + u32::from(len);
-        if len == 0 || end > 0x1_0000 {
-            return Err(KvmError::BadConfig {
-                reason: format!("port range {base:#x}+{len} is empty or beyond 0xffff"),
-            });
-        }
-        if let Some(r) = self.ranges.iter().find(|r| {
-            u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end
-        }) {
-            return Err(KvmError::BadConfig {
-                reason: format!(
-                    "port range {base:#x}+{len} overlaps the device at {:#x}+{}",
-                    r.base, r.len
-                ),
-            });
-        }
-        self.ranges.push(Range { base, len, device });
-        Ok(())
+        self.insert_sized(base, len, MAX_PORT_ACCESS, device)
     }
 
-    fn find(&self, port: u16) -> Option<(&SharedDevice, u16)> {
-        self.ranges
-            .iter()
-            .find(|r| port >= r.base && u32::from(port) < u32::from(r.base) + u32::from(r.len))
-            .map(|r| (&r.device, port - r.base))
+    /// As [`PioBus::insert`], for a device that takes accesses of at most `max_access`
+    /// bytes (a 16550 takes single bytes, as Firecracker's serial does).
+    pub fn insert_sized(
+        &mut self,
+        base: u16,
+        len: u16,
+        max_access: usize,
+        device: SharedDevice,
+    ) -> Result<(), KvmError> {
+        let range = (u64::from(base), u64::from(len), 0x1_0000);
+        self.map.insert("port range", range, max_access, device)
     }
 
     /// Handles an IN; returns whether a device claimed the port.
     pub fn read(&self, port: u16, data: &mut [u8]) -> bool {
-        match self.find(port) {
+        match self.map.find(u64::from(port), data.len()) {
             Some((dev, off)) => {
                 match dev.lock() {
-                    Ok(mut d) => d.read(off, data),
+                    Ok(mut d) => d.read(off as u16, data),
                     Err(_) => data.fill(0xff),
                 }
                 true
@@ -119,9 +173,9 @@ impl PioBus {
 
     /// Handles an OUT; an unclaimed port does nothing but count.
     pub fn write(&self, port: u16, data: &[u8]) -> DeviceAction {
-        match self.find(port) {
+        match self.map.find(u64::from(port), data.len()) {
             Some((dev, off)) => match dev.lock() {
-                Ok(mut d) => d.write(off, data),
+                Ok(mut d) => d.write(off as u16, data),
                 Err(_) => DeviceAction::None,
             },
             None => {
@@ -143,17 +197,11 @@ pub trait MmioDevice: Send {
 /// A shared device on the MMIO bus.
 pub type SharedMmioDevice = Arc<Mutex<dyn MmioDevice>>;
 
-struct MmioRange {
-    base: u64,
-    len: u64,
-    device: SharedMmioDevice,
-}
-
-/// Guest-physical windows and their devices; unclaimed addresses read all ones, drop writes,
-/// and are counted.
+/// Guest-physical windows and their devices; unclaimed addresses (and accesses that
+/// straddle a window's end) read all ones, drop writes, and are counted.
 #[derive(Default)]
 pub struct MmioBus {
-    ranges: Vec<MmioRange>,
+    map: RangeMap<SharedMmioDevice>,
     faults: Arc<GuestFaults>,
 }
 
@@ -161,7 +209,7 @@ impl MmioBus {
     /// An empty bus counting unclaimed addresses in `faults`.
     pub fn new(faults: Arc<GuestFaults>) -> Self {
         MmioBus {
-            ranges: Vec::new(),
+            map: RangeMap::default(),
             faults,
         }
     }
@@ -173,35 +221,12 @@ impl MmioBus {
         len: u64,
         device: SharedMmioDevice,
     ) -> Result<(), KvmError> {
-        let end = base.checked_add(len).filter(|_| len > 0);
-        let Some(end) = end else {
-            return Err(KvmError::BadConfig {
-                reason: format!("MMIO window {base:#x}+{len:#x} is empty or overflows"),
-            });
-        };
-        if let Some(r) = self
-            .ranges
-            .iter()
-            .find(|r| base < r.base + r.len && r.base < end)
-        {
-            return Err(KvmError::BadConfig {
-                reason: format!(
-                    "MMIO window {base:#x}+{len:#x} overlaps the device at {:#x}+{:#x}",
-                    r.base, r.len
-                ),
-            });
-        }
-        self.ranges.push(MmioRange { base, len, device });
-        Ok(())
+        self.map
+            .insert("MMIO window", (base, len, u64::MAX), usize::MAX, device)
     }
 
-    /// The device whose window holds all of `addr..addr + size`, and the offset into it.
     fn find(&self, addr: u64, size: usize) -> Option<(&SharedMmioDevice, u64)> {
-        let end = addr.checked_add(size as u64)?;
-        self.ranges
-            .iter()
-            .find(|r| addr >= r.base && end <= r.base + r.len)
-            .map(|r| (&r.device, addr - r.base))
+        self.map.find(addr, size)
     }
 
     /// Handles an MMIO read; returns whether a device claimed the address.
@@ -255,6 +280,36 @@ mod tests {
             }
             DeviceAction::None
         }
+    }
+
+    #[test]
+    fn straddling_and_oversized_accesses_are_refused_on_both_buses() {
+        let faults = Arc::new(GuestFaults::new());
+        let mut pio = PioBus::new(faults.clone());
+        pio.insert(0x600, 8, Arc::new(Mutex::new(Echo(0)))).unwrap();
+        pio.insert_sized(0x3f8, 8, 1, Arc::new(Mutex::new(Echo(0))))
+            .unwrap();
+        let mut mmio = MmioBus::new(faults.clone());
+        mmio.insert(0xc000_0000, 8, Arc::new(Mutex::new(Regs([0; 16]))))
+            .unwrap();
+        // Four bytes from the last two ports of a range: straddles its end.
+        let mut w = [0u8; 4];
+        assert!(!pio.read(0x606, &mut w));
+        assert_eq!(w, [0xff; 4]);
+        assert!(pio.read(0x604, &mut w), "a 4-byte access inside is taken");
+        assert!(!mmio.read(0xc000_0006, &mut w));
+        assert!(mmio.read(0xc000_0004, &mut w));
+        // A 16550 takes bytes only.
+        let mut h = [0u8; 2];
+        assert!(!pio.read(0x3f8, &mut h));
+        assert_eq!(pio.write(0x3f8, &[1, 2]), DeviceAction::None);
+        let mut b = [0u8; 1];
+        assert!(pio.read(0x3f8, &mut b));
+        let log = faults.snapshot();
+        assert_eq!(log.unclaimed_count(Space::Port, false, 0x606), 1);
+        assert_eq!(log.unclaimed_count(Space::Port, false, 0x3f8), 1);
+        assert_eq!(log.unclaimed_count(Space::Port, true, 0x3f8), 1);
+        assert_eq!(log.unclaimed_count(Space::Mmio, false, 0xc000_0006), 1);
     }
 
     #[test]

@@ -480,8 +480,9 @@ impl KvmVm {
             None,
         )));
         let mut bus = PioBus::new(faults.clone());
-        bus.insert(Uart::COM1.port, SERIAL_LEN, com1)?;
-        bus.insert(Uart::COM2.port, SERIAL_LEN, com2.clone())?;
+        // A 16550's registers are bytes: wider accesses are refused and counted.
+        bus.insert_sized(Uart::COM1.port, SERIAL_LEN, 1, com1)?;
+        bus.insert_sized(Uart::COM2.port, SERIAL_LEN, 1, com2.clone())?;
         bus.insert(
             POWER_PORT_BASE,
             POWER_PORT_LEN,
