@@ -111,10 +111,13 @@ impl Topology {
                 return Err(TopologyError::ZeroDimension { dimension });
             }
         }
-        let cpus = u64::from(self.numa_nodes)
-            * u64::from(self.llcs)
-            * u64::from(self.cores)
-            * u64::from(self.threads);
+        // Four u32s can overflow even a u64: an overflow is as many CPUs as there can be.
+        let cpus = [self.llcs, self.cores, self.threads]
+            .into_iter()
+            .try_fold(u64::from(self.numa_nodes), |n, v| {
+                n.checked_mul(u64::from(v))
+            })
+            .unwrap_or(u64::MAX);
         if cpus > u64::from(MAX_CPUS) {
             return Err(TopologyError::TooManyCpus {
                 cpus,
@@ -305,6 +308,12 @@ mod tests {
         assert!(matches!(
             Topology::new(4, 4, 4, 4),
             Err(TopologyError::TooManyCpus { cpus: 256, .. })
+        ));
+        // A product beyond even u64 is refused, not wrapped into a small number.
+        let huge = u32::MAX;
+        assert!(matches!(
+            Topology::new(huge, huge, huge, huge),
+            Err(TopologyError::TooManyCpus { cpus: u64::MAX, .. })
         ));
         assert!(Topology::with_total_llcs(2, 3, 1, 1).is_err());
         assert_eq!(

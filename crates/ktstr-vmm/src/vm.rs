@@ -168,6 +168,14 @@ fn validate(cfg: &VmConfig) -> Result<(), VmmError> {
     cfg.topology.validate().map_err(|e| VmmError::BadConfig {
         reason: e.to_string(),
     })?;
+    if cfg.memory_mib > u64::MAX >> 20 {
+        return Err(VmmError::BadConfig {
+            reason: format!(
+                "{} MiB of memory is more bytes than 64 bits hold",
+                cfg.memory_mib
+            ),
+        });
+    }
     let min_mib = u64::from(cfg.topology.numa_nodes) * 64;
     if cfg.memory_mib < min_mib {
         return Err(VmmError::BadConfig {
@@ -215,5 +223,14 @@ mod tests {
             .memory_mib(128);
         let err = Vm::start(&cfg, Engine::QemuKvm).err().expect("must fail");
         assert!(err.to_string().contains("at least 256 MiB"), "{err}");
+    }
+
+    #[test]
+    fn memory_beyond_64_bits_of_bytes_is_refused() {
+        let cfg = VmConfig::new("/k".into(), "/i".into(), Topology::default()).memory_mib(u64::MAX);
+        for engine in [Engine::QemuKvm, Engine::KtstrKvm] {
+            let err = Vm::start(&cfg, engine).err().expect("must fail");
+            assert!(err.to_string().contains("more bytes than 64 bits"), "{err}");
+        }
     }
 }

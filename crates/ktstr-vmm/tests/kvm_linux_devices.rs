@@ -180,12 +180,17 @@ fn module_name(file: &Path) -> Option<String> {
 /// The files of the [`MODULES`] the kernel next to `vmlinux` does not have built in, in load
 /// order, and the names of those built in; `Err` names a module the test cannot load.
 fn modules_to_load(vmlinux: &Path) -> Result<(Vec<PathBuf>, Vec<String>), String> {
-    let dir = vmlinux.parent().unwrap_or(Path::new("/")).join("modules");
-    let builtin: HashSet<String> = std::fs::read_to_string(dir.join("modules.builtin"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| module_name(Path::new(l)))
-        .collect();
+    let kernel_dir = vmlinux.parent().unwrap_or(Path::new("/"));
+    let dir = kernel_dir.join("modules");
+    let builtin: HashSet<String> = match std::fs::read_to_string(dir.join("modules.builtin")) {
+        Ok(list) => list
+            .lines()
+            .filter_map(|l| module_name(Path::new(l)))
+            .collect(),
+        // A kernel without modules (one from `ktstr kernel build`): its config says what
+        // is built in.
+        Err(_) => built_in_by_config(&kernel_dir.join("config")),
+    };
     let mut files = Vec::new();
     files_under(&dir, &mut files);
     let (mut load, mut built_in) = (Vec::new(), Vec::new());
@@ -209,6 +214,19 @@ fn modules_to_load(vmlinux: &Path) -> Result<(Vec<PathBuf>, Vec<String>), String
         load.push(f.clone());
     }
     Ok((load, built_in))
+}
+
+/// The [`MODULES`] whose config option is `=y` in the kernel config at `config`.
+fn built_in_by_config(config: &Path) -> HashSet<String> {
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    MODULES
+        .iter()
+        .filter(|m| {
+            let option = format!("CONFIG_{}=y", m.to_uppercase());
+            text.lines().any(|l| l.trim() == option)
+        })
+        .map(|m| m.to_string())
+        .collect()
 }
 
 /// Writes the initramfs (busybox, `/init`, the modules) as a newc cpio at `out`.

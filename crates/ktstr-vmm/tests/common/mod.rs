@@ -35,6 +35,14 @@ fn cached_vmlinux() -> Option<PathBuf> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
+    // `$KTSTR_KERNEL` when it names a vmlinux or a cache entry holding one (the nested
+    // lane runs these tests on each of its kernels that way).
+    if let Some(k) = nonempty("KTSTR_KERNEL") {
+        let vmlinux = if k.is_dir() { k.join("vmlinux") } else { k };
+        if vmlinux.is_file() && vmlinux.file_name().is_some_and(|n| n == "vmlinux") {
+            return Some(vmlinux);
+        }
+    }
     let cache = nonempty("KTSTR_CACHE_DIR")
         .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("ktstr")))
         .or_else(|| nonempty("HOME").map(|h| h.join(".cache/ktstr")))?;
