@@ -194,6 +194,34 @@ fn vm_large_output_arrives_intact() {
 }
 
 #[test]
+fn vm_command_writing_into_the_frame_channels_cannot_change_the_result() {
+    let Some(_slot) = vm_slot() else { return };
+    // Random bytes and a forged-looking frame header straight onto COM2, and an attempt on
+    // the bulk channel's port, which guest init holds open (a virtio port opens once).
+    let script = r#"echo before
+head -c 65536 /dev/urandom >/dev/ttyS1
+printf 'KTSF\004\000\000\000\000\000\000\000\004\000\000\000' >/dev/ttyS1
+for p in /dev/vport*; do
+    [ -e "$p" ] && ! head -c 4096 /dev/urandom >"$p" 2>/dev/null && echo "$p refused"
+done
+echo after
+exit 7"#;
+    let out = ktstr(&["exec", "-v", "--", "sh", "-c", script]);
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    if e.contains("frames on COM2, no bulk channel") {
+        // Without the channel, frames share COM2 with whatever the guest writes there.
+        common::say_skipped("this kernel and engine keep frames on COM2");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(7), "stdout:\n{o}\nstderr:\n{e}");
+    let lines: Vec<&str> = o.lines().filter(|l| !l.ends_with(" refused")).collect();
+    assert_eq!(lines, ["before", "after"], "{o}");
+    if e.contains("guest: frames on /dev/vport") {
+        assert!(o.contains("refused"), "the port is init's alone: {o}");
+    }
+}
+
+#[test]
 fn vm_frames_stay_on_com2_when_asked() {
     let Some(_slot) = vm_slot() else { return };
     let out = ktstr(&[

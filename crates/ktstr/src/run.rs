@@ -378,8 +378,14 @@ pub struct RunReport {
     pub launch_to_end: Duration,
     /// Messages from guest init (failed optional mounts and the like).
     pub guest_log: Vec<String>,
-    /// Damage seen on the guest's frame channels (COM2, and the bulk channel where there is one) (garbage, CRC failures, gaps, truncation).
+    /// Damage seen on the guest's frame channels (COM2, and the bulk channel where there is
+    /// one): garbage (one line for all of it), CRC failures, gaps, truncation; at most 16
+    /// lines and one counting the rest.
     pub channel_issues: Vec<String>,
+    /// Bytes of garbage between frames, and in how many places.
+    pub channel_garbage: (u64, u64),
+    /// Damage reports beyond those in `channel_issues`.
+    pub channel_issues_dropped: u64,
     /// The last lines of the console when the guest failed.
     pub console_tail: Vec<String>,
     /// What ktstr's VMM refused the guest (unclaimed ports and MMIO, virtqueue chains
@@ -924,6 +930,8 @@ fn attempt_once(
         launch_to_end: Duration::ZERO,
         guest_log: Vec::new(),
         channel_issues: Vec::new(),
+        channel_garbage: (0, 0),
+        channel_issues_dropped: 0,
         console_tail: Vec::new(),
         guest_faults: None,
         test_report: None,
@@ -995,6 +1003,7 @@ fn attempt_once(
     while let Ok(ev) = rx.try_recv() {
         handle_event(ev, &mut report, &mut exit, &mut init_error, output, launch);
     }
+    summarise_issues(&mut report);
     report.launch_to_end = launch.elapsed();
     report.launch_to_console = vm
         .kvm_io()
@@ -1158,18 +1167,47 @@ fn handle_event(
             // Handled by the run loop, which owns the monitor.
             FrameKind::Symbols => {}
         },
-        Event::Garbage { bytes } => report
+        Event::Garbage { bytes } => {
+            report.channel_garbage.0 += bytes as u64;
+            report.channel_garbage.1 += 1;
+        }
+        Event::Corrupt { reason } => push_issue(report, format!("corrupt frame: {reason}")),
+        Event::Gap { expected, got } => push_issue(
+            report,
+            format!("frames lost: expected #{expected}, got #{got}"),
+        ),
+        Event::Truncated { have, need } => push_issue(
+            report,
+            format!("truncated frame: {have} of {need} bytes arrived"),
+        ),
+    }
+}
+
+/// Damage reports kept per run; beyond them only a count, so a guest that floods its
+/// channel with garbage cannot flood the user's terminal.
+const MAX_CHANNEL_ISSUES: usize = 16;
+
+fn push_issue(report: &mut RunReport, issue: String) {
+    if report.channel_issues.len() < MAX_CHANNEL_ISSUES {
+        report.channel_issues.push(issue);
+    } else {
+        report.channel_issues_dropped += 1;
+    }
+}
+
+/// The garbage total and the count of issues beyond [`MAX_CHANNEL_ISSUES`], as issue lines
+/// at the end of the run.
+fn summarise_issues(report: &mut RunReport) {
+    let (bytes, runs) = report.channel_garbage;
+    if runs > 0 {
+        let line = format!("{bytes} bytes of garbage between frames, in {runs} place(s)");
+        report.channel_issues.insert(0, line);
+    }
+    if report.channel_issues_dropped > 0 {
+        let n = report.channel_issues_dropped;
+        report
             .channel_issues
-            .push(format!("{bytes} bytes of garbage between frames")),
-        Event::Corrupt { reason } => report
-            .channel_issues
-            .push(format!("corrupt frame: {reason}")),
-        Event::Gap { expected, got } => report
-            .channel_issues
-            .push(format!("frames lost: expected #{expected}, got #{got}")),
-        Event::Truncated { have, need } => report
-            .channel_issues
-            .push(format!("truncated frame: {have} of {need} bytes arrived")),
+            .push(format!("{n} more damaged or lost frame(s)"));
     }
 }
 
@@ -1316,6 +1354,8 @@ mod tests {
             launch_to_end: Duration::ZERO,
             guest_log: vec![],
             channel_issues: vec![],
+            channel_garbage: (0, 0),
+            channel_issues_dropped: 0,
             console_tail: vec![],
             guest_faults: None,
             test_report: None,
@@ -1323,6 +1363,41 @@ mod tests {
             monitor: None,
             com2_only: None,
         }
+    }
+
+    #[test]
+    fn a_flood_of_channel_damage_is_summarised() {
+        let mut r = report(Outcome::Interrupted);
+        let (mut exit, mut init_error) = (None, None);
+        let mut out = |_: Stream, _: &[u8]| {};
+        for i in 0..1000 {
+            let ev = if i % 10 == 0 {
+                Event::Corrupt {
+                    reason: format!("bad crc {i}"),
+                }
+            } else {
+                Event::Garbage { bytes: 3 }
+            };
+            handle_event(
+                ev,
+                &mut r,
+                &mut exit,
+                &mut init_error,
+                &mut out,
+                Instant::now(),
+            );
+        }
+        summarise_issues(&mut r);
+        assert_eq!(r.channel_issues.len(), MAX_CHANNEL_ISSUES + 2);
+        assert_eq!(
+            r.channel_issues[0],
+            "2700 bytes of garbage between frames, in 900 place(s)"
+        );
+        assert_eq!(r.channel_issues[1], "corrupt frame: bad crc 0");
+        assert_eq!(
+            r.channel_issues.last().map(String::as_str),
+            Some("84 more damaged or lost frame(s)")
+        );
     }
 
     #[test]
