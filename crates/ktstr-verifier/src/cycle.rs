@@ -14,7 +14,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
 
 use crate::fold::{render_backtrack_note, render_note, Header, SlotStats};
-use crate::item::{Backtrack, Item, INLINE_VALS};
+use crate::item::{Backtrack, Item};
 use crate::line::{self, classify, LineKind, NOTE_PREFIX};
 use crate::pool::TextPool;
 
@@ -64,12 +64,178 @@ struct Cand {
     rot: Option<usize>,
 }
 
-/// A value slot of the repeated block: which line, its label, how it evolved.
+/// Most distinct value shapes remembered per register.
+const MAX_SHAPES: usize = 4;
+
+/// A value of the repeated block: one number of one line, found again by its label (the
+/// register, the field inside its value and which occurrence), not by its position, so
+/// iterations whose registers change shape still line up.
 #[derive(Debug)]
 struct Slot {
-    line: usize,
+    key: u64,
     label: String,
     stats: SlotStats,
+}
+
+/// How one register of one line changed shape across the iterations.
+#[derive(Debug)]
+struct TokenShapes {
+    name: String,
+    /// Which token of that name on the line.
+    occurrence: usize,
+    /// Distinct value shapes (numbers written `#`) in the order first seen.
+    shapes: Vec<String>,
+    /// More distinct shapes than `shapes` holds.
+    overflow: bool,
+    /// Iterations in which the register was printed.
+    seen: u64,
+}
+
+/// What one line of the period carried over the iterations.
+#[derive(Debug, Default)]
+struct LineVals {
+    slots: Vec<Slot>,
+    tokens: Vec<TokenShapes>,
+}
+
+impl LineVals {
+    /// Adds one iteration's line.
+    fn observe(&mut self, it: &Item) {
+        if it.class.kind == LineKind::Fold {
+            for (label, value, hex) in value_labels(it) {
+                let key = hash_str(&label, 0);
+                self.push(key, value, hex, || label.clone());
+            }
+            return;
+        }
+        let mut counts: Vec<(u64, usize)> = Vec::new();
+        line::scan(&it.text, &it.class, |n| {
+            let name = n.token.split('_').next().unwrap_or(n.token);
+            let field = if n.field == name { "" } else { n.field };
+            let base = hash_str(field, hash_str(name, 0x5107));
+            let k = match counts.iter_mut().find(|(b, _)| *b == base) {
+                Some((_, c)) => {
+                    *c += 1;
+                    *c
+                }
+                None => {
+                    counts.push((base, 0));
+                    0
+                }
+            };
+            let key = base ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.push(key, n.value, n.hex, || line::label(&n, k));
+        });
+        if it.class.mode == line::Abstraction::State {
+            let from = it.class.abstract_from.min(it.text.len());
+            let mut names: Vec<(&str, usize)> = Vec::new();
+            for (name, value) in state_tokens(it.text.get(from..).unwrap_or_default()) {
+                // The k-th token of that name on the line (a name seldom appears twice).
+                let k = match names.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, c)) => {
+                        *c += 1;
+                        *c
+                    }
+                    None => {
+                        names.push((name, 0));
+                        0
+                    }
+                };
+                let shape = value_shape(value);
+                match self
+                    .tokens
+                    .iter_mut()
+                    .find(|t| t.name == name && t.occurrence == k)
+                {
+                    Some(t) => {
+                        t.seen += 1;
+                        if !t.shapes.contains(&shape) {
+                            if t.shapes.len() < MAX_SHAPES {
+                                t.shapes.push(shape);
+                            } else {
+                                t.overflow = true;
+                            }
+                        }
+                    }
+                    None => self.tokens.push(TokenShapes {
+                        name: name.to_string(),
+                        occurrence: k,
+                        shapes: vec![shape],
+                        overflow: false,
+                        seen: 1,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, key: u64, value: i128, hex: bool, label: impl FnOnce() -> String) {
+        match self.slots.iter_mut().find(|s| s.key == key) {
+            Some(s) => s.stats.push(value),
+            None => self.slots.push(Slot {
+                key,
+                label: label(),
+                stats: SlotStats::new(value, hex),
+            }),
+        }
+    }
+}
+
+/// A hash of `s` mixed into `seed`.
+fn hash_str(s: &str, seed: u64) -> u64 {
+    s.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `name=value` tokens of a register-state part, split at spaces outside brackets.
+fn state_tokens(s: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut depth = 0u32;
+    let mut start = 0usize;
+    let mut cuts = Vec::new();
+    for (i, c) in s.bytes().enumerate() {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b' ' if depth == 0 => {
+                cuts.push((start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    cuts.push((start, s.len()));
+    cuts.into_iter().filter_map(move |(a, b)| {
+        let tok = s.get(a..b)?;
+        let (name, value) = tok.split_once('=')?;
+        Some((name.split('_').next().unwrap_or(name), value))
+    })
+}
+
+/// A value with its numbers written `#`: `scalar(id=3,smax=7)` -> `scalar(id=#,smax=#)`,
+/// `P5` -> `P#`; digits inside a name (`map=loop40`) stay.
+fn value_shape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut in_num = false;
+    let mut prev = ' ';
+    let mut before_prev = ' ';
+    for c in v.chars() {
+        let starts = c.is_ascii_digit()
+            && (!(prev.is_ascii_alphanumeric() || prev == '_')
+                || (prev == 'P' && !(before_prev.is_ascii_alphanumeric() || before_prev == '_')));
+        let num = starts || (in_num && (c.is_ascii_hexdigit() || c == 'x'));
+        before_prev = prev;
+        prev = c;
+        if num {
+            if !in_num {
+                out.push('#');
+            }
+        } else {
+            out.push(c);
+        }
+        in_num = num;
+    }
+    out
 }
 
 /// An active cycle.
@@ -77,9 +243,8 @@ struct Slot {
 struct Cycle {
     shapes: Vec<u64>,
     line_insn: Vec<Option<u32>>,
-    /// Slot index range of each line of the period.
-    line_slots: Vec<(usize, usize)>,
-    slots: Vec<Slot>,
+    /// What each line of the period carried.
+    lines: Vec<LineVals>,
     insns: Option<(u32, u32)>,
     iterations: u64,
     folded_weight: u64,
@@ -94,19 +259,12 @@ struct Cycle {
 impl Cycle {
     /// Starts a cycle from its first iteration.
     fn new(first: &[Item]) -> Self {
-        let mut slots = Vec::new();
-        let mut line_slots = Vec::with_capacity(first.len());
         let mut insns: Option<(u32, u32)> = None;
-        for (l, it) in first.iter().enumerate() {
-            let start = slots.len();
-            for (label, value, hex) in value_labels(it) {
-                slots.push(Slot {
-                    line: l,
-                    label,
-                    stats: SlotStats::new(value, hex),
-                });
-            }
-            line_slots.push((start, slots.len()));
+        let mut lines = Vec::with_capacity(first.len());
+        for it in first {
+            let mut v = LineVals::default();
+            v.observe(it);
+            lines.push(v);
             if let Some((a, b)) = it.insns {
                 insns = Some(match insns {
                     Some((x, y)) => (x.min(a), y.max(b)),
@@ -117,8 +275,7 @@ impl Cycle {
         Self {
             shapes: first.iter().map(|i| i.shape).collect(),
             line_insn: first.iter().map(|i| i.class.insn).collect(),
-            line_slots,
-            slots,
+            lines,
             insns,
             iterations: 1,
             folded_weight: 0,
@@ -159,31 +316,10 @@ impl Cycle {
         None
     }
 
-    /// Adds one iteration's values to the slot statistics.
+    /// Adds one iteration's values and register shapes.
     fn absorb(&mut self, iteration: &[Item]) {
-        for (l, it) in iteration.iter().enumerate() {
-            let Some(&(start, end)) = self.line_slots.get(l) else {
-                continue;
-            };
-            let Some(slots) = self.slots.get_mut(start..end) else {
-                continue;
-            };
-            if it.vals.complete {
-                for (slot, v) in slots
-                    .iter_mut()
-                    .zip(&it.vals.v[..(it.vals.n as usize).min(INLINE_VALS)])
-                {
-                    slot.stats.push(i128::from(*v));
-                }
-            } else {
-                let mut k = 0;
-                line::scan(&it.text, &it.class, |n| {
-                    if let Some(slot) = slots.get_mut(k) {
-                        slot.stats.push(n.value);
-                    }
-                    k += 1;
-                });
-            }
+        for (v, it) in self.lines.iter_mut().zip(iteration) {
+            v.observe(it);
         }
     }
 
@@ -211,23 +347,39 @@ impl Cycle {
             notes.push(render_backtrack_note(&self.folded_backtrack));
         }
         let mut more = 0usize;
-        for slot in &self.slots {
-            if slot.stats.constant() {
-                continue;
+        let room = p.max_notes + usize::from(self.folded_backtrack.runs > 0);
+        for (l, v) in self.lines.iter().enumerate() {
+            let insn = self.line_insn.get(l).copied().flatten();
+            for t in &v.tokens {
+                let desc = if t.shapes.len() > 1 || t.overflow {
+                    let more = if t.overflow { ", ..." } else { "" };
+                    format!("changes shape: {}{more}", t.shapes.join(", "))
+                } else if t.seen < self.iterations {
+                    format!("printed in {} of {} iterations", t.seen, self.iterations)
+                } else {
+                    continue;
+                };
+                if !seen.insert((t.name.as_str(), desc.clone())) {
+                    continue;
+                }
+                if notes.len() < room {
+                    notes.push(render_note(&t.name, insn, l, &desc));
+                } else {
+                    more += 1;
+                }
             }
-            if !seen.insert((slot.label.as_str(), slot.stats.pattern())) {
-                continue;
-            }
-            if notes.len() < p.max_notes + usize::from(self.folded_backtrack.runs > 0) {
-                let insn = self.line_insn.get(slot.line).copied().flatten();
-                notes.push(render_note(
-                    &slot.label,
-                    insn,
-                    slot.line,
-                    &slot.stats.describe(),
-                ));
-            } else {
-                more += 1;
+            for slot in &v.slots {
+                if slot.stats.constant() {
+                    continue;
+                }
+                if !seen.insert((slot.label.as_str(), slot.stats.pattern())) {
+                    continue;
+                }
+                if notes.len() < room {
+                    notes.push(render_note(&slot.label, insn, l, &slot.stats.describe()));
+                } else {
+                    more += 1;
+                }
             }
         }
         if more > 0 {
@@ -628,6 +780,59 @@ mod tests {
         let total: u64 = out.iter().map(|i| i.weight).sum();
         assert_eq!(total, 40 * 5 + 2);
         assert_eq!(out.last().map(|i| i.text.as_str()), Some("5: (95) exit"));
+    }
+
+    #[test]
+    fn registers_changing_shape_fold_with_a_note() {
+        let mut lines = vec!["9: (b7) r8 = 0                       ; R8=0".to_string()];
+        for i in 0..20i64 {
+            let r8 = if i == 0 {
+                "0".to_string()
+            } else {
+                format!("scalar(id={})", 2 * i)
+            };
+            lines.push(format!(
+                "18: (0f) r1 += r8                     ; R1=scalar() R8={r8}"
+            ));
+            lines.push(format!(
+                "20: (07) r7 += 1                      ; R7{}={}",
+                if i > 10 { "" } else { "_w" },
+                if i > 10 {
+                    format!("P{}", i + 1)
+                } else {
+                    (i + 1).to_string()
+                }
+            ));
+            lines.push("23: (05) goto pc-14".into());
+        }
+        let out = run(&lines, P);
+        let fold = out
+            .iter()
+            .find(|i| i.class.kind == LineKind::Fold)
+            .map(|f| f.text.clone())
+            .unwrap_or_default();
+        assert!(fold.contains("iterations 2-19 of 20"), "{fold}");
+        assert!(
+            fold.contains("R8 (insn 18): changes shape: #, scalar(id=#)"),
+            "{fold}"
+        );
+        assert!(fold.contains("R8.id (insn 18): 2 -> 38 step 2"), "{fold}");
+        assert!(
+            fold.contains("R7 (insn 20): changes shape: #, P#"),
+            "{fold}"
+        );
+        assert!(fold.contains("R7 (insn 20): 1 -> 20 step 1"), "{fold}");
+    }
+
+    #[test]
+    fn value_shapes_mask_numbers_not_names() {
+        assert_eq!(value_shape("scalar(id=3,smax=0x7f)"), "scalar(id=#,smax=#)");
+        assert_eq!(value_shape("P5"), "P#");
+        assert_eq!(
+            value_shape("map_value(map=loop40.bss,ks=4)"),
+            "map_value(map=loop40.bss,ks=#)"
+        );
+        assert_eq!(value_shape("fp-8"), "fp-#");
     }
 
     #[test]

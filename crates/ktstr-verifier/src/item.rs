@@ -24,32 +24,6 @@ pub(crate) struct Item {
     pub(crate) insns: Option<(u32, u32)>,
     /// For a fold block: the backtracking lines it omitted (boxed: items are moved a lot).
     pub(crate) folded_backtrack: Option<Box<Backtrack>>,
-    /// The abstracted numbers, kept from the shape scan so folding need not scan again.
-    pub(crate) vals: Vals,
-}
-
-/// Most values an [`Item`] keeps inline; lines with more are scanned again when folded.
-pub(crate) const INLINE_VALS: usize = 6;
-
-/// The first values of a line, and whether they are all of them.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Vals {
-    /// How many numbers the line has (may exceed [`INLINE_VALS`]).
-    pub(crate) n: u32,
-    /// False when some value is not in `v` (too many, or out of `i64` range).
-    pub(crate) complete: bool,
-    /// The first values.
-    pub(crate) v: [i64; INLINE_VALS],
-}
-
-impl Vals {
-    fn push(&mut self, value: i128) {
-        match (self.v.get_mut(self.n as usize), i64::try_from(value)) {
-            (Some(slot), Ok(x)) => *slot = x,
-            _ => self.complete = false,
-        }
-        self.n = self.n.saturating_add(1);
-    }
 }
 
 /// How many precision-backtracking lines, in how many runs, an item stands for.
@@ -101,13 +75,8 @@ impl Item {
 
     /// An item of `text` standing for `weight` original lines.
     pub(crate) fn with_weight(text: String, class: Classified, weight: u64) -> Self {
-        let mut vals = Vals {
-            complete: true,
-            ..Vals::default()
-        };
-        let shape = line::scan(&text, &class, |n| vals.push(n.value));
+        let shape = line::scan(&text, &class, |_| {});
         Self {
-            vals,
             foldable: class.kind != LineKind::Error,
             run: false,
             backtrack_kind: if class.kind == LineKind::Precision {
@@ -152,10 +121,6 @@ impl Item {
             backtrack_kind: 0,
             insns: None,
             folded_backtrack: None,
-            vals: Vals {
-                complete: true,
-                ..Vals::default()
-            },
         }
     }
 }

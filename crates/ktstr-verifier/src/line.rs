@@ -402,6 +402,12 @@ impl Hasher64 {
 }
 
 /// Computes the shape hash of `line` and reports every abstracted number to `on_num`.
+///
+/// In a register-state part ([`Abstraction::State`]) only the token names (`R7`, `fp-8`) are
+/// hashed, not their values: two iterations of a loop whose registers change in shape
+/// (`scalar()` becoming `scalar(id=3)`, a precision mark `P`, a new `var_off`, a liveness
+/// suffix `R7_w`) hash equal,
+/// and the fold's notes say how each register changed.
 pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>)) -> u64 {
     let b = line.as_bytes();
     let mut h = Hasher64(c.kind as u64 + 1);
@@ -454,9 +460,11 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
             && ((ch.is_ascii_digit() && (!prev_word || is_value_prefix(&b[ident_start..i])))
                 || (ch == b'-' && !prev_digit && b.get(i + 1).is_some_and(u8::is_ascii_digit)));
         if num_start {
-            h.write(&b[lit..i]);
             let (value, hex, end) = parse_number(b, i);
-            h.add(if hex { 0xa1 } else { 0xd1 });
+            if !state {
+                h.write(&b[lit..i]);
+                h.add(if hex { 0xa1 } else { 0xd1 });
+            }
             on_num(Number {
                 value,
                 hex,
@@ -474,6 +482,8 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
         let word = ch.is_ascii_alphanumeric() || ch == b'_';
         match ch {
             b' ' if depth == 0 && state => {
+                // A new token: its name is hashed, the previous token's value was not.
+                lit = i;
                 in_name = true;
                 tok_start = i + 1;
                 name_end = i + 1;
@@ -485,6 +495,16 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
                 if in_name && depth == 0 {
                     in_name = false;
                     name_end = i;
+                    if state {
+                        // `R7_w` and `R7` are one register: the liveness suffix is state.
+                        let cut = b[lit..i]
+                            .iter()
+                            .position(|&c| c == b'_')
+                            .map_or(i, |p| lit + p);
+                        h.write(&b[lit..cut]);
+                        h.add(0x3d);
+                        lit = i + 1;
+                    }
                 } else {
                     field = if prev_word { (ident_start, i) } else { (i, i) };
                 }
@@ -501,7 +521,9 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
         prev_digit = ch.is_ascii_digit();
         i += 1;
     }
-    h.write(&b[lit..]);
+    if !state || in_name {
+        h.write(&b[lit..]);
+    }
     h.0
 }
 
