@@ -40,7 +40,11 @@ const KINDS: [&str; 6] = [
 pub(crate) struct Runs {
     text: String,
     lines: u64,
+    /// Precision or Listing: what the current run is made of.
+    kind: Option<LineKind>,
     kinds: u16,
+    /// Instruction range of the run's listing lines.
+    insns: Option<(u32, u32)>,
     /// Kind bits of each line of the run, in order.
     line_kinds: Vec<u16>,
 }
@@ -53,14 +57,21 @@ const TAIL_LINES: usize = 2;
 impl Runs {
     /// True when `item` continues (or starts) a run: a foldable backtracking line.
     pub(crate) fn joins(item: &Item) -> bool {
-        item.class.kind == LineKind::Precision && item.foldable && item.weight == 1
+        matches!(item.class.kind, LineKind::Precision | LineKind::Listing)
+            && item.foldable
+            && item.weight == 1
     }
 
     /// Adds a line for which [`Self::joins`] holds; gives back the run so far if it was full.
     pub(crate) fn add(&mut self, item: &Item) -> Option<Item> {
         let full = self.lines >= MAX_RUN_LINES
-            || (self.lines > 0 && self.text.len() + item.text.len() > MAX_RUN_BYTES);
+            || (self.lines > 0 && self.text.len() + item.text.len() > MAX_RUN_BYTES)
+            || self.kind.is_some_and(|k| k != item.class.kind);
         let done = if full { self.take() } else { None };
+        self.kind = Some(item.class.kind);
+        if let Some(i) = item.class.insn {
+            self.insns = Some(self.insns.map_or((i, i), |(a, b)| (a.min(i), b.max(i))));
+        }
         self.kinds |= item.backtrack_kind;
         self.line_kinds.push(item.backtrack_kind);
         if self.lines > 0 {
@@ -76,6 +87,19 @@ impl Runs {
         if self.lines == 0 {
             return None;
         }
+        if self.kind == Some(LineKind::Listing) {
+            let text = abbreviate_listing(&self.text, self.lines, self.insns);
+            let run = Item::listing_run(text, self.lines, self.insns);
+            self.text.clear();
+            self.line_kinds.clear();
+            self.lines = 0;
+            self.kinds = 0;
+            self.kind = None;
+            self.insns = None;
+            return Some(run);
+        }
+        self.kind = None;
+        self.insns = None;
         // Copy out of the reused buffer: one exact allocation per run, none per line.
         let text = abbreviate(&self.text, &self.line_kinds);
         self.text.clear();
@@ -148,6 +172,25 @@ fn abbreviate(text: &str, kinds: &[u16]) -> String {
     flush(&mut out, &mut omitted);
     out.pop();
     out
+}
+
+/// The text of a run of listing lines as written: its first and last line, and between them
+/// one fold header for the rest, saying which instructions they list.
+fn abbreviate_listing(text: &str, lines: u64, insns: Option<(u32, u32)>) -> String {
+    if lines <= 3 {
+        return text.to_owned();
+    }
+    let (Some(first), Some(last)) = (text.split('\n').next(), text.rsplit('\n').next()) else {
+        return text.to_owned();
+    };
+    let range = match insns {
+        Some((a, b)) => format!("a listing of insns {a}-{b}"),
+        None => "a listing".to_string(),
+    };
+    format!(
+        "{first}\n{FOLD_PREFIX}{} lines omitted: the rest of {range} (use --raw to see it); 0 notes ---\n{last}",
+        lines - 2
+    )
 }
 
 /// The instruction a `regs=... before N: ...` step walks back over.

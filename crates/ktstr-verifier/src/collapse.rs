@@ -24,7 +24,7 @@ use crate::cycle::{Folder, PassParams};
 use crate::error::VerifierError;
 use crate::fold;
 use crate::item::Item;
-use crate::line::LineKind;
+use crate::line::{LineKind, ListingContext};
 use crate::pool::TextPool;
 use crate::stats::{StatsParser, VerifierStats};
 
@@ -134,6 +134,7 @@ pub struct Collapser<W: Write> {
     out: BufWriter<W>,
     guard: VecDeque<Item>,
     runs: Runs,
+    listing: ListingContext,
     passes: Vec<Folder>,
     scratch: (Vec<Item>, Vec<Item>),
     stats: StatsParser,
@@ -167,6 +168,7 @@ impl<W: Write> Collapser<W> {
             out: BufWriter::with_capacity(1 << 16, out),
             guard: VecDeque::with_capacity(cfg.keep_tail + 1),
             runs: Runs::default(),
+            listing: ListingContext::default(),
             passes: (0..cfg.passes).map(|_| Folder::new(params)).collect(),
             scratch: (Vec::new(), Vec::new()),
             stats: StatsParser::new(),
@@ -244,7 +246,11 @@ impl<W: Write> Collapser<W> {
     }
 
     /// Runs one item through the backtracking-run grouping and what that yields onwards.
-    fn feed(&mut self, item: Item) -> Result<(), VerifierError> {
+    fn feed(&mut self, mut item: Item) -> Result<(), VerifierError> {
+        let kind = self.listing.kind(&item.text, &item.class);
+        if kind != item.class.kind && item.weight == 1 {
+            item.class.kind = kind;
+        }
         if Runs::joins(&item) {
             let full = self.runs.add(&item);
             self.spent.put(item.text);

@@ -104,6 +104,15 @@ impl Item {
             .unwrap_or_default()
     }
 
+    /// A run of `lines` program-listing lines (already abbreviated), covering `insns`.
+    pub(crate) fn listing_run(text: String, lines: u64, insns: Option<(u32, u32)>) -> Self {
+        let mut it = Self::backtrack_run(text, lines, 0x6c69_7374_696e_6773);
+        it.class.kind = LineKind::Listing;
+        it.run = false;
+        it.insns = insns;
+        it
+    }
+
     /// A run of `lines` backtracking lines joined by newlines, compared by `identity` alone.
     pub(crate) fn backtrack_run(text: String, lines: u64, identity: u64) -> Self {
         Self {

@@ -42,6 +42,9 @@ pub enum LineKind {
     Fold,
     /// A note line following a fold header.
     FoldNote,
+    /// A line of the program listings 7.x prints before its walk (`subprog#0 name:`, `stack
+    /// use/def ...`, `Live regs before insn:`): `  12: (bf) r1 = r7`, `  1  10: ..6.. (63) ...`.
+    Listing,
     /// Anything else, compared literally.
     Other,
 }
@@ -162,6 +165,14 @@ pub fn classify(line: &str) -> Classified {
             if starts_state(t) {
                 return Classified::state(LineKind::State, None, line.len() - t.len());
             }
+            if let Some(insn) = listing_insn(t) {
+                return Classified {
+                    kind: LineKind::Listing,
+                    insn: Some(insn),
+                    abstract_from: 0,
+                    mode: Abstraction::Numbers,
+                };
+            }
         }
         b'-' => {
             if line.starts_with(FOLD_PREFIX) {
@@ -250,6 +261,56 @@ pub fn classify(line: &str) -> Classified {
 /// True when `text` reads like a verifier or libbpf error message.
 fn is_error_text(text: &str) -> bool {
     ERROR_NEEDLES.iter().any(|n| text.contains(n))
+}
+
+/// True for a line that starts one of the program listings 7.x prints before its walk:
+/// `subprog#0: analyzing (depth 0)...`, `subprog#0 name:`, `stack use/def subprog#0 name
+/// (d0,cs0):`, `Live regs before insn:`. The instruction lines after it, up to the first line
+/// of any other kind, are [`LineKind::Listing`] lines (see [`ListingContext`]).
+pub fn starts_listing(line: &str) -> bool {
+    line.starts_with("subprog#")
+        || line.starts_with("stack use/def ")
+        || line.starts_with("Live regs before insn:")
+}
+
+/// Tells program-listing lines from the walk's instruction lines, which look alike
+/// (`158: (bf) r1 = r10`), by what came before them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListingContext {
+    in_listing: bool,
+}
+
+impl ListingContext {
+    /// The kind of the next line, given its context-free classification.
+    pub fn kind(&mut self, line: &str, c: &Classified) -> LineKind {
+        if starts_listing(line) {
+            self.in_listing = true;
+            return c.kind;
+        }
+        match c.kind {
+            LineKind::Listing => LineKind::Listing,
+            LineKind::Insn if self.in_listing => LineKind::Listing,
+            k => {
+                self.in_listing = false;
+                k
+            }
+        }
+    }
+}
+
+/// The instruction index of a listing line (leading blanks removed): `12: (bf) ...`, or with
+/// a loop-depth column first, `1  10: ......678. (63) ...`.
+fn listing_insn(t: &str) -> Option<u32> {
+    let (a, rest) = split_number(t)?;
+    if let Some(rest) = rest.strip_prefix(": ") {
+        return (!rest.is_empty()).then_some(a);
+    }
+    let rest2 = rest.trim_start_matches(' ');
+    if rest2.len() == rest.len() {
+        return None;
+    }
+    let (b, rest) = split_number(rest2)?;
+    rest.strip_prefix(": ").filter(|r| !r.is_empty()).map(|_| b)
 }
 
 /// True when `t` starts like a register-state dump: `R1=`, `R1_w=`, `fp-8=`, `frame1:`.
@@ -729,6 +790,9 @@ mod tests {
             ("BPF program is too large. Processed 1000001 insn", LineKind::Error),
             ("some other text", LineKind::Other),
             (" frame1: R1=ctx() R10=fp0", LineKind::State),
+            ("  12: (bf) r2 = r10\tr2: _ -> fp0+0", LineKind::Listing),
+            ("  1  10: ......678. (63) *(u32 *)(r10 -8) = r7", LineKind::Listing),
+            ("      13 | (07) r6 += 8", LineKind::Other),
             ("0: R1=ctx() R10=fp0", LineKind::InsnState),
         ];
         for (l, k) in cases {

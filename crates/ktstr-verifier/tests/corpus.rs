@@ -69,9 +69,12 @@ fn plain_lines(collapsed: &str) -> Vec<&str> {
 /// text), without the register values and their shape, which a fold summarises in its notes.
 /// A precision-backtracking line's kind is what step it is (`last_idx`, `regs=`, `parent
 /// state`, ...), as the collapse compares runs of them: a run folds whatever instructions it
-/// walks.
-fn kind_key(l: &str) -> String {
+/// walks. Every line of the program listings 7.x prints before its walk is of one kind.
+fn kind_key(l: &str, kind: LineKind) -> String {
     let c = classify(l);
+    if kind == LineKind::Listing {
+        return "Listing".to_string();
+    }
     let lit = l.get(..c.abstract_from.min(l.len())).unwrap_or(l);
     if c.kind != LineKind::Precision {
         return format!("{:?} {lit}", c.kind);
@@ -92,6 +95,15 @@ fn kind_key(l: &str) -> String {
         }
     }
     out
+}
+
+/// The kinds of a sequence of lines, listing lines told apart by what precedes them.
+fn kind_keys<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut ctx = ktstr_verifier::line::ListingContext::default();
+    lines
+        .into_iter()
+        .map(|l| kind_key(l, ctx.kind(l, &classify(l))))
+        .collect()
 }
 
 /// True when `needle` occurs in `hay` as consecutive lines.
@@ -129,8 +141,8 @@ fn check(name: &str, log: &str, loaded: bool, c: &Collapsed) {
         Some(lines.len() as u64),
         "{name}: the collapsed log does not expand back to the input's line count"
     );
-    let kinds_in: BTreeSet<String> = lines.iter().map(|l| kind_key(l)).collect();
-    let kinds_out: BTreeSet<String> = plain_lines(&c.text).into_iter().map(kind_key).collect();
+    let kinds_in = kind_keys(lines.iter().copied());
+    let kinds_out = kind_keys(plain_lines(&c.text));
     let lost: Vec<&String> = kinds_in.difference(&kinds_out).collect();
     assert!(lost.is_empty(), "{name}: line kinds lost: {lost:#?}");
     for l in &lines {
