@@ -165,6 +165,18 @@ pub fn classify(line: &str) -> Classified {
             if starts_state(t) {
                 return Classified::state(LineKind::State, None, line.len() - t.len());
             }
+            if let Some(at) = explanation_text(t) {
+                if !is_error_text(line) {
+                    // Numbers in a 7.x error explanation's source and instruction context
+                    // (`offset 8 to ... offset 12`) change from one step of a loop to the next.
+                    return Classified {
+                        kind: LineKind::Other,
+                        insn: None,
+                        abstract_from: line.len() - t.len() + at,
+                        mode: Abstraction::Numbers,
+                    };
+                }
+            }
             if let Some(insn) = listing_insn(t) {
                 return Classified {
                     kind: LineKind::Listing,
@@ -296,6 +308,21 @@ impl ListingContext {
             }
         }
     }
+}
+
+/// Where the text starts in a line of a 7.x error explanation's context (leading blanks
+/// removed): `>>> 26 | for (...)`, `24 | if (!v)`, `| ^-- update: ...`, `15 | (85) call ...`.
+fn explanation_text(t: &str) -> Option<usize> {
+    let rest = t.strip_prefix(">>> ").map_or(t, str::trim_start);
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let after = &rest[digits..];
+    let bar = if digits > 0 {
+        after.strip_prefix(" |")?
+    } else {
+        after.strip_prefix('|')?
+    };
+    let bar = bar.strip_prefix(' ').unwrap_or(bar);
+    Some(t.len() - bar.len())
 }
 
 /// The instruction index of a listing line (leading blanks removed): `12: (bf) ...`, or with
@@ -793,11 +820,22 @@ mod tests {
             ("  12: (bf) r2 = r10\tr2: _ -> fp0+0", LineKind::Listing),
             ("  1  10: ......678. (63) *(u32 *)(r10 -8) = r7", LineKind::Listing),
             ("      13 | (07) r6 += 8", LineKind::Other),
+            ("         |                 ^-- error: access may be outside object bounds", LineKind::Error),
             ("0: R1=ctx() R10=fp0", LineKind::InsnState),
         ];
         for (l, k) in cases {
             assert_eq!(classify(l).kind, k, "{l}");
         }
+    }
+
+    #[test]
+    fn explanation_context_abstracts_numbers_after_the_gutter() {
+        let a = "         |             from short_by_one at offset 8";
+        let b = "         |             from short_by_one at offset 12";
+        assert_eq!(shape_hash(a), shape_hash(b));
+        let c = "  >>> 26 |         NO_UNROLL for (__u32 i = 0; i < N; i++) {";
+        assert_eq!(classify(c).abstract_from, 11);
+        assert_eq!(values("      17 | (79) r1 = *(u64 *)(r0 +0)"), vec![79, 0]);
     }
 
     #[test]
