@@ -111,6 +111,11 @@ impl LineVals {
         let mut counts: Vec<(u64, usize)> = Vec::new();
         line::scan(&it.text, &it.class, |n| {
             let name = n.token.split('_').next().unwrap_or(n.token);
+            let name = if line::is_stack_slot(name.as_bytes()) {
+                "fp-*"
+            } else {
+                name
+            };
             let field = if n.field == name { "" } else { n.field };
             let base = hash_str(field, hash_str(name, 0x5107));
             let k = match counts.iter_mut().find(|(b, _)| *b == base) {
@@ -208,7 +213,13 @@ fn state_tokens(s: &str) -> impl Iterator<Item = (&str, &str)> {
     cuts.into_iter().filter_map(move |(a, b)| {
         let tok = s.get(a..b)?;
         let (name, value) = tok.split_once('=')?;
-        Some((name.split('_').next().unwrap_or(name), value))
+        let name = name.split('_').next().unwrap_or(name);
+        let name = if line::is_stack_slot(name.as_bytes()) {
+            "fp-*"
+        } else {
+            name
+        };
+        Some((name, value))
     })
 }
 

@@ -310,6 +310,11 @@ impl ListingContext {
     }
 }
 
+/// True for a stack-slot token name, `fp-8` (not `fp0`, a frame pointer value's name).
+pub(crate) fn is_stack_slot(name: &[u8]) -> bool {
+    name.starts_with(b"fp-")
+}
+
 /// Where the text starts in a line of a 7.x error explanation's context (leading blanks
 /// removed): `>>> 26 | for (...)`, `24 | if (!v)`, `| ^-- update: ...`, `15 | (85) call ...`.
 fn explanation_text(t: &str) -> Option<usize> {
@@ -516,6 +521,7 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
     let mut field = (start, start);
     let mut prev_word = false;
     let mut prev_digit = false;
+    let mut prev_slot = false;
     while i < n {
         let ch = b[i];
         // Digits in a token's name (`R10`) are plain too: no number starts in a name.
@@ -589,8 +595,20 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
                             .iter()
                             .position(|&c| c == b'_')
                             .map_or(i, |p| lit + p);
-                        h.write(&b[lit..cut]);
-                        h.add(0x3d);
+                        let name = &b[lit..cut];
+                        let trimmed = name.strip_prefix(b" ").unwrap_or(name);
+                        if is_stack_slot(trimmed) {
+                            // Stack slots: which ones are printed moves with a loop over an
+                            // array on the stack; a run of them hashes as one.
+                            if !prev_slot {
+                                h.add(0x6670);
+                            }
+                            prev_slot = true;
+                        } else {
+                            h.write(name);
+                            h.add(0x3d);
+                            prev_slot = false;
+                        }
                         lit = i + 1;
                     }
                 } else {
@@ -836,6 +854,19 @@ mod tests {
         let c = "  >>> 26 |         NO_UNROLL for (__u32 i = 0; i < N; i++) {";
         assert_eq!(classify(c).abstract_from, 11);
         assert_eq!(values("      17 | (79) r1 = *(u64 *)(r0 +0)"), vec![79, 0]);
+    }
+
+    #[test]
+    fn stack_slots_hash_as_one_run() {
+        let a =
+            "8: (7b) *(u64 *)(r7 +0) = r1          ; R1=scalar(id=2) R7=fp-184 fp-184=scalar(id=2)";
+        let b =
+            "8: (7b) *(u64 *)(r7 +0) = r1          ; R1=scalar(id=3) R7=fp-176 fp-176=scalar(id=3)";
+        assert_eq!(shape_hash(a), shape_hash(b));
+        let c = "11: R6=P28 R7=fp-160 R10=fp0 fp-168=scalar() fp-176=scalar()";
+        let d = "11: R6=P35 R7=fp-152 R10=fp0 fp-160=scalar() fp-168=scalar() fp-176=scalar()";
+        assert_eq!(shape_hash(c), shape_hash(d));
+        assert_ne!(shape_hash(c), shape_hash("11: R6=P28 R7=fp-160 R10=fp0"));
     }
 
     #[test]
