@@ -404,12 +404,16 @@ impl Cycle {
             notes: notes.len(),
         };
         let mut text = header.render();
+        // A fold compares by its header alone (numbers abstracted), not by its notes, which
+        // differ from one run of an inner loop to the next: so loops around it fold too.
+        let shape = line::shape_hash(&text);
         for n in &notes {
             text.push('\n');
             text.push_str(n);
         }
         let class = classify(&text);
         let mut item = Item::with_weight(text, class, self.folded_weight);
+        item.shape = shape;
         item.insns = self.insns;
         if self.folded_backtrack.runs > 0 {
             item.folded_backtrack = Some(Box::new(self.folded_backtrack));
