@@ -310,6 +310,26 @@ impl ListingContext {
     }
 }
 
+/// Where a register-state dump starts after an instruction's text, `... 26: R0=...`.
+fn trailing_state(t: &str) -> Option<usize> {
+    let b = t.as_bytes();
+    let mut from = 0;
+    while let Some(p) = t.get(from..)?.find(": ") {
+        let colon = from + p;
+        let digits = b[..colon]
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let at = colon + 2;
+        if digits > 0 && b.get(colon - digits - 1) == Some(&b' ') && starts_state(t.get(at..)?) {
+            return Some(at);
+        }
+        from = at;
+    }
+    None
+}
+
 /// True for a stack-slot token name, `fp-8` (not `fp0`, a frame pointer value's name).
 pub(crate) fn is_stack_slot(name: &[u8]) -> bool {
     name.starts_with(b"fp-")
@@ -388,7 +408,12 @@ fn classify_indexed(line: &str) -> Classified {
     {
         let from = find_byte(rb, b';').map_or(usize::MAX, |p| rest_at + p + 1);
         if from == usize::MAX {
-            return Classified::literal(LineKind::Insn, Some(idx));
+            // Level 1 prints the state at the next instruction on the same line:
+            // `25: (85) call bpf_iter_num_next#66894 26: R0=rdonly_mem(...) R6=...`.
+            return match trailing_state(rest_t) {
+                Some(p) => Classified::state(LineKind::Insn, Some(idx), rest_at + p),
+                None => Classified::literal(LineKind::Insn, Some(idx)),
+            };
         }
         return Classified::state(LineKind::Insn, Some(idx), from);
     }
@@ -854,6 +879,19 @@ mod tests {
         let c = "  >>> 26 |         NO_UNROLL for (__u32 i = 0; i < N; i++) {";
         assert_eq!(classify(c).abstract_from, 11);
         assert_eq!(values("      17 | (79) r1 = *(u64 *)(r0 +0)"), vec![79, 0]);
+    }
+
+    #[test]
+    fn level1_state_after_an_instruction_is_abstracted() {
+        let a = "25: (85) call bpf_iter_num_next#66894 26: R0=rdonly_mem(id=3,parent_id=1,sz=4) R9=0 refs=1";
+        let b = "25: (85) call bpf_iter_num_next#66894 26: R0=rdonly_mem(id=4,parent_id=1,sz=4) R9=1 refs=1";
+        assert_eq!(classify(a).kind, LineKind::Insn);
+        assert_eq!(shape_hash(a), shape_hash(b));
+        assert_ne!(
+            shape_hash(a),
+            shape_hash("25: (85) call bpf_iter_num_new#66893 26: R0=rdonly_mem(id=4,parent_id=1,sz=4) R9=1 refs=1")
+        );
+        assert_eq!(classify("3: (05) goto pc+1").mode, Abstraction::Literal);
     }
 
     #[test]
