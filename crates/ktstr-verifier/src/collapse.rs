@@ -26,6 +26,7 @@ use crate::fold;
 use crate::item::Item;
 use crate::line::{LineKind, ListingContext};
 use crate::pool::TextPool;
+use crate::resume::Resumptions;
 use crate::stats::{StatsParser, VerifierStats};
 
 /// Longest input line kept whole; the rest of a longer line is dropped with a marker.
@@ -136,6 +137,7 @@ pub struct Collapser<W: Write> {
     runs: Runs,
     listing: ListingContext,
     passes: Vec<Folder>,
+    resume: Resumptions,
     scratch: (Vec<Item>, Vec<Item>),
     stats: StatsParser,
     spent: TextPool,
@@ -170,6 +172,7 @@ impl<W: Write> Collapser<W> {
             runs: Runs::default(),
             listing: ListingContext::default(),
             passes: (0..cfg.passes).map(|_| Folder::new(params)).collect(),
+            resume: Resumptions::new(cfg.max_notes),
             scratch: (Vec::new(), Vec::new()),
             stats: StatsParser::new(),
             spent: TextPool::default(),
@@ -291,7 +294,19 @@ impl<W: Write> Collapser<W> {
         self.write_items()
     }
 
+    /// Runs the passes' output through the resumption stage and writes what comes out.
     fn write_items(&mut self) -> Result<(), VerifierError> {
+        let (a, b) = &mut self.scratch;
+        b.clear();
+        for it in a.drain(..) {
+            self.resume.push(it, b);
+        }
+        mem::swap(a, b);
+        self.write_out()
+    }
+
+    /// Writes the items in the first scratch buffer.
+    fn write_out(&mut self) -> Result<(), VerifierError> {
         let (a, _) = &mut self.scratch;
         for it in a.drain(..) {
             let lines = 1 + it.text.bytes().filter(|&c| c == b'\n').count() as u64;
@@ -345,6 +360,9 @@ impl<W: Write> Collapser<W> {
             }
             self.write_items()?;
         }
+        self.scratch.0.clear();
+        self.resume.flush(&mut self.scratch.0);
+        self.write_out()?;
         if let Err(source) = self.out.flush() {
             return Err(VerifierError::Write {
                 line: self.lines_out,
@@ -355,7 +373,7 @@ impl<W: Write> Collapser<W> {
             lines_in: self.lines_in,
             lines_out: self.lines_out,
             bytes_in: self.bytes_in,
-            folds: self.passes.iter().map(Folder::folds).sum(),
+            folds: self.passes.iter().map(Folder::folds).sum::<u64>() + self.resume.folds(),
             programs: self.stats.finish(),
         })
     }

@@ -9,6 +9,7 @@
 //! | `pool` (private) | spent line buffers reused for new lines |
 //! | `backtrack` (private) | group each run of precision-backtracking lines into one item |
 //! | `cycle` (private) | one folding pass that finds repeated blocks of equal shape |
+//! | `resume` (private) | fold the resumptions of one branch popped after a loop |
 //! | [`fold`] | the fold block format, value summaries, [`expanded_line_count`] |
 //! | [`collapse`](mod@collapse) | the streaming pipeline, [`collapse()`], [`collapse_to_writer`], [`Collapser`] |
 //! | [`stats`] | [`VerifierStats`] parsed from the log |
@@ -45,6 +46,7 @@ pub mod fold;
 mod item;
 pub mod line;
 mod pool;
+mod resume;
 pub mod stats;
 
 pub use collapse::{
