@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
 
-use crate::fold::{render_backtrack_note, render_note, Header, SlotStats};
+use crate::fold::{push_summary, render_backtrack_note, render_note, Header, SlotStats};
 use crate::item::{Backtrack, Item};
 use crate::line::{self, classify, LineKind, NOTE_PREFIX};
 use crate::pool::TextPool;
@@ -358,6 +358,7 @@ impl Cycle {
             notes.push(render_backtrack_note(&self.folded_backtrack));
         }
         let mut more = 0usize;
+        let mut summary = Vec::new();
         let room = p.max_notes + usize::from(self.folded_backtrack.runs > 0);
         for (l, v) in self.lines.iter().enumerate() {
             let insn = self.line_insn.get(l).copied().flatten();
@@ -373,6 +374,7 @@ impl Cycle {
                 if !seen.insert((t.name.as_str(), desc.clone())) {
                     continue;
                 }
+                push_summary(&mut summary, &t.name, &desc);
                 if notes.len() < room {
                     notes.push(render_note(&t.name, insn, l, &desc));
                 } else {
@@ -386,6 +388,7 @@ impl Cycle {
                 if !seen.insert((slot.label.as_str(), slot.stats.pattern())) {
                     continue;
                 }
+                push_summary(&mut summary, &slot.label, &slot.stats.describe());
                 if notes.len() < room {
                     notes.push(render_note(&slot.label, insn, l, &slot.stats.describe()));
                 } else {
@@ -402,11 +405,19 @@ impl Cycle {
             period: self.span,
             insns: self.insns,
             notes: notes.len(),
+            summary,
         };
         let mut text = header.render();
-        // A fold compares by its header alone (numbers abstracted), not by its notes, which
-        // differ from one run of an inner loop to the next: so loops around it fold too.
-        let shape = line::shape_hash(&text);
+        // A fold compares by its header alone (numbers abstracted), not by its notes and the
+        // changes it repeats, which differ from one run of an inner loop to the next: so
+        // loops around it fold too.
+        let shape = line::shape_hash(
+            &Header {
+                summary: Vec::new(),
+                ..header
+            }
+            .render(),
+        );
         for n in &notes {
             text.push('\n');
             text.push_str(n);

@@ -6,7 +6,7 @@
 //! same branch form a group: the first is written whole, the middle ones fold into one block
 //!
 //! ```text
-//! --- ktstr fold: 731 lines omitted: 36 resumptions of the branch from 16 to 24 (34 pruned as safe at insns 16, 26); 2 notes ---
+//! --- ktstr fold: 731 lines omitted: 36 resumptions of the branch from 16 to 24 (34 pruned as safe at insns 16, 26); R7 37 -> 2 step -1; 1 note ---
 //! ---   R7 (insn 24): 37 -> 2 step -1
 //! ```
 //!
@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 
-use crate::fold::{render_note, SlotStats};
+use crate::fold::{push_summary, render_note, SlotStats};
 use crate::item::Item;
 use crate::line::{self, classify, LineKind, FOLD_PREFIX};
 
@@ -199,11 +199,13 @@ fn emit_fold(g: &mut Group, max_notes: usize, out: &mut Vec<Item>) -> bool {
         format!("{} pruned as safe at insn{s} {}", m.safe, at.join(", "))
     };
     let mut notes = Vec::new();
+    let mut summary: Vec<String> = Vec::new();
     let mut more = 0usize;
     for (label, s) in &m.slots {
         if s.constant() {
             continue;
         }
+        push_summary(&mut summary, label, &s.describe());
         if notes.len() < max_notes {
             notes.push(render_note(label, Some(to), 0, &s.describe()));
         } else {
@@ -217,13 +219,20 @@ fn emit_fold(g: &mut Group, max_notes: usize, out: &mut Vec<Item>) -> bool {
         ));
     }
     let n = notes.len();
-    let header = format!(
-        "{FOLD_PREFIX}{} lines omitted: {} {plural} of the branch from {from} to {to} ({safe}); {n} {} ---",
-        m.weight,
-        m.segments,
-        if n == 1 { "note" } else { "notes" },
+    let base = format!(
+        "{FOLD_PREFIX}{} lines omitted: {} {plural} of the branch from {from} to {to} ({safe})",
+        m.weight, m.segments,
     );
-    let shape = line::shape_hash(&header);
+    let shape = line::shape_hash(&base);
+    let mut header = base;
+    for s in &summary {
+        header.push_str("; ");
+        header.push_str(s);
+    }
+    header.push_str(&format!(
+        "; {n} {} ---",
+        if n == 1 { "note" } else { "notes" }
+    ));
     let mut text = header;
     for note in notes {
         text.push('\n');
@@ -280,7 +289,7 @@ mod tests {
             .map(|i| i.text.as_str())
             .unwrap_or_default();
         assert!(
-            fold.contains("lines omitted: 35 resumptions of the branch from 16 to 24 (35 pruned as safe at insns 26, 16); 2 notes"),
+            fold.contains("lines omitted: 35 resumptions of the branch from 16 to 24 (35 pruned as safe at insns 26, 16); R6.imm 144 -> 8 step -4; R7 36 -> 2 step -1; 2 notes"),
             "{all}"
         );
         assert!(fold.contains("R7 (insn 24): 36 -> 2 step -1"), "{fold}");
