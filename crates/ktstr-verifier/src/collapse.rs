@@ -497,7 +497,7 @@ pub fn for_each_line(
         let mut pos = 0;
         while let Some(nl) = find_newline(&buf[pos..]) {
             let seg = &buf[pos..pos + nl];
-            if acc.is_empty() && dropped == 0 {
+            if acc.is_empty() && dropped == 0 && nl <= MAX_LINE_BYTES {
                 match text.get(pos..pos + nl) {
                     Some(line) => f(line.strip_suffix('\r').unwrap_or(line))?,
                     None => emit(seg, 0, &mut f)?,
@@ -641,6 +641,21 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got[0] > MAX_LINE_BYTES && got[0] < MAX_LINE_BYTES + 100);
         assert_eq!(got[1], 5);
+    }
+
+    #[test]
+    fn long_lines_are_truncated_whatever_the_buffer_size() {
+        let mut input = vec![b'y'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\nshort\n");
+        let mut got = Vec::new();
+        for_each_line(input.as_slice(), |l| {
+            got.push(l.to_string());
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(got.len(), 2);
+        assert!(got[0].ends_with(" [ktstr: line truncated, 10 bytes dropped]"));
+        assert_eq!(got[1], "short");
     }
 
     #[test]
