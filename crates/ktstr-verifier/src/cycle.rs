@@ -85,6 +85,8 @@ struct TokenShapes {
     occurrence: usize,
     /// Distinct value shapes (numbers written `#`) in the order first seen.
     shapes: Vec<String>,
+    /// Their [`value_shape_hash`]es.
+    hashes: Vec<u64>,
     /// More distinct shapes than `shapes` holds.
     overflow: bool,
     /// Iterations in which the register was printed.
@@ -96,11 +98,34 @@ struct TokenShapes {
 struct LineVals {
     slots: Vec<Slot>,
     tokens: Vec<TokenShapes>,
+    /// Hash of the last line observed, and the slots and tokens it fed, in order: a line
+    /// equal to the last one (common in loops) feeds them again without being scanned.
+    last_hash: Option<u64>,
+    last_slots: Vec<usize>,
+    last_tokens: Vec<usize>,
 }
 
 impl LineVals {
     /// Adds one iteration's line.
     fn observe(&mut self, it: &Item) {
+        let h = text_hash(&it.text);
+        if self.last_hash == Some(h) {
+            for &i in &self.last_slots {
+                if let Some(s) = self.slots.get_mut(i) {
+                    let v = s.stats.last();
+                    s.stats.push(v);
+                }
+            }
+            for &i in &self.last_tokens {
+                if let Some(t) = self.tokens.get_mut(i) {
+                    t.seen += 1;
+                }
+            }
+            return;
+        }
+        self.last_hash = Some(h);
+        self.last_slots.clear();
+        self.last_tokens.clear();
         if it.class.kind == LineKind::Fold {
             for (label, value, hex) in value_labels(it) {
                 let key = hash_str(&label, 0);
@@ -146,44 +171,74 @@ impl LineVals {
                         0
                     }
                 };
-                let shape = value_shape(value);
+                let shape = value_shape_hash(value);
                 match self
                     .tokens
                     .iter_mut()
-                    .find(|t| t.name == name && t.occurrence == k)
+                    .enumerate()
+                    .find(|(_, t)| t.name == name && t.occurrence == k)
                 {
-                    Some(t) => {
+                    Some((i, t)) => {
+                        self.last_tokens.push(i);
                         t.seen += 1;
-                        if !t.shapes.contains(&shape) {
+                        if !t.hashes.contains(&shape) {
                             if t.shapes.len() < MAX_SHAPES {
-                                t.shapes.push(shape);
+                                t.hashes.push(shape);
+                                t.shapes.push(value_shape(value));
                             } else {
                                 t.overflow = true;
                             }
                         }
                     }
-                    None => self.tokens.push(TokenShapes {
-                        name: name.to_string(),
-                        occurrence: k,
-                        shapes: vec![shape],
-                        overflow: false,
-                        seen: 1,
-                    }),
+                    None => {
+                        self.last_tokens.push(self.tokens.len());
+                        self.tokens.push(TokenShapes {
+                            name: name.to_string(),
+                            occurrence: k,
+                            hashes: vec![shape],
+                            shapes: vec![value_shape(value)],
+                            overflow: false,
+                            seen: 1,
+                        });
+                    }
                 }
             }
         }
     }
 
     fn push(&mut self, key: u64, value: i128, hex: bool, label: impl FnOnce() -> String) {
-        match self.slots.iter_mut().find(|s| s.key == key) {
-            Some(s) => s.stats.push(value),
-            None => self.slots.push(Slot {
-                key,
-                label: label(),
-                stats: SlotStats::new(value, hex),
-            }),
+        match self.slots.iter_mut().position(|s| s.key == key) {
+            Some(i) => {
+                self.last_slots.push(i);
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.stats.push(value);
+                }
+            }
+            None => {
+                self.last_slots.push(self.slots.len());
+                self.slots.push(Slot {
+                    key,
+                    label: label(),
+                    stats: SlotStats::new(value, hex),
+                });
+            }
         }
     }
+}
+
+/// A hash of a whole line, to tell a line equal to the last one.
+fn text_hash(s: &str) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    (h ^ s.len() as u64).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
 /// A hash of `s` mixed into `seed`.
@@ -195,31 +250,37 @@ fn hash_str(s: &str, seed: u64) -> u64 {
 
 /// The `name=value` tokens of a register-state part, split at spaces outside brackets.
 fn state_tokens(s: &str) -> impl Iterator<Item = (&str, &str)> {
-    let mut depth = 0u32;
-    let mut start = 0usize;
-    let mut cuts = Vec::new();
-    for (i, c) in s.bytes().enumerate() {
-        match c {
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            b' ' if depth == 0 => {
-                cuts.push((start, i));
-                start = i + 1;
+    let b = s.as_bytes();
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        while pos <= b.len() {
+            let start = pos;
+            let mut depth = 0u32;
+            let mut end = b.len();
+            for (i, c) in b.iter().enumerate().skip(start) {
+                match c {
+                    b'(' | b'[' | b'{' => depth += 1,
+                    b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                    b' ' if depth == 0 => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
             }
-            _ => {}
+            pos = end + 1;
+            let Some((name, value)) = s.get(start..end).and_then(|t| t.split_once('=')) else {
+                continue;
+            };
+            let name = name.split('_').next().unwrap_or(name);
+            let name = if line::is_stack_slot(name.as_bytes()) {
+                "fp-*"
+            } else {
+                name
+            };
+            return Some((name, value));
         }
-    }
-    cuts.push((start, s.len()));
-    cuts.into_iter().filter_map(move |(a, b)| {
-        let tok = s.get(a..b)?;
-        let (name, value) = tok.split_once('=')?;
-        let name = name.split('_').next().unwrap_or(name);
-        let name = if line::is_stack_slot(name.as_bytes()) {
-            "fp-*"
-        } else {
-            name
-        };
-        Some((name, value))
+        None
     })
 }
 
@@ -227,6 +288,19 @@ fn state_tokens(s: &str) -> impl Iterator<Item = (&str, &str)> {
 /// `P5` -> `P#`; digits inside a name (`map=loop40`) stay.
 fn value_shape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
+    value_shape_chars(v, |c| out.push(c));
+    out
+}
+
+/// A hash of [`value_shape`] without building it.
+fn value_shape_hash(v: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    value_shape_chars(v, |c| h = (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3));
+    h
+}
+
+/// Calls `f` with each character of [`value_shape`].
+fn value_shape_chars(v: &str, mut f: impl FnMut(char)) {
     let mut in_num = false;
     let mut prev = ' ';
     let mut before_prev = ' ';
@@ -239,14 +313,13 @@ fn value_shape(v: &str) -> String {
         prev = c;
         if num {
             if !in_num {
-                out.push('#');
+                f('#');
             }
         } else {
-            out.push(c);
+            f(c);
         }
         in_num = num;
     }
-    out
 }
 
 /// An active cycle.

@@ -82,6 +82,11 @@ impl SlotStats {
         }
     }
 
+    /// The latest value.
+    pub(crate) fn last(&self) -> i128 {
+        self.last
+    }
+
     /// True when the value never changed.
     pub(crate) fn constant(&self) -> bool {
         self.min == self.max
