@@ -44,6 +44,10 @@ fn check(data: &[u8]) {
     }
 }
 
+fn is_newline(c: &u8) -> bool {
+    *c == b'\n'
+}
+
 fuzz_target!(|data: &[u8]| {
     check(data);
     let Some((&sel, rest)) = data.split_first() else {
@@ -56,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     let half = rest.len() / 2;
     let (a, b) = rest.split_at(half);
     let block = 1 + usize::from(sel % 16);
-    let (mut la, mut lb) = (a.split(|&c| c == b'\n'), b.split(|&c| c == b'\n'));
+    let (mut la, mut lb) = (a.split(is_newline), b.split(is_newline));
     let mut mixed = Vec::with_capacity(rest.len() + 2);
     loop {
         let mut any = false;
