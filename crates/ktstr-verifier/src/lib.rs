@@ -13,6 +13,7 @@
 //! | [`fold`] | the fold block format, value summaries, [`expanded_line_count`] |
 //! | [`collapse`](mod@collapse) | the streaming pipeline, [`collapse()`], [`collapse_to_writer`], [`Collapser`] |
 //! | [`stats`] | [`VerifierStats`] parsed from the log |
+//! | [`diff`] | A/B comparison of two captures, one [`diff::DiffRow`] per program |
 //! | [`error`] | [`VerifierError`] |
 //! | `embedded` (feature `capture`) | find BPF ELF objects in a `.bpf.o` or a scheduler binary |
 //!
@@ -39,6 +40,7 @@ mod batch;
 mod bytes;
 pub mod collapse;
 mod cycle;
+pub mod diff;
 #[cfg(feature = "capture")]
 pub mod embedded;
 pub mod error;
