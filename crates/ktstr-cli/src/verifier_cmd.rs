@@ -512,6 +512,25 @@ mod tests {
     }
 
     #[test]
+    fn comparing_takes_two_sides_of_one_kind() {
+        let args = |kernels: &[&str], objects: &[&str]| VerifierArgs {
+            kernel: kernels.iter().map(|k| k.to_string()).collect(),
+            scheduler: None,
+            object: objects.iter().map(PathBuf::from).collect(),
+            program: None,
+            raw: false,
+            json: false,
+            veristat: None,
+            memory_mib: 256,
+            timeout: 1,
+        };
+        let err = |a: VerifierArgs| format!("{:#}", run(&a, &|_| {}).unwrap_err());
+        assert!(err(args(&["a", "b", "c"], &["x.o"])).contains("at most twice"));
+        assert!(err(args(&["a", "b"], &["x.o", "y.o"])).contains("not both"));
+        assert!(err(args(&[], &["/no/such.o", "/no/other.o"])).contains("does not exist"));
+    }
+
+    #[test]
     fn reports_compare_program_by_program() {
         let a = program_results(&sample());
         assert_eq!(a.len(), 3);
