@@ -280,6 +280,9 @@ fn is_error_text(text: &str) -> bool {
 /// (d0,cs0):`, `Live regs before insn:`. The instruction lines after it, up to the first line
 /// of any other kind, are [`LineKind::Listing`] lines (see [`ListingContext`]).
 pub fn starts_listing(line: &str) -> bool {
+    if !matches!(line.as_bytes().first(), Some(b's' | b'L')) {
+        return false;
+    }
     line.starts_with("subprog#")
         || line.starts_with("stack use/def ")
         || line.starts_with("Live regs before insn:")
@@ -295,6 +298,9 @@ pub struct ListingContext {
 impl ListingContext {
     /// The kind of the next line, given its context-free classification.
     pub fn kind(&mut self, line: &str, c: &Classified) -> LineKind {
+        if !self.in_listing && c.kind != LineKind::Other {
+            return c.kind;
+        }
         if starts_listing(line) {
             self.in_listing = true;
             return c.kind;
