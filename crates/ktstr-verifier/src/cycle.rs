@@ -103,11 +103,43 @@ struct LineVals {
     last_hash: Option<u64>,
     last_slots: Vec<usize>,
     last_tokens: Vec<usize>,
+    /// The first line's [`Item::detail`] and the slots and tokens its values and registers
+    /// fed, in order: a line of the same detail (the usual case in a loop) feeds them
+    /// positionally from the values its classification kept, without being scanned again.
+    detail: Option<u64>,
+    detail_slots: Vec<usize>,
+    detail_tokens: Vec<usize>,
 }
 
 impl LineVals {
     /// Adds one iteration's line.
     fn observe(&mut self, it: &Item) {
+        if self.detail == Some(it.detail)
+            && it.vals.complete
+            && it.vals.n as usize == self.detail_slots.len()
+        {
+            for (&si, &v) in self.detail_slots.iter().zip(&it.vals.v) {
+                if let Some(s) = self.slots.get_mut(si) {
+                    s.stats.push(i128::from(v));
+                }
+            }
+            for &ti in &self.detail_tokens {
+                if let Some(t) = self.tokens.get_mut(ti) {
+                    t.seen += 1;
+                }
+            }
+            return;
+        }
+        self.observe_scan(it);
+        if self.detail.is_none() && it.class.kind != LineKind::Fold {
+            self.detail = Some(it.detail);
+            self.detail_slots.clone_from(&self.last_slots);
+            self.detail_tokens.clone_from(&self.last_tokens);
+        }
+    }
+
+    /// [`Self::observe`] by scanning the line.
+    fn observe_scan(&mut self, it: &Item) {
         let h = text_hash(&it.text);
         if self.last_hash == Some(h) {
             for &i in &self.last_slots {

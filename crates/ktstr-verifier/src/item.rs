@@ -24,6 +24,43 @@ pub(crate) struct Item {
     pub(crate) insns: Option<(u32, u32)>,
     /// For a fold block: the backtracking lines it omitted (boxed: items are moved a lot).
     pub(crate) folded_backtrack: Option<Box<Backtrack>>,
+    /// Hash of the whole line with its numbers left out: equal for lines that differ in
+    /// numbers only, so their values line up one for one.
+    pub(crate) detail: u64,
+    /// The abstracted numbers, kept from the shape scan so folding need not scan again.
+    pub(crate) vals: Vals,
+}
+
+/// Most values an [`Item`] keeps inline; lines with more are scanned again when folded.
+pub(crate) const INLINE_VALS: usize = 6;
+
+/// The first values of a line, and whether they are all of them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Vals {
+    /// How many numbers the line has (may exceed [`INLINE_VALS`]).
+    pub(crate) n: u32,
+    /// False when some value is not in `v` (too many, or out of `i64` range).
+    pub(crate) complete: bool,
+    /// The first values.
+    pub(crate) v: [i64; INLINE_VALS],
+}
+
+impl Vals {
+    fn push(&mut self, value: i128) {
+        match (self.v.get_mut(self.n as usize), i64::try_from(value)) {
+            (Some(slot), Ok(x)) => *slot = x,
+            _ => self.complete = false,
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
+
+/// FNV-1a over `bytes`, continuing from `h`.
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// How many precision-backtracking lines, in how many runs, an item stands for.
@@ -75,8 +112,23 @@ impl Item {
 
     /// An item of `text` standing for `weight` original lines.
     pub(crate) fn with_weight(text: String, class: Classified, weight: u64) -> Self {
-        let shape = line::scan(&text, &class, |_| {});
+        let mut vals = Vals {
+            complete: true,
+            ..Vals::default()
+        };
+        let mut detail: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut last = 0usize;
+        let bytes = text.as_bytes();
+        let shape = line::scan(&text, &class, |n| {
+            vals.push(n.value);
+            detail = fnv(detail, bytes.get(last..n.start).unwrap_or_default());
+            detail = (detail ^ 0x23).wrapping_mul(0x0100_0000_01b3);
+            last = n.end;
+        });
+        let detail = fnv(detail, bytes.get(last..).unwrap_or_default());
         Self {
+            detail,
+            vals,
             foldable: class.kind != LineKind::Error,
             run: false,
             backtrack_kind: if class.kind == LineKind::Precision {
@@ -130,6 +182,8 @@ impl Item {
             backtrack_kind: 0,
             insns: None,
             folded_backtrack: None,
+            detail: identity,
+            vals: Vals::default(),
         }
     }
 }
