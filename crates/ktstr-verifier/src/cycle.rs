@@ -331,18 +331,18 @@ fn value_shape_hash(v: &str) -> u64 {
     h
 }
 
-/// Calls `f` with each character of [`value_shape`].
+/// Calls `f` with each character of [`value_shape`]. A number starts at a digit that no word
+/// character precedes, or that follows a whole word `P` (precise) or of `p`/`m` slot marks.
 fn value_shape_chars(v: &str, mut f: impl FnMut(char)) {
     let mut in_num = false;
-    let mut prev = ' ';
-    let mut before_prev = ' ';
+    // The word (alphanumerics and `_`) just before this character: its length, whether it is
+    // `P`, and whether it is all `p`/`m`.
+    let (mut word_len, mut word_p, mut word_pm) = (0usize, false, true);
     for c in v.chars() {
         let starts = c.is_ascii_digit()
-            && (!(prev.is_ascii_alphanumeric() || prev == '_')
-                || (prev == 'P' && !(before_prev.is_ascii_alphanumeric() || before_prev == '_')));
+            && !in_num
+            && (word_len == 0 || word_p || (word_pm && word_len <= 8));
         let num = starts || (in_num && (c.is_ascii_hexdigit() || c == 'x'));
-        before_prev = prev;
-        prev = c;
         if num {
             if !in_num {
                 f('#');
@@ -351,6 +351,13 @@ fn value_shape_chars(v: &str, mut f: impl FnMut(char)) {
             f(c);
         }
         in_num = num;
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word_len += 1;
+            word_p = word_len == 1 && c == 'P';
+            word_pm &= matches!(c, 'p' | 'm');
+        } else {
+            (word_len, word_p, word_pm) = (0, false, true);
+        }
     }
 }
 
@@ -964,6 +971,7 @@ mod tests {
             "map_value(map=loop40.bss,ks=#)"
         );
         assert_eq!(value_shape("fp-8"), "fp-#");
+        assert_eq!(value_shape("pppp38"), "pppp#");
     }
 
     #[test]

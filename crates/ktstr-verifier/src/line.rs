@@ -696,9 +696,11 @@ fn byte_class(c: u8) -> u8 {
     BYTE_CLASSES[usize::from(c)]
 }
 
-/// Words that prefix a constant in a state value: precise `P5`, and older kernels' `inv5`, `invP5`.
+/// Words that prefix a constant in a state value: precise `P5`, older kernels' `inv5`,
+/// `invP5`, and a stack slot's byte marks before a spilled constant, `pppp38`, `mmmm0`.
 fn is_value_prefix(word: &[u8]) -> bool {
     matches!(word, b"P" | b"inv" | b"invP")
+        || (!word.is_empty() && word.len() <= 8 && word.iter().all(|c| matches!(c, b'p' | b'm')))
 }
 
 /// Parses a decimal or `0x` hex literal, optionally negative, starting at `b[i]`.
@@ -911,6 +913,14 @@ mod tests {
         let d = "11: R6=P35 R7=fp-152 R10=fp0 fp-160=scalar() fp-168=scalar() fp-176=scalar()";
         assert_eq!(shape_hash(c), shape_hash(d));
         assert_ne!(shape_hash(c), shape_hash("11: R6=P28 R7=fp-160 R10=fp0"));
+    }
+
+    #[test]
+    fn spilled_constants_after_slot_marks_are_numbers() {
+        assert_eq!(
+            values("10: (63) *(u32 *)(r10 -8) = r7 ; R7=38 fp-8=pppp38"),
+            vec![38, 38]
+        );
     }
 
     #[test]
