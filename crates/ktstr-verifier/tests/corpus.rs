@@ -175,9 +175,10 @@ struct Row {
 
 impl Row {
     /// A log the verifier walked loop iteration by iteration: one of our own loop programs
-    /// with at least 1000 lines.
+    /// with at least 500 lines (shorter ones, bpf_loop and bpf_for, the verifier does not walk
+    /// iteration by iteration).
     fn loop_heavy(&self) -> bool {
-        !self.scheduler && self.lines_in >= 1000
+        !self.scheduler && self.lines_in >= 500
     }
 }
 
