@@ -32,15 +32,16 @@ const GUEST_DIR: &str = "/include-files";
 #[derive(Debug, Args)]
 pub struct VerifierArgs {
     /// Kernel: cache name, version (7.3), image path or source tree (default $KTSTR_KERNEL, else newest cached).
+    /// Give it twice to compare the programs' verifier figures on two kernels.
     #[arg(long)]
-    pub kernel: Option<String>,
+    pub kernel: Vec<String>,
     /// Scheduler binary whose embedded BPF object to load: a path, or a name looked up in the
     /// scheduler cache, PATH, beside this executable, else built with cargo.
     #[arg(long, conflicts_with = "object")]
     pub scheduler: Option<String>,
-    /// A BPF object file (.bpf.o) to load.
+    /// A BPF object file (.bpf.o) to load. Give it twice (old, new) to compare the two.
     #[arg(long)]
-    pub object: Option<PathBuf>,
+    pub object: Vec<PathBuf>,
     /// Print this program's log (default: the logs of the programs that failed to load).
     #[arg(long)]
     pub program: Option<String>,
@@ -64,23 +65,38 @@ pub struct VerifierArgs {
 /// Captures, prints the table and the chosen logs; returns 0 when every program loaded, 1
 /// when one did not (or the file held no BPF object).
 pub fn run(args: &VerifierArgs, progress: &dyn Fn(&str)) -> Result<i32> {
-    let target = match (&args.scheduler, &args.object) {
-        (Some(s), _) => resolve_scheduler(s, progress)?,
-        (None, Some(o)) => {
-            if !o.is_file() {
-                bail!("BPF object {} does not exist", o.display());
-            }
-            o.clone()
+    if args.kernel.len() > 2 || args.object.len() > 2 {
+        bail!("give --kernel or --object at most twice (A and B)");
+    }
+    if args.kernel.len() == 2 && args.object.len() == 2 {
+        bail!("compare two kernels or two objects, not both at once");
+    }
+    for o in &args.object {
+        if !o.is_file() {
+            bail!("BPF object {} does not exist", o.display());
         }
+    }
+    let target = match (&args.scheduler, args.object.first()) {
+        (Some(s), _) => resolve_scheduler(s, progress)?,
+        (None, Some(o)) => o.clone(),
         (None, None) => bail!("give --scheduler NAME_OR_PATH or --object FILE"),
     };
     let veristat = resolve_veristat(args.veristat.as_deref(), progress)?;
+    if args.kernel.len() == 2 || args.object.len() == 2 {
+        return compare(args, &veristat, &target, progress);
+    }
     progress(&format!(
         "capturing verifier logs of {} with {}",
         target.display(),
         veristat.display()
     ));
-    let report = capture(args, &veristat, &target, progress)?;
+    let report = capture(
+        args,
+        args.kernel.first().map(String::as_str),
+        &veristat,
+        &target,
+        progress,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(exit_status(&report));
@@ -98,14 +114,97 @@ pub fn run(args: &VerifierArgs, progress: &dyn Fn(&str)) -> Result<i32> {
     Ok(exit_status(&report))
 }
 
-/// Boots the kernel, runs the capture tool on `target`, and parses its JSON.
-fn capture(
+/// A/B: captures side A and side B (two kernels, or two objects on one kernel), prints one
+/// row per program with the difference; 0 when every program loads on both sides, else 1.
+fn compare(
     args: &VerifierArgs,
     veristat: &Path,
     target: &Path,
     progress: &dyn Fn(&str),
+) -> Result<i32> {
+    let kernel_a = args.kernel.first().map(String::as_str);
+    let sides: [(Option<&str>, PathBuf, String); 2] = if args.kernel.len() == 2 {
+        let k = |i: usize| args.kernel.get(i).map(String::as_str);
+        [
+            (
+                k(0),
+                target.to_path_buf(),
+                format!("kernel {}", k(0).unwrap_or("")),
+            ),
+            (
+                k(1),
+                target.to_path_buf(),
+                format!("kernel {}", k(1).unwrap_or("")),
+            ),
+        ]
+    } else {
+        let o = |i: usize| args.object.get(i).cloned().unwrap_or_default();
+        [
+            (kernel_a, o(0), o(0).display().to_string()),
+            (kernel_a, o(1), o(1).display().to_string()),
+        ]
+    };
+    let mut results = Vec::new();
+    for (kernel, object, label) in &sides {
+        progress(&format!("capturing side {label}"));
+        let report = capture(args, *kernel, veristat, object, progress)?;
+        results.push((
+            label.clone(),
+            program_results(&report),
+            exit_status(&report),
+        ));
+    }
+    let [(la, a, sa), (lb, b, sb)] =
+        <[_; 2]>::try_from(results).map_err(|_| anyhow::anyhow!("expected two captures"))?;
+    let rows = ktstr_verifier::diff::diff(&a, &b);
+    if args.json {
+        println!("{}", ktstr_verifier::diff::rows_json(&rows));
+    } else {
+        print!("{}", ktstr_verifier::diff::render_diff(&rows, &la, &lb));
+    }
+    Ok(sa.max(sb))
+}
+
+/// Each program of a capture report, with its verdict and statistics.
+pub fn program_results(report: &Value) -> Vec<ktstr_verifier::diff::ProgramResult> {
+    let objects = report
+        .get("objects")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    objects
+        .iter()
+        .flat_map(programs)
+        .map(|p| {
+            let stats = ktstr_verifier::VerifierStats {
+                processed_insns: num(p, &["stats", "processed_insns"]),
+                total_states: num(p, &["stats", "total_states"]),
+                peak_states: num(p, &["stats", "peak_states"]),
+                stack_depth_max: num(p, &["stats", "stack_depth_max"]),
+                stack_depth: p
+                    .get("stats")
+                    .and_then(|s| s.get("stack_depth"))
+                    .and_then(Value::as_array)
+                    .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_u64).collect()),
+                ..ktstr_verifier::VerifierStats::default()
+            };
+            ktstr_verifier::diff::ProgramResult::new(
+                text(p, "name"),
+                p.get("loaded").and_then(Value::as_bool) == Some(true),
+                stats,
+            )
+        })
+        .collect()
+}
+
+/// Boots `kernel`, runs the capture tool on `target`, and parses its JSON.
+fn capture(
+    args: &VerifierArgs,
+    kernel: Option<&str>,
+    veristat: &Path,
+    target: &Path,
+    progress: &dyn Fn(&str),
 ) -> Result<Value> {
-    let kernel = ktstr::kernel::resolve(args.kernel.as_deref(), &mut |m| progress(m))?;
+    let kernel = ktstr::kernel::resolve(kernel, &mut |m| progress(m))?;
     let mut opts = RunOptions::new(kernel, Topology::new(1, 1, 1, 1)?)?;
     opts.memory_mib = Some(args.memory_mib);
     opts.timeout = Duration::from_secs(args.timeout);
@@ -410,6 +509,42 @@ mod tests {
                 ]
             }]
         })
+    }
+
+    #[test]
+    fn comparing_takes_two_sides_of_one_kind() {
+        let args = |kernels: &[&str], objects: &[&str]| VerifierArgs {
+            kernel: kernels.iter().map(|k| k.to_string()).collect(),
+            scheduler: None,
+            object: objects.iter().map(PathBuf::from).collect(),
+            program: None,
+            raw: false,
+            json: false,
+            veristat: None,
+            memory_mib: 256,
+            timeout: 1,
+        };
+        let err = |a: VerifierArgs| format!("{:#}", run(&a, &|_| {}).unwrap_err());
+        assert!(err(args(&["a", "b", "c"], &["x.o"])).contains("at most twice"));
+        assert!(err(args(&["a", "b"], &["x.o", "y.o"])).contains("not both"));
+        assert!(err(args(&[], &["/no/such.o", "/no/other.o"])).contains("does not exist"));
+    }
+
+    #[test]
+    fn reports_compare_program_by_program() {
+        let a = program_results(&sample());
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0].stats.max_stack_depth(), Some(16));
+        assert_eq!(a[1].stats.max_stack_depth(), Some(12));
+        let mut b_report = sample();
+        b_report["objects"][0]["programs"][1]["loaded"] = Value::Bool(true);
+        b_report["objects"][0]["programs"][0]["stats"]["processed_insns"] = 40.into();
+        let rows = ktstr_verifier::diff::diff(&a, &program_results(&b_report));
+        assert_eq!(rows[0].delta.processed_insns, Some(6));
+        assert!(!rows[0].verdict_changed());
+        assert!(rows[1].verdict_changed());
+        let t = ktstr_verifier::diff::render_diff(&rows, "a", "b");
+        assert!(t.contains("FAILS -> passes  <-- differs"), "{t}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `cargo bench -p ktstr-verifier --bench collapse [-- MB]` streams MB megabytes (default 256)
 //! of synthetic level-2 verifier output from a generator (never held in memory) through
 //! `collapse_to_writer` into a sink, and prints MB/s, the collapse ratio and peak memory.
-//! The generator alone is timed too, so the collapse's own cost can be told apart.
+//! The generator alone is timed too, so the collapse's own cost can be told apart. Last, it
+//! collapses the real corpus (tests/fixtures/corpus) and prints the share of lines kept.
 
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
@@ -299,4 +300,51 @@ fn main() {
         ),
         _ => println!("peak RSS (VmHWM): unavailable"),
     }
+    corpus_ratio();
+}
+
+/// Collapses every log of the real corpus (tests/fixtures/corpus) and prints the share of
+/// lines kept, and the corpus's own throughput.
+fn corpus_ratio() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        println!("corpus:           {} not found", dir.display());
+        return;
+    };
+    let mut logs = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p.to_string_lossy().ends_with(".log.zst") {
+            continue;
+        }
+        let text = fs::File::open(&p).ok().and_then(|f| {
+            let mut d = ruzstd::decoding::StreamingDecoder::new(f).ok()?;
+            let mut s = Vec::new();
+            d.read_to_end(&mut s).ok()?;
+            Some(s)
+        });
+        match text {
+            Some(t) => logs.push(t),
+            None => println!("corpus:           cannot read {}", p.display()),
+        }
+    }
+    let (mut lines_in, mut lines_out, mut bytes) = (0u64, 0u64, 0u64);
+    let t = Instant::now();
+    for log in &logs {
+        match collapse_to_writer(log.as_slice(), io::sink()) {
+            Ok(s) => {
+                lines_in += s.lines_in;
+                lines_out += s.lines_out;
+                bytes += s.bytes_in;
+            }
+            Err(e) => println!("corpus:           collapse failed: {e}"),
+        }
+    }
+    let s = t.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "corpus:           {} logs, {lines_in} -> {lines_out} lines, {:.1}% kept, {:.0} MB/s",
+        logs.len(),
+        100.0 * lines_out as f64 / lines_in.max(1) as f64,
+        bytes as f64 / f64::from(1u32 << 20) / s
+    );
 }

@@ -18,7 +18,7 @@
 //! first and last iteration of a fold) and its line count (so fold counts still add up).
 
 use crate::item::Item;
-use crate::line::LineKind;
+use crate::line::{LineKind, FOLD_PREFIX};
 
 /// Most lines in one run item; a longer run continues in the next item.
 const MAX_RUN_LINES: u64 = 4096;
@@ -40,21 +40,40 @@ const KINDS: [&str; 6] = [
 pub(crate) struct Runs {
     text: String,
     lines: u64,
+    /// Precision or Listing: what the current run is made of.
+    kind: Option<LineKind>,
     kinds: u16,
+    /// Instruction range of the run's listing lines.
+    insns: Option<(u32, u32)>,
+    /// Kind bits of each line of the run, in order.
+    line_kinds: Vec<u16>,
 }
+
+/// Lines kept whole at the start of a long run (its `last_idx` line and first step).
+const HEAD_LINES: usize = 2;
+/// Lines kept whole at the end of a long run (its last step and `parent state` dump).
+const TAIL_LINES: usize = 2;
 
 impl Runs {
     /// True when `item` continues (or starts) a run: a foldable backtracking line.
     pub(crate) fn joins(item: &Item) -> bool {
-        item.class.kind == LineKind::Precision && item.foldable && item.weight == 1
+        matches!(item.class.kind, LineKind::Precision | LineKind::Listing)
+            && item.foldable
+            && item.weight == 1
     }
 
     /// Adds a line for which [`Self::joins`] holds; gives back the run so far if it was full.
     pub(crate) fn add(&mut self, item: &Item) -> Option<Item> {
         let full = self.lines >= MAX_RUN_LINES
-            || (self.lines > 0 && self.text.len() + item.text.len() > MAX_RUN_BYTES);
+            || (self.lines > 0 && self.text.len() + item.text.len() > MAX_RUN_BYTES)
+            || self.kind.is_some_and(|k| k != item.class.kind);
         let done = if full { self.take() } else { None };
+        self.kind = Some(item.class.kind);
+        if let Some(i) = item.class.insn {
+            self.insns = Some(self.insns.map_or((i, i), |(a, b)| (a.min(i), b.max(i))));
+        }
         self.kinds |= item.backtrack_kind;
+        self.line_kinds.push(item.backtrack_kind);
         if self.lines > 0 {
             self.text.push('\n');
         }
@@ -68,9 +87,23 @@ impl Runs {
         if self.lines == 0 {
             return None;
         }
+        if self.kind == Some(LineKind::Listing) {
+            let text = abbreviate_listing(&self.text, self.lines, self.insns);
+            let run = Item::listing_run(text, self.lines, self.insns);
+            self.text.clear();
+            self.line_kinds.clear();
+            self.lines = 0;
+            self.kinds = 0;
+            self.kind = None;
+            self.insns = None;
+            return Some(run);
+        }
+        self.kind = None;
+        self.insns = None;
         // Copy out of the reused buffer: one exact allocation per run, none per line.
-        let text = self.text.as_str().to_owned();
+        let text = abbreviate(&self.text, &self.line_kinds);
         self.text.clear();
+        self.line_kinds.clear();
         if self.text.capacity() > 2 * MAX_RUN_BYTES {
             self.text.shrink_to(MAX_RUN_BYTES);
         }
@@ -79,6 +112,92 @@ impl Runs {
         self.kinds = 0;
         Some(run)
     }
+}
+
+/// The text of a run as written: a long run keeps its first [`HEAD_LINES`] and last
+/// [`TAIL_LINES`] lines and the first line of every other kind of step it holds; each stretch
+/// of steps in between becomes one fold header saying how many lines it stands for and which
+/// instructions they walked back through.
+fn abbreviate(text: &str, kinds: &[u16]) -> String {
+    let n = kinds.len();
+    if n <= HEAD_LINES + TAIL_LINES + 2 || text.matches('\n').count() + 1 != n {
+        return text.to_owned();
+    }
+    let mut keep = vec![false; n];
+    let mut kept_kinds: Vec<u16> = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        if i < HEAD_LINES || i >= n - TAIL_LINES {
+            keep[i] = true;
+            kept_kinds.push(*k);
+        }
+    }
+    for (i, k) in kinds.iter().enumerate() {
+        if !keep[i] && !kept_kinds.contains(k) {
+            keep[i] = true;
+            kept_kinds.push(*k);
+        }
+    }
+    let mut out = String::with_capacity(text.len().min(1024));
+    let mut omitted: (u64, Option<(u32, u32)>) = (0, None);
+    let flush = |out: &mut String, omitted: &mut (u64, Option<(u32, u32)>)| {
+        if omitted.0 == 0 {
+            return;
+        }
+        let walk = match omitted.1 {
+            Some((a, b)) if a == b => format!("back over insn {a}"),
+            Some((a, b)) => format!("back through insns {a}-{b}"),
+            None => "other kinds".to_string(),
+        };
+        out.push_str(&format!(
+            "{FOLD_PREFIX}{} lines omitted: backtracking steps ({walk}); 0 notes ---\n",
+            omitted.0
+        ));
+        *omitted = (0, None);
+    };
+    for (line, k) in text.split('\n').zip(&keep) {
+        if *k {
+            flush(&mut out, &mut omitted);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            omitted.0 += 1;
+            if let Some(i) = step_insn(line) {
+                omitted.1 = Some(match omitted.1 {
+                    Some((a, b)) => (a.min(i), b.max(i)),
+                    None => (i, i),
+                });
+            }
+        }
+    }
+    flush(&mut out, &mut omitted);
+    out.pop();
+    out
+}
+
+/// The text of a run of listing lines as written: its first and last line, and between them
+/// one fold header for the rest, saying which instructions they list.
+fn abbreviate_listing(text: &str, lines: u64, insns: Option<(u32, u32)>) -> String {
+    if lines <= 3 {
+        return text.to_owned();
+    }
+    let (Some(first), Some(last)) = (text.split('\n').next(), text.rsplit('\n').next()) else {
+        return text.to_owned();
+    };
+    let range = match insns {
+        Some((a, b)) => format!("a listing of insns {a}-{b}"),
+        None => "a listing".to_string(),
+    };
+    format!(
+        "{first}\n{FOLD_PREFIX}{} lines omitted: the rest of {range} (use --raw to see it); 0 notes ---\n{last}",
+        lines - 2
+    )
+}
+
+/// The instruction a `regs=... before N: ...` step walks back over.
+fn step_insn(line: &str) -> Option<u32> {
+    let rest = &line[line.find(" before ")? + 8..];
+    let end = rest.bytes().position(|c| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
 }
 
 /// The shape hash of a run holding the backtracking line kinds `kinds`.
@@ -153,6 +272,48 @@ mod tests {
         assert_eq!(out[1].shape, out[3].shape);
         assert_eq!(out[3].backtrack().lines, 4);
         assert_eq!(out[2].backtrack().lines, 0);
+    }
+
+    #[test]
+    fn long_runs_are_abbreviated_keeping_every_kind_of_step() {
+        let mut r = Runs::default();
+        let mut out = Vec::new();
+        let mut input =
+            vec!["mark_precise: frame0: last_idx 22 first_idx 10 subseq_idx -1".to_string()];
+        for i in (10..22).rev() {
+            input.push(format!(
+                "mark_precise: frame0: regs=r7 stack= before {i}: (07) r7 += 1"
+            ));
+        }
+        input.insert(
+            6,
+            "mark_precise: frame0: falling back to forcing all scalars precise".into(),
+        );
+        input.push("mark_precise: frame0: parent state regs= stack=:  R7=P3 R10=fp0".into());
+        for l in &input {
+            push(&mut r, Item::new(l.clone()), &mut out);
+        }
+        out.extend(r.take());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].weight, input.len() as u64);
+        let text = &out[0].text;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], input[0]);
+        assert_eq!(lines[1], input[1]);
+        assert_eq!(lines[lines.len() - 1], input[input.len() - 1]);
+        assert_eq!(lines[lines.len() - 2], input[input.len() - 2]);
+        assert!(lines.contains(&input[6].as_str()), "{text}");
+        assert!(
+            lines.contains(&"--- ktstr fold: 4 lines omitted: backtracking steps (back through insns 17-20); 0 notes ---"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::fold::expanded_line_count(text).ok(),
+            Some(input.len() as u64)
+        );
+        // Short runs stay whole.
+        let short = abbreviate("a\nb\nc", &[1, 2, 2]);
+        assert_eq!(short, "a\nb\nc");
     }
 
     #[test]

@@ -24,8 +24,9 @@ use crate::cycle::{Folder, PassParams};
 use crate::error::VerifierError;
 use crate::fold;
 use crate::item::Item;
-use crate::line::LineKind;
+use crate::line::{LineKind, ListingContext};
 use crate::pool::TextPool;
+use crate::resume::Resumptions;
 use crate::stats::{StatsParser, VerifierStats};
 
 /// Longest input line kept whole; the rest of a longer line is dropped with a marker.
@@ -134,7 +135,9 @@ pub struct Collapser<W: Write> {
     out: BufWriter<W>,
     guard: VecDeque<Item>,
     runs: Runs,
+    listing: ListingContext,
     passes: Vec<Folder>,
+    resume: Resumptions,
     scratch: (Vec<Item>, Vec<Item>),
     stats: StatsParser,
     spent: TextPool,
@@ -167,7 +170,9 @@ impl<W: Write> Collapser<W> {
             out: BufWriter::with_capacity(1 << 16, out),
             guard: VecDeque::with_capacity(cfg.keep_tail + 1),
             runs: Runs::default(),
+            listing: ListingContext::default(),
             passes: (0..cfg.passes).map(|_| Folder::new(params)).collect(),
+            resume: Resumptions::new(cfg.max_notes),
             scratch: (Vec::new(), Vec::new()),
             stats: StatsParser::new(),
             spent: TextPool::default(),
@@ -244,7 +249,11 @@ impl<W: Write> Collapser<W> {
     }
 
     /// Runs one item through the backtracking-run grouping and what that yields onwards.
-    fn feed(&mut self, item: Item) -> Result<(), VerifierError> {
+    fn feed(&mut self, mut item: Item) -> Result<(), VerifierError> {
+        let kind = self.listing.kind(&item.text, &item.class);
+        if kind != item.class.kind && item.weight == 1 {
+            item.class.kind = kind;
+        }
         if Runs::joins(&item) {
             let full = self.runs.add(&item);
             self.spent.put(item.text);
@@ -285,7 +294,19 @@ impl<W: Write> Collapser<W> {
         self.write_items()
     }
 
+    /// Runs the passes' output through the resumption stage and writes what comes out.
     fn write_items(&mut self) -> Result<(), VerifierError> {
+        let (a, b) = &mut self.scratch;
+        b.clear();
+        for it in a.drain(..) {
+            self.resume.push(it, b);
+        }
+        mem::swap(a, b);
+        self.write_out()
+    }
+
+    /// Writes the items in the first scratch buffer.
+    fn write_out(&mut self) -> Result<(), VerifierError> {
         let (a, _) = &mut self.scratch;
         for it in a.drain(..) {
             let lines = 1 + it.text.bytes().filter(|&c| c == b'\n').count() as u64;
@@ -339,6 +360,9 @@ impl<W: Write> Collapser<W> {
             }
             self.write_items()?;
         }
+        self.scratch.0.clear();
+        self.resume.flush(&mut self.scratch.0);
+        self.write_out()?;
         if let Err(source) = self.out.flush() {
             return Err(VerifierError::Write {
                 line: self.lines_out,
@@ -349,7 +373,7 @@ impl<W: Write> Collapser<W> {
             lines_in: self.lines_in,
             lines_out: self.lines_out,
             bytes_in: self.bytes_in,
-            folds: self.passes.iter().map(Folder::folds).sum(),
+            folds: self.passes.iter().map(Folder::folds).sum::<u64>() + self.resume.folds(),
             programs: self.stats.finish(),
         })
     }
@@ -473,7 +497,7 @@ pub fn for_each_line(
         let mut pos = 0;
         while let Some(nl) = find_newline(&buf[pos..]) {
             let seg = &buf[pos..pos + nl];
-            if acc.is_empty() && dropped == 0 {
+            if acc.is_empty() && dropped == 0 && nl <= MAX_LINE_BYTES {
                 match text.get(pos..pos + nl) {
                     Some(line) => f(line.strip_suffix('\r').unwrap_or(line))?,
                     None => emit(seg, 0, &mut f)?,
@@ -617,6 +641,21 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got[0] > MAX_LINE_BYTES && got[0] < MAX_LINE_BYTES + 100);
         assert_eq!(got[1], 5);
+    }
+
+    #[test]
+    fn long_lines_are_truncated_whatever_the_buffer_size() {
+        let mut input = vec![b'y'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\nshort\n");
+        let mut got = Vec::new();
+        for_each_line(input.as_slice(), |l| {
+            got.push(l.to_string());
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(got.len(), 2);
+        assert!(got[0].ends_with(" [ktstr: line truncated, 10 bytes dropped]"));
+        assert_eq!(got[1], "short");
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
 
-use crate::fold::{render_backtrack_note, render_note, Header, SlotStats};
-use crate::item::{Backtrack, Item, INLINE_VALS};
+use crate::fold::{push_summary, render_backtrack_note, render_note, Header, SlotStats};
+use crate::item::{Backtrack, Item};
 use crate::line::{self, classify, LineKind, NOTE_PREFIX};
 use crate::pool::TextPool;
 
@@ -64,12 +64,301 @@ struct Cand {
     rot: Option<usize>,
 }
 
-/// A value slot of the repeated block: which line, its label, how it evolved.
+/// Most distinct value shapes remembered per register.
+const MAX_SHAPES: usize = 4;
+
+/// A value of the repeated block: one number of one line, found again by its label (the
+/// register, the field inside its value and which occurrence), not by its position, so
+/// iterations whose registers change shape still line up.
 #[derive(Debug)]
 struct Slot {
-    line: usize,
+    key: u64,
     label: String,
     stats: SlotStats,
+}
+
+/// How one register of one line changed shape across the iterations.
+#[derive(Debug)]
+struct TokenShapes {
+    name: String,
+    /// Which token of that name on the line.
+    occurrence: usize,
+    /// Distinct value shapes (numbers written `#`) in the order first seen.
+    shapes: Vec<String>,
+    /// Their [`value_shape_hash`]es.
+    hashes: Vec<u64>,
+    /// More distinct shapes than `shapes` holds.
+    overflow: bool,
+    /// Iterations in which the register was printed.
+    seen: u64,
+}
+
+/// What one line of the period carried over the iterations.
+#[derive(Debug, Default)]
+struct LineVals {
+    slots: Vec<Slot>,
+    tokens: Vec<TokenShapes>,
+    /// Hash of the last line observed, and the slots and tokens it fed, in order: a line
+    /// equal to the last one (common in loops) feeds them again without being scanned.
+    last_hash: Option<u64>,
+    last_slots: Vec<usize>,
+    last_tokens: Vec<usize>,
+    /// The first line's [`Item::detail`] and the slots and tokens its values and registers
+    /// fed, in order: a line of the same detail (the usual case in a loop) feeds them
+    /// positionally from the values its classification kept, without being scanned again.
+    detail: Option<u64>,
+    detail_slots: Vec<usize>,
+    detail_tokens: Vec<usize>,
+}
+
+impl LineVals {
+    /// Adds one iteration's line.
+    fn observe(&mut self, it: &Item) {
+        if self.detail == Some(it.detail)
+            && it.vals.complete
+            && it.vals.n as usize == self.detail_slots.len()
+        {
+            for (&si, &v) in self.detail_slots.iter().zip(&it.vals.v) {
+                if let Some(s) = self.slots.get_mut(si) {
+                    s.stats.push(i128::from(v));
+                }
+            }
+            for &ti in &self.detail_tokens {
+                if let Some(t) = self.tokens.get_mut(ti) {
+                    t.seen += 1;
+                }
+            }
+            return;
+        }
+        self.observe_scan(it);
+        if self.detail.is_none() && it.class.kind != LineKind::Fold {
+            self.detail = Some(it.detail);
+            self.detail_slots.clone_from(&self.last_slots);
+            self.detail_tokens.clone_from(&self.last_tokens);
+        }
+    }
+
+    /// [`Self::observe`] by scanning the line.
+    fn observe_scan(&mut self, it: &Item) {
+        let h = text_hash(&it.text);
+        if self.last_hash == Some(h) {
+            for &i in &self.last_slots {
+                if let Some(s) = self.slots.get_mut(i) {
+                    let v = s.stats.last();
+                    s.stats.push(v);
+                }
+            }
+            for &i in &self.last_tokens {
+                if let Some(t) = self.tokens.get_mut(i) {
+                    t.seen += 1;
+                }
+            }
+            return;
+        }
+        self.last_hash = Some(h);
+        self.last_slots.clear();
+        self.last_tokens.clear();
+        if it.class.kind == LineKind::Fold {
+            for (label, value, hex) in value_labels(it) {
+                let key = hash_str(&label, 0);
+                self.push(key, value, hex, || label.clone());
+            }
+            return;
+        }
+        let mut counts: Vec<(u64, usize)> = Vec::new();
+        line::scan(&it.text, &it.class, |n| {
+            let name = n.token.split('_').next().unwrap_or(n.token);
+            let name = if line::is_stack_slot(name.as_bytes()) {
+                "fp-*"
+            } else {
+                name
+            };
+            let field = if n.field == name { "" } else { n.field };
+            let base = hash_str(field, hash_str(name, 0x5107));
+            let k = match counts.iter_mut().find(|(b, _)| *b == base) {
+                Some((_, c)) => {
+                    *c += 1;
+                    *c
+                }
+                None => {
+                    counts.push((base, 0));
+                    0
+                }
+            };
+            let key = base ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.push(key, n.value, n.hex, || line::label(&n, k));
+        });
+        if it.class.mode == line::Abstraction::State {
+            let from = it.class.abstract_from.min(it.text.len());
+            let mut names: Vec<(&str, usize)> = Vec::new();
+            for (name, value) in state_tokens(it.text.get(from..).unwrap_or_default()) {
+                // The k-th token of that name on the line (a name seldom appears twice).
+                let k = match names.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, c)) => {
+                        *c += 1;
+                        *c
+                    }
+                    None => {
+                        names.push((name, 0));
+                        0
+                    }
+                };
+                let shape = value_shape_hash(value);
+                match self
+                    .tokens
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, t)| t.name == name && t.occurrence == k)
+                {
+                    Some((i, t)) => {
+                        self.last_tokens.push(i);
+                        t.seen += 1;
+                        if !t.hashes.contains(&shape) {
+                            if t.shapes.len() < MAX_SHAPES {
+                                t.hashes.push(shape);
+                                t.shapes.push(value_shape(value));
+                            } else {
+                                t.overflow = true;
+                            }
+                        }
+                    }
+                    None => {
+                        self.last_tokens.push(self.tokens.len());
+                        self.tokens.push(TokenShapes {
+                            name: name.to_string(),
+                            occurrence: k,
+                            hashes: vec![shape],
+                            shapes: vec![value_shape(value)],
+                            overflow: false,
+                            seen: 1,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, key: u64, value: i128, hex: bool, label: impl FnOnce() -> String) {
+        match self.slots.iter_mut().position(|s| s.key == key) {
+            Some(i) => {
+                self.last_slots.push(i);
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.stats.push(value);
+                }
+            }
+            None => {
+                self.last_slots.push(self.slots.len());
+                self.slots.push(Slot {
+                    key,
+                    label: label(),
+                    stats: SlotStats::new(value, hex),
+                });
+            }
+        }
+    }
+}
+
+/// A hash of a whole line, to tell a line equal to the last one.
+fn text_hash(s: &str) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    (h ^ s.len() as u64).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+/// A hash of `s` mixed into `seed`.
+fn hash_str(s: &str, seed: u64) -> u64 {
+    s.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `name=value` tokens of a register-state part, split at spaces outside brackets.
+fn state_tokens(s: &str) -> impl Iterator<Item = (&str, &str)> {
+    let b = s.as_bytes();
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        while pos <= b.len() {
+            let start = pos;
+            let mut depth = 0u32;
+            let mut end = b.len();
+            for (i, c) in b.iter().enumerate().skip(start) {
+                match c {
+                    b'(' | b'[' | b'{' => depth += 1,
+                    b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                    b' ' if depth == 0 => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            pos = end + 1;
+            let Some((name, value)) = s.get(start..end).and_then(|t| t.split_once('=')) else {
+                continue;
+            };
+            let name = name.split('_').next().unwrap_or(name);
+            let name = if line::is_stack_slot(name.as_bytes()) {
+                "fp-*"
+            } else {
+                name
+            };
+            return Some((name, value));
+        }
+        None
+    })
+}
+
+/// A value with its numbers written `#`: `scalar(id=3,smax=7)` -> `scalar(id=#,smax=#)`,
+/// `P5` -> `P#`; digits inside a name (`map=loop40`) stay.
+fn value_shape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    value_shape_chars(v, |c| out.push(c));
+    out
+}
+
+/// A hash of [`value_shape`] without building it.
+fn value_shape_hash(v: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    value_shape_chars(v, |c| h = (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3));
+    h
+}
+
+/// Calls `f` with each character of [`value_shape`]. A number starts at a digit that no word
+/// character precedes, or that follows a whole word `P` (precise) or of `p`/`m` slot marks.
+fn value_shape_chars(v: &str, mut f: impl FnMut(char)) {
+    let mut in_num = false;
+    // The word (alphanumerics and `_`) just before this character: its length, whether it is
+    // `P`, and whether it is all `p`/`m`.
+    let (mut word_len, mut word_p, mut word_pm) = (0usize, false, true);
+    for c in v.chars() {
+        let starts = c.is_ascii_digit()
+            && !in_num
+            && (word_len == 0 || word_p || (word_pm && word_len <= 8));
+        let num = starts || (in_num && (c.is_ascii_hexdigit() || c == 'x'));
+        if num {
+            if !in_num {
+                f('#');
+            }
+        } else {
+            f(c);
+        }
+        in_num = num;
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word_len += 1;
+            word_p = word_len == 1 && c == 'P';
+            word_pm &= matches!(c, 'p' | 'm');
+        } else {
+            (word_len, word_p, word_pm) = (0, false, true);
+        }
+    }
 }
 
 /// An active cycle.
@@ -77,9 +366,8 @@ struct Slot {
 struct Cycle {
     shapes: Vec<u64>,
     line_insn: Vec<Option<u32>>,
-    /// Slot index range of each line of the period.
-    line_slots: Vec<(usize, usize)>,
-    slots: Vec<Slot>,
+    /// What each line of the period carried.
+    lines: Vec<LineVals>,
     insns: Option<(u32, u32)>,
     iterations: u64,
     folded_weight: u64,
@@ -94,19 +382,12 @@ struct Cycle {
 impl Cycle {
     /// Starts a cycle from its first iteration.
     fn new(first: &[Item]) -> Self {
-        let mut slots = Vec::new();
-        let mut line_slots = Vec::with_capacity(first.len());
         let mut insns: Option<(u32, u32)> = None;
-        for (l, it) in first.iter().enumerate() {
-            let start = slots.len();
-            for (label, value, hex) in value_labels(it) {
-                slots.push(Slot {
-                    line: l,
-                    label,
-                    stats: SlotStats::new(value, hex),
-                });
-            }
-            line_slots.push((start, slots.len()));
+        let mut lines = Vec::with_capacity(first.len());
+        for it in first {
+            let mut v = LineVals::default();
+            v.observe(it);
+            lines.push(v);
             if let Some((a, b)) = it.insns {
                 insns = Some(match insns {
                     Some((x, y)) => (x.min(a), y.max(b)),
@@ -117,8 +398,7 @@ impl Cycle {
         Self {
             shapes: first.iter().map(|i| i.shape).collect(),
             line_insn: first.iter().map(|i| i.class.insn).collect(),
-            line_slots,
-            slots,
+            lines,
             insns,
             iterations: 1,
             folded_weight: 0,
@@ -159,31 +439,10 @@ impl Cycle {
         None
     }
 
-    /// Adds one iteration's values to the slot statistics.
+    /// Adds one iteration's values and register shapes.
     fn absorb(&mut self, iteration: &[Item]) {
-        for (l, it) in iteration.iter().enumerate() {
-            let Some(&(start, end)) = self.line_slots.get(l) else {
-                continue;
-            };
-            let Some(slots) = self.slots.get_mut(start..end) else {
-                continue;
-            };
-            if it.vals.complete {
-                for (slot, v) in slots
-                    .iter_mut()
-                    .zip(&it.vals.v[..(it.vals.n as usize).min(INLINE_VALS)])
-                {
-                    slot.stats.push(i128::from(*v));
-                }
-            } else {
-                let mut k = 0;
-                line::scan(&it.text, &it.class, |n| {
-                    if let Some(slot) = slots.get_mut(k) {
-                        slot.stats.push(n.value);
-                    }
-                    k += 1;
-                });
-            }
+        for (v, it) in self.lines.iter_mut().zip(iteration) {
+            v.observe(it);
         }
     }
 
@@ -211,23 +470,42 @@ impl Cycle {
             notes.push(render_backtrack_note(&self.folded_backtrack));
         }
         let mut more = 0usize;
-        for slot in &self.slots {
-            if slot.stats.constant() {
-                continue;
+        let mut summary = Vec::new();
+        let room = p.max_notes + usize::from(self.folded_backtrack.runs > 0);
+        for (l, v) in self.lines.iter().enumerate() {
+            let insn = self.line_insn.get(l).copied().flatten();
+            for t in &v.tokens {
+                let desc = if t.shapes.len() > 1 || t.overflow {
+                    let more = if t.overflow { ", ..." } else { "" };
+                    format!("changes shape: {}{more}", t.shapes.join(", "))
+                } else if t.seen < self.iterations {
+                    format!("printed in {} of {} iterations", t.seen, self.iterations)
+                } else {
+                    continue;
+                };
+                if !seen.insert((t.name.as_str(), desc.clone())) {
+                    continue;
+                }
+                push_summary(&mut summary, &t.name, &desc);
+                if notes.len() < room {
+                    notes.push(render_note(&t.name, insn, l, &desc));
+                } else {
+                    more += 1;
+                }
             }
-            if !seen.insert((slot.label.as_str(), slot.stats.pattern())) {
-                continue;
-            }
-            if notes.len() < p.max_notes + usize::from(self.folded_backtrack.runs > 0) {
-                let insn = self.line_insn.get(slot.line).copied().flatten();
-                notes.push(render_note(
-                    &slot.label,
-                    insn,
-                    slot.line,
-                    &slot.stats.describe(),
-                ));
-            } else {
-                more += 1;
+            for slot in &v.slots {
+                if slot.stats.constant() {
+                    continue;
+                }
+                if !seen.insert((slot.label.as_str(), slot.stats.pattern())) {
+                    continue;
+                }
+                push_summary(&mut summary, &slot.label, &slot.stats.describe());
+                if notes.len() < room {
+                    notes.push(render_note(&slot.label, insn, l, &slot.stats.describe()));
+                } else {
+                    more += 1;
+                }
             }
         }
         if more > 0 {
@@ -239,14 +517,26 @@ impl Cycle {
             period: self.span,
             insns: self.insns,
             notes: notes.len(),
+            summary,
         };
         let mut text = header.render();
+        // A fold compares by its header alone (numbers abstracted), not by its notes and the
+        // changes it repeats, which differ from one run of an inner loop to the next: so
+        // loops around it fold too.
+        let shape = line::shape_hash(
+            &Header {
+                summary: Vec::new(),
+                ..header
+            }
+            .render(),
+        );
         for n in &notes {
             text.push('\n');
             text.push_str(n);
         }
         let class = classify(&text);
         let mut item = Item::with_weight(text, class, self.folded_weight);
+        item.shape = shape;
         item.insns = self.insns;
         if self.folded_backtrack.runs > 0 {
             item.folded_backtrack = Some(Box::new(self.folded_backtrack));
@@ -628,6 +918,60 @@ mod tests {
         let total: u64 = out.iter().map(|i| i.weight).sum();
         assert_eq!(total, 40 * 5 + 2);
         assert_eq!(out.last().map(|i| i.text.as_str()), Some("5: (95) exit"));
+    }
+
+    #[test]
+    fn registers_changing_shape_fold_with_a_note() {
+        let mut lines = vec!["9: (b7) r8 = 0                       ; R8=0".to_string()];
+        for i in 0..20i64 {
+            let r8 = if i == 0 {
+                "0".to_string()
+            } else {
+                format!("scalar(id={})", 2 * i)
+            };
+            lines.push(format!(
+                "18: (0f) r1 += r8                     ; R1=scalar() R8={r8}"
+            ));
+            lines.push(format!(
+                "20: (07) r7 += 1                      ; R7{}={}",
+                if i > 10 { "" } else { "_w" },
+                if i > 10 {
+                    format!("P{}", i + 1)
+                } else {
+                    (i + 1).to_string()
+                }
+            ));
+            lines.push("23: (05) goto pc-14".into());
+        }
+        let out = run(&lines, P);
+        let fold = out
+            .iter()
+            .find(|i| i.class.kind == LineKind::Fold)
+            .map(|f| f.text.clone())
+            .unwrap_or_default();
+        assert!(fold.contains("iterations 2-19 of 20"), "{fold}");
+        assert!(
+            fold.contains("R8 (insn 18): changes shape: #, scalar(id=#)"),
+            "{fold}"
+        );
+        assert!(fold.contains("R8.id (insn 18): 2 -> 38 step 2"), "{fold}");
+        assert!(
+            fold.contains("R7 (insn 20): changes shape: #, P#"),
+            "{fold}"
+        );
+        assert!(fold.contains("R7 (insn 20): 1 -> 20 step 1"), "{fold}");
+    }
+
+    #[test]
+    fn value_shapes_mask_numbers_not_names() {
+        assert_eq!(value_shape("scalar(id=3,smax=0x7f)"), "scalar(id=#,smax=#)");
+        assert_eq!(value_shape("P5"), "P#");
+        assert_eq!(
+            value_shape("map_value(map=loop40.bss,ks=4)"),
+            "map_value(map=loop40.bss,ks=#)"
+        );
+        assert_eq!(value_shape("fp-8"), "fp-#");
+        assert_eq!(value_shape("pppp38"), "pppp#");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! <first iteration, verbatim>
-//! --- ktstr fold: 418 lines omitted: iterations 2-39 of 40 (period 11 lines, insns 2-10); 3 notes ---
+//! --- ktstr fold: 418 lines omitted: iterations 2-39 of 40 (period 11 lines, insns 2-10); R7 0 -> 39 step 1; R3.smax varies (5 distinct, 0..100); 3 notes ---
 //! ---   backtracking (mark_precise runs): 76 of the omitted lines, 38 runs of 2 lines
 //! ---   R7 (insn 2): 0 -> 39 step 1
 //! ---   R3.smax (insn 7): varies (5 distinct, 0..100)
@@ -12,7 +12,8 @@
 //! ```
 //!
 //! The header's first number is how many original lines it stands for (nested folds included);
-//! its `N notes` says how many note lines follow. A note describes one value across *all*
+//! the first few changes follow, so the header reads on its own; its last `N notes` says how
+//! many note lines follow. A note describes one value across *all*
 //! iterations, first and last included, except the `backtracking` note, which counts the
 //! precision-backtracking lines among the omitted ones (each run of them is compared as one
 //! unit, whatever its length, so iterations may differ in length: `period 28-133 lines`). Counting every other line as one original line gives
@@ -81,6 +82,11 @@ impl SlotStats {
         }
     }
 
+    /// The latest value.
+    pub(crate) fn last(&self) -> i128 {
+        self.last
+    }
+
     /// True when the value never changed.
     pub(crate) fn constant(&self) -> bool {
         self.min == self.max
@@ -146,6 +152,9 @@ pub(crate) struct Header {
     pub(crate) insns: Option<(u32, u32)>,
     /// Number of note lines that follow.
     pub(crate) notes: usize,
+    /// The first few changes, repeated in the header so it reads on its own
+    /// (`R7 0 -> 39 step 1`).
+    pub(crate) summary: Vec<String>,
 }
 
 impl Header {
@@ -160,14 +169,39 @@ impl Header {
             (a, b) if a == b => a.to_string(),
             (a, b) => format!("{a}-{b}"),
         };
+        let mut summary = String::new();
+        for s in &self.summary {
+            summary.push_str("; ");
+            summary.push_str(s);
+        }
         format!(
-            "{FOLD_PREFIX}{} lines omitted: iterations 2-{} of {} (period {period} lines{insns}); {} {plural} ---",
+            "{FOLD_PREFIX}{} lines omitted: iterations 2-{} of {} (period {period} lines{insns}){summary}; {} {plural} ---",
             self.omitted_lines,
             self.iterations.saturating_sub(1),
             self.iterations,
             self.notes,
         )
     }
+}
+
+/// Most changes repeated in a fold header.
+pub(crate) const SUMMARY_ITEMS: usize = 3;
+
+/// Adds a change as the header repeats it (`R7 0 -> 39 step 1`, `R2 changes shape`) unless
+/// the header already has [`SUMMARY_ITEMS`] of them or one for `label`.
+pub(crate) fn push_summary(summary: &mut Vec<String>, label: &str, desc: &str) {
+    if summary.len() >= SUMMARY_ITEMS
+        || summary
+            .iter()
+            .any(|s| s.strip_prefix(label).is_some_and(|r| r.starts_with(' ')))
+    {
+        return;
+    }
+    let desc = match desc.split_once(':') {
+        Some((head, _)) if head == "changes shape" => head,
+        _ => desc,
+    };
+    summary.push(format!("{label} {desc}"));
 }
 
 /// A note line: `---   R7 (insn 2): 0 -> 39 step 1`.
@@ -198,7 +232,7 @@ pub fn parse_header(line: &str) -> Option<(u64, u64)> {
     let rest = line.strip_prefix(FOLD_PREFIX)?;
     let end = rest.bytes().position(|c| !c.is_ascii_digit())?;
     let omitted = rest[..end].parse().ok()?;
-    let tail = &rest[rest.rfind("); ")? + 3..];
+    let tail = &rest[rest.rfind("; ")? + 2..];
     let nend = tail.bytes().position(|c| !c.is_ascii_digit())?;
     let notes = tail[..nend].parse().ok()?;
     let word = &tail[nend..];
@@ -308,6 +342,7 @@ mod tests {
             period: (11, 11),
             insns: Some((2, 10)),
             notes: 1,
+            summary: Vec::new(),
         };
         let text = h.render();
         assert_eq!(
@@ -316,6 +351,16 @@ mod tests {
         );
         assert_eq!(parse_header(&text), Some((418, 1)));
         assert_eq!(parse_header("--- ktstr fold: lots"), None);
+        let with_summary = Header {
+            summary: vec!["R7 0 -> 39 step 1".into(), "R2 changes shape".into()],
+            ..h.clone()
+        }
+        .render();
+        assert_eq!(
+            with_summary,
+            "--- ktstr fold: 418 lines omitted: iterations 2-39 of 40 (period 11 lines, insns 2-10); R7 0 -> 39 step 1; R2 changes shape; 1 note ---"
+        );
+        assert_eq!(parse_header(&with_summary), Some((418, 1)));
         let h = Header {
             period: (13, 133),
             notes: 0,

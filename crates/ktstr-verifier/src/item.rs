@@ -24,6 +24,9 @@ pub(crate) struct Item {
     pub(crate) insns: Option<(u32, u32)>,
     /// For a fold block: the backtracking lines it omitted (boxed: items are moved a lot).
     pub(crate) folded_backtrack: Option<Box<Backtrack>>,
+    /// Hash of the whole line with its numbers left out: equal for lines that differ in
+    /// numbers only, so their values line up one for one.
+    pub(crate) detail: u64,
     /// The abstracted numbers, kept from the shape scan so folding need not scan again.
     pub(crate) vals: Vals,
 }
@@ -50,6 +53,22 @@ impl Vals {
         }
         self.n = self.n.saturating_add(1);
     }
+}
+
+/// A hash of `bytes` continuing from `h`, eight bytes at a time.
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let mut w = 0u64;
+    for (k, b) in chunks.remainder().iter().enumerate() {
+        w |= u64::from(*b) << (8 * k);
+    }
+    (h.rotate_left(5) ^ w ^ ((bytes.len() as u64) << 56)).wrapping_mul(K)
 }
 
 /// How many precision-backtracking lines, in how many runs, an item stands for.
@@ -105,8 +124,18 @@ impl Item {
             complete: true,
             ..Vals::default()
         };
-        let shape = line::scan(&text, &class, |n| vals.push(n.value));
+        let mut detail: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut last = 0usize;
+        let bytes = text.as_bytes();
+        let shape = line::scan(&text, &class, |n| {
+            vals.push(n.value);
+            detail = fnv(detail, bytes.get(last..n.start).unwrap_or_default());
+            detail = (detail ^ 0x23).wrapping_mul(0x0100_0000_01b3);
+            last = n.end;
+        });
+        let detail = fnv(detail, bytes.get(last..).unwrap_or_default());
         Self {
+            detail,
             vals,
             foldable: class.kind != LineKind::Error,
             run: false,
@@ -135,6 +164,15 @@ impl Item {
             .unwrap_or_default()
     }
 
+    /// A run of `lines` program-listing lines (already abbreviated), covering `insns`.
+    pub(crate) fn listing_run(text: String, lines: u64, insns: Option<(u32, u32)>) -> Self {
+        let mut it = Self::backtrack_run(text, lines, 0x6c69_7374_696e_6773);
+        it.class.kind = LineKind::Listing;
+        it.run = false;
+        it.insns = insns;
+        it
+    }
+
     /// A run of `lines` backtracking lines joined by newlines, compared by `identity` alone.
     pub(crate) fn backtrack_run(text: String, lines: u64, identity: u64) -> Self {
         Self {
@@ -152,10 +190,8 @@ impl Item {
             backtrack_kind: 0,
             insns: None,
             folded_backtrack: None,
-            vals: Vals {
-                complete: true,
-                ..Vals::default()
-            },
+            detail: identity,
+            vals: Vals::default(),
         }
     }
 }

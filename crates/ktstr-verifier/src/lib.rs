@@ -9,9 +9,11 @@
 //! | `pool` (private) | spent line buffers reused for new lines |
 //! | `backtrack` (private) | group each run of precision-backtracking lines into one item |
 //! | `cycle` (private) | one folding pass that finds repeated blocks of equal shape |
+//! | `resume` (private) | fold the resumptions of one branch popped after a loop |
 //! | [`fold`] | the fold block format, value summaries, [`expanded_line_count`] |
 //! | [`collapse`](mod@collapse) | the streaming pipeline, [`collapse()`], [`collapse_to_writer`], [`Collapser`] |
 //! | [`stats`] | [`VerifierStats`] parsed from the log |
+//! | [`diff`] | A/B comparison of two captures, one [`diff::DiffRow`] per program |
 //! | [`error`] | [`VerifierError`] |
 //! | `embedded` (feature `capture`) | find BPF ELF objects in a `.bpf.o` or a scheduler binary |
 //!
@@ -38,6 +40,7 @@ mod batch;
 mod bytes;
 pub mod collapse;
 mod cycle;
+pub mod diff;
 #[cfg(feature = "capture")]
 pub mod embedded;
 pub mod error;
@@ -45,6 +48,7 @@ pub mod fold;
 mod item;
 pub mod line;
 mod pool;
+mod resume;
 pub mod stats;
 
 pub use collapse::{

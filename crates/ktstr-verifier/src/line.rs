@@ -42,6 +42,9 @@ pub enum LineKind {
     Fold,
     /// A note line following a fold header.
     FoldNote,
+    /// A line of the program listings 7.x prints before its walk (`subprog#0 name:`, `stack
+    /// use/def ...`, `Live regs before insn:`): `  12: (bf) r1 = r7`, `  1  10: ..6.. (63) ...`.
+    Listing,
     /// Anything else, compared literally.
     Other,
 }
@@ -162,6 +165,26 @@ pub fn classify(line: &str) -> Classified {
             if starts_state(t) {
                 return Classified::state(LineKind::State, None, line.len() - t.len());
             }
+            if let Some(at) = explanation_text(t) {
+                if !is_error_text(line) {
+                    // Numbers in a 7.x error explanation's source and instruction context
+                    // (`offset 8 to ... offset 12`) change from one step of a loop to the next.
+                    return Classified {
+                        kind: LineKind::Other,
+                        insn: None,
+                        abstract_from: line.len() - t.len() + at,
+                        mode: Abstraction::Numbers,
+                    };
+                }
+            }
+            if let Some(insn) = listing_insn(t) {
+                return Classified {
+                    kind: LineKind::Listing,
+                    insn: Some(insn),
+                    abstract_from: 0,
+                    mode: Abstraction::Numbers,
+                };
+            }
         }
         b'-' => {
             if line.starts_with(FOLD_PREFIX) {
@@ -252,6 +275,102 @@ fn is_error_text(text: &str) -> bool {
     ERROR_NEEDLES.iter().any(|n| text.contains(n))
 }
 
+/// True for a line that starts one of the program listings 7.x prints before its walk:
+/// `subprog#0: analyzing (depth 0)...`, `subprog#0 name:`, `stack use/def subprog#0 name
+/// (d0,cs0):`, `Live regs before insn:`. The instruction lines after it, up to the first line
+/// of any other kind, are [`LineKind::Listing`] lines (see [`ListingContext`]).
+pub fn starts_listing(line: &str) -> bool {
+    if !matches!(line.as_bytes().first(), Some(b's' | b'L')) {
+        return false;
+    }
+    line.starts_with("subprog#")
+        || line.starts_with("stack use/def ")
+        || line.starts_with("Live regs before insn:")
+}
+
+/// Tells program-listing lines from the walk's instruction lines, which look alike
+/// (`158: (bf) r1 = r10`), by what came before them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListingContext {
+    in_listing: bool,
+}
+
+impl ListingContext {
+    /// The kind of the next line, given its context-free classification.
+    pub fn kind(&mut self, line: &str, c: &Classified) -> LineKind {
+        if !self.in_listing && c.kind != LineKind::Other {
+            return c.kind;
+        }
+        if starts_listing(line) {
+            self.in_listing = true;
+            return c.kind;
+        }
+        match c.kind {
+            LineKind::Listing => LineKind::Listing,
+            LineKind::Insn if self.in_listing => LineKind::Listing,
+            k => {
+                self.in_listing = false;
+                k
+            }
+        }
+    }
+}
+
+/// Where a register-state dump starts after an instruction's text, `... 26: R0=...`.
+fn trailing_state(t: &str) -> Option<usize> {
+    let b = t.as_bytes();
+    let mut from = 0;
+    while let Some(p) = t.get(from..)?.find(": ") {
+        let colon = from + p;
+        let digits = b[..colon]
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let at = colon + 2;
+        if digits > 0 && b.get(colon - digits - 1) == Some(&b' ') && starts_state(t.get(at..)?) {
+            return Some(at);
+        }
+        from = at;
+    }
+    None
+}
+
+/// True for a stack-slot token name, `fp-8` (not `fp0`, a frame pointer value's name).
+pub(crate) fn is_stack_slot(name: &[u8]) -> bool {
+    name.starts_with(b"fp-")
+}
+
+/// Where the text starts in a line of a 7.x error explanation's context (leading blanks
+/// removed): `>>> 26 | for (...)`, `24 | if (!v)`, `| ^-- update: ...`, `15 | (85) call ...`.
+fn explanation_text(t: &str) -> Option<usize> {
+    let rest = t.strip_prefix(">>> ").map_or(t, str::trim_start);
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let after = &rest[digits..];
+    let bar = if digits > 0 {
+        after.strip_prefix(" |")?
+    } else {
+        after.strip_prefix('|')?
+    };
+    let bar = bar.strip_prefix(' ').unwrap_or(bar);
+    Some(t.len() - bar.len())
+}
+
+/// The instruction index of a listing line (leading blanks removed): `12: (bf) ...`, or with
+/// a loop-depth column first, `1  10: ......678. (63) ...`.
+fn listing_insn(t: &str) -> Option<u32> {
+    let (a, rest) = split_number(t)?;
+    if let Some(rest) = rest.strip_prefix(": ") {
+        return (!rest.is_empty()).then_some(a);
+    }
+    let rest2 = rest.trim_start_matches(' ');
+    if rest2.len() == rest.len() {
+        return None;
+    }
+    let (b, rest) = split_number(rest2)?;
+    rest.strip_prefix(": ").filter(|r| !r.is_empty()).map(|_| b)
+}
+
 /// True when `t` starts like a register-state dump: `R1=`, `R1_w=`, `fp-8=`, `frame1:`.
 fn starts_state(t: &str) -> bool {
     let b = t.as_bytes();
@@ -295,7 +414,12 @@ fn classify_indexed(line: &str) -> Classified {
     {
         let from = find_byte(rb, b';').map_or(usize::MAX, |p| rest_at + p + 1);
         if from == usize::MAX {
-            return Classified::literal(LineKind::Insn, Some(idx));
+            // Level 1 prints the state at the next instruction on the same line:
+            // `25: (85) call bpf_iter_num_next#66894 26: R0=rdonly_mem(...) R6=...`.
+            return match trailing_state(rest_t) {
+                Some(p) => Classified::state(LineKind::Insn, Some(idx), rest_at + p),
+                None => Classified::literal(LineKind::Insn, Some(idx)),
+            };
         }
         return Classified::state(LineKind::Insn, Some(idx), from);
     }
@@ -402,6 +526,12 @@ impl Hasher64 {
 }
 
 /// Computes the shape hash of `line` and reports every abstracted number to `on_num`.
+///
+/// In a register-state part ([`Abstraction::State`]) only the token names (`R7`, `fp-8`) are
+/// hashed, not their values: two iterations of a loop whose registers change in shape
+/// (`scalar()` becoming `scalar(id=3)`, a precision mark `P`, a new `var_off`, a liveness
+/// suffix `R7_w`) hash equal,
+/// and the fold's notes say how each register changed.
 pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>)) -> u64 {
     let b = line.as_bytes();
     let mut h = Hasher64(c.kind as u64 + 1);
@@ -422,6 +552,7 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
     let mut field = (start, start);
     let mut prev_word = false;
     let mut prev_digit = false;
+    let mut prev_slot = false;
     while i < n {
         let ch = b[i];
         // Digits in a token's name (`R10`) are plain too: no number starts in a name.
@@ -454,9 +585,11 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
             && ((ch.is_ascii_digit() && (!prev_word || is_value_prefix(&b[ident_start..i])))
                 || (ch == b'-' && !prev_digit && b.get(i + 1).is_some_and(u8::is_ascii_digit)));
         if num_start {
-            h.write(&b[lit..i]);
             let (value, hex, end) = parse_number(b, i);
-            h.add(if hex { 0xa1 } else { 0xd1 });
+            if !state {
+                h.write(&b[lit..i]);
+                h.add(if hex { 0xa1 } else { 0xd1 });
+            }
             on_num(Number {
                 value,
                 hex,
@@ -474,6 +607,8 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
         let word = ch.is_ascii_alphanumeric() || ch == b'_';
         match ch {
             b' ' if depth == 0 && state => {
+                // A new token: its name is hashed, the previous token's value was not.
+                lit = i;
                 in_name = true;
                 tok_start = i + 1;
                 name_end = i + 1;
@@ -485,6 +620,28 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
                 if in_name && depth == 0 {
                     in_name = false;
                     name_end = i;
+                    if state {
+                        // `R7_w` and `R7` are one register: the liveness suffix is state.
+                        let cut = b[lit..i]
+                            .iter()
+                            .position(|&c| c == b'_')
+                            .map_or(i, |p| lit + p);
+                        let name = &b[lit..cut];
+                        let trimmed = name.strip_prefix(b" ").unwrap_or(name);
+                        if is_stack_slot(trimmed) {
+                            // Stack slots: which ones are printed moves with a loop over an
+                            // array on the stack; a run of them hashes as one.
+                            if !prev_slot {
+                                h.add(0x6670);
+                            }
+                            prev_slot = true;
+                        } else {
+                            h.write(name);
+                            h.add(0x3d);
+                            prev_slot = false;
+                        }
+                        lit = i + 1;
+                    }
                 } else {
                     field = if prev_word { (ident_start, i) } else { (i, i) };
                 }
@@ -501,7 +658,9 @@ pub(crate) fn scan(line: &str, c: &Classified, mut on_num: impl FnMut(Number<'_>
         prev_digit = ch.is_ascii_digit();
         i += 1;
     }
-    h.write(&b[lit..]);
+    if !state || in_name {
+        h.write(&b[lit..]);
+    }
     h.0
 }
 
@@ -537,9 +696,11 @@ fn byte_class(c: u8) -> u8 {
     BYTE_CLASSES[usize::from(c)]
 }
 
-/// Words that prefix a constant in a state value: precise `P5`, and older kernels' `inv5`, `invP5`.
+/// Words that prefix a constant in a state value: precise `P5`, older kernels' `inv5`,
+/// `invP5`, and a stack slot's byte marks before a spilled constant, `pppp38`, `mmmm0`.
 fn is_value_prefix(word: &[u8]) -> bool {
     matches!(word, b"P" | b"inv" | b"invP")
+        || (!word.is_empty() && word.len() <= 8 && word.iter().all(|c| matches!(c, b'p' | b'm')))
 }
 
 /// Parses a decimal or `0x` hex literal, optionally negative, starting at `b[i]`.
@@ -707,11 +868,59 @@ mod tests {
             ("BPF program is too large. Processed 1000001 insn", LineKind::Error),
             ("some other text", LineKind::Other),
             (" frame1: R1=ctx() R10=fp0", LineKind::State),
+            ("  12: (bf) r2 = r10\tr2: _ -> fp0+0", LineKind::Listing),
+            ("  1  10: ......678. (63) *(u32 *)(r10 -8) = r7", LineKind::Listing),
+            ("      13 | (07) r6 += 8", LineKind::Other),
+            ("         |                 ^-- error: access may be outside object bounds", LineKind::Error),
             ("0: R1=ctx() R10=fp0", LineKind::InsnState),
         ];
         for (l, k) in cases {
             assert_eq!(classify(l).kind, k, "{l}");
         }
+    }
+
+    #[test]
+    fn explanation_context_abstracts_numbers_after_the_gutter() {
+        let a = "         |             from short_by_one at offset 8";
+        let b = "         |             from short_by_one at offset 12";
+        assert_eq!(shape_hash(a), shape_hash(b));
+        let c = "  >>> 26 |         NO_UNROLL for (__u32 i = 0; i < N; i++) {";
+        assert_eq!(classify(c).abstract_from, 11);
+        assert_eq!(values("      17 | (79) r1 = *(u64 *)(r0 +0)"), vec![79, 0]);
+    }
+
+    #[test]
+    fn level1_state_after_an_instruction_is_abstracted() {
+        let a = "25: (85) call bpf_iter_num_next#66894 26: R0=rdonly_mem(id=3,parent_id=1,sz=4) R9=0 refs=1";
+        let b = "25: (85) call bpf_iter_num_next#66894 26: R0=rdonly_mem(id=4,parent_id=1,sz=4) R9=1 refs=1";
+        assert_eq!(classify(a).kind, LineKind::Insn);
+        assert_eq!(shape_hash(a), shape_hash(b));
+        assert_ne!(
+            shape_hash(a),
+            shape_hash("25: (85) call bpf_iter_num_new#66893 26: R0=rdonly_mem(id=4,parent_id=1,sz=4) R9=1 refs=1")
+        );
+        assert_eq!(classify("3: (05) goto pc+1").mode, Abstraction::Literal);
+    }
+
+    #[test]
+    fn stack_slots_hash_as_one_run() {
+        let a =
+            "8: (7b) *(u64 *)(r7 +0) = r1          ; R1=scalar(id=2) R7=fp-184 fp-184=scalar(id=2)";
+        let b =
+            "8: (7b) *(u64 *)(r7 +0) = r1          ; R1=scalar(id=3) R7=fp-176 fp-176=scalar(id=3)";
+        assert_eq!(shape_hash(a), shape_hash(b));
+        let c = "11: R6=P28 R7=fp-160 R10=fp0 fp-168=scalar() fp-176=scalar()";
+        let d = "11: R6=P35 R7=fp-152 R10=fp0 fp-160=scalar() fp-168=scalar() fp-176=scalar()";
+        assert_eq!(shape_hash(c), shape_hash(d));
+        assert_ne!(shape_hash(c), shape_hash("11: R6=P28 R7=fp-160 R10=fp0"));
+    }
+
+    #[test]
+    fn spilled_constants_after_slot_marks_are_numbers() {
+        assert_eq!(
+            values("10: (63) *(u32 *)(r10 -8) = r7 ; R7=38 fp-8=pppp38"),
+            vec![38, 38]
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use ktstr_verifier::fold::parse_header;
-use ktstr_verifier::line::{shape, FOLD_PREFIX};
-use ktstr_verifier::{collapse_with, expanded_line_count, CollapseConfig};
+use ktstr_verifier::line::FOLD_PREFIX;
+use ktstr_verifier::{classify, collapse_with, expanded_line_count, CollapseConfig, LineKind};
 use proptest::prelude::*;
 
 /// A template line whose `{}` slots take a value that changes per iteration.
@@ -195,6 +195,48 @@ fn plain_lines(collapsed: &str) -> Vec<&str> {
     out
 }
 
+/// A line's kind as the "no line kind lost" check sees it: what the line is and its literal
+/// part (an instruction's index and text, a state dump's instruction index, a message's whole
+/// text), without the register values and their shape, which a fold summarises in its notes.
+/// A precision-backtracking line's kind is what step it is (`last_idx`, `regs=`, `parent
+/// state`, ...), as the collapse compares runs of them: a run folds whatever instructions it
+/// walks. Every line of the program listings 7.x prints before its walk is of one kind.
+fn kind_key(l: &str, kind: LineKind) -> String {
+    let c = classify(l);
+    if kind == LineKind::Listing {
+        return "Listing".to_string();
+    }
+    let lit = l.get(..c.abstract_from.min(l.len())).unwrap_or(l);
+    if c.kind != LineKind::Precision {
+        return format!("{:?} {lit}", c.kind);
+    }
+    let step = match lit.find('=') {
+        Some(eq) => &lit[..eq],
+        None => {
+            let end = lit.match_indices(' ').nth(2).map_or(lit.len(), |(i, _)| i);
+            &lit[..end]
+        }
+    };
+    let mut out = format!("{:?} ", c.kind);
+    for ch in step.chars() {
+        if !ch.is_ascii_digit() {
+            out.push(ch);
+        } else if !out.ends_with('#') {
+            out.push('#');
+        }
+    }
+    out
+}
+
+/// The kinds of a sequence of lines, listing lines told apart by what precedes them.
+fn kind_keys<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut ctx = ktstr_verifier::line::ListingContext::default();
+    lines
+        .into_iter()
+        .map(|l| kind_key(l, ctx.kind(l, &classify(l))))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -215,9 +257,8 @@ proptest! {
     ) {
         let lines = render(&segs);
         let out = run(&lines, &cfg);
-        let kinds_in: BTreeSet<String> = lines.iter().map(|l| shape(l).into_owned()).collect();
-        let kinds_out: BTreeSet<String> =
-            plain_lines(&out).into_iter().map(|l| shape(l).into_owned()).collect();
+        let kinds_in = kind_keys(lines.iter().map(String::as_str));
+        let kinds_out = kind_keys(plain_lines(&out));
         let lost: Vec<&String> = kinds_in.difference(&kinds_out).collect();
         prop_assert!(lost.is_empty(), "lost {:?}", lost);
     }
@@ -276,7 +317,11 @@ fn growing_backtracking_folds_across_the_loop() {
         growth: 3,
     }]);
     let out = run(&lines, &CollapseConfig::default());
-    let headers: Vec<&str> = out.lines().filter(|l| l.starts_with(FOLD_PREFIX)).collect();
+    // One fold of iterations; the last iteration's long run is abbreviated by one more header.
+    let headers: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with(FOLD_PREFIX) && l.contains(" iterations "))
+        .collect();
     assert_eq!(headers.len(), 1, "{out}");
     assert!(headers[0].contains("iterations 2-"), "{}", headers[0]);
     assert!(

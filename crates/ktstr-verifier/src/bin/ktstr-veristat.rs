@@ -3,7 +3,7 @@
 //! verdict, statistics and log. Runs as root (in a ktstr guest); attaches nothing.
 //!
 //! ```text
-//! ktstr-veristat [--log all|failed|none] [--log-program NAME]... [--log-size BYTES] FILE...
+//! ktstr-veristat [--log all|failed|none] [--log-program NAME]... [--log-size BYTES] [--log-level 1|2] FILE...
 //! ```
 //!
 //! A FILE is a BPF object (`.bpf.o`) or a binary embedding objects, as libbpf skeletons do.
@@ -14,6 +14,8 @@
 //! log that fills the buffer (`ENOSPC`) is captured again with a buffer twice as large, up to
 //! the kernel's 1 GiB limit.
 //!
+//! `--log-level 1` asks the verifier for its level-1 log (branch states and the error) instead of
+//! level 2 (every instruction with its register state); `BPF_LOG_STATS` is always added.
 //! `--log failed` keeps the logs of failed loads only; `--log-program NAME` keeps NAME's log
 //! whatever `--log` says. Exit status: 0 when every program loaded, 1 when one did not or a
 //! FILE held no BPF object (the JSON says which), 2 on a usage error or unreadable FILE.
@@ -42,8 +44,10 @@ use ktstr_verifier::{parse_stats, VerifierStats};
 use libbpf_rs::{AsRawLibbpf, MapType, ObjectBuilder, OpenObject, PrintLevel};
 use serde_json::{json, Value};
 
-/// `BPF_LOG_LEVEL2 | BPF_LOG_STATS`.
-const LOG_LEVEL: u32 = 2 | 4;
+/// `BPF_LOG_STATS`, added to whichever level is asked for.
+const LOG_STATS: u32 = 4;
+/// `BPF_LOG_LEVEL2 | BPF_LOG_STATS`, the default.
+const LOG_LEVEL: u32 = 2 | LOG_STATS;
 /// First log buffer size.
 const DEFAULT_LOG_SIZE: usize = 16 << 20;
 /// The kernel refuses log buffers larger than `UINT_MAX >> 2`.
@@ -55,7 +59,7 @@ const ENOSPC: i32 = 28;
 #[derive(Debug, thiserror::Error)]
 enum CaptureError {
     /// Bad command line.
-    #[error("{0}\nusage: ktstr-veristat [--log all|failed|none] [--log-program NAME]... [--log-size BYTES] FILE...")]
+    #[error("{0}\nusage: ktstr-veristat [--log all|failed|none] [--log-program NAME]... [--log-size BYTES] [--log-level 1|2] FILE...")]
     Usage(String),
     /// A FILE could not be read.
     #[error("reading {path}: {source}")]
@@ -85,6 +89,7 @@ struct Args {
     log: LogChoice,
     log_programs: Vec<String>,
     log_size: usize,
+    log_level: u32,
     files: Vec<String>,
 }
 
@@ -93,6 +98,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, CaptureErr
         log: LogChoice::All,
         log_programs: Vec::new(),
         log_size: DEFAULT_LOG_SIZE,
+        log_level: LOG_LEVEL,
         files: Vec::new(),
     };
     let usage = |m: &str| CaptureError::Usage(m.to_string());
@@ -120,6 +126,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, CaptureErr
                     .ok_or_else(|| {
                         usage(&format!("--log-size {v}: give 1..={MAX_LOG_SIZE} bytes"))
                     })?;
+            }
+            "--log-level" => {
+                a.log_level = match value("--log-level")?.as_str() {
+                    "1" => 1 | LOG_STATS,
+                    "2" => 2 | LOG_STATS,
+                    other => return Err(usage(&format!("--log-level {other}: use 1 or 2"))),
+                }
             }
             "-h" | "--help" => return Err(usage("help")),
             f if f.starts_with("--") => return Err(usage(&format!("unknown option {f}"))),
@@ -235,7 +248,7 @@ struct LoadResult {
 }
 
 /// Loads only `target` of the object in `data`, with a log buffer of `log_size` bytes.
-fn load_once(name: &str, data: &[u8], target: &str, log_size: usize) -> LoadResult {
+fn load_once(name: &str, data: &[u8], target: &str, log_size: usize, level: u32) -> LoadResult {
     let failed = |error: String| LoadResult {
         insns: None,
         errno: None,
@@ -255,7 +268,7 @@ fn load_once(name: &str, data: &[u8], target: &str, log_size: usize) -> LoadResu
         let raw = p.as_libbpf_object().as_ptr();
         if p.name().to_string_lossy() == target {
             p.set_autoload(true);
-            p.set_log_level(LOG_LEVEL);
+            p.set_log_level(level);
             // SAFETY: `raw` is a program of `obj`; `buf` outlives the load below and is
             // `buf.len()` bytes long.
             let rc = unsafe {
@@ -305,9 +318,15 @@ fn load_once(name: &str, data: &[u8], target: &str, log_size: usize) -> LoadResu
 }
 
 /// Loads `target`, growing the log buffer while the log does not fit.
-fn load_program(name: &str, data: &[u8], target: &str, mut log_size: usize) -> LoadResult {
+fn load_program(
+    name: &str,
+    data: &[u8],
+    target: &str,
+    mut log_size: usize,
+    level: u32,
+) -> LoadResult {
     loop {
-        let r = load_once(name, data, target, log_size);
+        let r = load_once(name, data, target, log_size, level);
         if r.errno == Some(ENOSPC) && r.log_truncated && log_size < MAX_LOG_SIZE {
             log_size = log_size.saturating_mul(2).min(MAX_LOG_SIZE);
             continue;
@@ -362,7 +381,7 @@ fn capture_object(
     let mut all_ok = true;
     let mut out = Vec::new();
     for p in &programs {
-        let r = load_program(&name, data, &p.name, args.log_size);
+        let r = load_program(&name, data, &p.name, args.log_size, args.log_level);
         let loaded = r.errno.is_none() && r.error.is_none();
         all_ok &= loaded;
         let keep_log = args.log_programs.contains(&p.name)
@@ -423,7 +442,7 @@ fn run() -> Result<bool, CaptureError> {
     let report = json!({
         "tool": "ktstr-veristat",
         "kernel": kernel,
-        "log_level": LOG_LEVEL,
+        "log_level": args.log_level,
         "objects": objects,
     });
     let mut stdout = io::stdout().lock();
@@ -462,6 +481,12 @@ mod tests {
         assert_eq!(a.log_programs, vec!["p".to_string()]);
         assert_eq!(a.files, vec!["a.o".to_string(), "b".to_string()]);
         assert_eq!(a.log_size, DEFAULT_LOG_SIZE);
+        assert_eq!(a.log_level, LOG_LEVEL);
+        assert_eq!(
+            args(&["--log-level", "1", "x"]).expect("parses").log_level,
+            5
+        );
+        assert!(args(&["--log-level", "3", "x"]).is_err());
         assert!(args(&[]).is_err());
         assert!(args(&["--log", "some", "x"]).is_err());
         assert!(args(&["--log-size", "0", "x"]).is_err());
