@@ -202,3 +202,14 @@ fn invalid_utf8_is_replaced_not_fatal() {
     );
     assert!(c.summary.lines_out < c.summary.lines_in);
 }
+
+/// Found by the fuzz target: an error line ending in bare CRs, with no newline after it, is
+/// kept (its last CR read as a CR-LF's, as every line's is).
+#[test]
+fn an_error_line_ending_in_bare_carriage_returns_is_kept() {
+    let c = collapse(&b"\terror\r\r"[..]).expect("in-memory input");
+    assert_eq!(c.text, "\terror\r\n");
+    assert_eq!(expanded_line_count(&c.text).expect("own output"), 1);
+    let c = collapse(&b"R1 bad\r\nerror: invalid access\r\r\n"[..]).expect("in-memory input");
+    assert!(c.text.contains("error: invalid access\r"), "{:?}", c.text);
+}
