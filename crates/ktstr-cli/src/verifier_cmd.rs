@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ktstr::run::{self, Mode, Outcome, RunOptions, Stream};
 use ktstr::test_support::scheduler::find_built;
+use ktstr::test_support::StreamTail;
 use ktstr::Topology;
 use serde_json::Value;
 
@@ -218,9 +219,12 @@ fn capture(
         argv.extend(["--log-program".into(), p.clone()]);
     }
     argv.push(guest(target));
-    let mut stdout = Vec::new();
+    // The JSON comes back as the typed report; stdout is only kept (its end) to explain a
+    // run that sent none.
+    opts.max_report = MAX_CAPTURE_REPORT;
+    let mut stdout = StreamTail::new(64 << 10);
     let mut output = |stream: Stream, data: &[u8]| match stream {
-        Stream::Stdout => stdout.extend_from_slice(data),
+        Stream::Stdout => stdout.push(data),
         Stream::Stderr => {
             let _ = std::io::stderr().write_all(data);
         }
@@ -239,11 +243,22 @@ fn capture(
             );
         }
     }
-    serde_json::from_slice(&stdout).with_context(|| {
-        let head = String::from_utf8_lossy(&stdout[..stdout.len().min(400)]).into_owned();
-        format!("{VERISTAT} printed no JSON document: {head:?}")
+    let Some(json) = report.test_report.as_deref() else {
+        bail!(
+            "{VERISTAT} sent no report from the guest; its stdout ended with:\n{}",
+            stdout.into_text()
+        );
+    };
+    serde_json::from_slice(json).with_context(|| {
+        let head = String::from_utf8_lossy(&json[..json.len().min(400)]).into_owned();
+        let issues = report.channel_issues.join("; ");
+        format!("{VERISTAT}'s report is not a JSON document ({issues}): {head:?}")
     })
 }
+
+/// The most bytes of ktstr-veristat's JSON report the host takes: level-2 logs of several
+/// failing programs run to many MiB.
+const MAX_CAPTURE_REPORT: usize = 512 << 20;
 
 /// 0 when every object was found and every program loaded, else 1.
 fn exit_status(report: &Value) -> i32 {

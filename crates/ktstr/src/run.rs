@@ -81,6 +81,9 @@ pub struct RunOptions {
     /// Carry frames on the virtio bulk channel where the engine and kernel allow it (the
     /// default); `false` keeps them on COM2.
     pub bulk_channel: bool,
+    /// The most bytes of the command's report ([`RunReport::test_report`]) the host keeps
+    /// (default [`MAX_TEST_REPORT`]).
+    pub max_report: usize,
 }
 
 /// A scheduler binary to run in the guest.
@@ -134,6 +137,7 @@ impl RunOptions {
             monitor: None,
             cpu_model: None,
             bulk_channel: true,
+            max_report: MAX_TEST_REPORT,
         })
     }
 }
@@ -391,8 +395,9 @@ pub struct RunReport {
     /// What ktstr's VMM refused the guest (unclaimed ports and MMIO, virtqueue chains
     /// outside guest memory, output beyond the host's bound); `None` on QEMU.
     pub guest_faults: Option<crate::vmm::kvm::FaultLog>,
-    /// A `#[ktstr_test]` body's report, as the guest sent it in [`FrameKind::Report`]
-    /// frames (never parsed out of its output); `None` when no report came.
+    /// The command's report: the file it wrote where `$KTSTR_REPORT_PATH` says (a
+    /// `#[ktstr_test]` body's verdict, ktstr-veristat's JSON), as the guest sent it in
+    /// [`FrameKind::Report`] frames (never parsed out of its output); `None` when none came.
     pub test_report: Option<Vec<u8>>,
     /// What became of the sched_ext scheduler, when one was asked for.
     pub scheduler: Option<SchedulerReport>,
@@ -972,7 +977,15 @@ fn attempt_once(
                         _ => {}
                     }
                 }
-                handle_event(ev, &mut report, &mut exit, &mut init_error, output, launch);
+                handle_event(
+                    ev,
+                    &mut report,
+                    &mut exit,
+                    &mut init_error,
+                    output,
+                    launch,
+                    opts.max_report,
+                );
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
@@ -1001,7 +1014,15 @@ fn attempt_once(
         let _ = r.join();
     }
     while let Ok(ev) = rx.try_recv() {
-        handle_event(ev, &mut report, &mut exit, &mut init_error, output, launch);
+        handle_event(
+            ev,
+            &mut report,
+            &mut exit,
+            &mut init_error,
+            output,
+            launch,
+            opts.max_report,
+        );
     }
     summarise_issues(&mut report);
     report.launch_to_end = launch.elapsed();
@@ -1122,6 +1143,7 @@ fn handle_event(
     init_error: &mut Option<String>,
     output: &mut dyn FnMut(Stream, &[u8]),
     launch: Instant,
+    max_report: usize,
 ) {
     match ev {
         Event::Frame(f) => match f.kind {
@@ -1154,11 +1176,10 @@ fn handle_event(
             }
             FrameKind::Report => {
                 let r = report.test_report.get_or_insert_with(Vec::new);
-                if r.len() + f.payload.len() <= MAX_TEST_REPORT {
+                if r.len() + f.payload.len() <= max_report {
                     r.extend_from_slice(&f.payload);
                 } else {
-                    let issue =
-                        format!("test report beyond {MAX_TEST_REPORT} bytes: the rest dropped");
+                    let issue = format!("report beyond {max_report} bytes: the rest dropped");
                     if !report.channel_issues.contains(&issue) {
                         report.channel_issues.push(issue);
                     }
@@ -1385,6 +1406,7 @@ mod tests {
                 &mut init_error,
                 &mut out,
                 Instant::now(),
+                MAX_TEST_REPORT,
             );
         }
         summarise_issues(&mut r);

@@ -50,6 +50,11 @@ const LOG_STATS: u32 = 4;
 const LOG_LEVEL: u32 = 2 | LOG_STATS;
 /// First log buffer size.
 const DEFAULT_LOG_SIZE: usize = 16 << 20;
+
+/// Where, when set, the JSON report goes instead of stdout: in a ktstr guest, the file guest
+/// init sends to the host as typed report frames (ktstr's `guest::REPORT_PATH_ENV`), so
+/// nothing the tool or libbpf prints can be taken for the report.
+const REPORT_PATH_ENV: &str = "KTSTR_REPORT_PATH";
 /// The kernel refuses log buffers larger than `UINT_MAX >> 2`.
 const MAX_LOG_SIZE: usize = (u32::MAX >> 2) as usize;
 /// Linux `ENOSPC`: the log did not fit.
@@ -445,13 +450,20 @@ fn run() -> Result<bool, CaptureError> {
         "log_level": args.log_level,
         "objects": objects,
     });
-    let mut stdout = io::stdout().lock();
-    serde_json::to_writer(&mut stdout, &report)
-        .map_err(|e| CaptureError::Write(io::Error::other(e)))?;
-    stdout
-        .write_all(b"\n")
-        .and_then(|()| stdout.flush())
-        .map_err(CaptureError::Write)?;
+    let mut json =
+        serde_json::to_vec(&report).map_err(|e| CaptureError::Write(io::Error::other(e)))?;
+    json.push(b'\n');
+    match std::env::var_os(REPORT_PATH_ENV).filter(|p| !p.is_empty()) {
+        // In a ktstr guest: guest init sends the file to the host as typed frames.
+        Some(path) => std::fs::write(path, &json).map_err(CaptureError::Write)?,
+        None => {
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(&json)
+                .and_then(|()| stdout.flush())
+                .map_err(CaptureError::Write)?;
+        }
+    }
     Ok(all_ok)
 }
 
