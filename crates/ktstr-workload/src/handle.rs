@@ -443,6 +443,47 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_memory_policy_apply_before_work() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let cfg = WorkloadConfig::new(1, WorkType::SpinWait)
+            .uid(65534)
+            .gid(65533)
+            .mem_policy(crate::MemPolicy::Local, crate::MpolFlags::NONE);
+        let mut handle = WorkloadHandle::spawn(&cfg).unwrap();
+        let pid = handle.pids()[0];
+        handle.start();
+        sleep_ms(200);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let numa = std::fs::read_to_string(format!("/proc/{pid}/numa_maps"));
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 1);
+        if !root {
+            let err = reports[0].sched_policy_error.clone().unwrap_or_default();
+            assert!(err.contains("setresgid(65533)"), "{err}");
+            return;
+        }
+        assert_eq!(reports[0].sched_policy_error, None);
+        let line = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(line("Uid:").as_deref(), Some("65534 65534 65534 65534"));
+        assert_eq!(line("Gid:").as_deref(), Some("65533 65533 65533 65533"));
+        assert_eq!(line("Groups:").as_deref(), Some("65533"));
+        // Without CONFIG_NUMA there is no numa_maps and no memory policy to see.
+        if let Ok(numa) = numa {
+            assert!(
+                numa.lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some("local")),
+                "no mapping under the local policy:\n{numa}"
+            );
+        }
+    }
+
+    #[test]
     fn fixed_affinity_keeps_worker_on_cpu_zero() {
         let cfg = WorkloadConfig::new(1, WorkType::SpinWait)
             .affinity(AffinityMode::Fixed([0].into()))

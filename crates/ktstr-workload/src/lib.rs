@@ -26,7 +26,10 @@ mod telemetry;
 mod worker;
 
 pub use cgroup::{cgroup2_mount, CgroupGroup};
-pub use config::{AffinityMode, SchedPolicy, WorkloadConfig, MAX_AFFINITY_CPU};
+pub use config::{
+    AffinityMode, MemPolicy, MpolFlags, SchedPolicy, WorkloadConfig, MAX_AFFINITY_CPU,
+    MAX_MEMPOLICY_NODE,
+};
 pub use error::WorkloadError;
 pub use handle::WorkloadHandle;
 pub use report::{WorkerReport, MAX_LATENCY_SAMPLES};

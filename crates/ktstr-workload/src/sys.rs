@@ -286,6 +286,50 @@ pub(crate) fn try_reap(pid: i32) -> Option<i32> {
     }
 }
 
+/// `set_mempolicy(mode | flags, nodes)` for the caller; nodes must be at most 63.
+pub(crate) fn set_mempolicy(mode: i32, flags: u32, nodes: &BTreeSet<usize>) -> io::Result<()> {
+    let mask: libc::c_ulong = nodes
+        .iter()
+        .filter(|&&n| n < 64)
+        .fold(0, |m, &n| m | (1 << n));
+    let maxnode: libc::c_ulong = if nodes.is_empty() { 0 } else { 64 };
+    let mode = mode | flags as i32;
+    let mask_ptr: *const libc::c_ulong = if nodes.is_empty() {
+        std::ptr::null()
+    } else {
+        &mask
+    };
+    // SAFETY: `mask_ptr` is null or points at one c_ulong, which holds `maxnode` (64) bits.
+    let r = unsafe { libc::syscall(libc::SYS_set_mempolicy, mode, mask_ptr, maxnode) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setgroups([gid])` then `setresgid(gid, gid, gid)` for the caller.
+pub(crate) fn set_gid(gid: u32) -> io::Result<()> {
+    let groups = [gid as libc::gid_t];
+    // SAFETY: `groups` is a valid array of one gid_t.
+    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setresgid takes plain integers.
+    if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setresuid(uid, uid, uid)` for the caller.
+pub(crate) fn set_uid(uid: u32) -> io::Result<()> {
+    // SAFETY: setresuid takes plain integers.
+    if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `prctl(PR_SET_NAME)`; `comm` must have no NUL (longer names are cut by the kernel).
 pub(crate) fn set_comm(comm: &str) {
     let mut buf = [0u8; 16];

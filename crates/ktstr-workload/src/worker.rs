@@ -148,6 +148,25 @@ fn apply_policy(cfg: &WorkloadConfig) -> Option<String> {
             errors.push(format!("setpriority(nice {nice}): {msg}"));
         }
     }
+    if let Some((mode, nodes)) = cfg.mem_policy.mode_and_nodes() {
+        if let Err(e) = sys::set_mempolicy(mode, cfg.mpol_flags.bits(), &nodes) {
+            let msg = crate::error::os_msg(&e);
+            errors.push(format!("set_mempolicy({:?}): {msg}", cfg.mem_policy));
+        }
+    }
+    // Ids last: everything above may need the privileges they drop.
+    if let Some(gid) = cfg.gid {
+        if let Err(e) = sys::set_gid(gid) {
+            let msg = crate::error::os_msg(&e);
+            errors.push(format!("setresgid({gid}): {msg}"));
+        }
+    }
+    if let Some(uid) = cfg.uid {
+        if let Err(e) = sys::set_uid(uid) {
+            let msg = crate::error::os_msg(&e);
+            errors.push(format!("setresuid({uid}): {msg}"));
+        }
+    }
     (!errors.is_empty()).then(|| errors.join("; "))
 }
 

@@ -348,7 +348,7 @@ fn payloads_run_beside_the_workers(ctx: &Ctx) -> Result<AssertResult> {
     let bad = execute_steps(
         ctx,
         vec![Step::with_op(
-            Op::run_payload(&FALSE, &[]),
+            Op::run_payload(&FALSE, vec![]),
             HoldSpec::frac(0.5),
         )],
     )?;

@@ -14,6 +14,7 @@ pub mod sched_ctl;
 pub mod step;
 pub mod topo;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -22,11 +23,11 @@ use std::time::Duration;
 use ktstr_assert::{Assert, AssertResult};
 use ktstr_workload::CgroupGroup;
 
-pub use def::{AffinityIntent, CgroupDef, CpusetSpec};
+pub use def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
 pub use payload_run::PayloadResult;
 pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
 pub use sched_ctl::SchedulerCtl;
-pub use step::{Backdrop, HoldSpec, Op, Step};
+pub use step::{Backdrop, HoldSpec, Op, SpawnPlacement, Step};
 pub use topo::CpuTopo;
 
 /// Where workload cgroups go unless the test says otherwise.
@@ -56,6 +57,7 @@ pub struct Ctx {
     pub payload: Option<&'static crate::test_support::Payload>,
     phases: Mutex<Vec<PhaseCgroupStats>>,
     payload_results: Mutex<Vec<PayloadResult>>,
+    captured_procs: Mutex<BTreeMap<String, Vec<i32>>>,
 }
 
 impl Ctx {
@@ -83,6 +85,7 @@ impl Ctx {
             payload: None,
             phases: Mutex::new(Vec::new()),
             payload_results: Mutex::new(Vec::new()),
+            captured_procs: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -109,6 +112,22 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(payloads);
+    }
+
+    fn record_procs(&self, tag: &str, procs: Vec<i32>) {
+        self.captured_procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tag.to_string(), procs);
+    }
+
+    /// The processes [`Op::CaptureCgroupProcs`] recorded under `tag` (the latest capture).
+    pub fn captured_cgroup_procs(&self, tag: &str) -> Option<Vec<i32>> {
+        self.captured_procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tag)
+            .cloned()
     }
 
     /// Every payload run so far, in the order they ended.

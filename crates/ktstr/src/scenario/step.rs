@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ktstr_workload::WorkType;
 
-use super::def::{AffinityIntent, CgroupDef, CpusetSpec};
+use super::def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
 use crate::test_support::{Payload, Scheduler};
 
 /// How long a step holds before the next begins.
@@ -62,6 +62,15 @@ impl HoldSpec {
     }
 }
 
+/// Where [`Op::Spawn`] starts its workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnPlacement {
+    /// The cgroup the test runner itself is in, outside the scenario's cgroups.
+    RunnerCgroup,
+    /// A scenario cgroup, by name.
+    Cgroup(String),
+}
+
 /// A change made to the running scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -99,14 +108,12 @@ pub enum Op {
         /// The other.
         b: String,
     },
-    /// Start more workers in a cgroup.
+    /// Start more workers: in a scenario cgroup, or in the runner's own cgroup.
     Spawn {
-        /// Its name.
-        cgroup: String,
-        /// What they do.
-        work: WorkType,
-        /// How many (`None`: the context's `workers_per_cgroup`).
-        workers: Option<usize>,
+        /// Where they run.
+        placement: SpawnPlacement,
+        /// What they do, how many, and their attributes.
+        work: WorkSpec,
     },
     /// Stop a cgroup's workers (their reports are kept); the cgroup stays.
     StopCgroup {
@@ -141,8 +148,8 @@ pub enum Op {
     RunPayload {
         /// The payload; its binary must be in the guest (`payload` or `workloads`).
         payload: &'static Payload,
-        /// Its arguments (`None`: its defaults).
-        args: Option<Vec<String>>,
+        /// Arguments appended to its `default_args`.
+        args: Vec<String>,
         /// The cgroup it runs in (`None`: a `payload` cgroup of its own).
         cgroup: Option<String>,
     },
@@ -150,11 +157,23 @@ pub enum Op {
     WaitPayload {
         /// Its name.
         name: String,
+        /// The cgroup it runs in (`None`: the only running payload of that name).
+        cgroup: Option<String>,
     },
     /// Stop a running payload.
     KillPayload {
         /// Its name.
         name: String,
+        /// The cgroup it runs in (`None`: the only running payload of that name).
+        cgroup: Option<String>,
+    },
+    /// Record the processes of a cgroup (`cgroup.procs`) under `tag`, in the scenario's notes
+    /// and in [`Ctx::captured_cgroup_procs`](super::Ctx::captured_cgroup_procs).
+    CaptureCgroupProcs {
+        /// Name the capture is kept under.
+        tag: String,
+        /// The cgroup.
+        cgroup: String,
     },
     /// Attach a sched_ext scheduler (none may be attached).
     AttachScheduler {
@@ -207,21 +226,21 @@ impl Op {
             b: b.into(),
         }
     }
-    /// Starts the context's `workers_per_cgroup` workers of `work` in a cgroup.
-    pub fn spawn_in_cgroup(cgroup: impl Into<String>, work: WorkType) -> Op {
-        Op::Spawn {
-            cgroup: cgroup.into(),
-            work,
-            workers: None,
-        }
+    /// Starts the workers `work` describes where `placement` says.
+    pub fn spawn(placement: SpawnPlacement, work: WorkSpec) -> Op {
+        Op::Spawn { placement, work }
     }
-    /// Starts `workers` workers of `work` in a cgroup.
-    pub fn spawn_workers(cgroup: impl Into<String>, work: WorkType, workers: usize) -> Op {
-        Op::Spawn {
-            cgroup: cgroup.into(),
-            work,
-            workers: Some(workers),
-        }
+    /// Starts the workers `work` describes in a scenario cgroup.
+    pub fn spawn_workers(cgroup: impl Into<String>, work: WorkSpec) -> Op {
+        Op::spawn(SpawnPlacement::Cgroup(cgroup.into()), work)
+    }
+    /// Starts the context's `workers_per_cgroup` workers of `work` in a scenario cgroup.
+    pub fn spawn_in_cgroup(cgroup: impl Into<String>, work: WorkType) -> Op {
+        Op::spawn_workers(cgroup, WorkSpec::default().work_type(work))
+    }
+    /// Starts the workers `work` describes in the runner's own cgroup, outside the scenario's.
+    pub fn spawn_host(work: WorkSpec) -> Op {
+        Op::spawn(SpawnPlacement::RunnerCgroup, work)
     }
     /// Stops a cgroup's workers.
     pub fn stop_cgroup(cgroup: impl Into<String>) -> Op {
@@ -255,29 +274,60 @@ impl Op {
             cgroup: cgroup.into(),
         }
     }
-    /// Starts `payload` with `args` beside the workers, in a cgroup of its own.
-    pub fn run_payload(payload: &'static Payload, args: &[&str]) -> Op {
+    /// Starts `payload` with its default arguments then `args`, in a cgroup of its own.
+    pub fn run_payload(payload: &'static Payload, args: Vec<String>) -> Op {
         Op::RunPayload {
             payload,
-            args: Some(args.iter().map(|a| a.to_string()).collect()),
+            args,
             cgroup: None,
         }
     }
-    /// Starts `payload` with its default arguments in `cgroup`.
-    pub fn run_payload_in_cgroup(payload: &'static Payload, cgroup: impl Into<String>) -> Op {
+    /// Starts `payload` with its default arguments then `args`, in scenario cgroup `cgroup`.
+    pub fn run_payload_in_cgroup(
+        payload: &'static Payload,
+        args: Vec<String>,
+        cgroup: impl Into<String>,
+    ) -> Op {
         Op::RunPayload {
             payload,
-            args: None,
+            args,
             cgroup: Some(cgroup.into()),
         }
     }
-    /// Waits for a payload to exit.
+    /// Waits for the only running payload called `name` to exit.
     pub fn wait_payload(name: impl Into<String>) -> Op {
-        Op::WaitPayload { name: name.into() }
+        Op::WaitPayload {
+            name: name.into(),
+            cgroup: None,
+        }
     }
-    /// Stops a payload.
+    /// Waits for the payload called `name` running in `cgroup` to exit.
+    pub fn wait_payload_in_cgroup(name: impl Into<String>, cgroup: impl Into<String>) -> Op {
+        Op::WaitPayload {
+            name: name.into(),
+            cgroup: Some(cgroup.into()),
+        }
+    }
+    /// Stops the only running payload called `name`.
     pub fn kill_payload(name: impl Into<String>) -> Op {
-        Op::KillPayload { name: name.into() }
+        Op::KillPayload {
+            name: name.into(),
+            cgroup: None,
+        }
+    }
+    /// Stops the payload called `name` running in `cgroup`.
+    pub fn kill_payload_in_cgroup(name: impl Into<String>, cgroup: impl Into<String>) -> Op {
+        Op::KillPayload {
+            name: name.into(),
+            cgroup: Some(cgroup.into()),
+        }
+    }
+    /// Records the processes of `cgroup` under `tag`.
+    pub fn capture_cgroup_procs(tag: impl Into<String>, cgroup: impl Into<String>) -> Op {
+        Op::CaptureCgroupProcs {
+            tag: tag.into(),
+            cgroup: cgroup.into(),
+        }
     }
     /// Attaches `scheduler`.
     pub const fn attach_scheduler(scheduler: &'static Scheduler) -> Op {
@@ -325,6 +375,10 @@ impl Step {
     /// A step of one op.
     pub fn with_op(op: Op, hold: HoldSpec) -> Self {
         Step::new(vec![op], hold)
+    }
+    /// A step that starts `payload` (default arguments) beside the workers for its length.
+    pub fn with_payload(payload: &'static Payload, hold: HoldSpec) -> Self {
+        Step::new(vec![Op::run_payload(payload, Vec::new())], hold)
     }
     /// A step running `defs` for its length.
     pub fn with_defs(defs: Vec<CgroupDef>, hold: HoldSpec) -> Self {
@@ -376,6 +430,14 @@ impl Backdrop {
     pub fn extend_cgroups(mut self, defs: impl IntoIterator<Item = CgroupDef>) -> Self {
         self.cgroups.extend(defs);
         self
+    }
+    /// Adds a payload (default arguments) that runs from the first step to the end.
+    pub fn push_payload(self, payload: &'static Payload) -> Self {
+        self.push_op(Op::run_payload(payload, Vec::new()))
+    }
+    /// Adds payloads that run from the first step to the end.
+    pub fn extend_payloads(self, payloads: impl IntoIterator<Item = &'static Payload>) -> Self {
+        self.extend_ops(payloads.into_iter().map(|p| Op::run_payload(p, Vec::new())))
     }
     /// Adds an op.
     pub fn push_op(mut self, op: Op) -> Self {
