@@ -482,3 +482,194 @@ fn claim_dsl_comes_with_the_prelude() {
     assert!(v.is_fail());
     assert_eq!(json!({"a": 1})["a"], 1);
 }
+
+/// A payload that outlives any step: stopped when its cgroup goes.
+static SLEEPER: Payload = Payload::named("sleep").default_args(&["60"]);
+
+/// Waits (up to 20 s) until `cgroup` under `root` holds `n` processes; returns them.
+fn procs_when(root: &std::path::Path, cgroup: &str, n: usize) -> Result<Vec<i32>> {
+    let file = root.join(cgroup).join("cgroup.procs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.len() >= n {
+            return Ok(pids);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{} holds {pids:?}, not {n} processes",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One field of `/proc/<pid>/status`, its values joined by spaces.
+fn status_field(pid: i32, key: &str) -> Result<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// Reads back, from the kernel, what CgroupDef's builders, WorkSpec and Op::spawn_host set:
+/// the cgroup's interface files, the workers' ids and memory policy, the worker counts
+/// (`workers_pct`, several `work`s), a cgroup's payload and workers in the runner's cgroup.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 4,
+    workloads = [SLEEPER],
+    post_vm = sleeper_stopped_with_its_cgroup
+)]
+fn cgroup_def_builders_reach_the_kernel(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let defs = vec![
+        CgroupDef::named("limits")
+            .workers(1)
+            .cpuset(CpusetSpec::exact([1]))
+            .cpuset_mems([0])
+            .cpu_quota(
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_millis(100),
+            )
+            .cpu_weight(200)
+            .memory_max(256 << 20)
+            .memory_high(192 << 20)
+            .memory_low(16 << 20)
+            .memory_swap_max(0)
+            .io_weight(300)
+            .pids_max(64),
+        CgroupDef::named("attrs")
+            .workers(1)
+            .uid(65534)
+            .gid(65533)
+            .mem_policy(MemPolicy::bind([0]))
+            .mpol_flags(MpolFlags::STATIC_NODES)
+            .numa_node(0),
+        CgroupDef::named("pct")
+            .cpuset(CpusetSpec::exact([0, 1]))
+            .workers_pct(1.5),
+        CgroupDef::named("mixed")
+            .work(WorkSpec::default().workers(2))
+            .work(
+                WorkSpec::default()
+                    .workers(1)
+                    .work_type(WorkType::YieldHeavy)
+                    .comm("yielder"),
+            )
+            .workload(&SLEEPER),
+    ];
+    let steps = vec![
+        Step::with_defs(defs, HoldSpec::FULL).set_ops(vec![Op::spawn_host(
+            WorkSpec::default().workers(1).comm("hostworker"),
+        )]),
+    ];
+    let reader = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<Vec<String>> {
+            let mut seen = Vec::new();
+            procs_when(&root, "limits", 1)?;
+            let knob = |cg: &str, file: &str| -> Result<String> {
+                let v = std::fs::read_to_string(root.join(cg).join(file))
+                    .with_context(|| format!("{cg}/{file}"))?;
+                Ok(v.trim().to_string())
+            };
+            for (file, want) in [
+                ("memory.max", "268435456"),
+                ("memory.high", "201326592"),
+                ("memory.low", "16777216"),
+                ("memory.swap.max", "0"),
+                ("io.weight", "default 300"),
+                ("pids.max", "64"),
+                ("cpuset.mems", "0"),
+                ("cpuset.cpus", "1"),
+                ("cpu.max", "50000 100000"),
+                ("cpu.weight", "200"),
+            ] {
+                let got = knob("limits", file)?;
+                ensure!(got == want, "limits/{file} = {got:?}, not {want:?}");
+                seen.push(format!("{file}={got}"));
+            }
+            let attrs = procs_when(&root, "attrs", 1)?;
+            let pid = attrs[0];
+            // The worker switches ids after its memory policy, just before it starts.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            ensure!(status_field(pid, "Uid:")? == "65534 65534 65534 65534");
+            ensure!(status_field(pid, "Gid:")? == "65533 65533 65533 65533");
+            let numa = std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))?;
+            ensure!(
+                numa.lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some("bind=static:0")),
+                "worker {pid} is not bound to node 0 with static nodes:\n{numa}"
+            );
+            // 1.5 workers per CPU on 2 CPUs: 3.
+            let pct = procs_when(&root, "pct", 3)?;
+            ensure!(pct.len() == 3, "workers_pct(1.5) on 2 CPUs started {pct:?}");
+            // Two SpinWait workers, one yielder, and the payload (once it has exec'd).
+            let comms_of = |pids: &[i32]| -> Vec<String> {
+                pids.iter()
+                    .map(|p| {
+                        std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string()
+                    })
+                    .collect()
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let comms = loop {
+                let comms = comms_of(&procs_when(&root, "mixed", 4)?);
+                if comms.iter().any(|c| c == "sleep") || std::time::Instant::now() > deadline {
+                    break comms;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            ensure!(comms.len() == 4, "mixed holds {comms:?}");
+            ensure!(
+                comms.iter().filter(|c| *c == "yielder").count() == 1,
+                "{comms:?}"
+            );
+            ensure!(
+                comms.iter().filter(|c| *c == "sleep").count() == 1,
+                "{comms:?}"
+            );
+            seen.push(format!("mixed={comms:?}"));
+            // The host worker runs outside the workload root.
+            let host = std::fs::read_dir("/proc")?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .find(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "hostworker")
+                })
+                .context("no hostworker process")?;
+            let cg = std::fs::read_to_string(format!("/proc/{host}/cgroup"))?;
+            let rel = root.strip_prefix("/sys/fs/cgroup").unwrap_or(&root);
+            ensure!(
+                !cg.contains(&*rel.to_string_lossy()),
+                "host worker {host} is in {cg}"
+            );
+            Ok(seen)
+        });
+        let result = execute_steps(ctx, steps);
+        (result, reader.join())
+    });
+    let (result, read) = reader;
+    let mut r = result?;
+    let seen = match read {
+        Ok(seen) => seen?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    r.notes.push(seen.join(", "));
+    Ok(r)
+}
+
+fn sleeper_stopped_with_its_cgroup(vm: &VmResult) -> Result<()> {
+    let mut v = Verdict::new();
+    let sleeps: Vec<_> = vm.payloads.iter().filter(|p| p.name == "sleep").collect();
+    claim!(v, sleeps.len()).eq(1usize);
+    claim!(v, sleeps.iter().all(|p| p.stopped_at_end)).eq(true);
+    v.into_anyhow_or_log()
+}
