@@ -45,8 +45,8 @@ pub use serde_json::json;
 pub mod prelude {
     pub use crate::scenario::{
         execute_defs, execute_scenario, execute_scenario_with, execute_steps, execute_steps_with,
-        AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, Op, Phase,
-        PhaseCgroupStats, SpawnPlacement, Step, WorkSpec,
+        AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, IrqSelector, Op,
+        Phase, PhaseCgroupStats, SpawnPlacement, Step, WorkSpec,
     };
     pub use crate::scenarios;
     pub use crate::test_support::{

@@ -673,3 +673,39 @@ fn sleeper_stopped_with_its_cgroup(vm: &VmResult) -> Result<()> {
     claim!(v, sleeps.iter().all(|p| p.stopped_at_end)).eq(true);
     v.into_anyhow_or_log()
 }
+
+/// `Op::steer_irq` routes an interrupt, chosen by label then by number, to one CPU.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 1)]
+fn steer_irq_routes_an_interrupt(ctx: &Ctx) -> Result<AssertResult> {
+    let table = std::fs::read_to_string("/proc/interrupts")?;
+    // A virtio device's interrupt: present in every guest, and not kernel-managed.
+    let (irq, label) = table
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = l.trim_start().split_once(':')?;
+            let n: u32 = n.parse().ok()?;
+            let label = rest.split_whitespace().last()?;
+            label.starts_with("virtio").then(|| (n, label.to_string()))
+        })
+        .next()
+        .with_context(|| format!("no virtio interrupt in\n{table}"))?;
+    let affinity = || -> Result<String> {
+        let path = format!("/proc/irq/{irq}/smp_affinity_list");
+        Ok(std::fs::read_to_string(path)?.trim().to_string())
+    };
+    let mut total = AssertResult::pass();
+    for (sel, cpu) in [
+        (IrqSelector::by_label(label.clone()), 1usize),
+        (IrqSelector::by_number(irq), 0),
+    ] {
+        let step = Step::with_op(Op::steer_irq(sel.clone(), cpu), HoldSpec::frac(0.5));
+        let r = execute_steps(ctx, vec![step])?;
+        let got = affinity()?;
+        ensure!(
+            got == cpu.to_string(),
+            "{sel:?} to CPU {cpu}: IRQ {irq} ({label}) is on {got}"
+        );
+        total.merge(r);
+    }
+    Ok(total)
+}

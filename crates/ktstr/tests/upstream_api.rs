@@ -26,8 +26,8 @@
 //!   `Payload::KERNEL_DEFAULT`; `#[derive(Payload)]`, `PayloadRun`.
 //! - `Op`s: `CaptureSnapshot`/`capture_snapshot`, `WatchSnapshot`/`watch_snapshot`,
 //!   `WriteKernelHot`/`WriteKernelCold`/`ReadKernelHot`/`ReadKernelCold` and their
-//!   constructors, `PinBpfMap`/`pin_bpf_map`, `SteerIrq`/`steer_irq`; `IrqSelector`,
-//!   `KernelTarget`, `KernelValue`, `KernelValueWidth`.
+//!   constructors, `PinBpfMap`/`pin_bpf_map`; `KernelTarget`, `KernelValue`,
+//!   `KernelValueWidth`.
 //! - `Step` setup factories (`Setup::with_factory`); `Ctx` fields `topo` as the existing
 //!   ktstr's `TestTopology`, `sched_pid`, `settle`, `work_type_override`,
 //!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
@@ -245,6 +245,8 @@ fn every_op(ctx: &Ctx) -> Result<AssertResult> {
                 Op::set_affinity("a", AffinityIntent::LlcAligned),
                 Op::move_all_tasks("a", "target"),
                 Op::capture_cgroup_procs("moved", "target"),
+                Op::steer_irq(IrqSelector::by_number(4), 0),
+                Op::steer_irq(IrqSelector::by_label("ttyS0"), 1),
                 Op::freeze_cgroup("b"),
                 Op::unfreeze_cgroup("b"),
                 Op::stop_cgroup("b"),

@@ -377,6 +377,22 @@ impl<'c> Engine<'c> {
                     .map_err(|e| anyhow!("cgroup `{name}`: {e}"))?;
                 self.spawn(name, work, n)
             }
+            Op::SteerIrq { irq, cpu } => {
+                if !self.ctx.topo.cpus.contains(cpu) {
+                    bail!("cannot steer {irq:?} to CPU {cpu}: it is not online");
+                }
+                let table = std::fs::read_to_string("/proc/interrupts")
+                    .context("reading /proc/interrupts")?;
+                let irqs = irq.resolve(&table).map_err(|e| anyhow!(e))?;
+                for n in &irqs {
+                    let path = format!("/proc/irq/{n}/smp_affinity_list");
+                    std::fs::write(&path, cpu.to_string())
+                        .with_context(|| format!("writing {cpu} to {path}"))?;
+                }
+                self.notes
+                    .push(format!("steered IRQs {irqs:?} to CPU {cpu}"));
+                Ok(())
+            }
             Op::CaptureCgroupProcs { tag, cgroup } => {
                 let procs = self.ctx.lock_cgroups().procs(cgroup)?;
                 self.notes.push(format!(

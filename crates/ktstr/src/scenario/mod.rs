@@ -4,10 +4,12 @@
 //! - [`step`]: [`Step`], [`HoldSpec`], [`Op`], [`Backdrop`].
 //! - [`phase`]: per-step measurements ([`PhaseCgroupStats`]).
 //! - [`topo`]: the CPU layout the test sees ([`CpuTopo`]).
+//! - [`irq`]: interrupts to steer ([`IrqSelector`]).
 //! - `engine`: runs it all; [`execute_defs`], [`execute_steps`], [`execute_scenario`] drive it.
 
 pub mod def;
 mod engine;
+pub mod irq;
 pub mod payload_run;
 pub mod phase;
 pub mod sched_ctl;
@@ -24,6 +26,7 @@ use ktstr_assert::{Assert, AssertResult};
 use ktstr_workload::CgroupGroup;
 
 pub use def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
+pub use irq::IrqSelector;
 pub use payload_run::PayloadResult;
 pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
 pub use sched_ctl::SchedulerCtl;

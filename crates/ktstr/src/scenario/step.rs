@@ -5,6 +5,7 @@ use std::time::Duration;
 use ktstr_workload::WorkType;
 
 use super::def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
+use super::irq::IrqSelector;
 use crate::test_support::{Payload, Scheduler};
 
 /// How long a step holds before the next begins.
@@ -167,6 +168,13 @@ pub enum Op {
         /// The cgroup it runs in (`None`: the only running payload of that name).
         cgroup: Option<String>,
     },
+    /// Route an interrupt to one CPU (`/proc/irq/<n>/smp_affinity_list`); it stays there.
+    SteerIrq {
+        /// Which interrupt (every IRQ a label matches).
+        irq: IrqSelector,
+        /// The CPU.
+        cpu: usize,
+    },
     /// Record the processes of a cgroup (`cgroup.procs`) under `tag`, in the scenario's notes
     /// and in [`Ctx::captured_cgroup_procs`](super::Ctx::captured_cgroup_procs).
     CaptureCgroupProcs {
@@ -321,6 +329,10 @@ impl Op {
             name: name.into(),
             cgroup: Some(cgroup.into()),
         }
+    }
+    /// Routes interrupt `irq` to CPU `cpu`.
+    pub fn steer_irq(irq: IrqSelector, cpu: usize) -> Op {
+        Op::SteerIrq { irq, cpu }
     }
     /// Records the processes of `cgroup` under `tag`.
     pub fn capture_cgroup_procs(tag: impl Into<String>, cgroup: impl Into<String>) -> Op {
