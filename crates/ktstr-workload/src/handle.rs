@@ -596,7 +596,13 @@ mod tests {
 
     #[test]
     fn futex_fan_out_measures_wake_latency() {
-        let cfg = WorkloadConfig::new(3, WorkType::FutexFanOut { fan_out: 2 });
+        let cfg = WorkloadConfig::new(
+            3,
+            WorkType::FutexFanOut {
+                fan_out: 2,
+                spin_iters: 1024,
+            },
+        );
         let reports = run(&cfg, 300);
         assert_progress(&reports, 3);
         wake_samples_everywhere(&reports);
@@ -640,15 +646,16 @@ mod tests {
     #[test]
     fn page_fault_churn_progresses() {
         makes_progress(WorkType::PageFaultChurn {
-            region_kb: 256,
+            region_kib: 256,
             touches_per_cycle: 64,
+            spin_iters: 1024,
         });
     }
 
     #[test]
     fn cache_pressure_progresses() {
         makes_progress(WorkType::CachePressure {
-            size_kb: 256,
+            size_kib: 256,
             stride: 64,
         });
     }
@@ -665,10 +672,10 @@ mod tests {
 
     #[test]
     fn bursty_progresses_and_sleeps() {
-        let r = makes_progress(WorkType::Bursty {
-            burst_ms: 20,
-            sleep_ms: 40,
-        });
+        let r = makes_progress(WorkType::bursty(
+            Duration::from_millis(20),
+            Duration::from_millis(40),
+        ));
         assert!(r[0].max_gap_ms >= 30, "{:?}", r[0]);
         assert!(r[0].off_cpu_ns > 0);
     }

@@ -1,5 +1,7 @@
 //! What a worker does in its loop: the [`WorkType`] catalogue.
 
+use std::time::Duration;
+
 use crate::WorkloadError;
 
 /// What a worker does in its loop. A work unit is the variant's natural step.
@@ -15,12 +17,13 @@ pub enum WorkType {
     YieldHeavy,
     /// A spin batch then a `sched_yield`; one unit per 1024-iteration spin.
     Mixed,
-    /// Spin for `burst_ms` (one unit per 1024-iteration spin), then sleep `sleep_ms`.
+    /// Spin for `burst_duration` (one unit per 1024-iteration spin), then sleep
+    /// `sleep_duration`.
     Bursty {
-        /// Length of each spinning burst, ms.
-        burst_ms: u64,
-        /// Sleep between bursts, ms.
-        sleep_ms: u64,
+        /// Length of each spinning burst.
+        burst_duration: Duration,
+        /// Sleep between bursts.
+        sleep_duration: Duration,
     },
     /// Pairs ping-pong a byte over pipes; one unit per wake-up; wake latency measured.
     PipeIo {
@@ -37,10 +40,13 @@ pub enum WorkType {
         /// Workers in the ring (the group size).
         depth: usize,
     },
-    /// One waker wakes `fan_out` waiters each round (futex); wake latency measured.
+    /// One waker spins `spin_iters`, then wakes `fan_out` waiters (futex); wake latency
+    /// measured.
     FutexFanOut {
         /// Waiters per waker (the group is `fan_out + 1`).
         fan_out: usize,
+        /// Spin iterations the waker does before each round of wakes.
+        spin_iters: u64,
     },
     /// Fork a child that exits at once and wait for it; one unit each.
     ForkExit,
@@ -54,16 +60,18 @@ pub enum WorkType {
     /// Strided read-modify-write passes over a buffer; one unit per pass.
     CachePressure {
         /// Buffer size, KiB.
-        size_kb: usize,
+        size_kib: usize,
         /// Distance between touched bytes.
         stride: usize,
     },
-    /// mmap a region, touch pages, munmap; one unit per page touch.
+    /// mmap a region, touch pages, munmap, spin `spin_iters`; one unit per page touch.
     PageFaultChurn {
         /// Region size, KiB.
-        region_kb: usize,
+        region_kib: usize,
         /// Page touches per mmap/munmap cycle.
         touches_per_cycle: usize,
+        /// Spin iterations after each cycle.
+        spin_iters: u64,
     },
     /// Absolute `clock_nanosleep` every `interval_us`; timer overshoot measured; one unit each.
     TimerLatency {
@@ -91,7 +99,7 @@ impl WorkType {
             WorkType::SpinWait,
             WorkType::YieldHeavy,
             WorkType::Mixed,
-            WorkType::bursty(),
+            WorkType::bursty(Duration::from_millis(10), Duration::from_millis(10)),
             WorkType::pipe_io(),
             WorkType::futex_ping_pong(),
             WorkType::wake_chain(),
@@ -105,11 +113,11 @@ impl WorkType {
         ]
     }
 
-    /// `Bursty` spinning 10 ms then sleeping 10 ms.
-    pub fn bursty() -> Self {
+    /// `Bursty` spinning `burst` then sleeping `sleep`.
+    pub fn bursty(burst: Duration, sleep: Duration) -> Self {
         Self::Bursty {
-            burst_ms: 10,
-            sleep_ms: 10,
+            burst_duration: burst,
+            sleep_duration: sleep,
         }
     }
 
@@ -128,9 +136,12 @@ impl WorkType {
         Self::WakeChain { depth: 4 }
     }
 
-    /// `FutexFanOut` with one waker and 3 waiters.
+    /// `FutexFanOut` with one waker spinning 1024 iterations per round and 3 waiters.
     pub fn futex_fan_out() -> Self {
-        Self::FutexFanOut { fan_out: 3 }
+        Self::FutexFanOut {
+            fan_out: 3,
+            spin_iters: 1024,
+        }
     }
 
     /// `AffinityChurn` spinning 16384 iterations per re-pin.
@@ -141,16 +152,17 @@ impl WorkType {
     /// `CachePressure` over 1 MiB, one touch per 64-byte line.
     pub fn cache_pressure() -> Self {
         Self::CachePressure {
-            size_kb: 1024,
+            size_kib: 1024,
             stride: 64,
         }
     }
 
-    /// `PageFaultChurn` over 4 MiB, 256 page touches per cycle.
+    /// `PageFaultChurn` over 4 MiB, 256 page touches per cycle, 1024 spins after each.
     pub fn page_fault_churn() -> Self {
         Self::PageFaultChurn {
-            region_kb: 4096,
+            region_kib: 4096,
             touches_per_cycle: 256,
+            spin_iters: 1024,
         }
     }
 
@@ -197,7 +209,7 @@ impl WorkType {
         match self {
             Self::PipeIo { .. } | Self::FutexPingPong { .. } => 2,
             Self::WakeChain { depth } => (*depth).max(1),
-            Self::FutexFanOut { fan_out } => fan_out.saturating_add(1),
+            Self::FutexFanOut { fan_out, .. } => fan_out.saturating_add(1),
             Self::Sequence { phases } => phases
                 .iter()
                 .fold(1, |acc, (work, _)| lcm(acc, work.group_size())),
@@ -209,12 +221,14 @@ impl WorkType {
     pub fn validate(&self) -> Result<(), WorkloadError> {
         let bad = |msg: &str| Err(WorkloadError::Config(format!("{}: {msg}", self.name())));
         match self {
-            Self::Bursty { burst_ms: 0, .. } => bad("burst_ms must be at least 1"),
+            Self::Bursty { burst_duration, .. } if burst_duration.is_zero() => {
+                bad("burst_duration must not be zero")
+            }
             Self::WakeChain { depth } if *depth < 2 => bad("depth must be at least 2"),
-            Self::FutexFanOut { fan_out: 0 } => bad("fan_out must be at least 1"),
-            Self::CachePressure { size_kb: 0, .. } => bad("size_kb must be at least 1"),
+            Self::FutexFanOut { fan_out: 0, .. } => bad("fan_out must be at least 1"),
+            Self::CachePressure { size_kib: 0, .. } => bad("size_kib must be at least 1"),
             Self::CachePressure { stride: 0, .. } => bad("stride must be at least 1"),
-            Self::PageFaultChurn { region_kb: 0, .. } => bad("region_kb must be at least 1"),
+            Self::PageFaultChurn { region_kib: 0, .. } => bad("region_kib must be at least 1"),
             Self::PageFaultChurn {
                 touches_per_cycle: 0,
                 ..
@@ -342,7 +356,11 @@ mod tests {
         assert_eq!(WorkType::pipe_io().group_size(), 2);
         assert_eq!(WorkType::futex_ping_pong().group_size(), 2);
         assert_eq!(WorkType::WakeChain { depth: 5 }.group_size(), 5);
-        assert_eq!(WorkType::FutexFanOut { fan_out: 3 }.group_size(), 4);
+        let fan = WorkType::FutexFanOut {
+            fan_out: 3,
+            spin_iters: 0,
+        };
+        assert_eq!(fan.group_size(), 4);
         let seq = WorkType::sequence(vec![
             (WorkType::pipe_io(), 10),
             (WorkType::WakeChain { depth: 3 }, 10),
@@ -358,9 +376,16 @@ mod tests {
             work.validate().unwrap();
         }
         assert!(WorkType::WakeChain { depth: 1 }.validate().is_err());
-        assert!(WorkType::FutexFanOut { fan_out: 0 }.validate().is_err());
+        let no_fan = WorkType::FutexFanOut {
+            fan_out: 0,
+            spin_iters: 1,
+        };
+        assert!(no_fan.validate().is_err());
+        assert!(WorkType::bursty(Duration::ZERO, Duration::from_millis(1))
+            .validate()
+            .is_err());
         let zero_stride = WorkType::CachePressure {
-            size_kb: 4,
+            size_kib: 4,
             stride: 0,
         };
         assert!(zero_stride.validate().is_err());

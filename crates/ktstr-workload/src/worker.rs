@@ -334,9 +334,10 @@ impl<'a> Worker<'a> {
             WorkType::SpinWait => cpu::spin_wait(self, until),
             WorkType::YieldHeavy => cpu::yield_heavy(self, until),
             WorkType::Mixed => cpu::mixed(self, until),
-            WorkType::Bursty { burst_ms, sleep_ms } => {
-                cpu::bursty(self, *burst_ms, *sleep_ms, until)
-            }
+            WorkType::Bursty {
+                burst_duration,
+                sleep_duration,
+            } => cpu::bursty(self, *burst_duration, *sleep_duration, until),
             WorkType::ForkExit => cpu::fork_exit(self, until),
             WorkType::NiceSweep => cpu::nice_sweep(self, until),
             WorkType::AffinityChurn { spin_iters } => cpu::affinity_churn(self, *spin_iters, until),
@@ -348,14 +349,20 @@ impl<'a> Worker<'a> {
             WorkType::WakeChain { depth } => {
                 wake::token_ring(self, leaf, *depth, wake::CHAIN_SPIN_ITERS, until)
             }
-            WorkType::FutexFanOut { fan_out } => wake::fan_out(self, leaf, *fan_out, until),
-            WorkType::CachePressure { size_kb, stride } => {
-                memory::cache_pressure(self, *size_kb, *stride, until)
+            WorkType::FutexFanOut {
+                fan_out,
+                spin_iters,
+            } => wake::fan_out(self, leaf, *fan_out, *spin_iters, until),
+            WorkType::CachePressure { size_kib, stride } => {
+                memory::cache_pressure(self, *size_kib, *stride, until)
             }
             WorkType::PageFaultChurn {
-                region_kb,
+                region_kib,
                 touches_per_cycle,
-            } => memory::page_fault_churn(self, *region_kb, *touches_per_cycle, until),
+                spin_iters,
+            } => {
+                memory::page_fault_churn(self, *region_kib, *touches_per_cycle, *spin_iters, until)
+            }
             WorkType::TimerLatency { interval_us } => {
                 timer::timer_latency(self, *interval_us, until)
             }

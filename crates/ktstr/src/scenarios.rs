@@ -193,7 +193,10 @@ pub fn mixed_workloads(ctx: &Ctx) -> Result<AssertResult> {
         ctx,
         vec![
             spin("heavy"),
-            spin("bursty").work_type(WorkType::bursty()),
+            spin("bursty").work_type(WorkType::bursty(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+            )),
             spin("pipe").workers(2).work_type(WorkType::pipe_io()),
         ],
     )

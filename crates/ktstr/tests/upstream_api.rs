@@ -34,7 +34,11 @@
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
 //! - `WorkType`s: all but SpinWait, YieldHeavy, Mixed, Bursty, PipeIo, FutexPingPong,
 //!   WakeChain, FutexFanOut, ForkExit, NiceSweep, AffinityChurn, CachePressure,
-//!   PageFaultChurn, TimerLatency, Sequence and Custom.
+//!   PageFaultChurn, TimerLatency, Sequence and Custom. Of those, three still have other
+//!   fields here: `WakeChain { depth }` (the existing ktstr: `depth, wake, work_per_hop`),
+//!   `Sequence { phases }` (`first, rest` of `WorkPhase`s) and `Custom { name, run }` with
+//!   `run: fn() -> u64` (`CustomFn` over `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the
+//!   `TimerLatency` fields are unconfirmed.
 //! - `WorkerReport` fields `migrations`, `max_gap_wall_ms`, `iteration_costs_ns`,
 //!   `numa_pages`, `vmstat_numa_pages_migrated`, `phase_slices`, `taobench_whole` and others.
 //! - Assertions: `min_page_locality`, `max_cross_node_migration_ratio`, `max_slow_tier_ratio`,
@@ -299,7 +303,10 @@ fn every_cgroup_builder(ctx: &Ctx) -> Result<AssertResult> {
         CgroupDef::named("core")
             .cpuset(CpusetSpec::llc(0))
             .work(WorkSpec::default().workers(1))
-            .work(WorkSpec::default().workers(1).work_type(WorkType::bursty()))
+            .work(WorkSpec::default().workers(1).work_type(WorkType::bursty(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+            )))
             .workers(2)
             .workers_pct(1.0)
             .work_type(WorkType::SpinWait)
@@ -376,6 +383,45 @@ fn conformance_tests_are_registered() {
     assert_eq!(CONFORMANCE_ENTRY.duration_s, Some(2));
     assert!(BUILT.has_active_scheduling() && BUILT.has_bpf_scheduler());
     assert!(!Scheduler::EEVDF.has_bpf_scheduler());
+}
+
+/// The shared work types take the existing ktstr's fields, and their defaults validate.
+#[test]
+fn work_types_have_the_existing_fields() {
+    let all = [
+        WorkType::SpinWait,
+        WorkType::YieldHeavy,
+        WorkType::Mixed,
+        WorkType::ForkExit,
+        WorkType::NiceSweep,
+        WorkType::Bursty {
+            burst_duration: Duration::from_millis(50),
+            sleep_duration: Duration::from_millis(100),
+        },
+        WorkType::bursty(Duration::from_millis(5), Duration::from_millis(5)),
+        WorkType::PipeIo { burst_iters: 1024 },
+        WorkType::FutexPingPong { spin_iters: 1024 },
+        WorkType::CachePressure {
+            size_kib: 32,
+            stride: 64,
+        },
+        WorkType::FutexFanOut {
+            fan_out: 4,
+            spin_iters: 1024,
+        },
+        WorkType::AffinityChurn { spin_iters: 1024 },
+        WorkType::PageFaultChurn {
+            region_kib: 1024,
+            touches_per_cycle: 64,
+            spin_iters: 1024,
+        },
+    ];
+    for w in &all {
+        w.validate().unwrap_or_else(|e| panic!("{w:?}: {e}"));
+    }
+    assert!(WorkType::bursty(Duration::ZERO, Duration::from_millis(1))
+        .validate()
+        .is_err());
 }
 
 /// The spawn forms place their work where the existing ktstr's do.

@@ -1,6 +1,7 @@
 //! CPU-bound loops: spinning, yielding, bursts, fork/exit, nice and affinity churn, custom.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::Worker;
 use crate::sys::{self, NS_PER_MS};
@@ -48,15 +49,17 @@ pub(super) fn mixed(w: &mut Worker<'_>, until: Option<u64>) {
     }
 }
 
-/// `Bursty`: spin units for `burst_ms`, then sleep `sleep_ms`.
-pub(super) fn bursty(w: &mut Worker<'_>, burst_ms: u64, sleep_ms: u64, until: Option<u64>) {
+/// `Bursty`: spin units for `burst`, then sleep `sleep`.
+pub(super) fn bursty(w: &mut Worker<'_>, burst: Duration, sleep: Duration, until: Option<u64>) {
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let (burst_ns, sleep_ns) = (ns(burst), ns(sleep));
     while w.running(until) {
-        let burst_end = sys::now_ns().saturating_add(burst_ms.saturating_mul(NS_PER_MS));
+        let burst_end = sys::now_ns().saturating_add(burst_ns);
         while w.running(Some(until.map_or(burst_end, |u| u.min(burst_end)))) {
             spin_unit();
             w.done(1);
         }
-        w.sleep(sleep_ms.saturating_mul(NS_PER_MS), until);
+        w.sleep(sleep_ns, until);
     }
 }
 

@@ -1,23 +1,23 @@
 //! Memory loops: strided cache pressure and page-fault churn.
 
 use super::Worker;
-use crate::sys::NS_PER_MS;
+use crate::sys::{self, NS_PER_MS};
 
 /// Buffer touches per `CachePressure` work unit.
 const TOUCHES_PER_UNIT: usize = 1024;
 /// Smallest buffer `CachePressure` falls back to when a large one cannot be allocated.
 const MIN_BUFFER: usize = 4096;
 
-/// `CachePressure`: read-modify-write every `stride`-th byte of a `size_kb` buffer,
+/// `CachePressure`: read-modify-write every `stride`-th byte of a `size_kib` buffer,
 /// wrapping round; one unit per 1024 touches.
 pub(super) fn cache_pressure(
     w: &mut Worker<'_>,
-    size_kb: usize,
+    size_kib: usize,
     stride: usize,
     until: Option<u64>,
 ) {
     let stride = stride.max(1);
-    let mut len = size_kb.saturating_mul(1024).max(1);
+    let mut len = size_kib.saturating_mul(1024).max(1);
     let mut buf: Vec<u8> = Vec::new();
     // Halve the request until the allocator agrees rather than aborting the worker.
     while buf.try_reserve_exact(len).is_err() && len > MIN_BUFFER {
@@ -45,12 +45,13 @@ pub(super) fn cache_pressure(
     std::hint::black_box(&buf);
 }
 
-/// `PageFaultChurn`: mmap `region_kb`, write one byte to `touches_per_cycle` pages
-/// (round-robin), munmap; one unit per touch.
+/// `PageFaultChurn`: mmap `region_kib`, write one byte to `touches_per_cycle` pages
+/// (round-robin), munmap, spin `spin_iters`; one unit per touch.
 pub(super) fn page_fault_churn(
     w: &mut Worker<'_>,
-    region_kb: usize,
+    region_kib: usize,
     touches_per_cycle: usize,
+    spin_iters: u64,
     until: Option<u64>,
 ) {
     // SAFETY: sysconf only reads a system constant.
@@ -58,7 +59,7 @@ pub(super) fn page_fault_churn(
         .ok()
         .filter(|&p| p > 0)
         .unwrap_or(4096);
-    let len = region_kb.saturating_mul(1024).max(1).div_ceil(page) * page;
+    let len = region_kib.saturating_mul(1024).max(1).div_ceil(page) * page;
     let pages = len / page;
     while w.running(until) {
         // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
@@ -88,5 +89,6 @@ pub(super) fn page_fault_churn(
         }
         // SAFETY: exactly the mapping created above, no longer referenced.
         unsafe { libc::munmap(region, len) };
+        sys::spin(spin_iters);
     }
 }

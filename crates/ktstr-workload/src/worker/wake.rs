@@ -79,15 +79,22 @@ pub(super) fn token_ring(
     }
 }
 
-/// `FutexFanOut`: the group's first worker wakes the other `fan_out` each round and
-/// sleeps until the last of them acknowledges (that wake is measured too).
-pub(super) fn fan_out(w: &mut Worker<'_>, leaf: usize, fan_out: usize, until: Option<u64>) {
+/// `FutexFanOut`: the group's first worker spins `spin_iters`, wakes the other `fan_out`
+/// and sleeps until the last of them acknowledges (that wake is measured too).
+pub(super) fn fan_out(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    fan_out: usize,
+    spin_iters: u64,
+    until: Option<u64>,
+) {
     let group = fan_out.saturating_add(1);
     let base = w.index - w.index % group;
     let lead = w.coop(leaf, base);
     let waiters = u32::try_from(fan_out).unwrap_or(u32::MAX);
     if w.index == base {
         while w.running(until) {
+            sys::spin(spin_iters);
             let generation = lead.word.load(Ordering::Relaxed).wrapping_add(1).max(1);
             lead.count.store(0, Ordering::Relaxed);
             lead.wake_ts.store(sys::now_ns(), Ordering::Relaxed);
