@@ -46,7 +46,7 @@ pub mod prelude {
     pub use crate::scenario::{
         execute_defs, execute_scenario, execute_scenario_with, execute_steps, execute_steps_with,
         AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, IrqSelector, Op,
-        Phase, PhaseCgroupStats, SpawnPlacement, Step, WorkSpec,
+        Phase, PhaseCgroupStats, Setup, SpawnPlacement, Step, WorkSpec,
     };
     pub use crate::scenarios;
     pub use crate::test_support::{

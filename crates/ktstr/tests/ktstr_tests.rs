@@ -709,3 +709,28 @@ fn steer_irq_routes_an_interrupt(ctx: &Ctx) -> Result<AssertResult> {
     }
     Ok(total)
 }
+
+/// One cgroup per LLC of the guest, pinned to it.
+fn per_llc_cgroups(ctx: &Ctx) -> Vec<CgroupDef> {
+    (0..ctx.topo.llcs.len())
+        .map(|i| {
+            CgroupDef::named(format!("llc_{i}"))
+                .workers(1)
+                .cpuset(CpusetSpec::llc(i))
+        })
+        .collect()
+}
+
+/// `Setup::with_factory`: a step's cgroups are made from the context when it begins.
+#[ktstr_test(llcs = 2, cores = 1, threads = 1, duration_s = 1, isolation)]
+fn step_setup_factories_see_the_context(ctx: &Ctx) -> Result<AssertResult> {
+    let step = Step {
+        setup: Setup::with_factory(per_llc_cgroups),
+        ops: vec![],
+        hold: HoldSpec::FULL,
+    };
+    let r = execute_steps(ctx, vec![step])?;
+    let names: Vec<&String> = r.stats.keys().collect();
+    ensure!(names == ["llc_0", "llc_1"], "cgroups {names:?}: {r}");
+    Ok(r)
+}

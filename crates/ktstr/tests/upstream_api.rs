@@ -28,7 +28,7 @@
 //!   `WriteKernelHot`/`WriteKernelCold`/`ReadKernelHot`/`ReadKernelCold` and their
 //!   constructors, `PinBpfMap`/`pin_bpf_map`; `KernelTarget`, `KernelValue`,
 //!   `KernelValueWidth`.
-//! - `Step` setup factories (`Setup::with_factory`); `Ctx` fields `topo` as the existing
+//! - `Ctx` fields `topo` as the existing
 //!   ktstr's `TestTopology`, `sched_pid`, `settle`, `work_type_override`,
 //!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
@@ -284,6 +284,16 @@ fn every_op(ctx: &Ctx) -> Result<AssertResult> {
             HoldSpec::FULL,
         ),
         Step::hold(HoldSpec::Fixed(Duration::from_millis(100))),
+        Step {
+            setup: Setup::with_factory(one_cgroup_per_llc),
+            ops: vec![],
+            hold: HoldSpec::frac(0.5),
+        },
+        Step {
+            setup: vec![CgroupDef::named("lit")].into(),
+            ops: vec![],
+            hold: HoldSpec::frac(0.5),
+        },
     ];
     HoldSpec::FULL.validate().map_err(anyhow::Error::msg)?;
     let _procs: Option<Vec<i32>> = ctx.captured_cgroup_procs("moved");
@@ -291,6 +301,13 @@ fn every_op(ctx: &Ctx) -> Result<AssertResult> {
     let _ = execute_scenario_with(ctx, backdrop.clone(), steps.clone(), Some(&custom))?;
     let _ = execute_steps_with(ctx, steps.clone(), None)?;
     execute_scenario(ctx, backdrop, steps)
+}
+
+/// A setup factory: cgroups made from the context when the step begins.
+fn one_cgroup_per_llc(ctx: &Ctx) -> Vec<CgroupDef> {
+    (0..ctx.topo.llcs.len())
+        .map(|i| CgroupDef::named(format!("llc_{i}")).cpuset(CpusetSpec::llc(i)))
+        .collect()
 }
 
 // ---- Cgroups (section 5) ----

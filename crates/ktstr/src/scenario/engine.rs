@@ -760,7 +760,7 @@ pub(super) fn run(
             for op in &step.ops {
                 eng.apply(op).with_context(|| format!("step {i}: {op:?}"))?;
             }
-            for def in &step.setup {
+            for def in &step.setup.resolve(ctx) {
                 eng.add(def, Scope::Step)
                     .with_context(|| format!("step {i}: cgroup `{}`", def.name))?;
             }

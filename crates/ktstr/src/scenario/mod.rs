@@ -30,7 +30,7 @@ pub use irq::IrqSelector;
 pub use payload_run::PayloadResult;
 pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
 pub use sched_ctl::SchedulerCtl;
-pub use step::{Backdrop, HoldSpec, Op, SpawnPlacement, Step};
+pub use step::{Backdrop, HoldSpec, Op, Setup, SpawnPlacement, Step};
 pub use topo::CpuTopo;
 
 /// Where workload cgroups go unless the test says otherwise.

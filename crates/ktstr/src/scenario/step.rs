@@ -6,6 +6,7 @@ use ktstr_workload::WorkType;
 
 use super::def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
 use super::irq::IrqSelector;
+use super::Ctx;
 use crate::test_support::{Payload, Scheduler};
 
 /// How long a step holds before the next begins.
@@ -359,12 +360,70 @@ impl Op {
     }
 }
 
+/// A step's own cgroups: given, or made from the running context when the step begins.
+#[derive(Clone)]
+pub enum Setup {
+    /// These cgroups.
+    Defs(Vec<CgroupDef>),
+    /// The cgroups this function returns for the context (its topology, its duration...).
+    Factory(fn(&Ctx) -> Vec<CgroupDef>),
+}
+
+impl Setup {
+    /// Cgroups `factory` makes when the step begins.
+    pub fn with_factory(factory: fn(&Ctx) -> Vec<CgroupDef>) -> Self {
+        Setup::Factory(factory)
+    }
+    /// The cgroups for `ctx`.
+    pub fn resolve(&self, ctx: &Ctx) -> Vec<CgroupDef> {
+        match self {
+            Setup::Defs(defs) => defs.clone(),
+            Setup::Factory(f) => f(ctx),
+        }
+    }
+    /// True for an empty list (a factory may make cgroups, so it is not empty).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Setup::Defs(d) if d.is_empty())
+    }
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup::Defs(Vec::new())
+    }
+}
+
+impl From<Vec<CgroupDef>> for Setup {
+    fn from(defs: Vec<CgroupDef>) -> Self {
+        Setup::Defs(defs)
+    }
+}
+
+impl PartialEq for Setup {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Setup::Defs(a), Setup::Defs(b)) => a == b,
+            (Setup::Factory(a), Setup::Factory(b)) => std::ptr::fn_addr_eq(*a, *b),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setup::Defs(defs) => f.debug_tuple("Defs").field(defs).finish(),
+            Setup::Factory(_) => f.write_str("Factory(fn(&Ctx) -> Vec<CgroupDef>)"),
+        }
+    }
+}
+
 /// One step: ops run first, then the step's own cgroups start, then it holds.
 /// The step's own cgroups are removed when it ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// Cgroups that live for this step only.
-    pub setup: Vec<CgroupDef>,
+    pub setup: Setup,
     /// Changes made when the step begins.
     pub ops: Vec<Op>,
     /// How long it lasts.
@@ -375,7 +434,7 @@ impl Step {
     /// A step of `ops` holding `hold`.
     pub fn new(ops: Vec<Op>, hold: HoldSpec) -> Self {
         Step {
-            setup: Vec::new(),
+            setup: Setup::default(),
             ops,
             hold,
         }
@@ -395,7 +454,7 @@ impl Step {
     /// A step running `defs` for its length.
     pub fn with_defs(defs: Vec<CgroupDef>, hold: HoldSpec) -> Self {
         Step {
-            setup: defs,
+            setup: Setup::Defs(defs),
             ops: Vec::new(),
             hold,
         }
@@ -488,7 +547,12 @@ mod tests {
     fn steps_and_backdrops_build() {
         let s = Step::with_defs(vec![CgroupDef::named("a")], HoldSpec::frac(0.5))
             .set_ops(vec![Op::set_cpuset("b", CpusetSpec::llc(0))]);
-        assert_eq!(s.setup.len(), 1);
+        assert_eq!(s.setup, Setup::Defs(vec![CgroupDef::named("a")]));
+        assert!(!s.setup.is_empty());
+        let f: fn(&Ctx) -> Vec<CgroupDef> = |_| Vec::new();
+        assert_eq!(Setup::with_factory(f), Setup::Factory(f));
+        assert!(!Setup::with_factory(f).is_empty());
+        assert!(Setup::from(Vec::new()).is_empty());
         assert_eq!(s.ops.len(), 1);
         let b = Backdrop::new()
             .push_cgroup(CgroupDef::named("x"))
