@@ -639,6 +639,67 @@ mod tests {
     }
 
     #[test]
+    fn cache_yield_progresses() {
+        makes_progress(WorkType::CacheYield {
+            size_kib: 64,
+            stride: 64,
+        });
+    }
+
+    #[test]
+    fn ipc_variance_progresses() {
+        makes_progress(WorkType::IpcVariance {
+            hot_iters: 1000,
+            cold_iters: 100,
+            period_iters: 2,
+        });
+    }
+
+    #[test]
+    fn mutex_contention_lets_every_contender_in() {
+        let reports = makes_progress(WorkType::MutexContention {
+            contenders: 3,
+            hold_iters: 2000,
+            work_iters: 500,
+        });
+        assert!(reports.iter().all(|r| r.work_units > 0), "{reports:?}");
+    }
+
+    #[test]
+    fn idle_churn_sleeps_and_measures_wakeups() {
+        let work = WorkType::IdleChurn {
+            burst_duration: Duration::from_millis(1),
+            sleep_duration: Duration::from_millis(5),
+            precise_timing: true,
+        };
+        let r = makes_progress(work);
+        assert!(r[0].wake_sample_total >= 10, "{:?}", r[0]);
+        // Asleep most of the time: 5 ms of every 6.
+        assert!(r[0].off_cpu_ns > r[0].wall_time_ns / 2, "{:?}", r[0]);
+    }
+
+    #[test]
+    fn policy_churn_changes_policy() {
+        let cfg = WorkloadConfig::new(1, WorkType::PolicyChurn { spin_iters: 4096 });
+        let mut handle = WorkloadHandle::spawn(&cfg).unwrap();
+        let pid = handle.pids()[0];
+        handle.start();
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while seen.len() < 3 && Instant::now() < deadline {
+            // Field 41 of /proc/<pid>/stat is the scheduling policy.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let after = &stat[stat.rfind(')').unwrap() + 1..];
+            if let Some(p) = after.split_whitespace().nth(38) {
+                seen.insert(p.to_string());
+            }
+        }
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 1);
+        assert!(seen.len() >= 3, "policies seen: {seen:?}");
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

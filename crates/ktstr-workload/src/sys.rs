@@ -330,6 +330,12 @@ pub(crate) fn set_uid(uid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// `prctl(PR_SET_TIMERSLACK, ns)` for the caller (best effort: RT tasks ignore it).
+pub(crate) fn set_timer_slack(ns: u64) {
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
+}
+
 /// `prctl(PR_SET_NAME)`; `comm` must have no NUL (longer names are cut by the kernel).
 pub(crate) fn set_comm(comm: &str) {
     let mut buf = [0u8; 16];

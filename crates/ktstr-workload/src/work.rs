@@ -73,6 +73,50 @@ pub enum WorkType {
         /// Spin iterations after each cycle.
         spin_iters: u64,
     },
+    /// Strided read-modify-write passes over a buffer, `sched_yield` after each; one unit
+    /// per pass.
+    CacheYield {
+        /// Buffer size, KiB.
+        size_kib: usize,
+        /// Distance between touched bytes.
+        stride: usize,
+    },
+    /// Spin `spin_iters`, switch to the next scheduling policy (normal, batch, idle, then
+    /// FIFO and RR at priority 1 where permitted), yield; one unit each.
+    PolicyChurn {
+        /// Spin iterations before each switch.
+        spin_iters: u64,
+    },
+    /// Spin for `burst_duration`, sleep `sleep_duration`; how late each sleep ends is
+    /// measured as wake latency; one unit per spin.
+    IdleChurn {
+        /// Length of each spinning burst.
+        burst_duration: Duration,
+        /// Length of each sleep.
+        sleep_duration: Duration,
+        /// Shrink the timer slack to 1 ns first (`PR_SET_TIMERSLACK`), for exact wake-ups.
+        precise_timing: bool,
+    },
+    /// Alternate `hot_iters` dependent multiplies (high IPC) with `cold_iters` random
+    /// cache-line touches over 512 KiB (low IPC), `period_iters` pairs per unit.
+    IpcVariance {
+        /// Multiplies per hot phase.
+        hot_iters: u64,
+        /// Cache-line touches per cold phase.
+        cold_iters: u64,
+        /// Hot/cold pairs per work unit.
+        period_iters: u64,
+    },
+    /// `contenders` workers take turns on one futex mutex: spin `work_iters` unlocked,
+    /// then `hold_iters` holding it; one unit per acquisition.
+    MutexContention {
+        /// Workers sharing the mutex (the group size).
+        contenders: usize,
+        /// Spin iterations while holding it.
+        hold_iters: u64,
+        /// Spin iterations between acquisitions.
+        work_iters: u64,
+    },
     /// Absolute `clock_nanosleep` every `interval_us`; timer overshoot measured; one unit each.
     TimerLatency {
         /// Timer period, µs.
@@ -110,6 +154,22 @@ impl WorkType {
             WorkType::cache_pressure(),
             WorkType::page_fault_churn(),
             WorkType::timer_latency(),
+            WorkType::CacheYield {
+                size_kib: 256,
+                stride: 64,
+            },
+            WorkType::PolicyChurn { spin_iters: 16384 },
+            WorkType::idle_churn(Duration::from_millis(1), Duration::from_millis(5)),
+            WorkType::IpcVariance {
+                hot_iters: 4096,
+                cold_iters: 1024,
+                period_iters: 4,
+            },
+            WorkType::MutexContention {
+                contenders: 2,
+                hold_iters: 1024,
+                work_iters: 1024,
+            },
         ]
     }
 
@@ -166,6 +226,15 @@ impl WorkType {
         }
     }
 
+    /// `IdleChurn` spinning `burst` and sleeping `sleep`, with the inherited timer slack.
+    pub fn idle_churn(burst: Duration, sleep: Duration) -> Self {
+        Self::IdleChurn {
+            burst_duration: burst,
+            sleep_duration: sleep,
+            precise_timing: false,
+        }
+    }
+
     /// `TimerLatency` with a 1 ms period.
     pub fn timer_latency() -> Self {
         Self::TimerLatency { interval_us: 1000 }
@@ -198,6 +267,11 @@ impl WorkType {
             Self::CachePressure { .. } => "CachePressure",
             Self::PageFaultChurn { .. } => "PageFaultChurn",
             Self::TimerLatency { .. } => "TimerLatency",
+            Self::CacheYield { .. } => "CacheYield",
+            Self::PolicyChurn { .. } => "PolicyChurn",
+            Self::IdleChurn { .. } => "IdleChurn",
+            Self::IpcVariance { .. } => "IpcVariance",
+            Self::MutexContention { .. } => "MutexContention",
             Self::Sequence { .. } => "Sequence",
             Self::Custom { name, .. } => name,
         }
@@ -210,6 +284,7 @@ impl WorkType {
             Self::PipeIo { .. } | Self::FutexPingPong { .. } => 2,
             Self::WakeChain { depth } => (*depth).max(1),
             Self::FutexFanOut { fan_out, .. } => fan_out.saturating_add(1),
+            Self::MutexContention { contenders, .. } => (*contenders).max(1),
             Self::Sequence { phases } => phases
                 .iter()
                 .fold(1, |acc, (work, _)| lcm(acc, work.group_size())),
@@ -234,6 +309,25 @@ impl WorkType {
                 ..
             } => bad("touches_per_cycle must be at least 1"),
             Self::TimerLatency { interval_us: 0 } => bad("interval_us must be at least 1"),
+            Self::CacheYield { size_kib: 0, .. } => bad("size_kib must be at least 1"),
+            Self::CacheYield { stride: 0, .. } => bad("stride must be at least 1"),
+            Self::IdleChurn {
+                burst_duration,
+                sleep_duration,
+                ..
+            } if burst_duration.is_zero() || sleep_duration.is_zero() => {
+                bad("burst_duration and sleep_duration must not be zero")
+            }
+            Self::IpcVariance {
+                hot_iters,
+                cold_iters,
+                period_iters,
+            } if *hot_iters == 0 || *cold_iters == 0 || *period_iters == 0 => {
+                bad("hot_iters, cold_iters and period_iters must be at least 1")
+            }
+            Self::MutexContention { contenders, .. } if *contenders < 2 => {
+                bad("contenders must be at least 2")
+            }
             Self::Sequence { phases } if phases.is_empty() => bad("needs at least one phase"),
             Self::Sequence { phases } => {
                 for (work, duration_ms) in phases {
@@ -344,6 +438,11 @@ mod tests {
                 "CachePressure",
                 "PageFaultChurn",
                 "TimerLatency",
+                "CacheYield",
+                "PolicyChurn",
+                "IdleChurn",
+                "IpcVariance",
+                "MutexContention",
                 "Sequence",
                 "mine"
             ]
@@ -356,6 +455,12 @@ mod tests {
         assert_eq!(WorkType::pipe_io().group_size(), 2);
         assert_eq!(WorkType::futex_ping_pong().group_size(), 2);
         assert_eq!(WorkType::WakeChain { depth: 5 }.group_size(), 5);
+        let mutex = WorkType::MutexContention {
+            contenders: 3,
+            hold_iters: 1,
+            work_iters: 1,
+        };
+        assert_eq!(mutex.group_size(), 3);
         let fan = WorkType::FutexFanOut {
             fan_out: 3,
             spin_iters: 0,
@@ -384,6 +489,23 @@ mod tests {
         assert!(WorkType::bursty(Duration::ZERO, Duration::from_millis(1))
             .validate()
             .is_err());
+        assert!(
+            WorkType::idle_churn(Duration::from_millis(1), Duration::ZERO)
+                .validate()
+                .is_err()
+        );
+        let lone = WorkType::MutexContention {
+            contenders: 1,
+            hold_iters: 1,
+            work_iters: 1,
+        };
+        assert!(lone.validate().is_err());
+        let cold_less = WorkType::IpcVariance {
+            hot_iters: 1,
+            cold_iters: 0,
+            period_iters: 1,
+        };
+        assert!(cold_less.validate().is_err());
         let zero_stride = WorkType::CachePressure {
             size_kib: 4,
             stride: 0,

@@ -24,7 +24,7 @@ use crate::{WorkType, WorkloadConfig};
 /// Minimum wall time between two progress checkpoints, ns.
 const CHECKPOINT_NS: u64 = NS_PER_MS;
 /// Longest a worker blocks in one wait before re-checking stop and deadlines, ns.
-const WAIT_SLICE_NS: u64 = 10 * NS_PER_MS;
+pub(crate) const WAIT_SLICE_NS: u64 = 10 * NS_PER_MS;
 
 /// Everything a freshly forked worker needs from its parent.
 pub(crate) struct WorkerSetup<'a> {
@@ -354,8 +354,33 @@ impl<'a> Worker<'a> {
                 spin_iters,
             } => wake::fan_out(self, leaf, *fan_out, *spin_iters, until),
             WorkType::CachePressure { size_kib, stride } => {
-                memory::cache_pressure(self, *size_kib, *stride, until)
+                memory::cache_pressure(self, *size_kib, *stride, false, until)
             }
+            WorkType::CacheYield { size_kib, stride } => {
+                memory::cache_pressure(self, *size_kib, *stride, true, until)
+            }
+            WorkType::PolicyChurn { spin_iters } => cpu::policy_churn(self, *spin_iters, until),
+            WorkType::IdleChurn {
+                burst_duration,
+                sleep_duration,
+                precise_timing,
+            } => cpu::idle_churn(
+                self,
+                *burst_duration,
+                *sleep_duration,
+                *precise_timing,
+                until,
+            ),
+            WorkType::IpcVariance {
+                hot_iters,
+                cold_iters,
+                period_iters,
+            } => memory::ipc_variance(self, *hot_iters, *cold_iters, *period_iters, until),
+            WorkType::MutexContention {
+                contenders,
+                hold_iters,
+                work_iters,
+            } => wake::mutex_contention(self, leaf, *contenders, *hold_iters, *work_iters, until),
             WorkType::PageFaultChurn {
                 region_kib,
                 touches_per_cycle,

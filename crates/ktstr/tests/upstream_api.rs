@@ -32,9 +32,12 @@
 //!   ktstr's `TestTopology`, `sched_pid`, `settle`, `work_type_override`,
 //!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
-//! - `WorkType`s: all but SpinWait, YieldHeavy, Mixed, Bursty, PipeIo, FutexPingPong,
-//!   WakeChain, FutexFanOut, ForkExit, NiceSweep, AffinityChurn, CachePressure,
-//!   PageFaultChurn, TimerLatency, Sequence and Custom. Of those, three still have other
+//! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy, CachePipe,
+//!   AsymmetricWaker, SignalStorm, FanOutCompute, ThunderingHerd, EpollStorm,
+//!   ProducerConsumerImbalance, CrossAffinityChurn, PreemptStorm, RtStarvation,
+//!   PriorityInversion, NumaWorkingSetSweep, NumaMigrationChurn, CgroupChurn,
+//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (21 of 46 are here). Of
+//!   the shared ones, three still have other
 //!   fields here: `WakeChain { depth }` (the existing ktstr: `depth, wake, work_per_hop`),
 //!   `Sequence { phases }` (`first, rest` of `WorkPhase`s) and `Custom { name, run }` with
 //!   `run: fn() -> u64` (`CustomFn` over `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the
@@ -431,6 +434,26 @@ fn work_types_have_the_existing_fields() {
             region_kib: 1024,
             touches_per_cycle: 64,
             spin_iters: 1024,
+        },
+        WorkType::CacheYield {
+            size_kib: 32,
+            stride: 64,
+        },
+        WorkType::PolicyChurn { spin_iters: 1024 },
+        WorkType::IdleChurn {
+            burst_duration: Duration::from_millis(1),
+            sleep_duration: Duration::from_millis(5),
+            precise_timing: false,
+        },
+        WorkType::IpcVariance {
+            hot_iters: 100_000,
+            cold_iters: 1000,
+            period_iters: 4,
+        },
+        WorkType::MutexContention {
+            contenders: 4,
+            hold_iters: 1000,
+            work_iters: 1000,
         },
     ];
     for w in &all {

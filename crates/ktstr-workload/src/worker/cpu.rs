@@ -126,3 +126,59 @@ pub(super) fn custom(w: &mut Worker<'_>, run: fn() -> u64, until: Option<u64>) {
         w.done(units);
     }
 }
+
+/// Policies `PolicyChurn` cycles through: (policy, real-time priority, name).
+const CHURN_POLICIES: [(i32, i32, &str); 5] = [
+    (libc::SCHED_OTHER, 0, "SCHED_OTHER"),
+    (libc::SCHED_BATCH, 0, "SCHED_BATCH"),
+    (libc::SCHED_IDLE, 0, "SCHED_IDLE"),
+    (libc::SCHED_FIFO, 1, "SCHED_FIFO"),
+    (libc::SCHED_RR, 1, "SCHED_RR"),
+];
+
+/// `PolicyChurn`: spin, move to the next policy (skipping those refused), yield.
+pub(super) fn policy_churn(w: &mut Worker<'_>, spin_iters: u64, until: Option<u64>) {
+    let mut next = 1;
+    while w.running(until) {
+        sys::spin(spin_iters);
+        // A refused policy (real-time without CAP_SYS_NICE) is skipped.
+        for _ in 0..CHURN_POLICIES.len() {
+            let (policy, prio, _) = CHURN_POLICIES[next % CHURN_POLICIES.len()];
+            next += 1;
+            if sys::set_scheduler(policy, prio).is_ok() {
+                break;
+            }
+        }
+        sys::yield_now();
+        w.done(1);
+    }
+    // Leave as a normal task, so stopping is not starved by a real-time class.
+    let _ = sys::set_scheduler(libc::SCHED_OTHER, 0);
+}
+
+/// `IdleChurn`: spin units for `burst`, sleep `sleep` and record how late the wake-up was.
+pub(super) fn idle_churn(
+    w: &mut Worker<'_>,
+    burst: Duration,
+    sleep: Duration,
+    precise: bool,
+    until: Option<u64>,
+) {
+    if precise {
+        sys::set_timer_slack(1);
+    }
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let (burst_ns, sleep_ns) = (ns(burst), ns(sleep));
+    while w.running(until) {
+        let burst_end = sys::now_ns().saturating_add(burst_ns);
+        while w.running(Some(until.map_or(burst_end, |u| u.min(burst_end)))) {
+            spin_unit();
+            w.done(1);
+        }
+        let due = sys::now_ns().saturating_add(sleep_ns);
+        w.sleep(sleep_ns, until);
+        if !w.stopping() && until.is_none_or(|u| sys::now_ns() < u) {
+            w.sample_wake(due, sys::now_ns());
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Memory loops: strided cache pressure and page-fault churn.
+//! Memory loops: strided cache pressure (with or without yields), page-fault churn, and
+//! alternating compute- and memory-bound phases.
 
 use super::Worker;
 use crate::sys::{self, NS_PER_MS};
@@ -8,12 +9,13 @@ const TOUCHES_PER_UNIT: usize = 1024;
 /// Smallest buffer `CachePressure` falls back to when a large one cannot be allocated.
 const MIN_BUFFER: usize = 4096;
 
-/// `CachePressure`: read-modify-write every `stride`-th byte of a `size_kib` buffer,
-/// wrapping round; one unit per 1024 touches.
+/// `CachePressure` (and `CacheYield` when `yield_each`): read-modify-write every
+/// `stride`-th byte of a `size_kib` buffer, wrapping round; one unit per 1024 touches.
 pub(super) fn cache_pressure(
     w: &mut Worker<'_>,
     size_kib: usize,
     stride: usize,
+    yield_each: bool,
     until: Option<u64>,
 ) {
     let stride = stride.max(1);
@@ -41,6 +43,9 @@ pub(super) fn cache_pressure(
             }
         }
         w.done(1);
+        if yield_each {
+            sys::yield_now();
+        }
     }
     std::hint::black_box(&buf);
 }
@@ -91,4 +96,43 @@ pub(super) fn page_fault_churn(
         unsafe { libc::munmap(region, len) };
         sys::spin(spin_iters);
     }
+}
+
+/// Working set of `IpcVariance`'s cold phase.
+const IPC_COLD_BYTES: usize = 512 * 1024;
+/// Cache line size the cold phase touches at.
+const CACHE_LINE: usize = 64;
+
+/// `IpcVariance`: `period_iters` pairs of `hot_iters` dependent multiplies and `cold_iters`
+/// random cache-line touches over 512 KiB; one unit per `period_iters` pairs.
+pub(super) fn ipc_variance(
+    w: &mut Worker<'_>,
+    hot_iters: u64,
+    cold_iters: u64,
+    period_iters: u64,
+    until: Option<u64>,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    if buf.try_reserve_exact(IPC_COLD_BYTES).is_err() {
+        return;
+    }
+    buf.resize(IPC_COLD_BYTES, 0);
+    let lines = (IPC_COLD_BYTES / CACHE_LINE) as u64;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 | 1;
+    while w.running(until) {
+        for _ in 0..period_iters {
+            for _ in 0..hot_iters {
+                // Each multiply depends on the last: no instruction-level shortcuts.
+                x = std::hint::black_box(x.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(1));
+            }
+            for _ in 0..cold_iters {
+                let line = w.rng.below(lines) as usize;
+                if let Some(byte) = buf.get_mut(line * CACHE_LINE) {
+                    *byte = std::hint::black_box(byte.wrapping_add(1));
+                }
+            }
+        }
+        w.done(1);
+    }
+    std::hint::black_box((&buf, x));
 }

@@ -128,3 +128,44 @@ pub(super) fn fan_out(
         w.done(1);
     }
 }
+
+/// `MutexContention`: the group shares a futex mutex (0 free, 1 held, 2 held with waiters),
+/// in the group's first worker's word; each worker spins `work_iters`, takes it, spins
+/// `hold_iters`, releases it.
+pub(super) fn mutex_contention(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    contenders: usize,
+    hold_iters: u64,
+    work_iters: u64,
+    until: Option<u64>,
+) {
+    let group = contenders.max(1);
+    let lock = &w.coop(leaf, w.index - w.index % group).word;
+    'work: while w.running(until) {
+        sys::spin(work_iters);
+        let mut state = match lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => 0,
+            Err(held) => held,
+        };
+        if state != 0 {
+            if state != 2 {
+                state = lock.swap(2, Ordering::Acquire);
+            }
+            while state != 0 {
+                if !w.running(until) {
+                    break 'work;
+                }
+                sys::futex_wait(lock, 2, super::WAIT_SLICE_NS);
+                w.quit_if_orphaned();
+                state = lock.swap(2, Ordering::Acquire);
+            }
+        }
+        sys::spin(hold_iters);
+        if lock.fetch_sub(1, Ordering::Release) != 1 {
+            lock.store(0, Ordering::Release);
+            sys::futex_wake(lock, 1);
+        }
+        w.done(1);
+    }
+}
