@@ -25,7 +25,7 @@ fn needs_cpus(ctx: &Ctx, n: usize) -> Option<AssertResult> {
 }
 
 fn spin(name: &str) -> CgroupDef {
-    CgroupDef::named(name)
+    CgroupDef::named(name.to_string())
 }
 
 /// Two cgroups of spinning workers for the whole duration.

@@ -53,9 +53,9 @@
 //! - The canned-scenario modules `affinity`, `basic`, `cpuset`, `dynamic`, `stress`, `nested`,
 //!   `performance`, `interaction`, and the gauntlet presets.
 //!
-//! Shared names whose types are narrower here: cgroup names take `impl Into<String>` where
-//! the existing ktstr takes `impl Into<Cow<'static, str>>` (string literals and `String`s
-//! work in both; a `Cow` does not compile here).
+//! Names are taken as the existing ktstr takes them (`impl Into<Cow<'static, str>>`) but kept
+//! as `String` fields: code that builds ops and cgroups compiles unchanged; code that matches
+//! on an `Op`'s or a `CgroupDef`'s name field as a `Cow` does not.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -462,6 +462,24 @@ fn work_types_have_the_existing_fields() {
     assert!(WorkType::bursty(Duration::ZERO, Duration::from_millis(1))
         .validate()
         .is_err());
+}
+
+/// Names go in as `&'static str`, `String` or `Cow`, as in the existing ktstr.
+#[test]
+fn names_are_taken_as_cows() {
+    use std::borrow::Cow;
+    let cow: Cow<'static, str> = Cow::Borrowed("a");
+    let owned: Cow<'static, str> = Cow::Owned(format!("b{}", 1));
+    assert_eq!(Op::add_cgroup(cow.clone()), Op::add_cgroup("a"));
+    assert_eq!(Op::swap_cpusets(cow, owned), Op::swap_cpusets("a", "b1"));
+    assert_eq!(CgroupDef::named(Cow::Borrowed("x")).name, "x");
+    assert_eq!(
+        CgroupDef::named(String::from("y"))
+            .comm(Cow::Borrowed("w"))
+            .works[0]
+            .comm,
+        Some("w".to_string())
+    );
 }
 
 /// The spawn forms place their work where the existing ktstr's do.

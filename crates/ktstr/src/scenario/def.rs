@@ -1,10 +1,13 @@
 //! Cgroups as data: what each cgroup of a scenario is, where its CPUs are, what its workers do.
 
+use std::borrow::Cow;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ktstr_workload::{MemPolicy, MpolFlags, SchedPolicy, WorkType};
 
+use super::owned;
 use super::topo::CpuTopo;
 use crate::test_support::Payload;
 
@@ -332,8 +335,8 @@ impl WorkSpec {
         self
     }
     /// Sets their comm.
-    pub fn comm(mut self, c: impl Into<String>) -> Self {
-        self.comm = Some(c.into());
+    pub fn comm(mut self, c: impl Into<Cow<'static, str>>) -> Self {
+        self.comm = Some(owned(c));
         self
     }
     /// Sets the user id they run as.
@@ -396,9 +399,9 @@ pub struct CgroupDef {
 
 impl CgroupDef {
     /// A cgroup called `name` running SpinWait workers.
-    pub fn named(name: impl Into<String>) -> Self {
+    pub fn named(name: impl Into<Cow<'static, str>>) -> Self {
         CgroupDef {
-            name: name.into(),
+            name: owned(name),
             cpuset: None,
             cpuset_mems: None,
             works: Vec::new(),
@@ -478,8 +481,8 @@ impl CgroupDef {
         self.each_work(|w| w.nice = Some(n))
     }
     /// Sets every group's comm.
-    pub fn comm(self, c: impl Into<String>) -> Self {
-        let c = c.into();
+    pub fn comm(self, c: impl Into<Cow<'static, str>>) -> Self {
+        let c = owned(c);
         self.each_work(|w| w.comm = Some(c.clone()))
     }
     /// Sets the user id every group runs as.

@@ -435,7 +435,10 @@ impl<'c> Engine<'c> {
             } => {
                 let cg = cgroup.as_deref().unwrap_or(PAYLOAD_CGROUP);
                 if !self.live.contains_key(cg) {
-                    self.add(&CgroupDef::named(cg).workers(0), Scope::Scenario)?;
+                    self.add(
+                        &CgroupDef::named(cg.to_string()).workers(0),
+                        Scope::Scenario,
+                    )?;
                 }
                 self.start_payload(payload, args, cg)
             }

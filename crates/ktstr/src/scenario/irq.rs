@@ -1,6 +1,9 @@
 //! Interrupts a scenario can steer to a CPU: chosen by number or by the name a driver gave
 //! them in `/proc/interrupts`.
 
+use std::borrow::Cow;
+
+use super::owned;
 use std::collections::BTreeSet;
 
 /// Which interrupt [`Op::SteerIrq`](super::Op::SteerIrq) steers.
@@ -18,8 +21,8 @@ impl IrqSelector {
         IrqSelector::Number(n)
     }
     /// The IRQs whose handler is called `label` (such as `ttyS0` or `virtio0-requests`).
-    pub fn by_label(label: impl Into<String>) -> Self {
-        IrqSelector::Label(label.into())
+    pub fn by_label(label: impl Into<Cow<'static, str>>) -> Self {
+        IrqSelector::Label(owned(label))
     }
 
     /// The IRQ numbers this selects, given the text of `/proc/interrupts`.

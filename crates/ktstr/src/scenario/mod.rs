@@ -16,6 +16,7 @@ pub mod sched_ctl;
 pub mod step;
 pub mod topo;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,12 @@ pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
 pub use sched_ctl::SchedulerCtl;
 pub use step::{Backdrop, HoldSpec, Op, Setup, SpawnPlacement, Step};
 pub use topo::CpuTopo;
+
+/// A name given as the existing ktstr takes names (`&'static str`, `String` or a `Cow`),
+/// owned.
+pub(crate) fn owned(name: impl Into<Cow<'static, str>>) -> String {
+    name.into().into_owned()
+}
 
 /// Where workload cgroups go unless the test says otherwise.
 pub const DEFAULT_WORKLOAD_ROOT: &str = "/ktstr";

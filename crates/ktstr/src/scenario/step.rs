@@ -1,11 +1,14 @@
 //! Scenarios over time: steps that change cgroups, cpusets and workers, and how long each holds.
 
+use std::borrow::Cow;
+
 use std::time::Duration;
 
 use ktstr_workload::WorkType;
 
 use super::def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
 use super::irq::IrqSelector;
+use super::owned;
 use super::Ctx;
 use crate::test_support::{Payload, Scheduler};
 
@@ -202,37 +205,37 @@ pub enum Op {
 
 impl Op {
     /// Creates an empty cgroup.
-    pub fn add_cgroup(name: impl Into<String>) -> Op {
-        Op::AddCgroup { name: name.into() }
+    pub fn add_cgroup(name: impl Into<Cow<'static, str>>) -> Op {
+        Op::AddCgroup { name: owned(name) }
     }
     /// Creates a cgroup and starts its workers.
     pub fn add_cgroup_def(def: CgroupDef) -> Op {
         Op::AddCgroupDef { def }
     }
     /// Stops a cgroup's workers and removes it.
-    pub fn remove_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn remove_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::RemoveCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Sets a cgroup's cpuset.
-    pub fn set_cpuset(cgroup: impl Into<String>, cpus: CpusetSpec) -> Op {
+    pub fn set_cpuset(cgroup: impl Into<Cow<'static, str>>, cpus: CpusetSpec) -> Op {
         Op::SetCpuset {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
             cpus,
         }
     }
     /// Clears a cgroup's cpuset.
-    pub fn clear_cpuset(cgroup: impl Into<String>) -> Op {
+    pub fn clear_cpuset(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::ClearCpuset {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Exchanges two cgroups' cpusets.
-    pub fn swap_cpusets(a: impl Into<String>, b: impl Into<String>) -> Op {
+    pub fn swap_cpusets(a: impl Into<Cow<'static, str>>, b: impl Into<Cow<'static, str>>) -> Op {
         Op::SwapCpusets {
-            a: a.into(),
-            b: b.into(),
+            a: owned(a),
+            b: owned(b),
         }
     }
     /// Starts the workers `work` describes where `placement` says.
@@ -240,11 +243,11 @@ impl Op {
         Op::Spawn { placement, work }
     }
     /// Starts the workers `work` describes in a scenario cgroup.
-    pub fn spawn_workers(cgroup: impl Into<String>, work: WorkSpec) -> Op {
-        Op::spawn(SpawnPlacement::Cgroup(cgroup.into()), work)
+    pub fn spawn_workers(cgroup: impl Into<Cow<'static, str>>, work: WorkSpec) -> Op {
+        Op::spawn(SpawnPlacement::Cgroup(owned(cgroup)), work)
     }
     /// Starts the context's `workers_per_cgroup` workers of `work` in a scenario cgroup.
-    pub fn spawn_in_cgroup(cgroup: impl Into<String>, work: WorkType) -> Op {
+    pub fn spawn_in_cgroup(cgroup: impl Into<Cow<'static, str>>, work: WorkType) -> Op {
         Op::spawn_workers(cgroup, WorkSpec::default().work_type(work))
     }
     /// Starts the workers `work` describes in the runner's own cgroup, outside the scenario's.
@@ -252,35 +255,38 @@ impl Op {
         Op::spawn(SpawnPlacement::RunnerCgroup, work)
     }
     /// Stops a cgroup's workers.
-    pub fn stop_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn stop_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::StopCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Changes the affinity of a cgroup's workers.
-    pub fn set_affinity(cgroup: impl Into<String>, affinity: AffinityIntent) -> Op {
+    pub fn set_affinity(cgroup: impl Into<Cow<'static, str>>, affinity: AffinityIntent) -> Op {
         Op::SetAffinity {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
             affinity,
         }
     }
     /// Moves every task of `from` into `to`.
-    pub fn move_all_tasks(from: impl Into<String>, to: impl Into<String>) -> Op {
+    pub fn move_all_tasks(
+        from: impl Into<Cow<'static, str>>,
+        to: impl Into<Cow<'static, str>>,
+    ) -> Op {
         Op::MoveAllTasks {
-            from: from.into(),
-            to: to.into(),
+            from: owned(from),
+            to: owned(to),
         }
     }
     /// Freezes a cgroup.
-    pub fn freeze_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn freeze_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::FreezeCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Thaws a cgroup.
-    pub fn unfreeze_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn unfreeze_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::UnfreezeCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Starts `payload` with its default arguments then `args`, in a cgroup of its own.
@@ -295,40 +301,46 @@ impl Op {
     pub fn run_payload_in_cgroup(
         payload: &'static Payload,
         args: Vec<String>,
-        cgroup: impl Into<String>,
+        cgroup: impl Into<Cow<'static, str>>,
     ) -> Op {
         Op::RunPayload {
             payload,
             args,
-            cgroup: Some(cgroup.into()),
+            cgroup: Some(owned(cgroup)),
         }
     }
     /// Waits for the only running payload called `name` to exit.
-    pub fn wait_payload(name: impl Into<String>) -> Op {
+    pub fn wait_payload(name: impl Into<Cow<'static, str>>) -> Op {
         Op::WaitPayload {
-            name: name.into(),
+            name: owned(name),
             cgroup: None,
         }
     }
     /// Waits for the payload called `name` running in `cgroup` to exit.
-    pub fn wait_payload_in_cgroup(name: impl Into<String>, cgroup: impl Into<String>) -> Op {
+    pub fn wait_payload_in_cgroup(
+        name: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Op {
         Op::WaitPayload {
-            name: name.into(),
-            cgroup: Some(cgroup.into()),
+            name: owned(name),
+            cgroup: Some(owned(cgroup)),
         }
     }
     /// Stops the only running payload called `name`.
-    pub fn kill_payload(name: impl Into<String>) -> Op {
+    pub fn kill_payload(name: impl Into<Cow<'static, str>>) -> Op {
         Op::KillPayload {
-            name: name.into(),
+            name: owned(name),
             cgroup: None,
         }
     }
     /// Stops the payload called `name` running in `cgroup`.
-    pub fn kill_payload_in_cgroup(name: impl Into<String>, cgroup: impl Into<String>) -> Op {
+    pub fn kill_payload_in_cgroup(
+        name: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Op {
         Op::KillPayload {
-            name: name.into(),
-            cgroup: Some(cgroup.into()),
+            name: owned(name),
+            cgroup: Some(owned(cgroup)),
         }
     }
     /// Routes interrupt `irq` to CPU `cpu`.
@@ -336,10 +348,13 @@ impl Op {
         Op::SteerIrq { irq, cpu }
     }
     /// Records the processes of `cgroup` under `tag`.
-    pub fn capture_cgroup_procs(tag: impl Into<String>, cgroup: impl Into<String>) -> Op {
+    pub fn capture_cgroup_procs(
+        tag: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Op {
         Op::CaptureCgroupProcs {
-            tag: tag.into(),
-            cgroup: cgroup.into(),
+            tag: owned(tag),
+            cgroup: owned(cgroup),
         }
     }
     /// Attaches `scheduler`.
