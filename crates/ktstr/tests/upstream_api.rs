@@ -29,8 +29,7 @@
 //!   constructors, `PinBpfMap`/`pin_bpf_map`; `KernelTarget`, `KernelValue`,
 //!   `KernelValueWidth`.
 //! - `Ctx` fields `topo` as the existing
-//!   ktstr's `TestTopology`, `sched_pid`, `settle`, `work_type_override`,
-//!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
+//!   ktstr's `TestTopology`, `sched_pid`, `settle`, `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
 //! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy, CachePipe,
 //!   AsymmetricWaker, SignalStorm, FanOutCompute, ThunderingHerd, EpollStorm,
@@ -300,6 +299,7 @@ fn every_op(ctx: &Ctx) -> Result<AssertResult> {
     ];
     HoldSpec::FULL.validate().map_err(anyhow::Error::msg)?;
     let _procs: Option<Vec<i32>> = ctx.captured_cgroup_procs("moved");
+    let _override: Option<WorkType> = ctx.work_type_override.clone();
     let custom = Assert::NO_OVERRIDES.check_not_stuck().max_spread_pct(50.0);
     let _ = execute_scenario_with(ctx, backdrop.clone(), steps.clone(), Some(&custom))?;
     let _ = execute_steps_with(ctx, steps.clone(), None)?;

@@ -385,7 +385,7 @@ pub struct CgroupDef {
     pub cpuset_mems: Option<BTreeSet<usize>>,
     /// Its worker groups (none given: one default group).
     pub works: Vec<WorkSpec>,
-    /// May a test-wide work type override replace its work types.
+    /// Its work types give way to the context's `work_type_override`, when there is one.
     pub swappable: bool,
     /// A payload started in it after its workers, stopped when it is removed.
     pub payload: Option<&'static Payload>,
@@ -419,6 +419,17 @@ impl CgroupDef {
         } else {
             self.works.clone()
         }
+    }
+    /// The worker groups to start when the test overrides work types with `work_type`:
+    /// a swappable cgroup's groups take it, others keep their own.
+    pub fn works_with_override(&self, work_type: Option<&WorkType>) -> Vec<WorkSpec> {
+        let mut works = self.merged_works();
+        if let (true, Some(w)) = (self.swappable, work_type) {
+            for spec in &mut works {
+                spec.work_type = w.clone();
+            }
+        }
+        works
     }
     fn first_work(&mut self) -> &mut WorkSpec {
         if self.works.is_empty() {
@@ -497,7 +508,7 @@ impl CgroupDef {
     pub fn numa_node(self, node: u32) -> Self {
         self.each_work(|w| w.numa_node = Some(node))
     }
-    /// Lets a test-wide work type override replace its work types.
+    /// Lets the context's `work_type_override` replace its work types.
     pub fn swappable(mut self, swappable: bool) -> Self {
         self.swappable = swappable;
         self
@@ -809,6 +820,22 @@ mod tests {
             .iter()
             .find(|(k, _)| *k == f)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn only_swappable_cgroups_take_the_override() {
+        let yield_heavy = WorkType::YieldHeavy;
+        let fixed = CgroupDef::named("f").work_type(WorkType::Mixed);
+        let swap = fixed.clone().swappable(true);
+        let types = |d: &CgroupDef, o: Option<&WorkType>| -> Vec<WorkType> {
+            d.works_with_override(o)
+                .into_iter()
+                .map(|w| w.work_type)
+                .collect()
+        };
+        assert_eq!(types(&fixed, Some(&yield_heavy)), [WorkType::Mixed]);
+        assert_eq!(types(&swap, Some(&yield_heavy)), [WorkType::YieldHeavy]);
+        assert_eq!(types(&swap, None), [WorkType::Mixed]);
     }
 
     #[test]

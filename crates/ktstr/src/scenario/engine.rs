@@ -176,7 +176,7 @@ impl<'c> Engine<'c> {
             LiveCgroup::new(scope, cpuset.clone(), def.cpu_weight),
         );
         let cpus = cpuset.map_or(self.ctx.topo.cpus.len(), |c| c.len());
-        for work in def.merged_works() {
+        for work in def.works_with_override(self.ctx.work_type_override.as_ref()) {
             let workers = work
                 .resolve_workers(cpus, self.ctx.workers_per_cgroup)
                 .map_err(|e| anyhow!("cgroup `{}`: {e}", def.name))?;

@@ -63,6 +63,8 @@ pub struct Ctx {
     pub current_step: AtomicUsize,
     /// The sched_ext scheduler, for scheduler ops.
     pub scheduler: Mutex<SchedulerCtl>,
+    /// A work type that replaces those of swappable cgroups ([`CgroupDef::swappable`]).
+    pub work_type_override: Option<ktstr_workload::WorkType>,
     /// The test's payload, started beside the workers of every scenario it runs.
     pub payload: Option<&'static crate::test_support::Payload>,
     phases: Mutex<Vec<PhaseCgroupStats>>,
@@ -93,6 +95,7 @@ impl Ctx {
             current_step: AtomicUsize::new(0),
             scheduler: Mutex::new(SchedulerCtl::default()),
             payload: None,
+            work_type_override: None,
             phases: Mutex::new(Vec::new()),
             payload_results: Mutex::new(Vec::new()),
             captured_procs: Mutex::new(BTreeMap::new()),
