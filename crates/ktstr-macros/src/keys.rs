@@ -84,6 +84,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("expect_scx_bpf_error_contains"),
     b("requires_smt"),
     b("host_only"),
+    b("kaslr"),
     b("ignore"),
 ];
 

@@ -734,3 +734,23 @@ fn step_setup_factories_see_the_context(ctx: &Ctx) -> Result<AssertResult> {
     ensure!(names == ["llc_0", "llc_1"], "cgroups {names:?}: {r}");
     Ok(r)
 }
+
+/// `kaslr = false`: the kernel is not randomized (`nokaslr`), so it sits at its link address.
+#[ktstr_test(duration_s = 1, kaslr = false)]
+fn kaslr_false_boots_an_unrandomized_kernel(_ctx: &Ctx) -> Result<AssertResult> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline")?;
+    ensure!(
+        cmdline.split_whitespace().any(|a| a == "nokaslr"),
+        "{cmdline}"
+    );
+    let syms = std::fs::read_to_string("/proc/kallsyms")?;
+    let text = syms
+        .lines()
+        .find(|l| l.ends_with(" _text"))
+        .context("no _text in /proc/kallsyms")?;
+    ensure!(
+        text.starts_with("ffffffff81000000 "),
+        "_text is not at the link address: {text}"
+    );
+    Ok(AssertResult::pass())
+}

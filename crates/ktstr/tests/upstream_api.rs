@@ -11,7 +11,7 @@
 //! Names from upstream-api.md still MISSING here (a test using one does not compile yet):
 //!
 //! - `#[ktstr_test]` keys: `expect_auto_repro`, `performance_mode`, `no_perf_mode`, `pci`,
-//!   `survives_storm`, `allow_inconclusive`, `kaslr`, `wprof`, `bpf_map_write`,
+//!   `survives_storm`, `allow_inconclusive`, `wprof`, `bpf_map_write`,
 //!   `watch_bpf_maps`, `perf_delta_assertions`, `post_vm_unconditional`, `disk`, `networks`,
 //!   `config`, `expect_scx_bpf_error_matches`, `wprof_args`, `cleanup_budget_ms`, `cpu_budget`,
 //!   `min_numa_nodes`, `max_numa_nodes`, `min_llcs`, `max_llcs`, `min_cpus`, `max_cpus`,
@@ -123,6 +123,7 @@ static DD: Payload = Payload::binary("dd", "dd").default_args(&["if=/dev/zero", 
     max_keep_last_rate = 100.0,
     auto_repro = false,
     requires_smt = false,
+    kaslr = true,
     ignore
 )]
 fn conformance_assert_keys(ctx: &Ctx) -> Result<AssertResult> {

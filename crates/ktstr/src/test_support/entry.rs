@@ -68,6 +68,8 @@ pub struct KtstrTestEntry {
     pub requires_smt: bool,
     /// Run on the host, without a VM.
     pub host_only: bool,
+    /// Kernel address space randomization on (the kernel's default); off adds `nokaslr`.
+    pub kaslr: bool,
 }
 
 /// Default workload duration, seconds.
@@ -103,6 +105,7 @@ impl KtstrTestEntry {
         expect_scx_bpf_error_contains: None,
         requires_smt: false,
         host_only: false,
+        kaslr: true,
     };
 
     /// The topology the guest gets: the test's keys, else the scheduler's, else 1/1/2/1.

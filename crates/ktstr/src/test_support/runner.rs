@@ -333,6 +333,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         .collect();
     opts.extra_cmdline = schedulers()
         .flat_map(|s| s.kargs.iter().copied())
+        .chain((!entry.kaslr).then_some("nokaslr"))
         .collect::<Vec<_>>()
         .join(" ");
     opts.timeout = entry.duration() + RUN_MARGIN;
