@@ -700,6 +700,80 @@ mod tests {
     }
 
     #[test]
+    fn thundering_herd_wakes_every_waiter_each_batch() {
+        let work = WorkType::ThunderingHerd {
+            waiters: 3,
+            batches: 3,
+            inter_batch_ms: 20,
+        };
+        let reports = run(&WorkloadConfig::new(4, work), 300);
+        // The waker broadcast three times and every waiter woke for each.
+        for r in &reports {
+            assert_eq!(r.work_units, 3, "{r:?}");
+        }
+        assert!(reports[1..].iter().all(|r| r.wake_sample_total == 3));
+    }
+
+    /// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`.
+    fn stat_field(pid: i32, n: usize) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = &stat[stat.rfind(')')? + 1..];
+        after.split_whitespace().nth(n - 3).map(str::to_string)
+    }
+
+    #[test]
+    fn preempt_storm_runs_one_real_time_worker() {
+        let work = WorkType::PreemptStorm {
+            cfs_workers: 1,
+            rt_burst_iters: 4096,
+            rt_sleep_us: 500,
+        };
+        let mut handle = WorkloadHandle::spawn(&WorkloadConfig::new(2, work)).unwrap();
+        let pids = handle.pids();
+        handle.start();
+        sleep_ms(200);
+        let policies: Vec<Option<String>> = pids.iter().map(|&p| stat_field(p, 41)).collect();
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 2);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(policies[0].as_deref(), Some("1"), "{policies:?}");
+        }
+        assert_eq!(policies[1].as_deref(), Some("0"), "{policies:?}");
+    }
+
+    #[test]
+    fn signal_storm_pairs_catch_each_others_signals() {
+        let work = WorkType::SignalStorm {
+            signals_per_iter: 2,
+            work_iters: 4096,
+        };
+        let mut handle = WorkloadHandle::spawn(&WorkloadConfig::new(2, work)).unwrap();
+        let pids = handle.pids();
+        handle.start();
+        sleep_ms(200);
+        let caught: Vec<u64> = pids
+            .iter()
+            .map(|p| {
+                let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+                let line = status.lines().find(|l| l.starts_with("SigCgt:")).unwrap();
+                u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+            })
+            .collect();
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 2);
+        // Both survived each other's SIGUSR1s, caught by the handler.
+        let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+        assert!(caught.iter().all(|c| c & usr1 != 0), "{caught:x?}");
+        assert!(reports.iter().all(|r| r.exit_info.is_none()));
+    }
+
+    #[test]
+    fn numa_migration_churn_progresses() {
+        makes_progress(WorkType::NumaMigrationChurn { period_ms: 5 });
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

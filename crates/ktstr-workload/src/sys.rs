@@ -330,6 +330,22 @@ pub(crate) fn set_uid(uid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// A SIGUSR1 handler that does nothing, so the signal interrupts without killing.
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+/// Catches SIGUSR1 with a handler that does nothing (`SA_RESTART`), for signal storms.
+pub(crate) fn ignore_sigusr1_with_handler() {
+    // SAFETY: an all-zero sigaction is valid; the handler is an extern "C" fn that does
+    // nothing and so is async-signal-safe.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut());
+    }
+}
+
 /// `prctl(PR_SET_TIMERSLACK, ns)` for the caller (best effort: RT tasks ignore it).
 pub(crate) fn set_timer_slack(ns: u64) {
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer.

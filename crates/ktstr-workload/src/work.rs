@@ -117,6 +117,40 @@ pub enum WorkType {
         /// Spin iterations between acquisitions.
         work_iters: u64,
     },
+    /// One waker wakes all `waiters` at once on a single futex word, `batches` times,
+    /// `inter_batch_ms` apart; each waiter's wake latency is measured.
+    ThunderingHerd {
+        /// Waiters per waker (the group is `waiters + 1`).
+        waiters: usize,
+        /// Broadcast wakes before the waker stops waking.
+        batches: u64,
+        /// Sleep between broadcasts, ms.
+        inter_batch_ms: u64,
+    },
+    /// Per group, one SCHED_FIFO worker spins `rt_burst_iters` then sleeps `rt_sleep_us`,
+    /// preempting `cfs_workers` normal spinners each time it wakes.
+    PreemptStorm {
+        /// Normal spinners per group (the group is `cfs_workers + 1`).
+        cfs_workers: usize,
+        /// Spin iterations of each real-time burst.
+        rt_burst_iters: u64,
+        /// Sleep between real-time bursts, µs.
+        rt_sleep_us: u64,
+    },
+    /// Pairs: spin `work_iters`, then send the partner `signals_per_iter` SIGUSR1s; one unit
+    /// each round.
+    SignalStorm {
+        /// Signals per round.
+        signals_per_iter: u64,
+        /// Spin iterations per round.
+        work_iters: u64,
+    },
+    /// Spin, re-pinning to the CPUs of the next NUMA node every `period_ms`; one unit per
+    /// 1024-iteration spin.
+    NumaMigrationChurn {
+        /// Time on each node, ms.
+        period_ms: u64,
+    },
     /// Absolute `clock_nanosleep` every `interval_us`; timer overshoot measured; one unit each.
     TimerLatency {
         /// Timer period, µs.
@@ -137,7 +171,9 @@ pub enum WorkType {
 }
 
 impl WorkType {
-    /// Every built-in work type with its default parameters (all but `Sequence` and `Custom`).
+    /// Every built-in work type whose workers are alike, with default parameters: all but
+    /// `Sequence`, `Custom` and `PreemptStorm` (whose real-time worker sleeps by design, so
+    /// its group's off-CPU shares always differ).
     pub fn builtin() -> Vec<WorkType> {
         vec![
             WorkType::SpinWait,
@@ -170,6 +206,16 @@ impl WorkType {
                 hold_iters: 1024,
                 work_iters: 1024,
             },
+            WorkType::ThunderingHerd {
+                waiters: 3,
+                batches: u64::MAX,
+                inter_batch_ms: 5,
+            },
+            WorkType::SignalStorm {
+                signals_per_iter: 4,
+                work_iters: 16384,
+            },
+            WorkType::NumaMigrationChurn { period_ms: 10 },
         ]
     }
 
@@ -272,6 +318,10 @@ impl WorkType {
             Self::IdleChurn { .. } => "IdleChurn",
             Self::IpcVariance { .. } => "IpcVariance",
             Self::MutexContention { .. } => "MutexContention",
+            Self::ThunderingHerd { .. } => "ThunderingHerd",
+            Self::PreemptStorm { .. } => "PreemptStorm",
+            Self::SignalStorm { .. } => "SignalStorm",
+            Self::NumaMigrationChurn { .. } => "NumaMigrationChurn",
             Self::Sequence { .. } => "Sequence",
             Self::Custom { name, .. } => name,
         }
@@ -285,6 +335,9 @@ impl WorkType {
             Self::WakeChain { depth } => (*depth).max(1),
             Self::FutexFanOut { fan_out, .. } => fan_out.saturating_add(1),
             Self::MutexContention { contenders, .. } => (*contenders).max(1),
+            Self::ThunderingHerd { waiters, .. } => waiters.saturating_add(1),
+            Self::PreemptStorm { cfs_workers, .. } => cfs_workers.saturating_add(1),
+            Self::SignalStorm { .. } => 2,
             Self::Sequence { phases } => phases
                 .iter()
                 .fold(1, |acc, (work, _)| lcm(acc, work.group_size())),
@@ -328,6 +381,9 @@ impl WorkType {
             Self::MutexContention { contenders, .. } if *contenders < 2 => {
                 bad("contenders must be at least 2")
             }
+            Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),
+            Self::PreemptStorm { rt_sleep_us: 0, .. } => bad("rt_sleep_us must be at least 1"),
+            Self::NumaMigrationChurn { period_ms: 0 } => bad("period_ms must be at least 1"),
             Self::Sequence { phases } if phases.is_empty() => bad("needs at least one phase"),
             Self::Sequence { phases } => {
                 for (work, duration_ms) in phases {
@@ -443,6 +499,9 @@ mod tests {
                 "IdleChurn",
                 "IpcVariance",
                 "MutexContention",
+                "ThunderingHerd",
+                "SignalStorm",
+                "NumaMigrationChurn",
                 "Sequence",
                 "mine"
             ]
@@ -455,12 +514,33 @@ mod tests {
         assert_eq!(WorkType::pipe_io().group_size(), 2);
         assert_eq!(WorkType::futex_ping_pong().group_size(), 2);
         assert_eq!(WorkType::WakeChain { depth: 5 }.group_size(), 5);
+        let storm = WorkType::PreemptStorm {
+            cfs_workers: 3,
+            rt_burst_iters: 1,
+            rt_sleep_us: 1,
+        };
+        assert_eq!((storm.name(), storm.group_size()), ("PreemptStorm", 4));
+        storm.validate().unwrap();
         let mutex = WorkType::MutexContention {
             contenders: 3,
             hold_iters: 1,
             work_iters: 1,
         };
         assert_eq!(mutex.group_size(), 3);
+        let herd = WorkType::ThunderingHerd {
+            waiters: 5,
+            batches: 1,
+            inter_batch_ms: 1,
+        };
+        assert_eq!(herd.group_size(), 6);
+        assert_eq!(
+            WorkType::SignalStorm {
+                signals_per_iter: 1,
+                work_iters: 1
+            }
+            .group_size(),
+            2
+        );
         let fan = WorkType::FutexFanOut {
             fan_out: 3,
             spin_iters: 0,

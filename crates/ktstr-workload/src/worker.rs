@@ -381,6 +381,23 @@ impl<'a> Worker<'a> {
                 hold_iters,
                 work_iters,
             } => wake::mutex_contention(self, leaf, *contenders, *hold_iters, *work_iters, until),
+            WorkType::ThunderingHerd {
+                waiters,
+                batches,
+                inter_batch_ms,
+            } => wake::thundering_herd(self, leaf, *waiters, *batches, *inter_batch_ms, until),
+            WorkType::PreemptStorm {
+                cfs_workers,
+                rt_burst_iters,
+                rt_sleep_us,
+            } => cpu::preempt_storm(self, *cfs_workers, *rt_burst_iters, *rt_sleep_us, until),
+            WorkType::SignalStorm {
+                signals_per_iter,
+                work_iters,
+            } => wake::signal_storm(self, leaf, *signals_per_iter, *work_iters, until),
+            WorkType::NumaMigrationChurn { period_ms } => {
+                cpu::numa_migration_churn(self, *period_ms, until)
+            }
             WorkType::PageFaultChurn {
                 region_kib,
                 touches_per_cycle,

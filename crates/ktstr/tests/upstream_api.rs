@@ -32,10 +32,9 @@
 //!   ktstr's `TestTopology`, `sched_pid`, `settle`, `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
 //! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy, CachePipe,
-//!   AsymmetricWaker, SignalStorm, FanOutCompute, ThunderingHerd, EpollStorm,
-//!   ProducerConsumerImbalance, CrossAffinityChurn, PreemptStorm, RtStarvation,
-//!   PriorityInversion, NumaWorkingSetSweep, NumaMigrationChurn, CgroupChurn,
-//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (21 of 46 are here). Of
+//!   AsymmetricWaker, FanOutCompute, EpollStorm, ProducerConsumerImbalance,
+//!   CrossAffinityChurn, RtStarvation, PriorityInversion, NumaWorkingSetSweep, CgroupChurn,
+//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (26 of 46 are here). Of
 //!   the shared ones, three still have other
 //!   fields here: `WakeChain { depth }` (the existing ktstr: `depth, wake, work_per_hop`),
 //!   `Sequence { phases }` (`first, rest` of `WorkPhase`s) and `Custom { name, run }` with
@@ -456,6 +455,21 @@ fn work_types_have_the_existing_fields() {
             hold_iters: 1000,
             work_iters: 1000,
         },
+        WorkType::ThunderingHerd {
+            waiters: 5,
+            batches: 100,
+            inter_batch_ms: 10,
+        },
+        WorkType::PreemptStorm {
+            cfs_workers: 2,
+            rt_burst_iters: 10_000,
+            rt_sleep_us: 1000,
+        },
+        WorkType::SignalStorm {
+            signals_per_iter: 8,
+            work_iters: 1000,
+        },
+        WorkType::NumaMigrationChurn { period_ms: 50 },
     ];
     for w in &all {
         w.validate().unwrap_or_else(|e| panic!("{w:?}: {e}"));

@@ -182,3 +182,76 @@ pub(super) fn idle_churn(
         }
     }
 }
+
+/// `PreemptStorm`: the group's first worker runs SCHED_FIFO 1 (where permitted) in short
+/// bursts with sleeps between; the rest spin as normal tasks.
+pub(super) fn preempt_storm(
+    w: &mut Worker<'_>,
+    cfs_workers: usize,
+    rt_burst_iters: u64,
+    rt_sleep_us: u64,
+    until: Option<u64>,
+) {
+    let group = cfs_workers.saturating_add(1);
+    if w.index % group != 0 {
+        spin_wait(w, until);
+        return;
+    }
+    // Without CAP_SYS_NICE the bursts still run, as a normal task.
+    let rt = sys::set_scheduler(libc::SCHED_FIFO, 1).is_ok();
+    let sleep_ns = rt_sleep_us.saturating_mul(1000);
+    while w.running(until) {
+        sys::spin(rt_burst_iters);
+        w.done(1);
+        w.sleep(sleep_ns, until);
+    }
+    if rt {
+        let _ = sys::set_scheduler(libc::SCHED_OTHER, 0);
+    }
+}
+
+/// `NumaMigrationChurn`: spin units, re-pinning to the next NUMA node's CPUs (within the
+/// worker's own) every `period_ms`; restores the affinity after.
+pub(super) fn numa_migration_churn(w: &mut Worker<'_>, period_ms: u64, until: Option<u64>) {
+    let allowed: BTreeSet<usize> = sys::get_affinity(0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    let nodes: Vec<BTreeSet<usize>> = numa_nodes()
+        .into_iter()
+        .map(|n| n.intersection(&allowed).copied().collect::<BTreeSet<_>>())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let period_ns = period_ms.saturating_mul(NS_PER_MS);
+    let mut next = w.index;
+    while w.running(until) {
+        if let Some(node) = nodes.get(next % nodes.len().max(1)) {
+            // A CPU going away mid-run just leaves this period where it was.
+            let _ = sys::set_affinity(0, node);
+        }
+        next += 1;
+        let end = sys::now_ns().saturating_add(period_ns);
+        while w.running(Some(until.map_or(end, |u| u.min(end)))) {
+            spin_unit();
+            w.done(1);
+        }
+    }
+    if !allowed.is_empty() {
+        let _ = sys::set_affinity(0, &allowed);
+    }
+}
+
+/// Each online NUMA node's CPUs, from sysfs (one node of every CPU when there is none).
+fn numa_nodes() -> Vec<BTreeSet<usize>> {
+    let root = std::path::Path::new("/sys/devices/system/node");
+    let online = std::fs::read_to_string(root.join("online")).unwrap_or_default();
+    let ids = ktstr_topology::parse_cpu_list(online.trim()).unwrap_or_default();
+    ids.into_iter()
+        .filter_map(|n| {
+            let list = std::fs::read_to_string(root.join(format!("node{n}/cpulist"))).ok()?;
+            let cpus = ktstr_topology::parse_cpu_list(list.trim()).ok()?;
+            Some(cpus.into_iter().map(|c| c as usize).collect())
+        })
+        .collect()
+}

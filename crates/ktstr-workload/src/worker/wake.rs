@@ -169,3 +169,81 @@ pub(super) fn mutex_contention(
         w.done(1);
     }
 }
+
+/// `ThunderingHerd`: the group's first worker bumps one futex word and wakes every waiter
+/// at once, `batches` times `inter_batch_ms` apart, then only sleeps; each waiter records
+/// its wake latency, one unit per wake (the waker: one per broadcast).
+pub(super) fn thundering_herd(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    waiters: usize,
+    batches: u64,
+    inter_batch_ms: u64,
+    until: Option<u64>,
+) {
+    let group = waiters.saturating_add(1);
+    let base = w.index - w.index % group;
+    let lead = w.coop(leaf, base);
+    let gap_ns = inter_batch_ms.saturating_mul(sys::NS_PER_MS);
+    if w.index == base {
+        let mut sent = 0u64;
+        while w.running(until) {
+            if sent < batches {
+                let generation = lead.word.load(Ordering::Relaxed).wrapping_add(1).max(1);
+                lead.wake_ts.store(sys::now_ns(), Ordering::Relaxed);
+                lead.word.store(generation, Ordering::Release);
+                sys::futex_wake(&lead.word, i32::MAX);
+                sent += 1;
+                w.done(1);
+            }
+            w.sleep(gap_ns.max(1), until);
+        }
+        return;
+    }
+    // The last broadcast this waiter saw, kept across Sequence phases; it starts at 0, so
+    // a broadcast sent before the waiter first looked still counts.
+    let me = w.coop(leaf, w.index);
+    while w.running(until) {
+        let seen = me.seen.load(Ordering::Relaxed);
+        if !w.wait_until(&lead.word, |v| v != seen, until) {
+            break;
+        }
+        let now = sys::now_ns();
+        me.seen
+            .store(lead.word.load(Ordering::Acquire), Ordering::Relaxed);
+        w.sample_wake(lead.wake_ts.load(Ordering::Relaxed), now);
+        w.done(1);
+    }
+}
+
+/// `SignalStorm`: each of a pair publishes its pid, then in rounds spins `work_iters` and
+/// sends the partner `signals_per_iter` SIGUSR1s (caught by a handler that does nothing).
+pub(super) fn signal_storm(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    signals_per_iter: u64,
+    work_iters: u64,
+    until: Option<u64>,
+) {
+    sys::ignore_sigusr1_with_handler();
+    let base = w.index - w.index % 2;
+    let partner = base + 1 - (w.index - base);
+    let me = w.coop(leaf, w.index);
+    let other = w.coop(leaf, partner);
+    me.reply
+        .store(u32::try_from(sys::getpid()).unwrap_or(0), Ordering::Release);
+    sys::futex_wake(&me.reply, 1);
+    if !w.wait_until(&other.reply, |v| v != 0, until) {
+        return;
+    }
+    let Ok(partner_pid) = i32::try_from(other.reply.load(Ordering::Acquire)) else {
+        return;
+    };
+    while w.running(until) {
+        sys::spin(work_iters);
+        for _ in 0..signals_per_iter {
+            sys::kill(partner_pid, libc::SIGUSR1);
+        }
+        w.done(1);
+    }
+}
