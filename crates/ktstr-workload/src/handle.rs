@@ -64,7 +64,7 @@ impl WorkloadHandle {
             let ring = match work {
                 WorkType::FutexPingPong { .. } => 2,
                 WorkType::WakeChain { depth } => *depth,
-                WorkType::PipeIo { .. } => {
+                WorkType::PipeIo { .. } | WorkType::CachePipe { .. } => {
                     for index in 0..workers {
                         match inbox_pipe() {
                             Ok((read, write)) => {
@@ -771,6 +771,15 @@ mod tests {
     #[test]
     fn numa_migration_churn_progresses() {
         makes_progress(WorkType::NumaMigrationChurn { period_ms: 5 });
+    }
+
+    #[test]
+    fn cache_pipe_pairs_wake_each_other() {
+        let reports = makes_progress(WorkType::CachePipe {
+            size_kib: 64,
+            burst_iters: 512,
+        });
+        wake_samples_everywhere(&reports);
     }
 
     #[test]

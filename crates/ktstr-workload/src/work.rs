@@ -117,6 +117,14 @@ pub enum WorkType {
         /// Spin iterations between acquisitions.
         work_iters: u64,
     },
+    /// `PipeIo` whose burst between receiving and sending back is `burst_iters` cache-line
+    /// touches over a `size_kib` buffer; one unit per wake-up; wake latency measured.
+    CachePipe {
+        /// Buffer size, KiB.
+        size_kib: usize,
+        /// Cache-line touches per burst.
+        burst_iters: u64,
+    },
     /// One waker wakes all `waiters` at once on a single futex word, `batches` times,
     /// `inter_batch_ms` apart; each waiter's wake latency is measured.
     ThunderingHerd {
@@ -210,6 +218,10 @@ impl WorkType {
                 waiters: 3,
                 batches: u64::MAX,
                 inter_batch_ms: 5,
+            },
+            WorkType::CachePipe {
+                size_kib: 256,
+                burst_iters: 1024,
             },
             WorkType::SignalStorm {
                 signals_per_iter: 4,
@@ -320,6 +332,7 @@ impl WorkType {
             Self::MutexContention { .. } => "MutexContention",
             Self::ThunderingHerd { .. } => "ThunderingHerd",
             Self::PreemptStorm { .. } => "PreemptStorm",
+            Self::CachePipe { .. } => "CachePipe",
             Self::SignalStorm { .. } => "SignalStorm",
             Self::NumaMigrationChurn { .. } => "NumaMigrationChurn",
             Self::Sequence { .. } => "Sequence",
@@ -331,7 +344,7 @@ impl WorkType {
     /// `fan_out + 1`, Sequence the least common multiple of its phases', else 1.
     pub fn group_size(&self) -> usize {
         match self {
-            Self::PipeIo { .. } | Self::FutexPingPong { .. } => 2,
+            Self::PipeIo { .. } | Self::FutexPingPong { .. } | Self::CachePipe { .. } => 2,
             Self::WakeChain { depth } => (*depth).max(1),
             Self::FutexFanOut { fan_out, .. } => fan_out.saturating_add(1),
             Self::MutexContention { contenders, .. } => (*contenders).max(1),
@@ -381,6 +394,7 @@ impl WorkType {
             Self::MutexContention { contenders, .. } if *contenders < 2 => {
                 bad("contenders must be at least 2")
             }
+            Self::CachePipe { size_kib: 0, .. } => bad("size_kib must be at least 1"),
             Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),
             Self::PreemptStorm { rt_sleep_us: 0, .. } => bad("rt_sleep_us must be at least 1"),
             Self::NumaMigrationChurn { period_ms: 0 } => bad("period_ms must be at least 1"),
@@ -500,6 +514,7 @@ mod tests {
                 "IpcVariance",
                 "MutexContention",
                 "ThunderingHerd",
+                "CachePipe",
                 "SignalStorm",
                 "NumaMigrationChurn",
                 "Sequence",

@@ -342,7 +342,13 @@ impl<'a> Worker<'a> {
             WorkType::NiceSweep => cpu::nice_sweep(self, until),
             WorkType::AffinityChurn { spin_iters } => cpu::affinity_churn(self, *spin_iters, until),
             WorkType::Custom { run, .. } => cpu::custom(self, *run, until),
-            WorkType::PipeIo { burst_iters } => wake::pipe_io(self, leaf, *burst_iters, until),
+            WorkType::PipeIo { burst_iters } => {
+                wake::pipe_io(self, leaf, *burst_iters, None, until)
+            }
+            WorkType::CachePipe {
+                size_kib,
+                burst_iters,
+            } => wake::pipe_io(self, leaf, *burst_iters, Some(*size_kib), until),
             WorkType::FutexPingPong { spin_iters } => {
                 wake::token_ring(self, leaf, 2, *spin_iters, until)
             }

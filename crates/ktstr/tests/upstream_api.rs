@@ -31,10 +31,10 @@
 //! - `Ctx` fields `topo` as the existing
 //!   ktstr's `TestTopology`, `sched_pid`, `settle`, `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
-//! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy, CachePipe,
+//! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy,
 //!   AsymmetricWaker, FanOutCompute, EpollStorm, ProducerConsumerImbalance,
 //!   CrossAffinityChurn, RtStarvation, PriorityInversion, NumaWorkingSetSweep, CgroupChurn,
-//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (26 of 46 are here). Of
+//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (27 of 46 are here). Of
 //!   the shared ones, three still have other
 //!   fields here: `WakeChain { depth }` (the existing ktstr: `depth, wake, work_per_hop`),
 //!   `Sequence { phases }` (`first, rest` of `WorkPhase`s) and `Custom { name, run }` with
@@ -470,6 +470,10 @@ fn work_types_have_the_existing_fields() {
             work_iters: 1000,
         },
         WorkType::NumaMigrationChurn { period_ms: 50 },
+        WorkType::CachePipe {
+            size_kib: 64,
+            burst_iters: 1024,
+        },
     ];
     for w in &all {
         w.validate().unwrap_or_else(|e| panic!("{w:?}: {e}"));

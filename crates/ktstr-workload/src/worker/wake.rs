@@ -13,11 +13,29 @@ use crate::sys;
 pub(super) const CHAIN_SPIN_ITERS: u64 = 256;
 /// Spin iterations each `FutexFanOut` waiter does after being woken.
 const FAN_OUT_SPIN_ITERS: u64 = 256;
+/// Distance between the bytes `CachePipe` touches.
+const CACHE_LINE: usize = 64;
 /// Longest one poll on a pipe inbox, ms.
 const POLL_SLICE_MS: i32 = 10;
 
-/// `PipeIo`: the pair passes a byte back and forth; one unit per wake-up that received it.
-pub(super) fn pipe_io(w: &mut Worker<'_>, leaf: usize, burst_iters: u64, until: Option<u64>) {
+/// `PipeIo` (and `CachePipe` with `cache_kib`): the pair passes a byte back and forth,
+/// bursting between receiving and sending back; one unit per wake-up that received it.
+pub(super) fn pipe_io(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    burst_iters: u64,
+    cache_kib: Option<usize>,
+    until: Option<u64>,
+) {
+    let mut cache: Vec<u8> = Vec::new();
+    if let Some(kib) = cache_kib {
+        let len = kib.saturating_mul(1024).max(CACHE_LINE);
+        if cache.try_reserve_exact(len).is_err() {
+            return;
+        }
+        cache.resize(len, 0);
+    }
+    let mut at = 0usize;
     let base = w.index - w.index % 2;
     let partner = base + 1 - (w.index - base);
     let (Some((inbox, _)), Some((_, outbox))) = (w.inbox(leaf, w.index), w.inbox(leaf, partner))
@@ -43,7 +61,16 @@ pub(super) fn pipe_io(w: &mut Worker<'_>, leaf: usize, burst_iters: u64, until: 
             _ => continue,
         };
         w.sample_wake(me.wake_ts.load(Ordering::Acquire), now);
-        sys::spin(burst_iters);
+        if cache.is_empty() {
+            sys::spin(burst_iters);
+        } else {
+            for _ in 0..burst_iters {
+                if let Some(byte) = cache.get_mut(at) {
+                    *byte = std::hint::black_box(byte.wrapping_add(1));
+                }
+                at = (at + CACHE_LINE) % cache.len();
+            }
+        }
         other.wake_ts.store(sys::now_ns(), Ordering::Release);
         // Hand back as many tokens as arrived; a full pipe means the partner is gone.
         let _ = sys::write(outbox, &buf[..got]);
