@@ -754,3 +754,33 @@ fn kaslr_false_boots_an_unrandomized_kernel(_ctx: &Ctx) -> Result<AssertResult> 
     );
     Ok(AssertResult::pass())
 }
+
+/// `numa_node(n)` keeps a cgroup's workers on the CPUs of NUMA node `n`.
+#[ktstr_test(numa_nodes = 2, llcs = 2, cores = 1, threads = 1, duration_s = 2)]
+fn numa_node_keeps_workers_on_the_node(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let node1 = std::fs::read_to_string("/sys/devices/system/node/node1/cpulist")?;
+    let defs = vec![CgroupDef::named("on_node1").workers(2).numa_node(1)];
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<Vec<String>> {
+            let pids = procs_when(&root, "on_node1", 2)?;
+            // Affinity is set just before the workers start.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            pids.iter()
+                .map(|&p| status_field(p, "Cpus_allowed_list:"))
+                .collect()
+        });
+        (execute_defs(ctx, defs), reader.join())
+    });
+    let r = result?;
+    let allowed = match read {
+        Ok(a) => a?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    ensure!(
+        allowed.iter().all(|a| *a == node1.trim()),
+        "workers allowed on {allowed:?}, node 1 is {}",
+        node1.trim()
+    );
+    Ok(r)
+}
