@@ -60,6 +60,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("extra_sched_args"),
     v("extra_include_files"),
     v("post_vm"),
+    v("post_vm_unconditional"),
     v("num_snapshots"),
     b("auto_repro"),
     b("not_stuck"),

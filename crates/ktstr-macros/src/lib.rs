@@ -201,6 +201,9 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                 fields.push(quote!(#f: &[#(&#elems),*]));
             }
             "post_vm" => fields.push(quote!(post_vm: ::core::option::Option::Some(#v))),
+            "post_vm_unconditional" => {
+                fields.push(quote!(post_vm_unconditional: ::core::option::Option::Some(#v)))
+            }
             "workload_root_cgroup" => {
                 fields.push(quote!(workload_root_cgroup: ::core::option::Option::Some(#v)))
             }
@@ -532,6 +535,11 @@ mod tests {
         assert!(out.contains("check_not_stuck ()"));
         assert!(out.contains("max_gap_ms (900)"));
         assert!(out.contains("# [ignore]"));
+        let out = expand("post_vm_unconditional = check").unwrap();
+        assert!(
+            out.contains("post_vm_unconditional : :: core :: option :: Option :: Some (check)"),
+            "{out}"
+        );
         let out = expand("kaslr = false").unwrap();
         assert!(out.contains("kaslr : false"), "{out}");
         assert!(expand("kaslr").unwrap().contains("kaslr : true"));

@@ -784,3 +784,41 @@ fn numa_node_keeps_workers_on_the_node(ctx: &Ctx) -> Result<AssertResult> {
     );
     Ok(r)
 }
+
+/// Set by `saw_the_failed_guest` when it runs on the deliberately failed guest below.
+static UNCONDITIONAL_SAW_FAILURE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn saw_the_failed_guest(vm: &VmResult) -> Result<()> {
+    if vm
+        .failure()
+        .is_some_and(|f| f.contains("deliberate failure"))
+    {
+        UNCONDITIONAL_SAW_FAILURE.store(true, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// A body that fails; run by `post_vm_unconditional_runs_after_a_failed_guest`.
+#[ktstr_test(
+    duration_s = 1,
+    expect_err,
+    post_vm_unconditional = saw_the_failed_guest,
+    ignore
+)]
+fn failing_body_for_post_vm_unconditional(_ctx: &Ctx) -> Result<AssertResult> {
+    anyhow::bail!("deliberate failure")
+}
+
+/// `post_vm_unconditional` runs on the result of a guest whose test failed (where `post_vm`
+/// is skipped). Needs a VM: skipped without `KTSTR_KERNEL`.
+#[test]
+fn post_vm_unconditional_runs_after_a_failed_guest() {
+    if std::env::var_os("KTSTR_KERNEL").is_none() {
+        eprintln!("SKIPPED post_vm_unconditional_runs_after_a_failed_guest: no KTSTR_KERNEL");
+        return;
+    }
+    let entry = KtstrTestEntry::find("failing_body_for_post_vm_unconditional").expect("registered");
+    ktstr::test_support::run_ktstr_test(entry);
+    assert!(UNCONDITIONAL_SAW_FAILURE.load(Ordering::SeqCst));
+}

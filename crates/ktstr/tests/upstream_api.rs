@@ -12,7 +12,7 @@
 //!
 //! - `#[ktstr_test]` keys: `expect_auto_repro`, `performance_mode`, `no_perf_mode`, `pci`,
 //!   `survives_storm`, `allow_inconclusive`, `wprof`, `bpf_map_write`,
-//!   `watch_bpf_maps`, `perf_delta_assertions`, `post_vm_unconditional`, `disk`, `networks`,
+//!   `watch_bpf_maps`, `perf_delta_assertions`, `disk`, `networks`,
 //!   `config`, `expect_scx_bpf_error_matches`, `wprof_args`, `cleanup_budget_ms`, `cpu_budget`,
 //!   `min_numa_nodes`, `max_numa_nodes`, `min_llcs`, `max_llcs`, `min_cpus`, `max_cpus`,
 //!   `min_page_locality`, `max_cross_node_migration_ratio`, `max_slow_tier_ratio`;
@@ -146,6 +146,7 @@ fn conformance_assert_keys(ctx: &Ctx) -> Result<AssertResult> {
     extra_include_files = ["/etc/os-release"],
     num_snapshots = 0,
     post_vm = check_the_vm,
+    post_vm_unconditional = check_the_vm,
     ignore
 )]
 fn conformance_scheduler_keys(ctx: &Ctx) -> Result<AssertResult> {
