@@ -9,7 +9,7 @@ use crate::report::WorkerReport;
 use crate::shared::SharedRegion;
 use crate::sys::{self, NS_PER_MS, NS_PER_SEC};
 use crate::worker::{self, WorkerSetup};
-use crate::{WorkType, WorkloadConfig, WorkloadError};
+use crate::{WakeMechanism, WorkType, WorkloadConfig, WorkloadError};
 
 /// How long stopping workers get to report before they are killed, ns: generous, as a
 /// guest on QEMU TCG sharing busy host CPUs may run a worker only now and then.
@@ -63,8 +63,17 @@ impl WorkloadHandle {
         cfg.work_type.for_each_leaf(&mut |leaf, work| {
             let ring = match work {
                 WorkType::FutexPingPong { .. } => 2,
-                WorkType::WakeChain { depth } => *depth,
-                WorkType::PipeIo { .. } | WorkType::CachePipe { .. } => {
+                WorkType::WakeChain {
+                    depth,
+                    wake: WakeMechanism::Futex,
+                    ..
+                } => *depth,
+                WorkType::PipeIo { .. }
+                | WorkType::CachePipe { .. }
+                | WorkType::WakeChain {
+                    wake: WakeMechanism::Pipe,
+                    ..
+                } => {
                     for index in 0..workers {
                         match inbox_pipe() {
                             Ok((read, write)) => {
@@ -586,12 +595,23 @@ mod tests {
 
     #[test]
     fn wake_chain_measures_wake_latency() {
-        let reports = run(
-            &WorkloadConfig::new(3, WorkType::WakeChain { depth: 3 }),
-            300,
-        );
-        assert_progress(&reports, 3);
-        wake_samples_everywhere(&reports);
+        for wake in [WakeMechanism::Futex, WakeMechanism::Pipe] {
+            let work = WorkType::WakeChain {
+                depth: 3,
+                wake,
+                work_per_hop: Duration::from_micros(20),
+            };
+            // Two rings of three.
+            let reports = run(&WorkloadConfig::new(6, work), 300);
+            assert_progress(&reports, 6);
+            wake_samples_everywhere(&reports);
+            // One token per ring: its members' hop counts differ by at most one.
+            for ring in reports.chunks(3) {
+                let units: Vec<u64> = ring.iter().map(|r| r.work_units).collect();
+                let spread = units.iter().max().unwrap() - units.iter().min().unwrap();
+                assert!(spread <= 1, "{wake:?}: hops {units:?}");
+            }
+        }
     }
 
     #[test]

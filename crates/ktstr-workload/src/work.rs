@@ -35,10 +35,15 @@ pub enum WorkType {
         /// Spin iterations done between being woken and waking the partner.
         spin_iters: u64,
     },
-    /// Ring of `depth` workers, each wakes the next with a futex; wake latency measured.
+    /// Ring of `depth` workers passing one token: each works `work_per_hop`, then wakes the
+    /// next by `wake`; one unit per hop; wake latency measured.
     WakeChain {
         /// Workers in the ring (the group size).
         depth: usize,
+        /// How a worker wakes the next.
+        wake: WakeMechanism,
+        /// CPU work (a spin) each worker does holding the token.
+        work_per_hop: Duration,
     },
     /// One waker spins `spin_iters`, then wakes `fan_out` waiters (futex); wake latency
     /// measured.
@@ -251,7 +256,11 @@ impl WorkType {
 
     /// `WakeChain` of 4 workers.
     pub fn wake_chain() -> Self {
-        Self::WakeChain { depth: 4 }
+        Self::WakeChain {
+            depth: 4,
+            wake: WakeMechanism::Futex,
+            work_per_hop: Duration::from_micros(10),
+        }
     }
 
     /// `FutexFanOut` with one waker spinning 1024 iterations per round and 3 waiters.
@@ -345,7 +354,7 @@ impl WorkType {
     pub fn group_size(&self) -> usize {
         match self {
             Self::PipeIo { .. } | Self::FutexPingPong { .. } | Self::CachePipe { .. } => 2,
-            Self::WakeChain { depth } => (*depth).max(1),
+            Self::WakeChain { depth, .. } => (*depth).max(1),
             Self::FutexFanOut { fan_out, .. } => fan_out.saturating_add(1),
             Self::MutexContention { contenders, .. } => (*contenders).max(1),
             Self::ThunderingHerd { waiters, .. } => waiters.saturating_add(1),
@@ -365,7 +374,7 @@ impl WorkType {
             Self::Bursty { burst_duration, .. } if burst_duration.is_zero() => {
                 bad("burst_duration must not be zero")
             }
-            Self::WakeChain { depth } if *depth < 2 => bad("depth must be at least 2"),
+            Self::WakeChain { depth, .. } if *depth < 2 => bad("depth must be at least 2"),
             Self::FutexFanOut { fan_out: 0, .. } => bad("fan_out must be at least 1"),
             Self::CachePressure { size_kib: 0, .. } => bad("size_kib must be at least 1"),
             Self::CachePressure { stride: 0, .. } => bad("stride must be at least 1"),
@@ -449,6 +458,16 @@ impl WorkType {
     }
 }
 
+/// How a [`WorkType::WakeChain`] member wakes the next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WakeMechanism {
+    /// A byte down a pipe (a sync wake-up, `WF_SYNC`).
+    Pipe,
+    /// A shared futex word (no `WF_SYNC`).
+    #[default]
+    Futex,
+}
+
 /// Cuts a comm to the kernel's 15 visible bytes, on a character boundary.
 pub(crate) fn truncate_comm(comm: &str) -> String {
     let mut end = comm.len().min(15);
@@ -476,6 +495,14 @@ fn lcm(a: usize, b: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chain(depth: usize) -> WorkType {
+        WorkType::WakeChain {
+            depth,
+            wake: WakeMechanism::Futex,
+            work_per_hop: Duration::from_micros(1),
+        }
+    }
 
     fn seven() -> u64 {
         7
@@ -528,7 +555,7 @@ mod tests {
         assert_eq!(WorkType::SpinWait.group_size(), 1);
         assert_eq!(WorkType::pipe_io().group_size(), 2);
         assert_eq!(WorkType::futex_ping_pong().group_size(), 2);
-        assert_eq!(WorkType::WakeChain { depth: 5 }.group_size(), 5);
+        assert_eq!(chain(5).group_size(), 5);
         let storm = WorkType::PreemptStorm {
             cfs_workers: 3,
             rt_burst_iters: 1,
@@ -563,7 +590,7 @@ mod tests {
         assert_eq!(fan.group_size(), 4);
         let seq = WorkType::sequence(vec![
             (WorkType::pipe_io(), 10),
-            (WorkType::WakeChain { depth: 3 }, 10),
+            (chain(3), 10),
             (WorkType::SpinWait, 10),
         ]);
         assert_eq!(seq.group_size(), 6);
@@ -575,7 +602,7 @@ mod tests {
         for work in all_defaults() {
             work.validate().unwrap();
         }
-        assert!(WorkType::WakeChain { depth: 1 }.validate().is_err());
+        assert!(chain(1).validate().is_err());
         let no_fan = WorkType::FutexFanOut {
             fan_out: 0,
             spin_iters: 1,

@@ -19,7 +19,8 @@ use crate::rng::Rng;
 use crate::shared::{Coop, SharedRegion, Slot};
 use crate::sys::{self, NS_PER_MS};
 use crate::telemetry::{Checkpoints, Reservoir, Schedstat};
-use crate::{WorkType, WorkloadConfig};
+use crate::{WakeMechanism, WorkType, WorkloadConfig};
+use wake::Hop;
 
 /// Minimum wall time between two progress checkpoints, ns.
 const CHECKPOINT_NS: u64 = NS_PER_MS;
@@ -350,10 +351,18 @@ impl<'a> Worker<'a> {
                 burst_iters,
             } => wake::pipe_io(self, leaf, *burst_iters, Some(*size_kib), until),
             WorkType::FutexPingPong { spin_iters } => {
-                wake::token_ring(self, leaf, 2, *spin_iters, until)
+                wake::token_ring(self, leaf, 2, Hop::Spin(*spin_iters), until)
             }
-            WorkType::WakeChain { depth } => {
-                wake::token_ring(self, leaf, *depth, wake::CHAIN_SPIN_ITERS, until)
+            WorkType::WakeChain {
+                depth,
+                wake: mechanism,
+                work_per_hop,
+            } => {
+                let hop = Hop::For(*work_per_hop);
+                match mechanism {
+                    WakeMechanism::Futex => wake::token_ring(self, leaf, *depth, hop, until),
+                    WakeMechanism::Pipe => wake::pipe_ring(self, leaf, *depth, hop, until),
+                }
             }
             WorkType::FutexFanOut {
                 fan_out,

@@ -35,9 +35,8 @@
 //!   AsymmetricWaker, FanOutCompute, EpollStorm, ProducerConsumerImbalance,
 //!   CrossAffinityChurn, RtStarvation, PriorityInversion, NumaWorkingSetSweep, CgroupChurn,
 //!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (27 of 46 are here). Of
-//!   the shared ones, three still have other
-//!   fields here: `WakeChain { depth }` (the existing ktstr: `depth, wake, work_per_hop`),
-//!   `Sequence { phases }` (`first, rest` of `WorkPhase`s) and `Custom { name, run }` with
+//!   the shared ones two still have other fields here: `Sequence { phases }` (the existing
+//!   ktstr: `first, rest` of `WorkPhase`s) and `Custom { name, run }` with
 //!   `run: fn() -> u64` (`CustomFn` over `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the
 //!   `TimerLatency` fields are unconfirmed.
 //! - `WorkerReport` fields `migrations`, `max_gap_wall_ms`, `iteration_costs_ns`,
@@ -474,6 +473,11 @@ fn work_types_have_the_existing_fields() {
         WorkType::CachePipe {
             size_kib: 64,
             burst_iters: 1024,
+        },
+        WorkType::WakeChain {
+            depth: 4,
+            wake: ktstr::workload::WakeMechanism::Pipe,
+            work_per_hop: Duration::from_micros(50),
         },
     ];
     for w in &all {

@@ -9,8 +9,29 @@ use std::sync::atomic::Ordering;
 use super::Worker;
 use crate::sys;
 
-/// Spin iterations each `WakeChain` member does while holding the token.
-pub(super) const CHAIN_SPIN_ITERS: u64 = 256;
+/// The work a ring member does holding the token.
+#[derive(Clone, Copy)]
+pub(crate) enum Hop {
+    /// This many spin iterations.
+    Spin(u64),
+    /// Spinning for this long.
+    For(std::time::Duration),
+}
+
+impl Hop {
+    fn run(self) {
+        match self {
+            Hop::Spin(iters) => sys::spin(iters),
+            Hop::For(d) => {
+                let end =
+                    sys::now_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                while sys::now_ns() < end {
+                    sys::spin(64);
+                }
+            }
+        }
+    }
+}
 /// Spin iterations each `FutexFanOut` waiter does after being woken.
 const FAN_OUT_SPIN_ITERS: u64 = 256;
 /// Distance between the bytes `CachePipe` touches.
@@ -78,12 +99,12 @@ pub(super) fn pipe_io(
     }
 }
 
-/// `FutexPingPong` / `WakeChain`: a token goes round a ring of `size` workers.
+/// `FutexPingPong` / futex `WakeChain`: a token goes round a ring of `size` workers.
 pub(super) fn token_ring(
     w: &mut Worker<'_>,
     leaf: usize,
     size: usize,
-    spin_iters: u64,
+    hop: Hop,
     until: Option<u64>,
 ) {
     let size = size.max(1);
@@ -98,7 +119,7 @@ pub(super) fn token_ring(
         let now = sys::now_ns();
         me.word.store(0, Ordering::Relaxed);
         w.sample_wake(me.wake_ts.load(Ordering::Acquire), now);
-        sys::spin(spin_iters);
+        hop.run();
         next.wake_ts.store(sys::now_ns(), Ordering::Relaxed);
         next.word.store(1, Ordering::Release);
         sys::futex_wake(&next.word, 1);
@@ -271,6 +292,49 @@ pub(super) fn signal_storm(
         for _ in 0..signals_per_iter {
             sys::kill(partner_pid, libc::SIGUSR1);
         }
+        w.done(1);
+    }
+}
+
+/// Pipe `WakeChain`: a one-byte token goes round a ring of `size` workers, each writing it
+/// to the next one's inbox after its hop.
+pub(super) fn pipe_ring(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    size: usize,
+    hop: Hop,
+    until: Option<u64>,
+) {
+    let size = size.max(1);
+    let base = w.index - w.index % size;
+    let next_index = base + (w.index - base + 1) % size;
+    let (Some((inbox, _)), Some((_, outbox))) = (w.inbox(leaf, w.index), w.inbox(leaf, next_index))
+    else {
+        return;
+    };
+    let me = w.coop(leaf, w.index);
+    let next = w.coop(leaf, next_index);
+    // The ring's first member serves the one token, once for the workload's whole life.
+    if w.index == base && me.seen.swap(1, Ordering::AcqRel) == 0 {
+        hop.run();
+        next.wake_ts.store(sys::now_ns(), Ordering::Release);
+        let _ = sys::write(outbox, &[1]);
+        w.done(1);
+    }
+    let mut buf = [0u8; 1];
+    while w.running(until) {
+        if !sys::poll_readable(inbox, POLL_SLICE_MS) {
+            w.quit_if_orphaned();
+            continue;
+        }
+        let now = sys::now_ns();
+        if !matches!(sys::read(inbox, &mut buf), Ok(1)) {
+            continue;
+        }
+        w.sample_wake(me.wake_ts.load(Ordering::Acquire), now);
+        hop.run();
+        next.wake_ts.store(sys::now_ns(), Ordering::Release);
+        let _ = sys::write(outbox, &buf);
         w.done(1);
     }
 }
