@@ -803,6 +803,23 @@ mod tests {
     }
 
     #[test]
+    fn fan_out_compute_wakes_and_computes_in_rounds() {
+        let work = WorkType::FanOutCompute {
+            fan_out: 2,
+            cache_footprint_kib: 24,
+            operations: 2,
+            sleep_usec: 200,
+        };
+        let reports = makes_progress(work);
+        wake_samples_everywhere(&reports[1..]);
+        // Rounds: the messenger finishes one only after both workers did theirs.
+        let rounds = reports[0].work_units;
+        for r in &reports[1..] {
+            assert!(r.work_units.abs_diff(rounds) <= 1, "{reports:?}");
+        }
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

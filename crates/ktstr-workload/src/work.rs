@@ -122,6 +122,20 @@ pub enum WorkType {
         /// Spin iterations between acquisitions.
         work_iters: u64,
     },
+    /// One messenger per group wakes `fan_out` workers at once (futex); each records its
+    /// wake latency, sleeps `sleep_usec`, then does `operations` matrix multiplications over
+    /// about `cache_footprint_kib` of matrices; the messenger waits for all before the next
+    /// round. One unit per round (messenger) or per wake-up (workers).
+    FanOutCompute {
+        /// Workers per messenger (the group is `fan_out + 1`).
+        fan_out: usize,
+        /// Memory of the three matrices each worker multiplies, KiB.
+        cache_footprint_kib: usize,
+        /// Matrix multiplications per wake-up.
+        operations: usize,
+        /// Think time between waking and computing, µs.
+        sleep_usec: u64,
+    },
     /// `PipeIo` whose burst between receiving and sending back is `burst_iters` cache-line
     /// touches over a `size_kib` buffer; one unit per wake-up; wake latency measured.
     CachePipe {
@@ -227,6 +241,12 @@ impl WorkType {
             WorkType::CachePipe {
                 size_kib: 256,
                 burst_iters: 1024,
+            },
+            WorkType::FanOutCompute {
+                fan_out: 3,
+                cache_footprint_kib: 64,
+                operations: 1,
+                sleep_usec: 100,
             },
             WorkType::SignalStorm {
                 signals_per_iter: 4,
@@ -342,6 +362,7 @@ impl WorkType {
             Self::ThunderingHerd { .. } => "ThunderingHerd",
             Self::PreemptStorm { .. } => "PreemptStorm",
             Self::CachePipe { .. } => "CachePipe",
+            Self::FanOutCompute { .. } => "FanOutCompute",
             Self::SignalStorm { .. } => "SignalStorm",
             Self::NumaMigrationChurn { .. } => "NumaMigrationChurn",
             Self::Sequence { .. } => "Sequence",
@@ -360,6 +381,7 @@ impl WorkType {
             Self::ThunderingHerd { waiters, .. } => waiters.saturating_add(1),
             Self::PreemptStorm { cfs_workers, .. } => cfs_workers.saturating_add(1),
             Self::SignalStorm { .. } => 2,
+            Self::FanOutCompute { fan_out, .. } => fan_out.saturating_add(1),
             Self::Sequence { phases } => phases
                 .iter()
                 .fold(1, |acc, (work, _)| lcm(acc, work.group_size())),
@@ -404,6 +426,7 @@ impl WorkType {
                 bad("contenders must be at least 2")
             }
             Self::CachePipe { size_kib: 0, .. } => bad("size_kib must be at least 1"),
+            Self::FanOutCompute { fan_out: 0, .. } => bad("fan_out must be at least 1"),
             Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),
             Self::PreemptStorm { rt_sleep_us: 0, .. } => bad("rt_sleep_us must be at least 1"),
             Self::NumaMigrationChurn { period_ms: 0 } => bad("period_ms must be at least 1"),
@@ -542,6 +565,7 @@ mod tests {
                 "MutexContention",
                 "ThunderingHerd",
                 "CachePipe",
+                "FanOutCompute",
                 "SignalStorm",
                 "NumaMigrationChurn",
                 "Sequence",

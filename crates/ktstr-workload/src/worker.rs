@@ -396,6 +396,20 @@ impl<'a> Worker<'a> {
                 hold_iters,
                 work_iters,
             } => wake::mutex_contention(self, leaf, *contenders, *hold_iters, *work_iters, until),
+            WorkType::FanOutCompute {
+                fan_out,
+                cache_footprint_kib,
+                operations,
+                sleep_usec,
+            } => wake::fan_out_compute(
+                self,
+                leaf,
+                *fan_out,
+                *cache_footprint_kib,
+                *operations,
+                *sleep_usec,
+                until,
+            ),
             WorkType::ThunderingHerd {
                 waiters,
                 batches,

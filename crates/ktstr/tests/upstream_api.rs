@@ -32,9 +32,9 @@
 //!   ktstr's `TestTopology`, `sched_pid`, `settle`, `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
 //! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy,
-//!   AsymmetricWaker, FanOutCompute, EpollStorm, ProducerConsumerImbalance,
+//!   AsymmetricWaker, EpollStorm, ProducerConsumerImbalance,
 //!   CrossAffinityChurn, RtStarvation, PriorityInversion, NumaWorkingSetSweep, CgroupChurn,
-//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (27 of 46 are here). Of
+//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (28 of 46 are here). Of
 //!   the shared ones two still have other fields here: `Sequence { phases }` (the existing
 //!   ktstr: `first, rest` of `WorkPhase`s) and `Custom { name, run }` with
 //!   `run: fn() -> u64` (`CustomFn` over `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the
@@ -473,6 +473,12 @@ fn work_types_have_the_existing_fields() {
         WorkType::CachePipe {
             size_kib: 64,
             burst_iters: 1024,
+        },
+        WorkType::FanOutCompute {
+            fan_out: 4,
+            cache_footprint_kib: 256,
+            operations: 2,
+            sleep_usec: 100,
         },
         WorkType::WakeChain {
             depth: 4,

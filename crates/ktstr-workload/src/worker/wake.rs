@@ -338,3 +338,77 @@ pub(super) fn pipe_ring(
         w.done(1);
     }
 }
+
+/// `FanOutCompute`: like `FutexFanOut`, but each woken worker sleeps `sleep_usec`, then does
+/// `operations` n×n matrix multiplications (three f64 matrices filling about
+/// `cache_footprint_kib`) before acknowledging; the messenger waits for every acknowledgement.
+pub(super) fn fan_out_compute(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    fan_out: usize,
+    cache_footprint_kib: usize,
+    operations: usize,
+    sleep_usec: u64,
+    until: Option<u64>,
+) {
+    let group = fan_out.saturating_add(1);
+    let base = w.index - w.index % group;
+    let lead = w.coop(leaf, base);
+    let waiters = u32::try_from(fan_out).unwrap_or(u32::MAX);
+    if w.index == base {
+        while w.running(until) {
+            let generation = lead.word.load(Ordering::Relaxed).wrapping_add(1).max(1);
+            lead.count.store(0, Ordering::Relaxed);
+            lead.wake_ts.store(sys::now_ns(), Ordering::Relaxed);
+            lead.word.store(generation, Ordering::Release);
+            sys::futex_wake(&lead.word, i32::MAX);
+            if !w.wait_until(&lead.reply, |v| v == generation, until) {
+                break;
+            }
+            w.done(1);
+        }
+        return;
+    }
+    // Three n×n f64 matrices in about the footprint asked for.
+    let n = ((cache_footprint_kib.saturating_mul(1024) / (3 * 8)) as f64)
+        .sqrt()
+        .max(1.0) as usize;
+    let a: Vec<f64> = (0..n * n).map(|i| (i % 7) as f64 + 1.0).collect();
+    let b: Vec<f64> = (0..n * n).map(|i| (i % 5) as f64 + 0.5).collect();
+    let mut c = vec![0.0f64; n * n];
+    let me = w.coop(leaf, w.index);
+    while w.running(until) {
+        let seen = me.seen.load(Ordering::Relaxed);
+        if !w.wait_until(&lead.word, |v| v != seen, until) {
+            break;
+        }
+        let now = sys::now_ns();
+        let generation = lead.word.load(Ordering::Acquire);
+        me.seen.store(generation, Ordering::Relaxed);
+        w.sample_wake(lead.wake_ts.load(Ordering::Relaxed), now);
+        w.sleep(sleep_usec.saturating_mul(1000), until);
+        for _ in 0..operations {
+            matmul(&a, &b, &mut c, n);
+        }
+        std::hint::black_box(&c);
+        if lead.count.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == waiters {
+            lead.reply_ts.store(sys::now_ns(), Ordering::Relaxed);
+            lead.reply.store(generation, Ordering::Release);
+            sys::futex_wake(&lead.reply, 1);
+        }
+        w.done(1);
+    }
+}
+
+/// `c = a × b` for n×n row-major matrices.
+fn matmul(a: &[f64], b: &[f64], c: &mut [f64], n: usize) {
+    for i in 0..n {
+        for j in 0..n {
+            let mut sum = 0.0;
+            for k in 0..n {
+                sum += a[i * n + k] * b[k * n + j];
+            }
+            c[i * n + j] = sum;
+        }
+    }
+}
