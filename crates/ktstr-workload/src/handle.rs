@@ -820,6 +820,14 @@ mod tests {
     }
 
     #[test]
+    fn cross_affinity_churn_without_a_cgroup_only_spins() {
+        // Outside a dedicated cgroup it must leave every other process alone.
+        let before = sys::get_affinity(0).unwrap();
+        makes_progress(WorkType::CrossAffinityChurn { spin_iters: 1024 });
+        assert_eq!(sys::get_affinity(0).unwrap(), before);
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

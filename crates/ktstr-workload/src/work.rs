@@ -62,6 +62,14 @@ pub enum WorkType {
         /// Spin iterations after each re-pin.
         spin_iters: u64,
     },
+    /// Rewrite the affinity of the other processes that were in the workload's cgroup when
+    /// the worker started, toggling between its CPUs and those less one; spin `spin_iters`
+    /// and yield between rounds; one unit each. Needs a dedicated cgroup (declare the
+    /// targets first); without one it only spins.
+    CrossAffinityChurn {
+        /// Spin iterations between rounds.
+        spin_iters: u64,
+    },
     /// Strided read-modify-write passes over a buffer; one unit per pass.
     CachePressure {
         /// Buffer size, KiB.
@@ -351,6 +359,7 @@ impl WorkType {
             Self::ForkExit => "ForkExit",
             Self::NiceSweep => "NiceSweep",
             Self::AffinityChurn { .. } => "AffinityChurn",
+            Self::CrossAffinityChurn { .. } => "CrossAffinityChurn",
             Self::CachePressure { .. } => "CachePressure",
             Self::PageFaultChurn { .. } => "PageFaultChurn",
             Self::TimerLatency { .. } => "TimerLatency",

@@ -190,6 +190,8 @@ pub(crate) struct Worker<'a> {
     pub(crate) timer: Reservoir,
     /// Random numbers for work loops.
     pub(crate) rng: Rng,
+    /// The dedicated cgroup directory the workload runs in, if it has one.
+    pub(crate) cgroup: Option<&'a std::path::Path>,
 }
 
 impl<'a> Worker<'a> {
@@ -211,6 +213,7 @@ impl<'a> Worker<'a> {
             wake: Reservoir::new(MAX_LATENCY_SAMPLES, seed ^ 0x5555),
             timer: Reservoir::new(MAX_LATENCY_SAMPLES, seed ^ 0xaaaa),
             rng: Rng::new(seed),
+            cgroup: setup.cfg.cgroup.as_deref(),
         };
         slot.start_ns.store(now, Ordering::Relaxed);
         worker.publish(cpu);
@@ -410,6 +413,9 @@ impl<'a> Worker<'a> {
                 *sleep_usec,
                 until,
             ),
+            WorkType::CrossAffinityChurn { spin_iters } => {
+                cpu::cross_affinity_churn(self, *spin_iters, until)
+            }
             WorkType::ThunderingHerd {
                 waiters,
                 batches,

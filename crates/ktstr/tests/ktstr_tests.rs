@@ -822,3 +822,53 @@ fn post_vm_unconditional_runs_after_a_failed_guest() {
     ktstr::test_support::run_ktstr_test(entry);
     assert!(UNCONDITIONAL_SAW_FAILURE.load(Ordering::SeqCst));
 }
+
+/// `CrossAffinityChurn` rewrites the affinity of the other workers of its cgroup, toggling
+/// between all of its CPUs and all but the last.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 3)]
+fn cross_affinity_churn_moves_its_siblings(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let def = CgroupDef::named("churned")
+        .work(WorkSpec::default().workers(2).comm("target"))
+        .work(
+            WorkSpec::default()
+                .workers(1)
+                .work_type(WorkType::CrossAffinityChurn {
+                    spin_iters: 200_000,
+                })
+                .comm("flipper"),
+        );
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<std::collections::BTreeSet<String>> {
+            let pids = procs_when(&root, "churned", 3)?;
+            let targets: Vec<i32> = pids
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "target")
+                })
+                .collect();
+            ensure!(targets.len() == 2, "targets {targets:?}");
+            let mut seen = std::collections::BTreeSet::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while seen.len() < 2 && std::time::Instant::now() < deadline {
+                for &t in &targets {
+                    seen.insert(status_field(t, "Cpus_allowed_list:")?);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(seen)
+        });
+        (execute_defs(ctx, vec![def]), reader.join())
+    });
+    let r = result?;
+    let seen = match read {
+        Ok(s) => s?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    ensure!(
+        seen.contains("0-1") && seen.contains("0"),
+        "targets' affinity never toggled: {seen:?}"
+    );
+    Ok(r)
+}

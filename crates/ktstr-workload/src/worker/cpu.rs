@@ -255,3 +255,43 @@ fn numa_nodes() -> Vec<BTreeSet<usize>> {
         })
         .collect()
 }
+
+/// `CrossAffinityChurn`: rewrite the affinity of every other process that was in the
+/// workload's cgroup when this worker started, toggling between the worker's own CPUs and
+/// those CPUs less the last one; spin `spin_iters` and yield between rounds. Without a
+/// dedicated cgroup, or with fewer than two CPUs, it only spins.
+pub(super) fn cross_affinity_churn(w: &mut Worker<'_>, spin_iters: u64, until: Option<u64>) {
+    let me = sys::getpid();
+    let siblings: Vec<i32> = w
+        .cgroup
+        .and_then(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .filter(|&p| p != me)
+                .collect()
+        })
+        .unwrap_or_default();
+    let all: BTreeSet<usize> = sys::get_affinity(0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    let mut less = all.clone();
+    less.pop_last();
+    let masks = [all, less];
+    let churn = !siblings.is_empty() && !masks[1].is_empty();
+    let mut which = 1;
+    while w.running(until) {
+        sys::spin(spin_iters);
+        if churn {
+            for &pid in &siblings {
+                // A sibling that exited, or whose cpuset excludes the mask, is skipped.
+                let _ = sys::set_affinity(pid, &masks[which]);
+            }
+            which ^= 1;
+        }
+        sys::yield_now();
+        w.done(1);
+    }
+}
