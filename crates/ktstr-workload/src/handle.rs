@@ -828,6 +828,26 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_churn_without_a_cgroup_stays_put() {
+        let cfg = WorkloadConfig::new(
+            1,
+            WorkType::CgroupChurn {
+                groups: 2,
+                cycle_ms: 5,
+            },
+        );
+        let mut handle = WorkloadHandle::spawn(&cfg).unwrap();
+        let pid = handle.pids()[0];
+        handle.start();
+        sleep_ms(100);
+        let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 1);
+        let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        assert_eq!(theirs, ours);
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

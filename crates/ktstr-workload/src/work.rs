@@ -70,6 +70,16 @@ pub enum WorkType {
         /// Spin iterations between rounds.
         spin_iters: u64,
     },
+    /// Move itself round `groups` sibling cgroups `wt-cgroup-churn-<i>` (made beside the
+    /// workload's cgroup) every `cycle_ms`, spinning in between (one unit per 1024-iteration
+    /// spin); it goes back to its own cgroup at the end. Needs a dedicated cgroup; without
+    /// one it only spins.
+    CgroupChurn {
+        /// Sibling cgroups to rotate through.
+        groups: usize,
+        /// Time in each, ms.
+        cycle_ms: u64,
+    },
     /// Strided read-modify-write passes over a buffer; one unit per pass.
     CachePressure {
         /// Buffer size, KiB.
@@ -360,6 +370,7 @@ impl WorkType {
             Self::NiceSweep => "NiceSweep",
             Self::AffinityChurn { .. } => "AffinityChurn",
             Self::CrossAffinityChurn { .. } => "CrossAffinityChurn",
+            Self::CgroupChurn { .. } => "CgroupChurn",
             Self::CachePressure { .. } => "CachePressure",
             Self::PageFaultChurn { .. } => "PageFaultChurn",
             Self::TimerLatency { .. } => "TimerLatency",
@@ -436,6 +447,8 @@ impl WorkType {
             }
             Self::CachePipe { size_kib: 0, .. } => bad("size_kib must be at least 1"),
             Self::FanOutCompute { fan_out: 0, .. } => bad("fan_out must be at least 1"),
+            Self::CgroupChurn { groups: 0, .. } => bad("groups must be at least 1"),
+            Self::CgroupChurn { cycle_ms: 0, .. } => bad("cycle_ms must be at least 1"),
             Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),
             Self::PreemptStorm { rt_sleep_us: 0, .. } => bad("rt_sleep_us must be at least 1"),
             Self::NumaMigrationChurn { period_ms: 0 } => bad("period_ms must be at least 1"),

@@ -413,6 +413,9 @@ impl<'a> Worker<'a> {
                 *sleep_usec,
                 until,
             ),
+            WorkType::CgroupChurn { groups, cycle_ms } => {
+                cpu::cgroup_churn(self, *groups, *cycle_ms, until)
+            }
             WorkType::CrossAffinityChurn { spin_iters } => {
                 cpu::cross_affinity_churn(self, *spin_iters, until)
             }

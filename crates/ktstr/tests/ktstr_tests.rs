@@ -872,3 +872,44 @@ fn cross_affinity_churn_moves_its_siblings(ctx: &Ctx) -> Result<AssertResult> {
     );
     Ok(r)
 }
+
+/// `CgroupChurn` moves its workers round sibling cgroups of their own.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 3)]
+fn cgroup_churn_moves_workers_round_siblings(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let def = CgroupDef::named("churner")
+        .workers(2)
+        .work_type(WorkType::CgroupChurn {
+            groups: 3,
+            cycle_ms: 20,
+        });
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<std::collections::BTreeSet<String>> {
+            let pids = procs_when(&root, "churner", 2)?;
+            let mut seen = std::collections::BTreeSet::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while seen.len() < 3 && std::time::Instant::now() < deadline {
+                for p in &pids {
+                    let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup"))?;
+                    if let Some(name) = cg.trim().rsplit('/').next() {
+                        seen.insert(name.to_string());
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(seen)
+        });
+        (execute_defs(ctx, vec![def]), reader.join())
+    });
+    let r = result?;
+    let seen = match read {
+        Ok(s) => s?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    let churned = seen
+        .iter()
+        .filter(|n| n.starts_with("wt-cgroup-churn-"))
+        .count();
+    ensure!(churned >= 2, "workers seen only in {seen:?}");
+    Ok(r)
+}

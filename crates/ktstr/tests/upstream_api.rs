@@ -33,8 +33,8 @@
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
 //! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy,
 //!   AsymmetricWaker, EpollStorm, ProducerConsumerImbalance,
-//!   RtStarvation, PriorityInversion, NumaWorkingSetSweep, CgroupChurn,
-//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (29 of 46 are here). Of
+//!   RtStarvation, PriorityInversion, NumaWorkingSetSweep,
+//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (30 of 46 are here). Of
 //!   the shared ones two still have other fields here: `Sequence { phases }` (the existing
 //!   ktstr: `first, rest` of `WorkPhase`s) and `Custom { name, run }` with
 //!   `run: fn() -> u64` (`CustomFn` over `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the
@@ -475,6 +475,10 @@ fn work_types_have_the_existing_fields() {
             burst_iters: 1024,
         },
         WorkType::CrossAffinityChurn { spin_iters: 1024 },
+        WorkType::CgroupChurn {
+            groups: 4,
+            cycle_ms: 10,
+        },
         WorkType::FanOutCompute {
             fan_out: 4,
             cache_footprint_kib: 256,

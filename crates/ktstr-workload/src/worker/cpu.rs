@@ -295,3 +295,38 @@ pub(super) fn cross_affinity_churn(w: &mut Worker<'_>, spin_iters: u64, until: O
         w.done(1);
     }
 }
+
+/// `CgroupChurn`: move this process round `groups` sibling cgroups of the workload's cgroup
+/// (made if missing) every `cycle_ms`, spinning in between; back home at the end. Without a
+/// dedicated cgroup it only spins.
+pub(super) fn cgroup_churn(w: &mut Worker<'_>, groups: usize, cycle_ms: u64, until: Option<u64>) {
+    let home = w.cgroup.map(std::path::Path::to_path_buf);
+    let siblings: Vec<std::path::PathBuf> = home
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(|parent| {
+            (0..groups)
+                .map(|i| parent.join(format!("wt-cgroup-churn-{i}")))
+                .filter(|dir| std::fs::create_dir(dir).is_ok() || dir.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    let pid = sys::getpid().to_string();
+    let cycle_ns = cycle_ms.saturating_mul(NS_PER_MS);
+    let mut next = w.index;
+    while w.running(until) {
+        if let Some(dir) = siblings.get(next % siblings.len().max(1)) {
+            // A refused move (the cgroup went away) leaves this cycle where it is.
+            let _ = std::fs::write(dir.join("cgroup.procs"), &pid);
+        }
+        next += 1;
+        let end = sys::now_ns().saturating_add(cycle_ns);
+        while w.running(Some(until.map_or(end, |u| u.min(end)))) {
+            spin_unit();
+            w.done(1);
+        }
+    }
+    if let (Some(home), false) = (home, siblings.is_empty()) {
+        let _ = std::fs::write(home.join("cgroup.procs"), &pid);
+    }
+}
