@@ -16,7 +16,11 @@
 //!   `config`, `expect_scx_bpf_error_matches`, `wprof_args`, `cleanup_budget_ms`, `cpu_budget`,
 //!   `min_numa_nodes`, `max_numa_nodes`, `min_llcs`, `max_llcs`, `min_cpus`, `max_cpus`,
 //!   `min_page_locality`, `max_cross_node_migration_ratio`, `max_slow_tier_ratio`;
-//!   `num_snapshots` other than 0.
+//!   `num_snapshots` other than 0; `auto_repro` (the existing default, true: only
+//!   `auto_repro = false` is accepted).
+//! - `Payload`'s fields (`kind: PayloadKind`, `output`, `default_checks`, `metrics`,
+//!   `include_files`, ...): a struct-literal `Payload` does not compile; here a payload is
+//!   `Payload::named(..)`/`Payload::binary(..)` with `.default_args(..)`.
 //! - `declare_scheduler!` keys: `kernels`, `config_file` (rejected as not implemented),
 //!   `config_file_def`, `constraints`, `verifier_exclude_topologies`, `kernel_builtin_enable`,
 //!   `kernel_builtin_disable`; `Scheduler` builders `manifest_dir`, `constraints`,
@@ -28,17 +32,16 @@
 //!   `WriteKernelHot`/`WriteKernelCold`/`ReadKernelHot`/`ReadKernelCold` and their
 //!   constructors, `PinBpfMap`/`pin_bpf_map`; `KernelTarget`, `KernelValue`,
 //!   `KernelValueWidth`.
-//! - `Ctx` fields `topo` as the existing
-//!   ktstr's `TestTopology`, `sched_pid`, `settle`, `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
+//! - `Ctx` fields `topo` as the existing ktstr's `TestTopology`, `sched_pid`, `settle`,
+//!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
-//! - `WorkType`s: AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy,
-//!   AsymmetricWaker, EpollStorm, ProducerConsumerImbalance,
-//!   RtStarvation, PriorityInversion, NumaWorkingSetSweep,
-//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench (30 of 46 are here). Of
-//!   the shared ones two still have other fields here: `Sequence { phases }` (the existing
-//!   ktstr: `first, rest` of `WorkPhase`s) and `Custom { name, run }` with
-//!   `run: fn() -> u64` (`CustomFn` over `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the
-//!   `TimerLatency` fields are unconfirmed.
+//! - `WorkType`s (29 are here of the 45 upstream-api.md's table lists; its text says 46):
+//!   AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy, AsymmetricWaker, EpollStorm,
+//!   ProducerConsumerImbalance, RtStarvation, PriorityInversion, NumaWorkingSetSweep,
+//!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench. Two shared ones still have
+//!   other fields here: `Sequence { phases }` (the existing ktstr: `first, rest` of
+//!   `WorkPhase`s) and `Custom { name, run }` with `run: fn() -> u64` (`CustomFn` over
+//!   `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the `TimerLatency` fields are unconfirmed.
 //! - `WorkerReport` fields `migrations`, `max_gap_wall_ms`, `iteration_costs_ns`,
 //!   `numa_pages`, `vmstat_numa_pages_migrated`, `phase_slices`, `taobench_whole` and others.
 //! - Assertions: `min_page_locality`, `max_cross_node_migration_ratio`, `max_slow_tier_ratio`,
