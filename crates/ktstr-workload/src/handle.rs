@@ -848,6 +848,31 @@ mod tests {
     }
 
     #[test]
+    fn producer_consumer_queue_backs_up_when_consumers_are_slow() {
+        // 2 producers at 1 kHz against one consumer spinning long per item: the queue fills
+        // (depth 8), further items are dropped, so the consumer takes about what fits in
+        // its time, far fewer than were offered.
+        let work = WorkType::ProducerConsumerImbalance {
+            producers: 2,
+            consumers: 1,
+            produce_rate_hz: 1000,
+            consume_iters: 5_000_000,
+            queue_depth_target: 8,
+        };
+        let reports = makes_progress(work);
+        let produced: u64 = reports[..2].iter().map(|r| r.work_units).sum();
+        let consumed = reports[2].work_units;
+        assert!(
+            produced >= consumed,
+            "{produced} produced, {consumed} consumed"
+        );
+        assert!(
+            produced <= consumed + 8 + 2,
+            "{produced} produced, {consumed} consumed"
+        );
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

@@ -154,6 +154,22 @@ pub enum WorkType {
         /// Think time between waking and computing, µs.
         sleep_usec: u64,
     },
+    /// Per group, `producers` add items to a shared queue at `produce_rate_hz` each (an item
+    /// is dropped when `queue_depth_target` are waiting); `consumers` take them, spinning
+    /// `consume_iters` per item. One unit per item produced or consumed; consumers record
+    /// how long they waited for an item as wake latency.
+    ProducerConsumerImbalance {
+        /// Producers per group.
+        producers: usize,
+        /// Consumers per group (the group is `producers + consumers`).
+        consumers: usize,
+        /// Items each producer adds per second.
+        produce_rate_hz: u64,
+        /// Spin iterations per consumed item.
+        consume_iters: u64,
+        /// Most items waiting at once.
+        queue_depth_target: u64,
+    },
     /// `PipeIo` whose burst between receiving and sending back is `burst_iters` cache-line
     /// touches over a `size_kib` buffer; one unit per wake-up; wake latency measured.
     CachePipe {
@@ -383,6 +399,7 @@ impl WorkType {
             Self::PreemptStorm { .. } => "PreemptStorm",
             Self::CachePipe { .. } => "CachePipe",
             Self::FanOutCompute { .. } => "FanOutCompute",
+            Self::ProducerConsumerImbalance { .. } => "ProducerConsumerImbalance",
             Self::SignalStorm { .. } => "SignalStorm",
             Self::NumaMigrationChurn { .. } => "NumaMigrationChurn",
             Self::Sequence { .. } => "Sequence",
@@ -402,6 +419,11 @@ impl WorkType {
             Self::PreemptStorm { cfs_workers, .. } => cfs_workers.saturating_add(1),
             Self::SignalStorm { .. } => 2,
             Self::FanOutCompute { fan_out, .. } => fan_out.saturating_add(1),
+            Self::ProducerConsumerImbalance {
+                producers,
+                consumers,
+                ..
+            } => producers.saturating_add(*consumers).max(1),
             Self::Sequence { phases } => phases
                 .iter()
                 .fold(1, |acc, (work, _)| lcm(acc, work.group_size())),
@@ -447,6 +469,19 @@ impl WorkType {
             }
             Self::CachePipe { size_kib: 0, .. } => bad("size_kib must be at least 1"),
             Self::FanOutCompute { fan_out: 0, .. } => bad("fan_out must be at least 1"),
+            Self::ProducerConsumerImbalance {
+                producers,
+                consumers,
+                produce_rate_hz,
+                queue_depth_target,
+                ..
+            } if *producers == 0
+                || *consumers == 0
+                || *produce_rate_hz == 0
+                || *queue_depth_target == 0 =>
+            {
+                bad("producers, consumers, produce_rate_hz and queue_depth_target must be at least 1")
+            }
             Self::CgroupChurn { groups: 0, .. } => bad("groups must be at least 1"),
             Self::CgroupChurn { cycle_ms: 0, .. } => bad("cycle_ms must be at least 1"),
             Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),

@@ -419,6 +419,21 @@ impl<'a> Worker<'a> {
             WorkType::CrossAffinityChurn { spin_iters } => {
                 cpu::cross_affinity_churn(self, *spin_iters, until)
             }
+            WorkType::ProducerConsumerImbalance {
+                producers,
+                consumers,
+                produce_rate_hz,
+                consume_iters,
+                queue_depth_target,
+            } => wake::producer_consumer(
+                self,
+                leaf,
+                (*producers, *consumers),
+                *produce_rate_hz,
+                *consume_iters,
+                *queue_depth_target,
+                until,
+            ),
             WorkType::ThunderingHerd {
                 waiters,
                 batches,

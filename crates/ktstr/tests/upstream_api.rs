@@ -35,9 +35,9 @@
 //! - `Ctx` fields `topo` as the existing ktstr's `TestTopology`, `sched_pid`, `settle`,
 //!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
-//! - `WorkType`s (29 are here of the 45 upstream-api.md's table lists; its text says 46):
+//! - `WorkType`s (30 are here of the 45 upstream-api.md's table lists; its text says 46):
 //!   AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy, AsymmetricWaker, EpollStorm,
-//!   ProducerConsumerImbalance, RtStarvation, PriorityInversion, NumaWorkingSetSweep,
+//!   RtStarvation, PriorityInversion, NumaWorkingSetSweep,
 //!   CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench. Two shared ones still have
 //!   other fields here: `Sequence { phases }` (the existing ktstr: `first, rest` of
 //!   `WorkPhase`s) and `Custom { name, run }` with `run: fn() -> u64` (`CustomFn` over
@@ -478,6 +478,13 @@ fn work_types_have_the_existing_fields() {
             burst_iters: 1024,
         },
         WorkType::CrossAffinityChurn { spin_iters: 1024 },
+        WorkType::ProducerConsumerImbalance {
+            producers: 4,
+            consumers: 1,
+            produce_rate_hz: 1000,
+            consume_iters: 100_000,
+            queue_depth_target: 64,
+        },
         WorkType::CgroupChurn {
             groups: 4,
             cycle_ms: 10,

@@ -412,3 +412,60 @@ fn matmul(a: &[f64], b: &[f64], c: &mut [f64], n: usize) {
         }
     }
 }
+
+/// `ProducerConsumerImbalance`: the group's queue is a count of waiting items in its first
+/// worker's word (at most `depth`); producers add one every `1 / rate_hz` s (dropping it when
+/// the queue is full) and wake a consumer, consumers take one and spin `consume_iters`.
+pub(super) fn producer_consumer(
+    w: &mut Worker<'_>,
+    leaf: usize,
+    (producers, consumers): (usize, usize),
+    rate_hz: u64,
+    consume_iters: u64,
+    depth: u64,
+    until: Option<u64>,
+) {
+    let group = producers.saturating_add(consumers).max(1);
+    let base = w.index - w.index % group;
+    let queue = &w.coop(leaf, base).word;
+    let depth = u32::try_from(depth).unwrap_or(u32::MAX);
+    if w.index - base < producers {
+        let period_ns = sys::NS_PER_SEC / rate_hz.max(1);
+        let mut due = sys::now_ns();
+        while w.running(until) {
+            let added = queue
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < depth).then_some(n + 1)
+                })
+                .is_ok();
+            if added {
+                sys::futex_wake(queue, 1);
+                w.done(1);
+            }
+            due = due.saturating_add(period_ns);
+            let now = sys::now_ns();
+            if due > now {
+                w.sleep(due - now, until);
+            } else {
+                // Behind schedule: catch up without sleeping.
+                due = now;
+            }
+        }
+        return;
+    }
+    while w.running(until) {
+        let waited_from = sys::now_ns();
+        if !w.wait_until(queue, |n| n > 0, until) {
+            break;
+        }
+        let took = queue
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if !took {
+            continue;
+        }
+        w.sample_wake(waited_from, sys::now_ns());
+        sys::spin(consume_iters);
+        w.done(1);
+    }
+}
