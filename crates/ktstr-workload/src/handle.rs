@@ -873,6 +873,30 @@ mod tests {
     }
 
     #[test]
+    fn rt_starvation_starves_the_normal_worker_on_a_shared_cpu() {
+        let work = WorkType::RtStarvation {
+            rt_workers: 1,
+            cfs_workers: 1,
+            rt_priority: 1,
+            burst_iters: 20_000,
+        };
+        // Both on CPU 0, for a short while (the real-time worker has it to itself).
+        let cfg = WorkloadConfig::new(2, work).affinity(AffinityMode::Fixed([0].into()));
+        let reports = run(&cfg, 150);
+        assert_eq!(reports.len(), 2);
+        assert!(reports[0].work_units > 0, "{reports:?}");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                reports[1].work_units * 4 < reports[0].work_units,
+                "the normal worker was not starved: {} vs {}",
+                reports[1].work_units,
+                reports[0].work_units
+            );
+        }
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

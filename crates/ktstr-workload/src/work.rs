@@ -188,6 +188,19 @@ pub enum WorkType {
         /// Sleep between broadcasts, ms.
         inter_batch_ms: u64,
     },
+    /// Per group, `rt_workers` run SCHED_FIFO at `rt_priority` and spin `burst_iters` per
+    /// unit without ever yielding; `cfs_workers` normal workers spin the same and starve
+    /// where they share CPUs (pin them together to see it).
+    RtStarvation {
+        /// Real-time workers per group.
+        rt_workers: usize,
+        /// Normal workers per group (the group is `rt_workers + cfs_workers`).
+        cfs_workers: usize,
+        /// SCHED_FIFO priority, 1..=99.
+        rt_priority: i32,
+        /// Spin iterations per unit.
+        burst_iters: u64,
+    },
     /// Per group, one SCHED_FIFO worker spins `rt_burst_iters` then sleeps `rt_sleep_us`,
     /// preempting `cfs_workers` normal spinners each time it wakes.
     PreemptStorm {
@@ -399,6 +412,7 @@ impl WorkType {
             Self::PreemptStorm { .. } => "PreemptStorm",
             Self::CachePipe { .. } => "CachePipe",
             Self::FanOutCompute { .. } => "FanOutCompute",
+            Self::RtStarvation { .. } => "RtStarvation",
             Self::ProducerConsumerImbalance { .. } => "ProducerConsumerImbalance",
             Self::SignalStorm { .. } => "SignalStorm",
             Self::NumaMigrationChurn { .. } => "NumaMigrationChurn",
@@ -419,6 +433,11 @@ impl WorkType {
             Self::PreemptStorm { cfs_workers, .. } => cfs_workers.saturating_add(1),
             Self::SignalStorm { .. } => 2,
             Self::FanOutCompute { fan_out, .. } => fan_out.saturating_add(1),
+            Self::RtStarvation {
+                rt_workers,
+                cfs_workers,
+                ..
+            } => rt_workers.saturating_add(*cfs_workers).max(1),
             Self::ProducerConsumerImbalance {
                 producers,
                 consumers,
@@ -482,6 +501,10 @@ impl WorkType {
             {
                 bad("producers, consumers, produce_rate_hz and queue_depth_target must be at least 1")
             }
+            Self::RtStarvation { rt_priority, .. } if !(1..=99).contains(rt_priority) => {
+                bad("rt_priority must be within 1..=99")
+            }
+            Self::RtStarvation { rt_workers: 0, .. } => bad("rt_workers must be at least 1"),
             Self::CgroupChurn { groups: 0, .. } => bad("groups must be at least 1"),
             Self::CgroupChurn { cycle_ms: 0, .. } => bad("cycle_ms must be at least 1"),
             Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),

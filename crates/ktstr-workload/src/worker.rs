@@ -434,6 +434,18 @@ impl<'a> Worker<'a> {
                 *queue_depth_target,
                 until,
             ),
+            WorkType::RtStarvation {
+                rt_workers,
+                cfs_workers,
+                rt_priority,
+                burst_iters,
+            } => cpu::rt_starvation(
+                self,
+                (*rt_workers, *cfs_workers),
+                *rt_priority,
+                *burst_iters,
+                until,
+            ),
             WorkType::ThunderingHerd {
                 waiters,
                 batches,

@@ -330,3 +330,24 @@ pub(super) fn cgroup_churn(w: &mut Worker<'_>, groups: usize, cycle_ms: u64, unt
         let _ = std::fs::write(home.join("cgroup.procs"), &pid);
     }
 }
+
+/// `RtStarvation`: the group's first `rt_workers` switch to SCHED_FIFO `rt_priority` (where
+/// permitted) and spin without yielding; the others spin as normal tasks.
+pub(super) fn rt_starvation(
+    w: &mut Worker<'_>,
+    (rt_workers, cfs_workers): (usize, usize),
+    rt_priority: i32,
+    burst_iters: u64,
+    until: Option<u64>,
+) {
+    let group = rt_workers.saturating_add(cfs_workers).max(1);
+    let rt = w.index % group < rt_workers
+        && sys::set_scheduler(libc::SCHED_FIFO, rt_priority.clamp(1, 99)).is_ok();
+    while w.running(until) {
+        sys::spin(burst_iters);
+        w.done(1);
+    }
+    if rt {
+        let _ = sys::set_scheduler(libc::SCHED_OTHER, 0);
+    }
+}
