@@ -897,6 +897,15 @@ mod tests {
     }
 
     #[test]
+    fn numa_working_set_sweep_progresses() {
+        makes_progress(WorkType::NumaWorkingSetSweep {
+            region_kib: 256,
+            sweep_period_ms: 10,
+            target_nodes: vec![0],
+        });
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

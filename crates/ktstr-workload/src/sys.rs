@@ -307,6 +307,35 @@ pub(crate) fn set_mempolicy(mode: i32, flags: u32, nodes: &BTreeSet<usize>) -> i
     Ok(())
 }
 
+/// `mbind(addr, len, MPOL_BIND, {node}, MPOL_MF_MOVE)`: bind a mapping to one node (node
+/// at most 63), moving its pages there.
+pub(crate) fn mbind_to_node(addr: *mut libc::c_void, len: usize, node: usize) -> io::Result<()> {
+    /// `MPOL_BIND`.
+    const MPOL_BIND: libc::c_ulong = 2;
+    /// `MPOL_MF_MOVE`.
+    const MPOL_MF_MOVE: libc::c_uint = 1 << 1;
+    if node > 63 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mask: libc::c_ulong = 1 << node;
+    // SAFETY: `addr`/`len` describe a mapping the caller owns; `mask` holds 64 node bits.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            addr,
+            len,
+            MPOL_BIND,
+            &mask as *const libc::c_ulong,
+            64 as libc::c_ulong,
+            MPOL_MF_MOVE,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `setgroups([gid])` then `setresgid(gid, gid, gid)` for the caller.
 pub(crate) fn set_gid(gid: u32) -> io::Result<()> {
     let groups = [gid as libc::gid_t];

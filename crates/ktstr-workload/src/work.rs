@@ -80,6 +80,17 @@ pub enum WorkType {
         /// Time in each, ms.
         cycle_ms: u64,
     },
+    /// Touch every page of a `region_kib` region, re-binding it (`mbind`, moving its pages)
+    /// to the next of `target_nodes` every `sweep_period_ms`; one unit per pass over the
+    /// region. An empty `target_nodes` only touches.
+    NumaWorkingSetSweep {
+        /// Region size, KiB.
+        region_kib: usize,
+        /// Time on each node, ms.
+        sweep_period_ms: u64,
+        /// NUMA nodes to rotate through, in order.
+        target_nodes: Vec<usize>,
+    },
     /// Strided read-modify-write passes over a buffer; one unit per pass.
     CachePressure {
         /// Buffer size, KiB.
@@ -400,6 +411,7 @@ impl WorkType {
             Self::AffinityChurn { .. } => "AffinityChurn",
             Self::CrossAffinityChurn { .. } => "CrossAffinityChurn",
             Self::CgroupChurn { .. } => "CgroupChurn",
+            Self::NumaWorkingSetSweep { .. } => "NumaWorkingSetSweep",
             Self::CachePressure { .. } => "CachePressure",
             Self::PageFaultChurn { .. } => "PageFaultChurn",
             Self::TimerLatency { .. } => "TimerLatency",
@@ -505,6 +517,16 @@ impl WorkType {
                 bad("rt_priority must be within 1..=99")
             }
             Self::RtStarvation { rt_workers: 0, .. } => bad("rt_workers must be at least 1"),
+            Self::NumaWorkingSetSweep { region_kib: 0, .. } => {
+                bad("region_kib must be at least 1")
+            }
+            Self::NumaWorkingSetSweep {
+                sweep_period_ms: 0,
+                ..
+            } => bad("sweep_period_ms must be at least 1"),
+            Self::NumaWorkingSetSweep { target_nodes, .. } if target_nodes.iter().any(|&n| n > 63) => {
+                bad("target_nodes must be at most 63")
+            }
             Self::CgroupChurn { groups: 0, .. } => bad("groups must be at least 1"),
             Self::CgroupChurn { cycle_ms: 0, .. } => bad("cycle_ms must be at least 1"),
             Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),

@@ -446,6 +446,17 @@ impl<'a> Worker<'a> {
                 *burst_iters,
                 until,
             ),
+            WorkType::NumaWorkingSetSweep {
+                region_kib,
+                sweep_period_ms,
+                target_nodes,
+            } => memory::numa_working_set_sweep(
+                self,
+                *region_kib,
+                *sweep_period_ms,
+                target_nodes,
+                until,
+            ),
             WorkType::ThunderingHerd {
                 waiters,
                 batches,

@@ -913,3 +913,47 @@ fn cgroup_churn_moves_workers_round_siblings(ctx: &Ctx) -> Result<AssertResult> 
     ensure!(churned >= 2, "workers seen only in {seen:?}");
     Ok(r)
 }
+
+/// `NumaWorkingSetSweep` binds its region to the target node and its pages move there.
+#[ktstr_test(numa_nodes = 2, llcs = 2, cores = 1, threads = 1, duration_s = 2)]
+fn numa_working_set_sweep_binds_its_region(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let def = CgroupDef::named("sweeper")
+        .workers(1)
+        .work_type(WorkType::NumaWorkingSetSweep {
+            region_kib: 1024,
+            sweep_period_ms: 100,
+            target_nodes: vec![1],
+        });
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<String> {
+            let pid = procs_when(&root, "sweeper", 1)?[0];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))?;
+                // The 1 MiB region: bound to node 1, its 256 pages there.
+                if let Some(line) = maps.lines().find(|l| {
+                    l.contains(" bind:1 ")
+                        && l.split_whitespace()
+                            .find_map(|f| f.strip_prefix("N1="))
+                            .and_then(|n| n.parse::<u64>().ok())
+                            .is_some_and(|n| n >= 256)
+                }) {
+                    return Ok(line.to_string());
+                }
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "no region bound to node 1 in\n{maps}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        (execute_defs(ctx, vec![def]), reader.join())
+    });
+    let mut r = result?;
+    match read {
+        Ok(line) => r.notes.push(line?),
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    }
+    Ok(r)
+}

@@ -136,3 +136,55 @@ pub(super) fn ipc_variance(
     }
     std::hint::black_box((&buf, x));
 }
+
+/// `NumaWorkingSetSweep`: map `region_kib`, write every page each pass; every
+/// `sweep_period_ms` bind the region to the next of `nodes` (worker `i` starts at node
+/// `i % len`), moving its pages. One unit per pass.
+pub(super) fn numa_working_set_sweep(
+    w: &mut Worker<'_>,
+    region_kib: usize,
+    sweep_period_ms: u64,
+    nodes: &[usize],
+    until: Option<u64>,
+) {
+    // SAFETY: sysconf only reads a system constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p > 0)
+        .unwrap_or(4096);
+    let len = region_kib.saturating_mul(1024).max(1).div_ceil(page) * page;
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let region = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if region == libc::MAP_FAILED {
+        return;
+    }
+    let base = region.cast::<u8>();
+    let period_ns = sweep_period_ms.saturating_mul(NS_PER_MS);
+    let mut next = w.index;
+    let mut rebind_at = 0u64;
+    while w.running(until) {
+        let now = sys::now_ns();
+        if !nodes.is_empty() && now >= rebind_at {
+            // A node without memory (or no NUMA) leaves the pages where they are.
+            let _ = sys::mbind_to_node(region, len, nodes[next % nodes.len()]);
+            next += 1;
+            rebind_at = now.saturating_add(period_ns);
+        }
+        for offset in (0..len).step_by(page) {
+            // SAFETY: `offset` < `len`, inside the writable mapping created above.
+            unsafe { base.add(offset).write_volatile(offset as u8) };
+        }
+        w.done(1);
+    }
+    // SAFETY: exactly the mapping created above, no longer referenced.
+    unsafe { libc::munmap(region, len) };
+}
