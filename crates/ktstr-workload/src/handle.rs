@@ -906,6 +906,17 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_attach_storm_without_a_cgroup_does_nothing() {
+        let work = WorkType::CgroupAttachStorm {
+            dest: "elsewhere".into(),
+            reap: crate::ReapMode::Waitpid,
+        };
+        let reports = run(&WorkloadConfig::new(1, work), 100);
+        assert_eq!(reports[0].work_units, 0, "{reports:?}");
+        assert!(reports[0].completed);
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }

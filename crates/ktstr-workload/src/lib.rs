@@ -34,7 +34,7 @@ pub use error::WorkloadError;
 pub use handle::WorkloadHandle;
 pub use report::{WorkerReport, MAX_LATENCY_SAMPLES};
 pub use sys::set_affinity;
-pub use work::{WakeMechanism, WorkType};
+pub use work::{ReapMode, WakeMechanism, WorkType};
 
 /// One `SpinWait` work unit, the exact code its worker loop runs (for the telemetry benchmark).
 #[doc(hidden)]

@@ -375,6 +375,12 @@ pub(crate) fn ignore_sigusr1_with_handler() {
     }
 }
 
+/// Sets `SIGCHLD` to `SIG_IGN`, so exited children are reaped by the kernel.
+pub(crate) fn ignore_children() {
+    // SAFETY: SIG_IGN for SIGCHLD only changes how this process's children are reaped.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+}
+
 /// `prctl(PR_SET_TIMERSLACK, ns)` for the caller (best effort: RT tasks ignore it).
 pub(crate) fn set_timer_slack(ns: u64) {
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer.

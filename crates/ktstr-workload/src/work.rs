@@ -91,6 +91,16 @@ pub enum WorkType {
         /// NUMA nodes to rotate through, in order.
         target_nodes: Vec<usize>,
     },
+    /// Fork a child that exits at once and move it into cgroup `dest` (a sibling of the
+    /// workload's cgroup, or below its parent) by writing its pid to `dest`'s
+    /// `cgroup.procs`, racing its exit; one unit per move the kernel accepted. Needs a
+    /// dedicated cgroup and an existing `dest`; without them it does nothing.
+    CgroupAttachStorm {
+        /// The destination, relative to the parent of the workload's cgroup.
+        dest: String,
+        /// How the children are reaped.
+        reap: ReapMode,
+    },
     /// Strided read-modify-write passes over a buffer; one unit per pass.
     CachePressure {
         /// Buffer size, KiB.
@@ -411,6 +421,7 @@ impl WorkType {
             Self::AffinityChurn { .. } => "AffinityChurn",
             Self::CrossAffinityChurn { .. } => "CrossAffinityChurn",
             Self::CgroupChurn { .. } => "CgroupChurn",
+            Self::CgroupAttachStorm { .. } => "CgroupAttachStorm",
             Self::NumaWorkingSetSweep { .. } => "NumaWorkingSetSweep",
             Self::CachePressure { .. } => "CachePressure",
             Self::PageFaultChurn { .. } => "PageFaultChurn",
@@ -527,6 +538,13 @@ impl WorkType {
             Self::NumaWorkingSetSweep { target_nodes, .. } if target_nodes.iter().any(|&n| n > 63) => {
                 bad("target_nodes must be at most 63")
             }
+            Self::CgroupAttachStorm { dest, .. }
+                if dest.is_empty()
+                    || dest.starts_with('/')
+                    || dest.split('/').any(|c| c.is_empty() || c == "." || c == "..") =>
+            {
+                bad("dest must be a relative cgroup path without . or ..")
+            }
             Self::CgroupChurn { groups: 0, .. } => bad("groups must be at least 1"),
             Self::CgroupChurn { cycle_ms: 0, .. } => bad("cycle_ms must be at least 1"),
             Self::ThunderingHerd { waiters: 0, .. } => bad("waiters must be at least 1"),
@@ -581,6 +599,16 @@ impl WorkType {
         let mut next = 0;
         walk(self, &mut next, f);
     }
+}
+
+/// How [`WorkType::CgroupAttachStorm`] reaps the children it forks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReapMode {
+    /// `SIGCHLD` ignored: children reap themselves as they exit, racing the move.
+    #[default]
+    SigIgn,
+    /// Each child is waited for after its move.
+    Waitpid,
 }
 
 /// How a [`WorkType::WakeChain`] member wakes the next.

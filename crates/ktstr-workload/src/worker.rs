@@ -413,6 +413,9 @@ impl<'a> Worker<'a> {
                 *sleep_usec,
                 until,
             ),
+            WorkType::CgroupAttachStorm { dest, reap } => {
+                cpu::cgroup_attach_storm(self, dest, *reap, until)
+            }
             WorkType::CgroupChurn { groups, cycle_ms } => {
                 cpu::cgroup_churn(self, *groups, *cycle_ms, until)
             }

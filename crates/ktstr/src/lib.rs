@@ -61,8 +61,8 @@ pub mod prelude {
         Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Polarity, Verdict,
     };
     pub use ktstr_workload::{
-        AffinityMode, CgroupGroup, MemPolicy, MpolFlags, SchedPolicy, WakeMechanism, WorkType,
-        WorkerReport, WorkloadConfig, WorkloadHandle,
+        AffinityMode, CgroupGroup, MemPolicy, MpolFlags, ReapMode, SchedPolicy, WakeMechanism,
+        WorkType, WorkerReport, WorkloadConfig, WorkloadHandle,
     };
 }
 

@@ -957,3 +957,30 @@ fn numa_working_set_sweep_binds_its_region(ctx: &Ctx) -> Result<AssertResult> {
     }
     Ok(r)
 }
+
+/// `CgroupAttachStorm` moves forked, exiting children into a sibling cgroup, reaped either way.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 2)]
+fn cgroup_attach_storm_moves_children(ctx: &Ctx) -> Result<AssertResult> {
+    let storm = |reap| WorkType::CgroupAttachStorm {
+        dest: "dest".into(),
+        reap,
+    };
+    let step = Step::with_defs(
+        vec![
+            CgroupDef::named("waits")
+                .workers(1)
+                .work_type(storm(ReapMode::Waitpid)),
+            CgroupDef::named("ignores")
+                .workers(1)
+                .work_type(storm(ReapMode::SigIgn)),
+        ],
+        HoldSpec::FULL,
+    )
+    .set_ops(vec![Op::add_cgroup("dest")]);
+    let r = execute_steps(ctx, vec![step])?;
+    for cg in ["waits", "ignores"] {
+        let moved = r.stats.get(cg).map_or(0, |s| s.total_work_units);
+        ensure!(moved > 0, "{cg}: no child was moved into dest: {r}");
+    }
+    Ok(r)
+}

@@ -35,10 +35,9 @@
 //! - `Ctx` fields `topo` as the existing ktstr's `TestTopology`, `sched_pid`, `settle`,
 //!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
-//! - `WorkType`s (32 are here of the 45 upstream-api.md's table lists; its text says 46):
+//! - `WorkType`s (33 are here of the 45 upstream-api.md's table lists; its text says 46):
 //!   AluHot, SmtSiblingSpin, IoSyncWrite, IoRandRead, IoConvoy, AsymmetricWaker, EpollStorm,
-//!   PriorityInversion, CgroupAttachStorm, NetTraffic, IrqWake, Schbench, Taobench. Two
-//!   shared ones still have
+//!   PriorityInversion, NetTraffic, IrqWake, Schbench, Taobench. Two shared ones still have
 //!   other fields here: `Sequence { phases }` (the existing ktstr: `first, rest` of
 //!   `WorkPhase`s) and `Custom { name, run }` with `run: fn() -> u64` (`CustomFn` over
 //!   `fn(&WorkerCtx) -> WorkerReport`, `cfg`); the `TimerLatency` fields are unconfirmed.
@@ -478,6 +477,10 @@ fn work_types_have_the_existing_fields() {
             burst_iters: 1024,
         },
         WorkType::CrossAffinityChurn { spin_iters: 1024 },
+        WorkType::CgroupAttachStorm {
+            dest: "dest".into(),
+            reap: ReapMode::SigIgn,
+        },
         WorkType::NumaWorkingSetSweep {
             region_kib: 4096,
             sweep_period_ms: 100,

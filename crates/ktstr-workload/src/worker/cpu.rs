@@ -351,3 +351,47 @@ pub(super) fn rt_starvation(
         let _ = sys::set_scheduler(libc::SCHED_OTHER, 0);
     }
 }
+
+/// `CgroupAttachStorm`: fork a child that exits at once and write its pid to `dest`'s
+/// `cgroup.procs` (beside the workload's cgroup); one unit per accepted move.
+pub(super) fn cgroup_attach_storm(
+    w: &mut Worker<'_>,
+    dest: &str,
+    reap: crate::ReapMode,
+    until: Option<u64>,
+) {
+    let target = w
+        .cgroup
+        .and_then(std::path::Path::parent)
+        .map(|parent| parent.join(dest).join("cgroup.procs"));
+    let Some(target) = target.filter(|t| t.is_file()) else {
+        // No dedicated cgroup or no `dest`: nothing to storm (no units say so).
+        while w.running(until) {
+            w.sleep(10 * NS_PER_MS, until);
+        }
+        return;
+    };
+    if reap == crate::ReapMode::SigIgn {
+        sys::ignore_children();
+    }
+    while w.running(until) {
+        // SAFETY: the worker is single-threaded; the child only calls `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            sys::exit_now(0);
+        }
+        if pid < 0 {
+            w.sleep(NS_PER_MS, until);
+            continue;
+        }
+        let moved = std::fs::write(&target, pid.to_string()).is_ok();
+        if reap == crate::ReapMode::Waitpid {
+            let mut status = 0;
+            // SAFETY: `pid` is our own child and `status` a valid int.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        if moved {
+            w.done(1);
+        }
+    }
+}
