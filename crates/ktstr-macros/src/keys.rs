@@ -60,6 +60,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("extra_sched_args"),
     v("extra_include_files"),
     v("post_vm"),
+    v("post_vm_unconditional"),
     v("num_snapshots"),
     b("auto_repro"),
     b("not_stuck"),
@@ -84,6 +85,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("expect_scx_bpf_error_contains"),
     b("requires_smt"),
     b("host_only"),
+    b("kaslr"),
     b("ignore"),
 ];
 

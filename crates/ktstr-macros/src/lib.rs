@@ -150,6 +150,10 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             "expect_err" => flags.0 = bool_value(value),
             "host_only" => flags.1 = bool_value(value),
             "requires_smt" => flags.2 = bool_value(value),
+            "kaslr" => {
+                let on = bool_value(value);
+                fields.push(quote!(kaslr: #on));
+            }
             "auto_repro" => {
                 if bool_value(value) {
                     return Err(syn::Error::new(
@@ -197,6 +201,9 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                 fields.push(quote!(#f: &[#(&#elems),*]));
             }
             "post_vm" => fields.push(quote!(post_vm: ::core::option::Option::Some(#v))),
+            "post_vm_unconditional" => {
+                fields.push(quote!(post_vm_unconditional: ::core::option::Option::Some(#v)))
+            }
             "workload_root_cgroup" => {
                 fields.push(quote!(workload_root_cgroup: ::core::option::Option::Some(#v)))
             }
@@ -528,6 +535,14 @@ mod tests {
         assert!(out.contains("check_not_stuck ()"));
         assert!(out.contains("max_gap_ms (900)"));
         assert!(out.contains("# [ignore]"));
+        let out = expand("post_vm_unconditional = check").unwrap();
+        assert!(
+            out.contains("post_vm_unconditional : :: core :: option :: Option :: Some (check)"),
+            "{out}"
+        );
+        let out = expand("kaslr = false").unwrap();
+        assert!(out.contains("kaslr : false"), "{out}");
+        assert!(expand("kaslr").unwrap().contains("kaslr : true"));
         assert!(out.contains("__ktstr_inner_t"));
         assert!(out.contains("early_dispatch"));
     }

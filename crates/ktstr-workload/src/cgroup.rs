@@ -182,6 +182,18 @@ impl CgroupGroup {
         self.write(name, "cpu.max", &format!("{quota} 100000"))
     }
 
+    /// Writes `value` to interface file `file` (such as `memory.max`) of cgroup `name`.
+    pub fn set_knob(&self, name: &str, file: &str, value: &str) -> Result<(), WorkloadError> {
+        check_knob(&self.root, file)?;
+        self.write(name, file, value)
+    }
+
+    /// Reads interface file `file` of cgroup `name`, trimmed.
+    pub fn knob(&self, name: &str, file: &str) -> Result<String, WorkloadError> {
+        check_knob(&self.root, file)?;
+        Ok(read(&self.dir(name)?.join(file))?.trim().to_string())
+    }
+
     /// Moves process `pid` into cgroup `name`.
     pub fn move_task(&self, name: &str, pid: i32) -> Result<(), WorkloadError> {
         self.write(name, "cgroup.procs", &pid.to_string())
@@ -294,6 +306,20 @@ impl Drop for CgroupGroup {
                 let _ = remove_tree(&dir);
             }
         }
+    }
+}
+
+/// A cgroup interface file name: `controller.knob`, no path separators.
+fn check_knob(root: &Path, file: &str) -> Result<(), WorkloadError> {
+    let ok =
+        file.contains('.') && !file.starts_with('.') && !file.contains('/') && !file.contains('\0');
+    if ok {
+        Ok(())
+    } else {
+        Err(cgroup_err(
+            root,
+            &format!("{file:?} is not a cgroup interface file name"),
+        ))
     }
 }
 
@@ -478,6 +504,16 @@ mod tests {
     use crate::{WorkType, WorkloadConfig, WorkloadHandle};
 
     static NEXT_GROUP: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn knob_names_are_interface_files() {
+        let root = Path::new("/sys/fs/cgroup/x");
+        check_knob(root, "memory.max").unwrap();
+        check_knob(root, "cpuset.cpus.effective").unwrap();
+        for bad in ["memory", "../memory.max", "a/b.c", ".hidden", ""] {
+            assert!(check_knob(root, bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     /// Reports a skip on the real stderr, or fails when `KTSTR_REQUIRE_CGROUP2=1`. Not tied
     /// to `KTSTR_REQUIRE_VM`: these hosts mount cgroup v1 (hybrid), so the controller paths

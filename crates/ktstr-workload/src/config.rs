@@ -24,6 +24,81 @@ pub enum SchedPolicy {
     RoundRobin(u32),
 }
 
+/// NUMA memory policy each worker sets with `set_mempolicy(2)` before it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MemPolicy {
+    /// Leave the inherited policy (`MPOL_DEFAULT` unless the runner set one).
+    #[default]
+    Default,
+    /// `MPOL_BIND`: allocate only on these nodes.
+    Bind(BTreeSet<usize>),
+    /// `MPOL_PREFERRED`: prefer this node.
+    Preferred(usize),
+    /// `MPOL_INTERLEAVE`: interleave pages over these nodes.
+    Interleave(BTreeSet<usize>),
+    /// `MPOL_LOCAL`: allocate on the node of the CPU running the task.
+    Local,
+}
+
+impl MemPolicy {
+    /// `MPOL_BIND` to these nodes.
+    pub fn bind(nodes: impl IntoIterator<Item = usize>) -> Self {
+        MemPolicy::Bind(nodes.into_iter().collect())
+    }
+    /// `MPOL_INTERLEAVE` over these nodes.
+    pub fn interleave(nodes: impl IntoIterator<Item = usize>) -> Self {
+        MemPolicy::Interleave(nodes.into_iter().collect())
+    }
+    /// The `set_mempolicy` mode number and node set, `None` for [`MemPolicy::Default`].
+    pub fn mode_and_nodes(&self) -> Option<(i32, BTreeSet<usize>)> {
+        match self {
+            MemPolicy::Default => None,
+            MemPolicy::Bind(n) => Some((MPOL_BIND, n.clone())),
+            MemPolicy::Preferred(n) => Some((MPOL_PREFERRED, BTreeSet::from([*n]))),
+            MemPolicy::Interleave(n) => Some((MPOL_INTERLEAVE, n.clone())),
+            MemPolicy::Local => Some((MPOL_LOCAL, BTreeSet::new())),
+        }
+    }
+}
+
+/// `MPOL_PREFERRED` (uapi/linux/mempolicy.h).
+const MPOL_PREFERRED: i32 = 1;
+/// `MPOL_BIND`.
+const MPOL_BIND: i32 = 2;
+/// `MPOL_INTERLEAVE`.
+const MPOL_INTERLEAVE: i32 = 3;
+/// `MPOL_LOCAL`.
+const MPOL_LOCAL: i32 = 4;
+/// Highest NUMA node id a memory policy may name (the node mask is one word).
+pub const MAX_MEMPOLICY_NODE: usize = 63;
+
+/// Mode flags OR-ed into a [`MemPolicy`]'s mode (`MPOL_F_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MpolFlags(pub u32);
+
+impl MpolFlags {
+    /// No flags.
+    pub const NONE: MpolFlags = MpolFlags(0);
+    /// `MPOL_F_STATIC_NODES`: the node set is not remapped when the cpuset changes.
+    pub const STATIC_NODES: MpolFlags = MpolFlags(1 << 15);
+    /// `MPOL_F_RELATIVE_NODES`: the node set is relative to the allowed nodes.
+    pub const RELATIVE_NODES: MpolFlags = MpolFlags(1 << 14);
+    /// `MPOL_F_NUMA_BALANCING`: NUMA balancing may migrate pages of a bound task.
+    pub const NUMA_BALANCING: MpolFlags = MpolFlags(1 << 13);
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::ops::BitOr for MpolFlags {
+    type Output = MpolFlags;
+    fn bitor(self, rhs: MpolFlags) -> MpolFlags {
+        MpolFlags(self.0 | rhs.0)
+    }
+}
+
 /// Which CPUs each worker pins itself to before it starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum AffinityMode {
@@ -65,6 +140,14 @@ pub struct WorkloadConfig {
     pub comm: Option<String>,
     /// cgroup v2 directory every worker is moved into before it starts working.
     pub cgroup: Option<PathBuf>,
+    /// NUMA memory policy each worker sets.
+    pub mem_policy: MemPolicy,
+    /// Flags for `mem_policy`.
+    pub mpol_flags: MpolFlags,
+    /// User id each worker switches to (`setresuid`), after everything that needs root.
+    pub uid: Option<u32>,
+    /// Group id each worker switches to (`setresgid`, supplementary groups dropped).
+    pub gid: Option<u32>,
 }
 
 impl Default for WorkloadConfig {
@@ -84,7 +167,30 @@ impl WorkloadConfig {
             sched_policy: SchedPolicy::Normal,
             comm: None,
             cgroup: None,
+            mem_policy: MemPolicy::Default,
+            mpol_flags: MpolFlags::NONE,
+            uid: None,
+            gid: None,
         }
+    }
+
+    /// Sets the NUMA memory policy and its flags.
+    pub fn mem_policy(mut self, policy: MemPolicy, flags: MpolFlags) -> Self {
+        self.mem_policy = policy;
+        self.mpol_flags = flags;
+        self
+    }
+
+    /// Sets the user id workers run as.
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Sets the group id workers run as.
+    pub fn gid(mut self, gid: u32) -> Self {
+        self.gid = Some(gid);
+        self
     }
 
     /// Sets the affinity mode.
@@ -173,6 +279,24 @@ impl WorkloadConfig {
                 return Err(WorkloadError::Config(format!("bad comm {comm:?}")));
             }
         }
+        if let Some((_, nodes)) = self.mem_policy.mode_and_nodes() {
+            let needs_nodes = !matches!(self.mem_policy, MemPolicy::Local);
+            if needs_nodes && nodes.is_empty() {
+                return Err(WorkloadError::Config(format!(
+                    "memory policy {:?} names no NUMA node",
+                    self.mem_policy
+                )));
+            }
+            if let Some(n) = nodes.iter().find(|&&n| n > MAX_MEMPOLICY_NODE) {
+                return Err(WorkloadError::Config(format!(
+                    "NUMA node {n} is beyond the highest supported id {MAX_MEMPOLICY_NODE}"
+                )));
+            }
+        } else if self.mpol_flags != MpolFlags::NONE {
+            return Err(WorkloadError::Config(
+                "memory policy flags without a memory policy".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -239,6 +363,37 @@ mod tests {
             .comm("")
             .validate()
             .is_err());
+    }
+
+    #[test]
+    fn memory_policies_and_ids() {
+        let cfg = WorkloadConfig::new(1, WorkType::SpinWait)
+            .mem_policy(MemPolicy::bind([0]), MpolFlags::STATIC_NODES)
+            .uid(1000)
+            .gid(100);
+        cfg.validate().unwrap();
+        assert_eq!((cfg.uid, cfg.gid), (Some(1000), Some(100)));
+        assert_eq!(
+            cfg.mem_policy.mode_and_nodes(),
+            Some((MPOL_BIND, BTreeSet::from([0])))
+        );
+        assert_eq!(
+            (MpolFlags::STATIC_NODES | MpolFlags::NUMA_BALANCING).bits(),
+            (1 << 15) | (1 << 13)
+        );
+        let empty = WorkloadConfig::new(1, WorkType::SpinWait)
+            .mem_policy(MemPolicy::Bind(BTreeSet::new()), MpolFlags::NONE);
+        assert!(empty.validate().is_err());
+        let far = WorkloadConfig::new(1, WorkType::SpinWait)
+            .mem_policy(MemPolicy::Preferred(64), MpolFlags::NONE);
+        assert!(far.validate().is_err());
+        let flags_only = WorkloadConfig::new(1, WorkType::SpinWait)
+            .mem_policy(MemPolicy::Default, MpolFlags::STATIC_NODES);
+        assert!(flags_only.validate().is_err());
+        WorkloadConfig::new(1, WorkType::SpinWait)
+            .mem_policy(MemPolicy::Local, MpolFlags::NONE)
+            .validate()
+            .unwrap();
     }
 
     #[test]

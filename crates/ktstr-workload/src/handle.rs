@@ -9,7 +9,7 @@ use crate::report::WorkerReport;
 use crate::shared::SharedRegion;
 use crate::sys::{self, NS_PER_MS, NS_PER_SEC};
 use crate::worker::{self, WorkerSetup};
-use crate::{WorkType, WorkloadConfig, WorkloadError};
+use crate::{WakeMechanism, WorkType, WorkloadConfig, WorkloadError};
 
 /// How long stopping workers get to report before they are killed, ns: generous, as a
 /// guest on QEMU TCG sharing busy host CPUs may run a worker only now and then.
@@ -63,8 +63,17 @@ impl WorkloadHandle {
         cfg.work_type.for_each_leaf(&mut |leaf, work| {
             let ring = match work {
                 WorkType::FutexPingPong { .. } => 2,
-                WorkType::WakeChain { depth } => *depth,
-                WorkType::PipeIo { .. } => {
+                WorkType::WakeChain {
+                    depth,
+                    wake: WakeMechanism::Futex,
+                    ..
+                } => *depth,
+                WorkType::PipeIo { .. }
+                | WorkType::CachePipe { .. }
+                | WorkType::WakeChain {
+                    wake: WakeMechanism::Pipe,
+                    ..
+                } => {
                     for index in 0..workers {
                         match inbox_pipe() {
                             Ok((read, write)) => {
@@ -443,6 +452,47 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_memory_policy_apply_before_work() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let cfg = WorkloadConfig::new(1, WorkType::SpinWait)
+            .uid(65534)
+            .gid(65533)
+            .mem_policy(crate::MemPolicy::Local, crate::MpolFlags::NONE);
+        let mut handle = WorkloadHandle::spawn(&cfg).unwrap();
+        let pid = handle.pids()[0];
+        handle.start();
+        sleep_ms(200);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let numa = std::fs::read_to_string(format!("/proc/{pid}/numa_maps"));
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 1);
+        if !root {
+            let err = reports[0].sched_policy_error.clone().unwrap_or_default();
+            assert!(err.contains("setresgid(65533)"), "{err}");
+            return;
+        }
+        assert_eq!(reports[0].sched_policy_error, None);
+        let line = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(line("Uid:").as_deref(), Some("65534 65534 65534 65534"));
+        assert_eq!(line("Gid:").as_deref(), Some("65533 65533 65533 65533"));
+        assert_eq!(line("Groups:").as_deref(), Some("65533"));
+        // Without CONFIG_NUMA there is no numa_maps and no memory policy to see.
+        if let Ok(numa) = numa {
+            assert!(
+                numa.lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some("local")),
+                "no mapping under the local policy:\n{numa}"
+            );
+        }
+    }
+
+    #[test]
     fn fixed_affinity_keeps_worker_on_cpu_zero() {
         let cfg = WorkloadConfig::new(1, WorkType::SpinWait)
             .affinity(AffinityMode::Fixed([0].into()))
@@ -545,17 +595,34 @@ mod tests {
 
     #[test]
     fn wake_chain_measures_wake_latency() {
-        let reports = run(
-            &WorkloadConfig::new(3, WorkType::WakeChain { depth: 3 }),
-            300,
-        );
-        assert_progress(&reports, 3);
-        wake_samples_everywhere(&reports);
+        for wake in [WakeMechanism::Futex, WakeMechanism::Pipe] {
+            let work = WorkType::WakeChain {
+                depth: 3,
+                wake,
+                work_per_hop: Duration::from_micros(20),
+            };
+            // Two rings of three.
+            let reports = run(&WorkloadConfig::new(6, work), 300);
+            assert_progress(&reports, 6);
+            wake_samples_everywhere(&reports);
+            // One token per ring: its members' hop counts differ by at most one.
+            for ring in reports.chunks(3) {
+                let units: Vec<u64> = ring.iter().map(|r| r.work_units).collect();
+                let spread = units.iter().max().unwrap() - units.iter().min().unwrap();
+                assert!(spread <= 1, "{wake:?}: hops {units:?}");
+            }
+        }
     }
 
     #[test]
     fn futex_fan_out_measures_wake_latency() {
-        let cfg = WorkloadConfig::new(3, WorkType::FutexFanOut { fan_out: 2 });
+        let cfg = WorkloadConfig::new(
+            3,
+            WorkType::FutexFanOut {
+                fan_out: 2,
+                spin_iters: 1024,
+            },
+        );
         let reports = run(&cfg, 300);
         assert_progress(&reports, 3);
         wake_samples_everywhere(&reports);
@@ -592,6 +659,264 @@ mod tests {
     }
 
     #[test]
+    fn cache_yield_progresses() {
+        makes_progress(WorkType::CacheYield {
+            size_kib: 64,
+            stride: 64,
+        });
+    }
+
+    #[test]
+    fn ipc_variance_progresses() {
+        makes_progress(WorkType::IpcVariance {
+            hot_iters: 1000,
+            cold_iters: 100,
+            period_iters: 2,
+        });
+    }
+
+    #[test]
+    fn mutex_contention_lets_every_contender_in() {
+        let reports = makes_progress(WorkType::MutexContention {
+            contenders: 3,
+            hold_iters: 2000,
+            work_iters: 500,
+        });
+        assert!(reports.iter().all(|r| r.work_units > 0), "{reports:?}");
+    }
+
+    #[test]
+    fn idle_churn_sleeps_and_measures_wakeups() {
+        let work = WorkType::IdleChurn {
+            burst_duration: Duration::from_millis(1),
+            sleep_duration: Duration::from_millis(5),
+            precise_timing: true,
+        };
+        let r = makes_progress(work);
+        assert!(r[0].wake_sample_total >= 10, "{:?}", r[0]);
+        // Asleep most of the time: 5 ms of every 6.
+        assert!(r[0].off_cpu_ns > r[0].wall_time_ns / 2, "{:?}", r[0]);
+    }
+
+    #[test]
+    fn policy_churn_changes_policy() {
+        let cfg = WorkloadConfig::new(1, WorkType::PolicyChurn { spin_iters: 4096 });
+        let mut handle = WorkloadHandle::spawn(&cfg).unwrap();
+        let pid = handle.pids()[0];
+        handle.start();
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while seen.len() < 3 && Instant::now() < deadline {
+            // Field 41 of /proc/<pid>/stat is the scheduling policy.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let after = &stat[stat.rfind(')').unwrap() + 1..];
+            if let Some(p) = after.split_whitespace().nth(38) {
+                seen.insert(p.to_string());
+            }
+        }
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 1);
+        assert!(seen.len() >= 3, "policies seen: {seen:?}");
+    }
+
+    #[test]
+    fn thundering_herd_wakes_every_waiter_each_batch() {
+        let work = WorkType::ThunderingHerd {
+            waiters: 3,
+            batches: 3,
+            inter_batch_ms: 20,
+        };
+        let reports = run(&WorkloadConfig::new(4, work), 300);
+        // The waker broadcast three times and every waiter woke for each.
+        for r in &reports {
+            assert_eq!(r.work_units, 3, "{r:?}");
+        }
+        assert!(reports[1..].iter().all(|r| r.wake_sample_total == 3));
+    }
+
+    /// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`.
+    fn stat_field(pid: i32, n: usize) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = &stat[stat.rfind(')')? + 1..];
+        after.split_whitespace().nth(n - 3).map(str::to_string)
+    }
+
+    #[test]
+    fn preempt_storm_runs_one_real_time_worker() {
+        let work = WorkType::PreemptStorm {
+            cfs_workers: 1,
+            rt_burst_iters: 4096,
+            rt_sleep_us: 500,
+        };
+        let mut handle = WorkloadHandle::spawn(&WorkloadConfig::new(2, work)).unwrap();
+        let pids = handle.pids();
+        handle.start();
+        sleep_ms(200);
+        let policies: Vec<Option<String>> = pids.iter().map(|&p| stat_field(p, 41)).collect();
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 2);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(policies[0].as_deref(), Some("1"), "{policies:?}");
+        }
+        assert_eq!(policies[1].as_deref(), Some("0"), "{policies:?}");
+    }
+
+    #[test]
+    fn signal_storm_pairs_catch_each_others_signals() {
+        let work = WorkType::SignalStorm {
+            signals_per_iter: 2,
+            work_iters: 4096,
+        };
+        let mut handle = WorkloadHandle::spawn(&WorkloadConfig::new(2, work)).unwrap();
+        let pids = handle.pids();
+        handle.start();
+        sleep_ms(200);
+        let caught: Vec<u64> = pids
+            .iter()
+            .map(|p| {
+                let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+                let line = status.lines().find(|l| l.starts_with("SigCgt:")).unwrap();
+                u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+            })
+            .collect();
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 2);
+        // Both survived each other's SIGUSR1s, caught by the handler.
+        let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+        assert!(caught.iter().all(|c| c & usr1 != 0), "{caught:x?}");
+        assert!(reports.iter().all(|r| r.exit_info.is_none()));
+    }
+
+    #[test]
+    fn numa_migration_churn_progresses() {
+        makes_progress(WorkType::NumaMigrationChurn { period_ms: 5 });
+    }
+
+    #[test]
+    fn cache_pipe_pairs_wake_each_other() {
+        let reports = makes_progress(WorkType::CachePipe {
+            size_kib: 64,
+            burst_iters: 512,
+        });
+        wake_samples_everywhere(&reports);
+    }
+
+    #[test]
+    fn fan_out_compute_wakes_and_computes_in_rounds() {
+        let work = WorkType::FanOutCompute {
+            fan_out: 2,
+            cache_footprint_kib: 24,
+            operations: 2,
+            sleep_usec: 200,
+        };
+        let reports = makes_progress(work);
+        wake_samples_everywhere(&reports[1..]);
+        // Rounds: the messenger finishes one only after both workers did theirs.
+        let rounds = reports[0].work_units;
+        for r in &reports[1..] {
+            assert!(r.work_units.abs_diff(rounds) <= 1, "{reports:?}");
+        }
+    }
+
+    #[test]
+    fn cross_affinity_churn_without_a_cgroup_only_spins() {
+        // Outside a dedicated cgroup it must leave every other process alone.
+        let before = sys::get_affinity(0).unwrap();
+        makes_progress(WorkType::CrossAffinityChurn { spin_iters: 1024 });
+        assert_eq!(sys::get_affinity(0).unwrap(), before);
+    }
+
+    #[test]
+    fn cgroup_churn_without_a_cgroup_stays_put() {
+        let cfg = WorkloadConfig::new(
+            1,
+            WorkType::CgroupChurn {
+                groups: 2,
+                cycle_ms: 5,
+            },
+        );
+        let mut handle = WorkloadHandle::spawn(&cfg).unwrap();
+        let pid = handle.pids()[0];
+        handle.start();
+        sleep_ms(100);
+        let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let reports = handle.stop_and_collect();
+        assert_progress(&reports, 1);
+        let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        assert_eq!(theirs, ours);
+    }
+
+    #[test]
+    fn producer_consumer_queue_backs_up_when_consumers_are_slow() {
+        // 2 producers at 1 kHz against one consumer spinning long per item: the queue fills
+        // (depth 8), further items are dropped, so the consumer takes about what fits in
+        // its time, far fewer than were offered.
+        let work = WorkType::ProducerConsumerImbalance {
+            producers: 2,
+            consumers: 1,
+            produce_rate_hz: 1000,
+            consume_iters: 5_000_000,
+            queue_depth_target: 8,
+        };
+        let reports = makes_progress(work);
+        let produced: u64 = reports[..2].iter().map(|r| r.work_units).sum();
+        let consumed = reports[2].work_units;
+        assert!(
+            produced >= consumed,
+            "{produced} produced, {consumed} consumed"
+        );
+        assert!(
+            produced <= consumed + 8 + 2,
+            "{produced} produced, {consumed} consumed"
+        );
+    }
+
+    #[test]
+    fn rt_starvation_starves_the_normal_worker_on_a_shared_cpu() {
+        let work = WorkType::RtStarvation {
+            rt_workers: 1,
+            cfs_workers: 1,
+            rt_priority: 1,
+            burst_iters: 20_000,
+        };
+        // Both on CPU 0, for a short while (the real-time worker has it to itself).
+        let cfg = WorkloadConfig::new(2, work).affinity(AffinityMode::Fixed([0].into()));
+        let reports = run(&cfg, 150);
+        assert_eq!(reports.len(), 2);
+        assert!(reports[0].work_units > 0, "{reports:?}");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                reports[1].work_units * 4 < reports[0].work_units,
+                "the normal worker was not starved: {} vs {}",
+                reports[1].work_units,
+                reports[0].work_units
+            );
+        }
+    }
+
+    #[test]
+    fn numa_working_set_sweep_progresses() {
+        makes_progress(WorkType::NumaWorkingSetSweep {
+            region_kib: 256,
+            sweep_period_ms: 10,
+            target_nodes: vec![0],
+        });
+    }
+
+    #[test]
+    fn cgroup_attach_storm_without_a_cgroup_does_nothing() {
+        let work = WorkType::CgroupAttachStorm {
+            dest: "elsewhere".into(),
+            reap: crate::ReapMode::Waitpid,
+        };
+        let reports = run(&WorkloadConfig::new(1, work), 100);
+        assert_eq!(reports[0].work_units, 0, "{reports:?}");
+        assert!(reports[0].completed);
+    }
+
+    #[test]
     fn fork_exit_progresses() {
         makes_progress(WorkType::ForkExit);
     }
@@ -599,15 +924,16 @@ mod tests {
     #[test]
     fn page_fault_churn_progresses() {
         makes_progress(WorkType::PageFaultChurn {
-            region_kb: 256,
+            region_kib: 256,
             touches_per_cycle: 64,
+            spin_iters: 1024,
         });
     }
 
     #[test]
     fn cache_pressure_progresses() {
         makes_progress(WorkType::CachePressure {
-            size_kb: 256,
+            size_kib: 256,
             stride: 64,
         });
     }
@@ -624,10 +950,10 @@ mod tests {
 
     #[test]
     fn bursty_progresses_and_sleeps() {
-        let r = makes_progress(WorkType::Bursty {
-            burst_ms: 20,
-            sleep_ms: 40,
-        });
+        let r = makes_progress(WorkType::bursty(
+            Duration::from_millis(20),
+            Duration::from_millis(40),
+        ));
         assert!(r[0].max_gap_ms >= 30, "{:?}", r[0]);
         assert!(r[0].off_cpu_ns > 0);
     }

@@ -26,12 +26,15 @@ mod telemetry;
 mod worker;
 
 pub use cgroup::{cgroup2_mount, CgroupGroup};
-pub use config::{AffinityMode, SchedPolicy, WorkloadConfig, MAX_AFFINITY_CPU};
+pub use config::{
+    AffinityMode, MemPolicy, MpolFlags, SchedPolicy, WorkloadConfig, MAX_AFFINITY_CPU,
+    MAX_MEMPOLICY_NODE,
+};
 pub use error::WorkloadError;
 pub use handle::WorkloadHandle;
 pub use report::{WorkerReport, MAX_LATENCY_SAMPLES};
 pub use sys::set_affinity;
-pub use work::WorkType;
+pub use work::{ReapMode, WakeMechanism, WorkType};
 
 /// One `SpinWait` work unit, the exact code its worker loop runs (for the telemetry benchmark).
 #[doc(hidden)]

@@ -286,6 +286,107 @@ pub(crate) fn try_reap(pid: i32) -> Option<i32> {
     }
 }
 
+/// `set_mempolicy(mode | flags, nodes)` for the caller; nodes must be at most 63.
+pub(crate) fn set_mempolicy(mode: i32, flags: u32, nodes: &BTreeSet<usize>) -> io::Result<()> {
+    let mask: libc::c_ulong = nodes
+        .iter()
+        .filter(|&&n| n < 64)
+        .fold(0, |m, &n| m | (1 << n));
+    let maxnode: libc::c_ulong = if nodes.is_empty() { 0 } else { 64 };
+    let mode = mode | flags as i32;
+    let mask_ptr: *const libc::c_ulong = if nodes.is_empty() {
+        std::ptr::null()
+    } else {
+        &mask
+    };
+    // SAFETY: `mask_ptr` is null or points at one c_ulong, which holds `maxnode` (64) bits.
+    let r = unsafe { libc::syscall(libc::SYS_set_mempolicy, mode, mask_ptr, maxnode) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `mbind(addr, len, MPOL_BIND, {node}, MPOL_MF_MOVE)`: bind a mapping to one node (node
+/// at most 63), moving its pages there.
+pub(crate) fn mbind_to_node(addr: *mut libc::c_void, len: usize, node: usize) -> io::Result<()> {
+    /// `MPOL_BIND`.
+    const MPOL_BIND: libc::c_ulong = 2;
+    /// `MPOL_MF_MOVE`.
+    const MPOL_MF_MOVE: libc::c_uint = 1 << 1;
+    if node > 63 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mask: libc::c_ulong = 1 << node;
+    // SAFETY: `addr`/`len` describe a mapping the caller owns; `mask` holds 64 node bits.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            addr,
+            len,
+            MPOL_BIND,
+            &mask as *const libc::c_ulong,
+            64 as libc::c_ulong,
+            MPOL_MF_MOVE,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setgroups([gid])` then `setresgid(gid, gid, gid)` for the caller.
+pub(crate) fn set_gid(gid: u32) -> io::Result<()> {
+    let groups = [gid as libc::gid_t];
+    // SAFETY: `groups` is a valid array of one gid_t.
+    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setresgid takes plain integers.
+    if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setresuid(uid, uid, uid)` for the caller.
+pub(crate) fn set_uid(uid: u32) -> io::Result<()> {
+    // SAFETY: setresuid takes plain integers.
+    if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A SIGUSR1 handler that does nothing, so the signal interrupts without killing.
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+/// Catches SIGUSR1 with a handler that does nothing (`SA_RESTART`), for signal storms.
+pub(crate) fn ignore_sigusr1_with_handler() {
+    // SAFETY: an all-zero sigaction is valid; the handler is an extern "C" fn that does
+    // nothing and so is async-signal-safe.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut());
+    }
+}
+
+/// Sets `SIGCHLD` to `SIG_IGN`, so exited children are reaped by the kernel.
+pub(crate) fn ignore_children() {
+    // SAFETY: SIG_IGN for SIGCHLD only changes how this process's children are reaped.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+}
+
+/// `prctl(PR_SET_TIMERSLACK, ns)` for the caller (best effort: RT tasks ignore it).
+pub(crate) fn set_timer_slack(ns: u64) {
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
+}
+
 /// `prctl(PR_SET_NAME)`; `comm` must have no NUL (longer names are cut by the kernel).
 pub(crate) fn set_comm(comm: &str) {
     let mut buf = [0u8; 16];

@@ -19,12 +19,13 @@ use crate::rng::Rng;
 use crate::shared::{Coop, SharedRegion, Slot};
 use crate::sys::{self, NS_PER_MS};
 use crate::telemetry::{Checkpoints, Reservoir, Schedstat};
-use crate::{WorkType, WorkloadConfig};
+use crate::{WakeMechanism, WorkType, WorkloadConfig};
+use wake::Hop;
 
 /// Minimum wall time between two progress checkpoints, ns.
 const CHECKPOINT_NS: u64 = NS_PER_MS;
 /// Longest a worker blocks in one wait before re-checking stop and deadlines, ns.
-const WAIT_SLICE_NS: u64 = 10 * NS_PER_MS;
+pub(crate) const WAIT_SLICE_NS: u64 = 10 * NS_PER_MS;
 
 /// Everything a freshly forked worker needs from its parent.
 pub(crate) struct WorkerSetup<'a> {
@@ -148,6 +149,25 @@ fn apply_policy(cfg: &WorkloadConfig) -> Option<String> {
             errors.push(format!("setpriority(nice {nice}): {msg}"));
         }
     }
+    if let Some((mode, nodes)) = cfg.mem_policy.mode_and_nodes() {
+        if let Err(e) = sys::set_mempolicy(mode, cfg.mpol_flags.bits(), &nodes) {
+            let msg = crate::error::os_msg(&e);
+            errors.push(format!("set_mempolicy({:?}): {msg}", cfg.mem_policy));
+        }
+    }
+    // Ids last: everything above may need the privileges they drop.
+    if let Some(gid) = cfg.gid {
+        if let Err(e) = sys::set_gid(gid) {
+            let msg = crate::error::os_msg(&e);
+            errors.push(format!("setresgid({gid}): {msg}"));
+        }
+    }
+    if let Some(uid) = cfg.uid {
+        if let Err(e) = sys::set_uid(uid) {
+            let msg = crate::error::os_msg(&e);
+            errors.push(format!("setresuid({uid}): {msg}"));
+        }
+    }
     (!errors.is_empty()).then(|| errors.join("; "))
 }
 
@@ -170,6 +190,8 @@ pub(crate) struct Worker<'a> {
     pub(crate) timer: Reservoir,
     /// Random numbers for work loops.
     pub(crate) rng: Rng,
+    /// The dedicated cgroup directory the workload runs in, if it has one.
+    pub(crate) cgroup: Option<&'a std::path::Path>,
 }
 
 impl<'a> Worker<'a> {
@@ -191,6 +213,7 @@ impl<'a> Worker<'a> {
             wake: Reservoir::new(MAX_LATENCY_SAMPLES, seed ^ 0x5555),
             timer: Reservoir::new(MAX_LATENCY_SAMPLES, seed ^ 0xaaaa),
             rng: Rng::new(seed),
+            cgroup: setup.cfg.cgroup.as_deref(),
         };
         slot.start_ns.store(now, Ordering::Relaxed);
         worker.publish(cpu);
@@ -315,28 +338,152 @@ impl<'a> Worker<'a> {
             WorkType::SpinWait => cpu::spin_wait(self, until),
             WorkType::YieldHeavy => cpu::yield_heavy(self, until),
             WorkType::Mixed => cpu::mixed(self, until),
-            WorkType::Bursty { burst_ms, sleep_ms } => {
-                cpu::bursty(self, *burst_ms, *sleep_ms, until)
-            }
+            WorkType::Bursty {
+                burst_duration,
+                sleep_duration,
+            } => cpu::bursty(self, *burst_duration, *sleep_duration, until),
             WorkType::ForkExit => cpu::fork_exit(self, until),
             WorkType::NiceSweep => cpu::nice_sweep(self, until),
             WorkType::AffinityChurn { spin_iters } => cpu::affinity_churn(self, *spin_iters, until),
             WorkType::Custom { run, .. } => cpu::custom(self, *run, until),
-            WorkType::PipeIo { burst_iters } => wake::pipe_io(self, leaf, *burst_iters, until),
+            WorkType::PipeIo { burst_iters } => {
+                wake::pipe_io(self, leaf, *burst_iters, None, until)
+            }
+            WorkType::CachePipe {
+                size_kib,
+                burst_iters,
+            } => wake::pipe_io(self, leaf, *burst_iters, Some(*size_kib), until),
             WorkType::FutexPingPong { spin_iters } => {
-                wake::token_ring(self, leaf, 2, *spin_iters, until)
+                wake::token_ring(self, leaf, 2, Hop::Spin(*spin_iters), until)
             }
-            WorkType::WakeChain { depth } => {
-                wake::token_ring(self, leaf, *depth, wake::CHAIN_SPIN_ITERS, until)
+            WorkType::WakeChain {
+                depth,
+                wake: mechanism,
+                work_per_hop,
+            } => {
+                let hop = Hop::For(*work_per_hop);
+                match mechanism {
+                    WakeMechanism::Futex => wake::token_ring(self, leaf, *depth, hop, until),
+                    WakeMechanism::Pipe => wake::pipe_ring(self, leaf, *depth, hop, until),
+                }
             }
-            WorkType::FutexFanOut { fan_out } => wake::fan_out(self, leaf, *fan_out, until),
-            WorkType::CachePressure { size_kb, stride } => {
-                memory::cache_pressure(self, *size_kb, *stride, until)
+            WorkType::FutexFanOut {
+                fan_out,
+                spin_iters,
+            } => wake::fan_out(self, leaf, *fan_out, *spin_iters, until),
+            WorkType::CachePressure { size_kib, stride } => {
+                memory::cache_pressure(self, *size_kib, *stride, false, until)
+            }
+            WorkType::CacheYield { size_kib, stride } => {
+                memory::cache_pressure(self, *size_kib, *stride, true, until)
+            }
+            WorkType::PolicyChurn { spin_iters } => cpu::policy_churn(self, *spin_iters, until),
+            WorkType::IdleChurn {
+                burst_duration,
+                sleep_duration,
+                precise_timing,
+            } => cpu::idle_churn(
+                self,
+                *burst_duration,
+                *sleep_duration,
+                *precise_timing,
+                until,
+            ),
+            WorkType::IpcVariance {
+                hot_iters,
+                cold_iters,
+                period_iters,
+            } => memory::ipc_variance(self, *hot_iters, *cold_iters, *period_iters, until),
+            WorkType::MutexContention {
+                contenders,
+                hold_iters,
+                work_iters,
+            } => wake::mutex_contention(self, leaf, *contenders, *hold_iters, *work_iters, until),
+            WorkType::FanOutCompute {
+                fan_out,
+                cache_footprint_kib,
+                operations,
+                sleep_usec,
+            } => wake::fan_out_compute(
+                self,
+                leaf,
+                *fan_out,
+                *cache_footprint_kib,
+                *operations,
+                *sleep_usec,
+                until,
+            ),
+            WorkType::CgroupAttachStorm { dest, reap } => {
+                cpu::cgroup_attach_storm(self, dest, *reap, until)
+            }
+            WorkType::CgroupChurn { groups, cycle_ms } => {
+                cpu::cgroup_churn(self, *groups, *cycle_ms, until)
+            }
+            WorkType::CrossAffinityChurn { spin_iters } => {
+                cpu::cross_affinity_churn(self, *spin_iters, until)
+            }
+            WorkType::ProducerConsumerImbalance {
+                producers,
+                consumers,
+                produce_rate_hz,
+                consume_iters,
+                queue_depth_target,
+            } => wake::producer_consumer(
+                self,
+                leaf,
+                (*producers, *consumers),
+                *produce_rate_hz,
+                *consume_iters,
+                *queue_depth_target,
+                until,
+            ),
+            WorkType::RtStarvation {
+                rt_workers,
+                cfs_workers,
+                rt_priority,
+                burst_iters,
+            } => cpu::rt_starvation(
+                self,
+                (*rt_workers, *cfs_workers),
+                *rt_priority,
+                *burst_iters,
+                until,
+            ),
+            WorkType::NumaWorkingSetSweep {
+                region_kib,
+                sweep_period_ms,
+                target_nodes,
+            } => memory::numa_working_set_sweep(
+                self,
+                *region_kib,
+                *sweep_period_ms,
+                target_nodes,
+                until,
+            ),
+            WorkType::ThunderingHerd {
+                waiters,
+                batches,
+                inter_batch_ms,
+            } => wake::thundering_herd(self, leaf, *waiters, *batches, *inter_batch_ms, until),
+            WorkType::PreemptStorm {
+                cfs_workers,
+                rt_burst_iters,
+                rt_sleep_us,
+            } => cpu::preempt_storm(self, *cfs_workers, *rt_burst_iters, *rt_sleep_us, until),
+            WorkType::SignalStorm {
+                signals_per_iter,
+                work_iters,
+            } => wake::signal_storm(self, leaf, *signals_per_iter, *work_iters, until),
+            WorkType::NumaMigrationChurn { period_ms } => {
+                cpu::numa_migration_churn(self, *period_ms, until)
             }
             WorkType::PageFaultChurn {
-                region_kb,
+                region_kib,
                 touches_per_cycle,
-            } => memory::page_fault_churn(self, *region_kb, *touches_per_cycle, until),
+                spin_iters,
+            } => {
+                memory::page_fault_churn(self, *region_kib, *touches_per_cycle, *spin_iters, until)
+            }
             WorkType::TimerLatency { interval_us } => {
                 timer::timer_latency(self, *interval_us, until)
             }

@@ -45,8 +45,8 @@ pub use serde_json::json;
 pub mod prelude {
     pub use crate::scenario::{
         execute_defs, execute_scenario, execute_scenario_with, execute_steps, execute_steps_with,
-        AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, Op, Phase,
-        PhaseCgroupStats, Step,
+        AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, IrqSelector, Op,
+        Phase, PhaseCgroupStats, Setup, SpawnPlacement, Step, WorkSpec,
     };
     pub use crate::scenarios;
     pub use crate::test_support::{
@@ -61,8 +61,8 @@ pub mod prelude {
         Assert, AssertDetail, AssertResult, CgroupStats, DetailKind, Outcome, Polarity, Verdict,
     };
     pub use ktstr_workload::{
-        AffinityMode, CgroupGroup, SchedPolicy, WorkType, WorkerReport, WorkloadConfig,
-        WorkloadHandle,
+        AffinityMode, CgroupGroup, MemPolicy, MpolFlags, ReapMode, SchedPolicy, WakeMechanism,
+        WorkType, WorkerReport, WorkloadConfig, WorkloadHandle,
     };
 }
 

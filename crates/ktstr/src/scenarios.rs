@@ -25,7 +25,7 @@ fn needs_cpus(ctx: &Ctx, n: usize) -> Option<AssertResult> {
 }
 
 fn spin(name: &str) -> CgroupDef {
-    CgroupDef::named(name)
+    CgroupDef::named(name.to_string())
 }
 
 /// Two cgroups of spinning workers for the whole duration.
@@ -193,7 +193,10 @@ pub fn mixed_workloads(ctx: &Ctx) -> Result<AssertResult> {
         ctx,
         vec![
             spin("heavy"),
-            spin("bursty").work_type(WorkType::bursty()),
+            spin("bursty").work_type(WorkType::bursty(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+            )),
             spin("pipe").workers(2).work_type(WorkType::pipe_io()),
         ],
     )

@@ -348,7 +348,7 @@ fn payloads_run_beside_the_workers(ctx: &Ctx) -> Result<AssertResult> {
     let bad = execute_steps(
         ctx,
         vec![Step::with_op(
-            Op::run_payload(&FALSE, &[]),
+            Op::run_payload(&FALSE, vec![]),
             HoldSpec::frac(0.5),
         )],
     )?;
@@ -481,4 +481,506 @@ fn claim_dsl_comes_with_the_prelude() {
     assert!(!claim_present!(v, none).at_most(1.0));
     assert!(v.is_fail());
     assert_eq!(json!({"a": 1})["a"], 1);
+}
+
+/// A payload that outlives any step: stopped when its cgroup goes.
+static SLEEPER: Payload = Payload::named("sleep").default_args(&["60"]);
+
+/// Waits (up to 20 s) until `cgroup` under `root` holds `n` processes; returns them.
+fn procs_when(root: &std::path::Path, cgroup: &str, n: usize) -> Result<Vec<i32>> {
+    let file = root.join(cgroup).join("cgroup.procs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.len() >= n {
+            return Ok(pids);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{} holds {pids:?}, not {n} processes",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One field of `/proc/<pid>/status`, its values joined by spaces.
+fn status_field(pid: i32, key: &str) -> Result<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// Reads back, from the kernel, what CgroupDef's builders, WorkSpec and Op::spawn_host set:
+/// the cgroup's interface files, the workers' ids and memory policy, the worker counts
+/// (`workers_pct`, several `work`s), a cgroup's payload and workers in the runner's cgroup.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 4,
+    workloads = [SLEEPER],
+    post_vm = sleeper_stopped_with_its_cgroup
+)]
+fn cgroup_def_builders_reach_the_kernel(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let defs = vec![
+        CgroupDef::named("limits")
+            .workers(1)
+            .cpuset(CpusetSpec::exact([1]))
+            .cpuset_mems([0])
+            .cpu_quota(
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_millis(100),
+            )
+            .cpu_weight(200)
+            .memory_max(256 << 20)
+            .memory_high(192 << 20)
+            .memory_low(16 << 20)
+            .memory_swap_max(0)
+            .io_weight(300)
+            .pids_max(64),
+        CgroupDef::named("attrs")
+            .workers(1)
+            .uid(65534)
+            .gid(65533)
+            .mem_policy(MemPolicy::bind([0]))
+            .mpol_flags(MpolFlags::STATIC_NODES)
+            .numa_node(0),
+        CgroupDef::named("pct")
+            .cpuset(CpusetSpec::exact([0, 1]))
+            .workers_pct(1.5),
+        CgroupDef::named("mixed")
+            .work(WorkSpec::default().workers(2))
+            .work(
+                WorkSpec::default()
+                    .workers(1)
+                    .work_type(WorkType::YieldHeavy)
+                    .comm("yielder"),
+            )
+            .workload(&SLEEPER),
+    ];
+    let steps = vec![
+        Step::with_defs(defs, HoldSpec::FULL).set_ops(vec![Op::spawn_host(
+            WorkSpec::default().workers(1).comm("hostworker"),
+        )]),
+    ];
+    let reader = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<Vec<String>> {
+            let mut seen = Vec::new();
+            procs_when(&root, "limits", 1)?;
+            let knob = |cg: &str, file: &str| -> Result<String> {
+                let v = std::fs::read_to_string(root.join(cg).join(file))
+                    .with_context(|| format!("{cg}/{file}"))?;
+                Ok(v.trim().to_string())
+            };
+            for (file, want) in [
+                ("memory.max", "268435456"),
+                ("memory.high", "201326592"),
+                ("memory.low", "16777216"),
+                ("memory.swap.max", "0"),
+                ("io.weight", "default 300"),
+                ("pids.max", "64"),
+                ("cpuset.mems", "0"),
+                ("cpuset.cpus", "1"),
+                ("cpu.max", "50000 100000"),
+                ("cpu.weight", "200"),
+            ] {
+                let got = knob("limits", file)?;
+                ensure!(got == want, "limits/{file} = {got:?}, not {want:?}");
+                seen.push(format!("{file}={got}"));
+            }
+            let attrs = procs_when(&root, "attrs", 1)?;
+            let pid = attrs[0];
+            // The worker switches ids after its memory policy, just before it starts.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            ensure!(status_field(pid, "Uid:")? == "65534 65534 65534 65534");
+            ensure!(status_field(pid, "Gid:")? == "65533 65533 65533 65533");
+            let numa = std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))?;
+            ensure!(
+                numa.lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some("bind=static:0")),
+                "worker {pid} is not bound to node 0 with static nodes:\n{numa}"
+            );
+            // 1.5 workers per CPU on 2 CPUs: 3.
+            let pct = procs_when(&root, "pct", 3)?;
+            ensure!(pct.len() == 3, "workers_pct(1.5) on 2 CPUs started {pct:?}");
+            // Two SpinWait workers, one yielder, and the payload (once it has exec'd).
+            let comms_of = |pids: &[i32]| -> Vec<String> {
+                pids.iter()
+                    .map(|p| {
+                        std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string()
+                    })
+                    .collect()
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let comms = loop {
+                let comms = comms_of(&procs_when(&root, "mixed", 4)?);
+                if comms.iter().any(|c| c == "sleep") || std::time::Instant::now() > deadline {
+                    break comms;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            ensure!(comms.len() == 4, "mixed holds {comms:?}");
+            ensure!(
+                comms.iter().filter(|c| *c == "yielder").count() == 1,
+                "{comms:?}"
+            );
+            ensure!(
+                comms.iter().filter(|c| *c == "sleep").count() == 1,
+                "{comms:?}"
+            );
+            seen.push(format!("mixed={comms:?}"));
+            // The host worker runs outside the workload root.
+            let host = std::fs::read_dir("/proc")?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .find(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "hostworker")
+                })
+                .context("no hostworker process")?;
+            let cg = std::fs::read_to_string(format!("/proc/{host}/cgroup"))?;
+            let rel = root.strip_prefix("/sys/fs/cgroup").unwrap_or(&root);
+            ensure!(
+                !cg.contains(&*rel.to_string_lossy()),
+                "host worker {host} is in {cg}"
+            );
+            Ok(seen)
+        });
+        let result = execute_steps(ctx, steps);
+        (result, reader.join())
+    });
+    let (result, read) = reader;
+    let mut r = result?;
+    let seen = match read {
+        Ok(seen) => seen?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    r.notes.push(seen.join(", "));
+    Ok(r)
+}
+
+fn sleeper_stopped_with_its_cgroup(vm: &VmResult) -> Result<()> {
+    let mut v = Verdict::new();
+    let sleeps: Vec<_> = vm.payloads.iter().filter(|p| p.name == "sleep").collect();
+    claim!(v, sleeps.len()).eq(1usize);
+    claim!(v, sleeps.iter().all(|p| p.stopped_at_end)).eq(true);
+    v.into_anyhow_or_log()
+}
+
+/// `Op::steer_irq` routes an interrupt, chosen by label then by number, to one CPU.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 1)]
+fn steer_irq_routes_an_interrupt(ctx: &Ctx) -> Result<AssertResult> {
+    let table = std::fs::read_to_string("/proc/interrupts")?;
+    // A virtio device's interrupt: present in every guest, and not kernel-managed.
+    let (irq, label) = table
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = l.trim_start().split_once(':')?;
+            let n: u32 = n.parse().ok()?;
+            let label = rest.split_whitespace().last()?;
+            label.starts_with("virtio").then(|| (n, label.to_string()))
+        })
+        .next()
+        .with_context(|| format!("no virtio interrupt in\n{table}"))?;
+    let affinity = || -> Result<String> {
+        let path = format!("/proc/irq/{irq}/smp_affinity_list");
+        Ok(std::fs::read_to_string(path)?.trim().to_string())
+    };
+    let mut total = AssertResult::pass();
+    for (sel, cpu) in [
+        (IrqSelector::by_label(label.clone()), 1usize),
+        (IrqSelector::by_number(irq), 0),
+    ] {
+        let step = Step::with_op(Op::steer_irq(sel.clone(), cpu), HoldSpec::frac(0.5));
+        let r = execute_steps(ctx, vec![step])?;
+        let got = affinity()?;
+        ensure!(
+            got == cpu.to_string(),
+            "{sel:?} to CPU {cpu}: IRQ {irq} ({label}) is on {got}"
+        );
+        total.merge(r);
+    }
+    Ok(total)
+}
+
+/// One cgroup per LLC of the guest, pinned to it.
+fn per_llc_cgroups(ctx: &Ctx) -> Vec<CgroupDef> {
+    (0..ctx.topo.llcs.len())
+        .map(|i| {
+            CgroupDef::named(format!("llc_{i}"))
+                .workers(1)
+                .cpuset(CpusetSpec::llc(i))
+        })
+        .collect()
+}
+
+/// `Setup::with_factory`: a step's cgroups are made from the context when it begins.
+#[ktstr_test(llcs = 2, cores = 1, threads = 1, duration_s = 1, isolation)]
+fn step_setup_factories_see_the_context(ctx: &Ctx) -> Result<AssertResult> {
+    let step = Step {
+        setup: Setup::with_factory(per_llc_cgroups),
+        ops: vec![],
+        hold: HoldSpec::FULL,
+    };
+    let r = execute_steps(ctx, vec![step])?;
+    let names: Vec<&String> = r.stats.keys().collect();
+    ensure!(names == ["llc_0", "llc_1"], "cgroups {names:?}: {r}");
+    Ok(r)
+}
+
+/// `kaslr = false`: the kernel is not randomized (`nokaslr`), so it sits at its link address.
+#[ktstr_test(duration_s = 1, kaslr = false)]
+fn kaslr_false_boots_an_unrandomized_kernel(_ctx: &Ctx) -> Result<AssertResult> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline")?;
+    ensure!(
+        cmdline.split_whitespace().any(|a| a == "nokaslr"),
+        "{cmdline}"
+    );
+    let syms = std::fs::read_to_string("/proc/kallsyms")?;
+    let text = syms
+        .lines()
+        .find(|l| l.ends_with(" _text"))
+        .context("no _text in /proc/kallsyms")?;
+    ensure!(
+        text.starts_with("ffffffff81000000 "),
+        "_text is not at the link address: {text}"
+    );
+    Ok(AssertResult::pass())
+}
+
+/// `numa_node(n)` keeps a cgroup's workers on the CPUs of NUMA node `n`.
+#[ktstr_test(numa_nodes = 2, llcs = 2, cores = 1, threads = 1, duration_s = 2)]
+fn numa_node_keeps_workers_on_the_node(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let node1 = std::fs::read_to_string("/sys/devices/system/node/node1/cpulist")?;
+    let defs = vec![CgroupDef::named("on_node1").workers(2).numa_node(1)];
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<Vec<String>> {
+            let pids = procs_when(&root, "on_node1", 2)?;
+            // Affinity is set just before the workers start.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            pids.iter()
+                .map(|&p| status_field(p, "Cpus_allowed_list:"))
+                .collect()
+        });
+        (execute_defs(ctx, defs), reader.join())
+    });
+    let r = result?;
+    let allowed = match read {
+        Ok(a) => a?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    ensure!(
+        allowed.iter().all(|a| *a == node1.trim()),
+        "workers allowed on {allowed:?}, node 1 is {}",
+        node1.trim()
+    );
+    Ok(r)
+}
+
+/// Set by `saw_the_failed_guest` when it runs on the deliberately failed guest below.
+static UNCONDITIONAL_SAW_FAILURE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn saw_the_failed_guest(vm: &VmResult) -> Result<()> {
+    if vm
+        .failure()
+        .is_some_and(|f| f.contains("deliberate failure"))
+    {
+        UNCONDITIONAL_SAW_FAILURE.store(true, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// A body that fails; run by `post_vm_unconditional_runs_after_a_failed_guest`.
+#[ktstr_test(
+    duration_s = 1,
+    expect_err,
+    post_vm_unconditional = saw_the_failed_guest,
+    ignore
+)]
+fn failing_body_for_post_vm_unconditional(_ctx: &Ctx) -> Result<AssertResult> {
+    anyhow::bail!("deliberate failure")
+}
+
+/// `post_vm_unconditional` runs on the result of a guest whose test failed (where `post_vm`
+/// is skipped). Needs a VM: skipped without `KTSTR_KERNEL`.
+#[test]
+fn post_vm_unconditional_runs_after_a_failed_guest() {
+    if std::env::var_os("KTSTR_KERNEL").is_none() {
+        eprintln!("SKIPPED post_vm_unconditional_runs_after_a_failed_guest: no KTSTR_KERNEL");
+        return;
+    }
+    let entry = KtstrTestEntry::find("failing_body_for_post_vm_unconditional").expect("registered");
+    ktstr::test_support::run_ktstr_test(entry);
+    assert!(UNCONDITIONAL_SAW_FAILURE.load(Ordering::SeqCst));
+}
+
+/// `CrossAffinityChurn` rewrites the affinity of the other workers of its cgroup, toggling
+/// between all of its CPUs and all but the last.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 3)]
+fn cross_affinity_churn_moves_its_siblings(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let def = CgroupDef::named("churned")
+        .work(WorkSpec::default().workers(2).comm("target"))
+        .work(
+            WorkSpec::default()
+                .workers(1)
+                .work_type(WorkType::CrossAffinityChurn {
+                    spin_iters: 200_000,
+                })
+                .comm("flipper"),
+        );
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<std::collections::BTreeSet<String>> {
+            let pids = procs_when(&root, "churned", 3)?;
+            let targets: Vec<i32> = pids
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "target")
+                })
+                .collect();
+            ensure!(targets.len() == 2, "targets {targets:?}");
+            let mut seen = std::collections::BTreeSet::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while seen.len() < 2 && std::time::Instant::now() < deadline {
+                for &t in &targets {
+                    seen.insert(status_field(t, "Cpus_allowed_list:")?);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(seen)
+        });
+        (execute_defs(ctx, vec![def]), reader.join())
+    });
+    let r = result?;
+    let seen = match read {
+        Ok(s) => s?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    ensure!(
+        seen.contains("0-1") && seen.contains("0"),
+        "targets' affinity never toggled: {seen:?}"
+    );
+    Ok(r)
+}
+
+/// `CgroupChurn` moves its workers round sibling cgroups of their own.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 3)]
+fn cgroup_churn_moves_workers_round_siblings(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let def = CgroupDef::named("churner")
+        .workers(2)
+        .work_type(WorkType::CgroupChurn {
+            groups: 3,
+            cycle_ms: 20,
+        });
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<std::collections::BTreeSet<String>> {
+            let pids = procs_when(&root, "churner", 2)?;
+            let mut seen = std::collections::BTreeSet::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while seen.len() < 3 && std::time::Instant::now() < deadline {
+                for p in &pids {
+                    let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup"))?;
+                    if let Some(name) = cg.trim().rsplit('/').next() {
+                        seen.insert(name.to_string());
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(seen)
+        });
+        (execute_defs(ctx, vec![def]), reader.join())
+    });
+    let r = result?;
+    let seen = match read {
+        Ok(s) => s?,
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    };
+    let churned = seen
+        .iter()
+        .filter(|n| n.starts_with("wt-cgroup-churn-"))
+        .count();
+    ensure!(churned >= 2, "workers seen only in {seen:?}");
+    Ok(r)
+}
+
+/// `NumaWorkingSetSweep` binds its region to the target node and its pages move there.
+#[ktstr_test(numa_nodes = 2, llcs = 2, cores = 1, threads = 1, duration_s = 2)]
+fn numa_working_set_sweep_binds_its_region(ctx: &Ctx) -> Result<AssertResult> {
+    let root = ctx.lock_cgroups().root().to_path_buf();
+    let def = CgroupDef::named("sweeper")
+        .workers(1)
+        .work_type(WorkType::NumaWorkingSetSweep {
+            region_kib: 1024,
+            sweep_period_ms: 100,
+            target_nodes: vec![1],
+        });
+    let (result, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| -> Result<String> {
+            let pid = procs_when(&root, "sweeper", 1)?[0];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))?;
+                // The 1 MiB region: bound to node 1, its 256 pages there.
+                if let Some(line) = maps.lines().find(|l| {
+                    l.contains(" bind:1 ")
+                        && l.split_whitespace()
+                            .find_map(|f| f.strip_prefix("N1="))
+                            .and_then(|n| n.parse::<u64>().ok())
+                            .is_some_and(|n| n >= 256)
+                }) {
+                    return Ok(line.to_string());
+                }
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "no region bound to node 1 in\n{maps}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        (execute_defs(ctx, vec![def]), reader.join())
+    });
+    let mut r = result?;
+    match read {
+        Ok(line) => r.notes.push(line?),
+        Err(_) => anyhow::bail!("the reader thread panicked"),
+    }
+    Ok(r)
+}
+
+/// `CgroupAttachStorm` moves forked, exiting children into a sibling cgroup, reaped either way.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 2)]
+fn cgroup_attach_storm_moves_children(ctx: &Ctx) -> Result<AssertResult> {
+    let storm = |reap| WorkType::CgroupAttachStorm {
+        dest: "dest".into(),
+        reap,
+    };
+    let step = Step::with_defs(
+        vec![
+            CgroupDef::named("waits")
+                .workers(1)
+                .work_type(storm(ReapMode::Waitpid)),
+            CgroupDef::named("ignores")
+                .workers(1)
+                .work_type(storm(ReapMode::SigIgn)),
+        ],
+        HoldSpec::FULL,
+    )
+    .set_ops(vec![Op::add_cgroup("dest")]);
+    let r = execute_steps(ctx, vec![step])?;
+    for cg in ["waits", "ignores"] {
+        let moved = r.stats.get(cg).map_or(0, |s| s.total_work_units);
+        ensure!(moved > 0, "{cg}: no child was moved into dest: {r}");
+    }
+    Ok(r)
 }

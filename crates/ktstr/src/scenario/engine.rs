@@ -8,11 +8,12 @@ use anyhow::{anyhow, bail, Context as _};
 use ktstr_assert::{Assert, AssertDetail, AssertResult, DetailKind};
 use ktstr_workload::{AffinityMode, WorkerReport, WorkloadConfig, WorkloadHandle};
 
-use super::def::{AffinityIntent, CgroupDef, CpusetSpec};
+use super::def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
 use super::payload_run::{PayloadResult, RunningPayload};
 use super::phase::{Phase, PhaseCgroupStats, PhaseWorker};
-use super::step::{Backdrop, HoldSpec, Op, Step};
+use super::step::{Backdrop, HoldSpec, Op, SpawnPlacement, Step};
 use super::Ctx;
+use crate::test_support::Payload;
 
 /// How often workers are looked at while a step holds.
 const POLL: Duration = Duration::from_millis(20);
@@ -62,6 +63,21 @@ struct LiveCgroup {
     frozen: bool,
 }
 
+impl LiveCgroup {
+    fn new(scope: Scope, cpuset: Option<BTreeSet<usize>>, weight: Option<u32>) -> Self {
+        LiveCgroup {
+            scope,
+            running: Vec::new(),
+            reports: Vec::new(),
+            cpuset,
+            cpuset_since: Instant::now(),
+            cpuset_varied: false,
+            weight,
+            frozen: false,
+        }
+    }
+}
+
 /// Reads utime+stime-free schedstat: (cpu ns, run delay ns, timeslices).
 fn schedstat(pid: i32) -> Option<(u64, u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
@@ -87,12 +103,15 @@ pub(super) struct Engine<'c> {
     phases: Vec<PhaseCgroupStats>,
     notes: Vec<String>,
     seed: u64,
-    payloads: Vec<RunningPayload>,
+    /// Running payloads and the cgroup each runs in.
+    payloads: Vec<(String, RunningPayload)>,
     payload_results: Vec<PayloadResult>,
 }
 
 /// The cgroup payloads run in unless an op names another.
 const PAYLOAD_CGROUP: &str = "payload";
+/// The name workers started in the runner's own cgroup go by ([`SpawnPlacement::RunnerCgroup`]).
+pub(super) const RUNNER_CGROUP: &str = "<runner>";
 
 impl<'c> Engine<'c> {
     pub(super) fn new(ctx: &'c Ctx) -> Self {
@@ -121,11 +140,13 @@ impl<'c> Engine<'c> {
             .map_err(|e| anyhow!("cgroup `{cgroup}`: cpuset {e}"))
     }
 
-    /// Creates a cgroup (if new) with its limits and starts its workers.
+    /// Creates a cgroup (if new) with its limits and starts its workers and payload.
     fn add(&mut self, def: &CgroupDef, scope: Scope) -> anyhow::Result<()> {
-        if self.live.contains_key(&def.name) {
+        if self.live.contains_key(&def.name) || def.name == RUNNER_CGROUP {
             bail!("cgroup `{}` already exists", def.name);
         }
+        def.validate()
+            .map_err(|e| anyhow!("cgroup `{}`: {e}", def.name))?;
         let cpuset = match &def.cpuset {
             Some(spec) => Some(self.resolve_cpuset(spec, &def.name)?),
             None => None,
@@ -133,62 +154,103 @@ impl<'c> Engine<'c> {
         {
             let mut group = self.ctx.lock_cgroups();
             group.create(&def.name)?;
+            if let Some(mems) = &def.cpuset_mems {
+                group.set_cpuset_mems(&def.name, mems)?;
+            }
             if let Some(set) = &cpuset {
                 group.set_cpuset(&def.name, set)?;
             }
             if let Some(w) = def.cpu_weight {
                 group.set_cpu_weight(&def.name, w)?;
             }
-            if let Some(q) = def.cpu_quota_pct {
-                group.set_cpu_quota_pct(&def.name, q)?;
+            if let Some((quota, period)) = def.cpu_max {
+                let quota = quota.map_or_else(|| "max".to_string(), |q| q.to_string());
+                group.set_knob(&def.name, "cpu.max", &format!("{quota} {period}"))?;
+            }
+            for (file, value) in &def.knobs {
+                group.set_knob(&def.name, file, value)?;
             }
         }
         self.live.insert(
             def.name.clone(),
-            LiveCgroup {
-                scope,
-                running: Vec::new(),
-                reports: Vec::new(),
-                cpuset,
-                cpuset_since: Instant::now(),
-                cpuset_varied: false,
-                weight: def.cpu_weight,
-                frozen: false,
-            },
+            LiveCgroup::new(scope, cpuset.clone(), def.cpu_weight),
         );
-        let workers = def.workers.unwrap_or_else(|| {
-            let g = def.work_type.group_size().max(1);
-            self.ctx.workers_per_cgroup.div_ceil(g) * g
-        });
-        if workers > 0 {
-            self.spawn(&def.name, def, workers)?;
+        let cpus = cpuset.map_or(self.ctx.topo.cpus.len(), |c| c.len());
+        for work in def.works_with_override(self.ctx.work_type_override.as_ref()) {
+            let workers = work
+                .resolve_workers(cpus, self.ctx.workers_per_cgroup)
+                .map_err(|e| anyhow!("cgroup `{}`: {e}", def.name))?;
+            if workers > 0 {
+                self.spawn(&def.name, &work, workers)?;
+            }
+        }
+        if let Some(p) = def.payload {
+            self.start_payload(p, &[], &def.name)?;
         }
         Ok(())
     }
 
-    /// Starts `workers` workers of `def`'s kind in an existing cgroup.
-    fn spawn(&mut self, name: &str, def: &CgroupDef, workers: usize) -> anyhow::Result<()> {
-        let allowed = self.live_mut(name)?.cpuset.clone();
-        let allowed = allowed.unwrap_or_else(|| self.ctx.topo.cpus.clone());
+    /// Starts `workers` workers of `work` in an existing cgroup (or the runner's own).
+    fn spawn(&mut self, name: &str, work: &WorkSpec, workers: usize) -> anyhow::Result<()> {
+        let topo = &self.ctx.topo;
+        let mut allowed = self.live_mut(name)?.cpuset.clone();
+        let allowed = allowed.get_or_insert_with(|| topo.cpus.clone()).clone();
+        let allowed = match work.numa_node {
+            None => allowed,
+            Some(n) => {
+                let node = topo.nodes.get(n as usize).ok_or_else(|| {
+                    anyhow!(
+                        "cgroup `{name}`: NUMA node {n} does not exist ({} nodes)",
+                        topo.nodes.len()
+                    )
+                })?;
+                let on_node: BTreeSet<usize> = allowed.intersection(node).copied().collect();
+                if on_node.is_empty() {
+                    bail!("cgroup `{name}`: none of its CPUs is on NUMA node {n}");
+                }
+                on_node
+            }
+        };
         self.seed += 1;
-        let affinity = match def
+        let affinity = match work
             .affinity
-            .resolve(&self.ctx.topo, &allowed, workers, self.seed)
+            .resolve(topo, &allowed, workers, self.seed)
             .map_err(|e| anyhow!("cgroup `{name}`: affinity {e}"))?
         {
+            None if work.numa_node.is_some() => AffinityMode::Fixed(allowed),
             None => AffinityMode::Inherit,
+            Some(per) if work.numa_node.is_some() => AffinityMode::PerWorker(
+                per.into_iter()
+                    .map(|s| {
+                        let on: BTreeSet<usize> = s.intersection(&allowed).copied().collect();
+                        if on.is_empty() {
+                            allowed.clone()
+                        } else {
+                            on
+                        }
+                    })
+                    .collect(),
+            ),
             Some(per) => AffinityMode::PerWorker(per),
         };
-        let path = self.ctx.lock_cgroups().path(name);
-        let mut cfg = WorkloadConfig::new(workers, def.work_type.clone())
+        let mut cfg = WorkloadConfig::new(workers, work.work_type.clone())
             .affinity(affinity)
-            .sched_policy(def.sched_policy)
-            .cgroup(path);
-        if let Some(n) = def.nice {
+            .sched_policy(work.sched_policy)
+            .mem_policy(work.mem_policy.clone(), work.mpol_flags);
+        if name != RUNNER_CGROUP {
+            cfg = cfg.cgroup(self.ctx.lock_cgroups().path(name));
+        }
+        if let Some(n) = work.nice {
             cfg = cfg.nice(n);
         }
-        if let Some(c) = &def.comm {
+        if let Some(c) = &work.comm {
             cfg = cfg.comm(c.clone());
+        }
+        if let Some(uid) = work.uid {
+            cfg = cfg.uid(uid);
+        }
+        if let Some(gid) = work.gid {
+            cfg = cfg.gid(gid);
         }
         let mut handle = WorkloadHandle::spawn(&cfg)
             .with_context(|| format!("starting {workers} workers in cgroup `{name}`"))?;
@@ -208,6 +270,19 @@ impl<'c> Engine<'c> {
         Ok(())
     }
 
+    /// Starts `payload` with its default arguments then `args` in scenario cgroup `cg`.
+    fn start_payload(
+        &mut self,
+        payload: &Payload,
+        args: &[String],
+        cg: &str,
+    ) -> anyhow::Result<()> {
+        let dir = self.ctx.lock_cgroups().path(cg);
+        let running = RunningPayload::start(payload, args, &dir)?;
+        self.payloads.push((cg.to_string(), running));
+        Ok(())
+    }
+
     /// Stops a cgroup's workers and keeps their reports.
     fn stop(&mut self, name: &str) -> anyhow::Result<()> {
         let frozen = self.live_mut(name)?.frozen;
@@ -222,10 +297,19 @@ impl<'c> Engine<'c> {
         Ok(())
     }
 
-    /// Stops a cgroup's workers and removes it.
+    /// Stops a cgroup's workers and payloads, and removes it.
     fn remove(&mut self, name: &str) -> anyhow::Result<()> {
         self.stop(name)?;
-        self.ctx.lock_cgroups().remove(name)?;
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.payloads)
+            .into_iter()
+            .partition(|(cg, _)| cg == name);
+        self.payloads = others;
+        for (_, p) in mine {
+            self.payload_results.push(p.stop());
+        }
+        if name != RUNNER_CGROUP {
+            self.ctx.lock_cgroups().remove(name)?;
+        }
         if let Some(live) = self.live.remove(name) {
             // A later cgroup of the same name is judged on its own.
             let key = if self.finished.contains_key(name) {
@@ -272,15 +356,51 @@ impl<'c> Engine<'c> {
                 self.set_cpuset(a, sb)?;
                 self.set_cpuset(b, sa)
             }
-            Op::Spawn {
-                cgroup,
-                work,
-                workers,
-            } => {
-                let def = CgroupDef::named(cgroup.clone()).work_type(work.clone());
-                let g = work.group_size().max(1);
-                let n = workers.unwrap_or_else(|| self.ctx.workers_per_cgroup.div_ceil(g) * g);
-                self.spawn(cgroup, &def, n)
+            Op::Spawn { placement, work } => {
+                let name = match placement {
+                    SpawnPlacement::Cgroup(c) => c.as_str(),
+                    SpawnPlacement::RunnerCgroup => {
+                        if !self.live.contains_key(RUNNER_CGROUP) {
+                            self.live.insert(
+                                RUNNER_CGROUP.to_string(),
+                                LiveCgroup::new(Scope::Scenario, None, None),
+                            );
+                        }
+                        RUNNER_CGROUP
+                    }
+                };
+                let live = self.live_mut(name)?;
+                let cpus = live.cpuset.as_ref().map(BTreeSet::len);
+                let cpus = cpus.unwrap_or(self.ctx.topo.cpus.len());
+                let n = work
+                    .resolve_workers(cpus, self.ctx.workers_per_cgroup)
+                    .map_err(|e| anyhow!("cgroup `{name}`: {e}"))?;
+                self.spawn(name, work, n)
+            }
+            Op::SteerIrq { irq, cpu } => {
+                if !self.ctx.topo.cpus.contains(cpu) {
+                    bail!("cannot steer {irq:?} to CPU {cpu}: it is not online");
+                }
+                let table = std::fs::read_to_string("/proc/interrupts")
+                    .context("reading /proc/interrupts")?;
+                let irqs = irq.resolve(&table).map_err(|e| anyhow!(e))?;
+                for n in &irqs {
+                    let path = format!("/proc/irq/{n}/smp_affinity_list");
+                    std::fs::write(&path, cpu.to_string())
+                        .with_context(|| format!("writing {cpu} to {path}"))?;
+                }
+                self.notes
+                    .push(format!("steered IRQs {irqs:?} to CPU {cpu}"));
+                Ok(())
+            }
+            Op::CaptureCgroupProcs { tag, cgroup } => {
+                let procs = self.ctx.lock_cgroups().procs(cgroup)?;
+                self.notes.push(format!(
+                    "{tag}: cgroup `{cgroup}` held {} processes {procs:?}",
+                    procs.len()
+                ));
+                self.ctx.record_procs(tag, procs);
+                Ok(())
             }
             Op::StopCgroup { cgroup } => self.stop(cgroup),
             Op::SetAffinity { cgroup, affinity } => self.set_affinity(cgroup, affinity),
@@ -315,22 +435,22 @@ impl<'c> Engine<'c> {
             } => {
                 let cg = cgroup.as_deref().unwrap_or(PAYLOAD_CGROUP);
                 if !self.live.contains_key(cg) {
-                    self.add(&CgroupDef::named(cg).workers(0), Scope::Scenario)?;
+                    self.add(
+                        &CgroupDef::named(cg.to_string()).workers(0),
+                        Scope::Scenario,
+                    )?;
                 }
-                let dir = self.ctx.lock_cgroups().path(cg);
-                let running = RunningPayload::start(payload, args.as_deref(), &dir)?;
-                self.payloads.push(running);
-                Ok(())
+                self.start_payload(payload, args, cg)
             }
-            Op::WaitPayload { name } => {
-                let i = self.payload_index(name)?;
-                let p = self.payloads.remove(i);
+            Op::WaitPayload { name, cgroup } => {
+                let i = self.payload_index(name, cgroup.as_deref())?;
+                let (_, p) = self.payloads.remove(i);
                 self.payload_results.push(p.wait(self.ctx.duration));
                 Ok(())
             }
-            Op::KillPayload { name } => {
-                let i = self.payload_index(name)?;
-                let p = self.payloads.remove(i);
+            Op::KillPayload { name, cgroup } => {
+                let i = self.payload_index(name, cgroup.as_deref())?;
+                let (_, p) = self.payloads.remove(i);
                 self.payload_results.push(p.stop());
                 Ok(())
             }
@@ -355,11 +475,25 @@ impl<'c> Engine<'c> {
         }
     }
 
-    fn payload_index(&self, name: &str) -> anyhow::Result<usize> {
-        self.payloads
+    /// The running payload called `name` (in `cgroup`, when given); an error when there is
+    /// none, or several and no cgroup tells them apart.
+    fn payload_index(&self, name: &str, cgroup: Option<&str>) -> anyhow::Result<usize> {
+        let found: Vec<usize> = self
+            .payloads
             .iter()
-            .position(|p| p.name() == name)
-            .ok_or_else(|| anyhow!("no payload `{name}` is running"))
+            .enumerate()
+            .filter(|(_, (cg, p))| p.name() == name && cgroup.is_none_or(|c| c == cg))
+            .map(|(i, _)| i)
+            .collect();
+        match (found.as_slice(), cgroup) {
+            ([i], _) => Ok(*i),
+            ([], Some(c)) => bail!("no payload `{name}` is running in cgroup `{c}`"),
+            ([], None) => bail!("no payload `{name}` is running"),
+            (_, _) => bail!(
+                "payload `{name}` runs in {} cgroups: name one (`_in_cgroup`)",
+                found.len()
+            ),
+        }
     }
 
     fn set_affinity(&mut self, name: &str, affinity: &AffinityIntent) -> anyhow::Result<()> {
@@ -517,7 +651,7 @@ impl<'c> Engine<'c> {
 
     /// Stops payloads still running, then removes everything left, deepest cgroups first.
     fn finish(&mut self) -> anyhow::Result<()> {
-        for p in std::mem::take(&mut self.payloads) {
+        for (_, p) in std::mem::take(&mut self.payloads) {
             self.payload_results.push(p.stop());
         }
         let mut names: Vec<String> = self.live.keys().cloned().collect();
@@ -613,7 +747,7 @@ pub(super) fn run(
         if let Some(p) = ctx.payload {
             eng.apply(&Op::RunPayload {
                 payload: p,
-                args: None,
+                args: Vec::new(),
                 cgroup: None,
             })
             .context("the test's payload")?;
@@ -629,7 +763,7 @@ pub(super) fn run(
             for op in &step.ops {
                 eng.apply(op).with_context(|| format!("step {i}: {op:?}"))?;
             }
-            for def in &step.setup {
+            for def in &step.setup.resolve(ctx) {
                 eng.add(def, Scope::Step)
                     .with_context(|| format!("step {i}: cgroup `{}`", def.name))?;
             }

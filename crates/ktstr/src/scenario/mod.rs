@@ -4,16 +4,20 @@
 //! - [`step`]: [`Step`], [`HoldSpec`], [`Op`], [`Backdrop`].
 //! - [`phase`]: per-step measurements ([`PhaseCgroupStats`]).
 //! - [`topo`]: the CPU layout the test sees ([`CpuTopo`]).
+//! - [`irq`]: interrupts to steer ([`IrqSelector`]).
 //! - `engine`: runs it all; [`execute_defs`], [`execute_steps`], [`execute_scenario`] drive it.
 
 pub mod def;
 mod engine;
+pub mod irq;
 pub mod payload_run;
 pub mod phase;
 pub mod sched_ctl;
 pub mod step;
 pub mod topo;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -22,12 +26,19 @@ use std::time::Duration;
 use ktstr_assert::{Assert, AssertResult};
 use ktstr_workload::CgroupGroup;
 
-pub use def::{AffinityIntent, CgroupDef, CpusetSpec};
+pub use def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
+pub use irq::IrqSelector;
 pub use payload_run::PayloadResult;
 pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
 pub use sched_ctl::SchedulerCtl;
-pub use step::{Backdrop, HoldSpec, Op, Step};
+pub use step::{Backdrop, HoldSpec, Op, Setup, SpawnPlacement, Step};
 pub use topo::CpuTopo;
+
+/// A name given as the existing ktstr takes names (`&'static str`, `String` or a `Cow`),
+/// owned.
+pub(crate) fn owned(name: impl Into<Cow<'static, str>>) -> String {
+    name.into().into_owned()
+}
 
 /// Where workload cgroups go unless the test says otherwise.
 pub const DEFAULT_WORKLOAD_ROOT: &str = "/ktstr";
@@ -52,10 +63,13 @@ pub struct Ctx {
     pub current_step: AtomicUsize,
     /// The sched_ext scheduler, for scheduler ops.
     pub scheduler: Mutex<SchedulerCtl>,
+    /// A work type that replaces those of swappable cgroups ([`CgroupDef::swappable`]).
+    pub work_type_override: Option<ktstr_workload::WorkType>,
     /// The test's payload, started beside the workers of every scenario it runs.
     pub payload: Option<&'static crate::test_support::Payload>,
     phases: Mutex<Vec<PhaseCgroupStats>>,
     payload_results: Mutex<Vec<PayloadResult>>,
+    captured_procs: Mutex<BTreeMap<String, Vec<i32>>>,
 }
 
 impl Ctx {
@@ -81,8 +95,10 @@ impl Ctx {
             current_step: AtomicUsize::new(0),
             scheduler: Mutex::new(SchedulerCtl::default()),
             payload: None,
+            work_type_override: None,
             phases: Mutex::new(Vec::new()),
             payload_results: Mutex::new(Vec::new()),
+            captured_procs: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -109,6 +125,22 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(payloads);
+    }
+
+    fn record_procs(&self, tag: &str, procs: Vec<i32>) {
+        self.captured_procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tag.to_string(), procs);
+    }
+
+    /// The processes [`Op::CaptureCgroupProcs`] recorded under `tag` (the latest capture).
+    pub fn captured_cgroup_procs(&self, tag: &str) -> Option<Vec<i32>> {
+        self.captured_procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tag)
+            .cloned()
     }
 
     /// Every payload run so far, in the order they ended.

@@ -98,11 +98,7 @@ fn tail(q: &Arc<Mutex<VecDeque<String>>>) -> Vec<String> {
 
 impl RunningPayload {
     /// Starts `payload` with `args` (its defaults when `None`) in the cgroup directory `cgroup`.
-    pub(super) fn start(
-        payload: &Payload,
-        args: Option<&[String]>,
-        cgroup: &Path,
-    ) -> anyhow::Result<Self> {
+    pub(super) fn start(payload: &Payload, args: &[String], cgroup: &Path) -> anyhow::Result<Self> {
         let path = payload.guest_path();
         if !Path::new(&path).is_file() {
             anyhow::bail!(
@@ -110,10 +106,12 @@ impl RunningPayload {
                 payload.name
             );
         }
-        let args: Vec<String> = match args {
-            Some(a) => a.to_vec(),
-            None => payload.default_args.iter().map(|a| a.to_string()).collect(),
-        };
+        let args: Vec<String> = payload
+            .default_args
+            .iter()
+            .map(|a| a.to_string())
+            .chain(args.iter().cloned())
+            .collect();
         let procs = cgroup.join("cgroup.procs");
         let mut cmd = Command::new(&path);
         cmd.args(&args)

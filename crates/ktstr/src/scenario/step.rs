@@ -1,10 +1,15 @@
 //! Scenarios over time: steps that change cgroups, cpusets and workers, and how long each holds.
 
+use std::borrow::Cow;
+
 use std::time::Duration;
 
 use ktstr_workload::WorkType;
 
-use super::def::{AffinityIntent, CgroupDef, CpusetSpec};
+use super::def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
+use super::irq::IrqSelector;
+use super::owned;
+use super::Ctx;
 use crate::test_support::{Payload, Scheduler};
 
 /// How long a step holds before the next begins.
@@ -62,6 +67,15 @@ impl HoldSpec {
     }
 }
 
+/// Where [`Op::Spawn`] starts its workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnPlacement {
+    /// The cgroup the test runner itself is in, outside the scenario's cgroups.
+    RunnerCgroup,
+    /// A scenario cgroup, by name.
+    Cgroup(String),
+}
+
 /// A change made to the running scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -99,14 +113,12 @@ pub enum Op {
         /// The other.
         b: String,
     },
-    /// Start more workers in a cgroup.
+    /// Start more workers: in a scenario cgroup, or in the runner's own cgroup.
     Spawn {
-        /// Its name.
-        cgroup: String,
-        /// What they do.
-        work: WorkType,
-        /// How many (`None`: the context's `workers_per_cgroup`).
-        workers: Option<usize>,
+        /// Where they run.
+        placement: SpawnPlacement,
+        /// What they do, how many, and their attributes.
+        work: WorkSpec,
     },
     /// Stop a cgroup's workers (their reports are kept); the cgroup stays.
     StopCgroup {
@@ -141,8 +153,8 @@ pub enum Op {
     RunPayload {
         /// The payload; its binary must be in the guest (`payload` or `workloads`).
         payload: &'static Payload,
-        /// Its arguments (`None`: its defaults).
-        args: Option<Vec<String>>,
+        /// Arguments appended to its `default_args`.
+        args: Vec<String>,
         /// The cgroup it runs in (`None`: a `payload` cgroup of its own).
         cgroup: Option<String>,
     },
@@ -150,11 +162,30 @@ pub enum Op {
     WaitPayload {
         /// Its name.
         name: String,
+        /// The cgroup it runs in (`None`: the only running payload of that name).
+        cgroup: Option<String>,
     },
     /// Stop a running payload.
     KillPayload {
         /// Its name.
         name: String,
+        /// The cgroup it runs in (`None`: the only running payload of that name).
+        cgroup: Option<String>,
+    },
+    /// Route an interrupt to one CPU (`/proc/irq/<n>/smp_affinity_list`); it stays there.
+    SteerIrq {
+        /// Which interrupt (every IRQ a label matches).
+        irq: IrqSelector,
+        /// The CPU.
+        cpu: usize,
+    },
+    /// Record the processes of a cgroup (`cgroup.procs`) under `tag`, in the scenario's notes
+    /// and in [`Ctx::captured_cgroup_procs`](super::Ctx::captured_cgroup_procs).
+    CaptureCgroupProcs {
+        /// Name the capture is kept under.
+        tag: String,
+        /// The cgroup.
+        cgroup: String,
     },
     /// Attach a sched_ext scheduler (none may be attached).
     AttachScheduler {
@@ -174,110 +205,157 @@ pub enum Op {
 
 impl Op {
     /// Creates an empty cgroup.
-    pub fn add_cgroup(name: impl Into<String>) -> Op {
-        Op::AddCgroup { name: name.into() }
+    pub fn add_cgroup(name: impl Into<Cow<'static, str>>) -> Op {
+        Op::AddCgroup { name: owned(name) }
     }
     /// Creates a cgroup and starts its workers.
     pub fn add_cgroup_def(def: CgroupDef) -> Op {
         Op::AddCgroupDef { def }
     }
     /// Stops a cgroup's workers and removes it.
-    pub fn remove_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn remove_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::RemoveCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Sets a cgroup's cpuset.
-    pub fn set_cpuset(cgroup: impl Into<String>, cpus: CpusetSpec) -> Op {
+    pub fn set_cpuset(cgroup: impl Into<Cow<'static, str>>, cpus: CpusetSpec) -> Op {
         Op::SetCpuset {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
             cpus,
         }
     }
     /// Clears a cgroup's cpuset.
-    pub fn clear_cpuset(cgroup: impl Into<String>) -> Op {
+    pub fn clear_cpuset(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::ClearCpuset {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Exchanges two cgroups' cpusets.
-    pub fn swap_cpusets(a: impl Into<String>, b: impl Into<String>) -> Op {
+    pub fn swap_cpusets(a: impl Into<Cow<'static, str>>, b: impl Into<Cow<'static, str>>) -> Op {
         Op::SwapCpusets {
-            a: a.into(),
-            b: b.into(),
+            a: owned(a),
+            b: owned(b),
         }
     }
-    /// Starts the context's `workers_per_cgroup` workers of `work` in a cgroup.
-    pub fn spawn_in_cgroup(cgroup: impl Into<String>, work: WorkType) -> Op {
-        Op::Spawn {
-            cgroup: cgroup.into(),
-            work,
-            workers: None,
-        }
+    /// Starts the workers `work` describes where `placement` says.
+    pub fn spawn(placement: SpawnPlacement, work: WorkSpec) -> Op {
+        Op::Spawn { placement, work }
     }
-    /// Starts `workers` workers of `work` in a cgroup.
-    pub fn spawn_workers(cgroup: impl Into<String>, work: WorkType, workers: usize) -> Op {
-        Op::Spawn {
-            cgroup: cgroup.into(),
-            work,
-            workers: Some(workers),
-        }
+    /// Starts the workers `work` describes in a scenario cgroup.
+    pub fn spawn_workers(cgroup: impl Into<Cow<'static, str>>, work: WorkSpec) -> Op {
+        Op::spawn(SpawnPlacement::Cgroup(owned(cgroup)), work)
+    }
+    /// Starts the context's `workers_per_cgroup` workers of `work` in a scenario cgroup.
+    pub fn spawn_in_cgroup(cgroup: impl Into<Cow<'static, str>>, work: WorkType) -> Op {
+        Op::spawn_workers(cgroup, WorkSpec::default().work_type(work))
+    }
+    /// Starts the workers `work` describes in the runner's own cgroup, outside the scenario's.
+    pub fn spawn_host(work: WorkSpec) -> Op {
+        Op::spawn(SpawnPlacement::RunnerCgroup, work)
     }
     /// Stops a cgroup's workers.
-    pub fn stop_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn stop_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::StopCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Changes the affinity of a cgroup's workers.
-    pub fn set_affinity(cgroup: impl Into<String>, affinity: AffinityIntent) -> Op {
+    pub fn set_affinity(cgroup: impl Into<Cow<'static, str>>, affinity: AffinityIntent) -> Op {
         Op::SetAffinity {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
             affinity,
         }
     }
     /// Moves every task of `from` into `to`.
-    pub fn move_all_tasks(from: impl Into<String>, to: impl Into<String>) -> Op {
+    pub fn move_all_tasks(
+        from: impl Into<Cow<'static, str>>,
+        to: impl Into<Cow<'static, str>>,
+    ) -> Op {
         Op::MoveAllTasks {
-            from: from.into(),
-            to: to.into(),
+            from: owned(from),
+            to: owned(to),
         }
     }
     /// Freezes a cgroup.
-    pub fn freeze_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn freeze_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::FreezeCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
     /// Thaws a cgroup.
-    pub fn unfreeze_cgroup(cgroup: impl Into<String>) -> Op {
+    pub fn unfreeze_cgroup(cgroup: impl Into<Cow<'static, str>>) -> Op {
         Op::UnfreezeCgroup {
-            cgroup: cgroup.into(),
+            cgroup: owned(cgroup),
         }
     }
-    /// Starts `payload` with `args` beside the workers, in a cgroup of its own.
-    pub fn run_payload(payload: &'static Payload, args: &[&str]) -> Op {
+    /// Starts `payload` with its default arguments then `args`, in a cgroup of its own.
+    pub fn run_payload(payload: &'static Payload, args: Vec<String>) -> Op {
         Op::RunPayload {
             payload,
-            args: Some(args.iter().map(|a| a.to_string()).collect()),
+            args,
             cgroup: None,
         }
     }
-    /// Starts `payload` with its default arguments in `cgroup`.
-    pub fn run_payload_in_cgroup(payload: &'static Payload, cgroup: impl Into<String>) -> Op {
+    /// Starts `payload` with its default arguments then `args`, in scenario cgroup `cgroup`.
+    pub fn run_payload_in_cgroup(
+        payload: &'static Payload,
+        args: Vec<String>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Op {
         Op::RunPayload {
             payload,
-            args: None,
-            cgroup: Some(cgroup.into()),
+            args,
+            cgroup: Some(owned(cgroup)),
         }
     }
-    /// Waits for a payload to exit.
-    pub fn wait_payload(name: impl Into<String>) -> Op {
-        Op::WaitPayload { name: name.into() }
+    /// Waits for the only running payload called `name` to exit.
+    pub fn wait_payload(name: impl Into<Cow<'static, str>>) -> Op {
+        Op::WaitPayload {
+            name: owned(name),
+            cgroup: None,
+        }
     }
-    /// Stops a payload.
-    pub fn kill_payload(name: impl Into<String>) -> Op {
-        Op::KillPayload { name: name.into() }
+    /// Waits for the payload called `name` running in `cgroup` to exit.
+    pub fn wait_payload_in_cgroup(
+        name: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Op {
+        Op::WaitPayload {
+            name: owned(name),
+            cgroup: Some(owned(cgroup)),
+        }
+    }
+    /// Stops the only running payload called `name`.
+    pub fn kill_payload(name: impl Into<Cow<'static, str>>) -> Op {
+        Op::KillPayload {
+            name: owned(name),
+            cgroup: None,
+        }
+    }
+    /// Stops the payload called `name` running in `cgroup`.
+    pub fn kill_payload_in_cgroup(
+        name: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Op {
+        Op::KillPayload {
+            name: owned(name),
+            cgroup: Some(owned(cgroup)),
+        }
+    }
+    /// Routes interrupt `irq` to CPU `cpu`.
+    pub fn steer_irq(irq: IrqSelector, cpu: usize) -> Op {
+        Op::SteerIrq { irq, cpu }
+    }
+    /// Records the processes of `cgroup` under `tag`.
+    pub fn capture_cgroup_procs(
+        tag: impl Into<Cow<'static, str>>,
+        cgroup: impl Into<Cow<'static, str>>,
+    ) -> Op {
+        Op::CaptureCgroupProcs {
+            tag: owned(tag),
+            cgroup: owned(cgroup),
+        }
     }
     /// Attaches `scheduler`.
     pub const fn attach_scheduler(scheduler: &'static Scheduler) -> Op {
@@ -297,12 +375,70 @@ impl Op {
     }
 }
 
+/// A step's own cgroups: given, or made from the running context when the step begins.
+#[derive(Clone)]
+pub enum Setup {
+    /// These cgroups.
+    Defs(Vec<CgroupDef>),
+    /// The cgroups this function returns for the context (its topology, its duration...).
+    Factory(fn(&Ctx) -> Vec<CgroupDef>),
+}
+
+impl Setup {
+    /// Cgroups `factory` makes when the step begins.
+    pub fn with_factory(factory: fn(&Ctx) -> Vec<CgroupDef>) -> Self {
+        Setup::Factory(factory)
+    }
+    /// The cgroups for `ctx`.
+    pub fn resolve(&self, ctx: &Ctx) -> Vec<CgroupDef> {
+        match self {
+            Setup::Defs(defs) => defs.clone(),
+            Setup::Factory(f) => f(ctx),
+        }
+    }
+    /// True for an empty list (a factory may make cgroups, so it is not empty).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Setup::Defs(d) if d.is_empty())
+    }
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup::Defs(Vec::new())
+    }
+}
+
+impl From<Vec<CgroupDef>> for Setup {
+    fn from(defs: Vec<CgroupDef>) -> Self {
+        Setup::Defs(defs)
+    }
+}
+
+impl PartialEq for Setup {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Setup::Defs(a), Setup::Defs(b)) => a == b,
+            (Setup::Factory(a), Setup::Factory(b)) => std::ptr::fn_addr_eq(*a, *b),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setup::Defs(defs) => f.debug_tuple("Defs").field(defs).finish(),
+            Setup::Factory(_) => f.write_str("Factory(fn(&Ctx) -> Vec<CgroupDef>)"),
+        }
+    }
+}
+
 /// One step: ops run first, then the step's own cgroups start, then it holds.
 /// The step's own cgroups are removed when it ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// Cgroups that live for this step only.
-    pub setup: Vec<CgroupDef>,
+    pub setup: Setup,
     /// Changes made when the step begins.
     pub ops: Vec<Op>,
     /// How long it lasts.
@@ -313,7 +449,7 @@ impl Step {
     /// A step of `ops` holding `hold`.
     pub fn new(ops: Vec<Op>, hold: HoldSpec) -> Self {
         Step {
-            setup: Vec::new(),
+            setup: Setup::default(),
             ops,
             hold,
         }
@@ -326,10 +462,14 @@ impl Step {
     pub fn with_op(op: Op, hold: HoldSpec) -> Self {
         Step::new(vec![op], hold)
     }
+    /// A step that starts `payload` (default arguments) beside the workers for its length.
+    pub fn with_payload(payload: &'static Payload, hold: HoldSpec) -> Self {
+        Step::new(vec![Op::run_payload(payload, Vec::new())], hold)
+    }
     /// A step running `defs` for its length.
     pub fn with_defs(defs: Vec<CgroupDef>, hold: HoldSpec) -> Self {
         Step {
-            setup: defs,
+            setup: Setup::Defs(defs),
             ops: Vec::new(),
             hold,
         }
@@ -377,6 +517,14 @@ impl Backdrop {
         self.cgroups.extend(defs);
         self
     }
+    /// Adds a payload (default arguments) that runs from the first step to the end.
+    pub fn push_payload(self, payload: &'static Payload) -> Self {
+        self.push_op(Op::run_payload(payload, Vec::new()))
+    }
+    /// Adds payloads that run from the first step to the end.
+    pub fn extend_payloads(self, payloads: impl IntoIterator<Item = &'static Payload>) -> Self {
+        self.extend_ops(payloads.into_iter().map(|p| Op::run_payload(p, Vec::new())))
+    }
     /// Adds an op.
     pub fn push_op(mut self, op: Op) -> Self {
         self.ops.push(op);
@@ -414,7 +562,12 @@ mod tests {
     fn steps_and_backdrops_build() {
         let s = Step::with_defs(vec![CgroupDef::named("a")], HoldSpec::frac(0.5))
             .set_ops(vec![Op::set_cpuset("b", CpusetSpec::llc(0))]);
-        assert_eq!(s.setup.len(), 1);
+        assert_eq!(s.setup, Setup::Defs(vec![CgroupDef::named("a")]));
+        assert!(!s.setup.is_empty());
+        let f: fn(&Ctx) -> Vec<CgroupDef> = |_| Vec::new();
+        assert_eq!(Setup::with_factory(f), Setup::Factory(f));
+        assert!(!Setup::with_factory(f).is_empty());
+        assert!(Setup::from(Vec::new()).is_empty());
         assert_eq!(s.ops.len(), 1);
         let b = Backdrop::new()
             .push_cgroup(CgroupDef::named("x"))

@@ -68,6 +68,11 @@ pub struct KtstrTestEntry {
     pub requires_smt: bool,
     /// Run on the host, without a VM.
     pub host_only: bool,
+    /// A check of the result that runs whatever became of the guest (even after a failure,
+    /// unlike `post_vm`); its failure fails the test.
+    pub post_vm_unconditional: Option<PostVmFn>,
+    /// Kernel address space randomization on (the kernel's default); off adds `nokaslr`.
+    pub kaslr: bool,
 }
 
 /// Default workload duration, seconds.
@@ -103,6 +108,8 @@ impl KtstrTestEntry {
         expect_scx_bpf_error_contains: None,
         requires_smt: false,
         host_only: false,
+        post_vm_unconditional: None,
+        kaslr: true,
     };
 
     /// The topology the guest gets: the test's keys, else the scheduler's, else 1/1/2/1.

@@ -181,13 +181,21 @@ fn fail(reason: impl Into<String>, detail: impl Into<String>, vm: Option<VmResul
     }
 }
 
-/// Runs the test and decides pass, fail or skip, honouring `expect_err` and `post_vm`.
+/// Runs the test and decides pass, fail or skip, honouring `expect_err`, `post_vm` and
+/// `post_vm_unconditional`.
 fn judge(entry: &KtstrTestEntry) -> Judged {
     let vm = match run_vm(entry) {
         Ok(vm) => vm,
         Err(Unrunnable::Skip(why)) => return Judged::Skip(why),
         Err(Unrunnable::Error(e)) => return fail(e.clone(), e, None),
     };
+    if let Some(Err(e)) = entry.post_vm_unconditional.map(|check| check(&vm)) {
+        return fail(
+            format!("post_vm_unconditional: {e:#}"),
+            format!("{e:?}"),
+            Some(vm),
+        );
+    }
     let failure = vm.failure();
     if entry.expect_err {
         if let Some(why) = &vm.run_failure {
@@ -333,6 +341,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         .collect();
     opts.extra_cmdline = schedulers()
         .flat_map(|s| s.kargs.iter().copied())
+        .chain((!entry.kaslr).then_some("nokaslr"))
         .collect::<Vec<_>>()
         .join(" ");
     opts.timeout = entry.duration() + RUN_MARGIN;
