@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Worker;
+use crate::shared::Coop;
 use crate::sys;
 
 /// The work a ring member does holding the token.
@@ -159,14 +160,9 @@ pub(super) fn fan_out(
     }
     let me = w.coop(leaf, w.index);
     while w.running(until) {
-        let seen = me.seen.load(Ordering::Relaxed);
-        if !w.wait_until(&lead.word, |v| v != seen, until) {
+        let Some(generation) = next_broadcast(w, me, lead, until) else {
             break;
-        }
-        let now = sys::now_ns();
-        let generation = lead.word.load(Ordering::Acquire);
-        me.seen.store(generation, Ordering::Relaxed);
-        w.sample_wake(lead.wake_ts.load(Ordering::Relaxed), now);
+        };
         sys::spin(FAN_OUT_SPIN_ITERS);
         if lead.count.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == waiters {
             lead.reply_ts.store(sys::now_ns(), Ordering::Relaxed);
@@ -252,16 +248,25 @@ pub(super) fn thundering_herd(
     // a broadcast sent before the waiter first looked still counts.
     let me = w.coop(leaf, w.index);
     while w.running(until) {
-        let seen = me.seen.load(Ordering::Relaxed);
-        if !w.wait_until(&lead.word, |v| v != seen, until) {
+        if next_broadcast(w, me, lead, until).is_none() {
             break;
         }
-        let now = sys::now_ns();
-        me.seen
-            .store(lead.word.load(Ordering::Acquire), Ordering::Relaxed);
-        w.sample_wake(lead.wake_ts.load(Ordering::Relaxed), now);
         w.done(1);
     }
+}
+
+/// Waits for a broadcast on `lead.word` newer than the last one `me` saw, marks it seen and
+/// samples the wake-up; its generation, or `None` when the run ended first.
+fn next_broadcast(w: &mut Worker<'_>, me: &Coop, lead: &Coop, until: Option<u64>) -> Option<u32> {
+    let seen = me.seen.load(Ordering::Relaxed);
+    if !w.wait_until(&lead.word, |v| v != seen, until) {
+        return None;
+    }
+    let now = sys::now_ns();
+    let generation = lead.word.load(Ordering::Acquire);
+    me.seen.store(generation, Ordering::Relaxed);
+    w.sample_wake(lead.wake_ts.load(Ordering::Relaxed), now);
+    Some(generation)
 }
 
 /// `SignalStorm`: each of a pair publishes its pid, then in rounds spins `work_iters` and
