@@ -49,12 +49,18 @@ fn loop40_fail_object() -> Option<PathBuf> {
     if let Some(obj) = std::env::var_os("KTSTR_LOOP40_FAIL_OBJ").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(obj));
     }
+    compile_bpf("loop40_fail", "loop40_fail", &[])
+}
+
+/// `tests/bpf/<source>.bpf.c` of ktstr-verifier compiled with clang-19 (`$CLANG`) and
+/// `defines` to `<out>.bpf.o` in a temp dir, or `None` after saying why not.
+fn compile_bpf(source: &str, out: &str, defines: &[&str]) -> Option<PathBuf> {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang-19".into());
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../ktstr-verifier/tests/bpf/loop40_fail.bpf.c");
+        .join(format!("../ktstr-verifier/tests/bpf/{source}.bpf.c"));
     let dir = std::env::temp_dir().join(format!("ktstr-verifier-vm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let obj = dir.join("loop40_fail.bpf.o");
+    let obj = dir.join(format!("{out}.bpf.o"));
     let out = Command::new(&clang)
         .args([
             "-O2",
@@ -64,6 +70,7 @@ fn loop40_fail_object() -> Option<PathBuf> {
             "-I/usr/include/x86_64-linux-gnu",
             "-c",
         ])
+        .args(defines)
         .arg(&src)
         .arg("-o")
         .arg(&obj)
@@ -159,4 +166,36 @@ fn verifier_shows_the_failing_loop_and_its_error() {
         lines.iter().any(|l| l.starts_with("--- ktstr fold: ")),
         "nothing folded"
     );
+}
+
+#[test]
+fn verifier_compares_two_builds_of_a_program() {
+    if std::env::var_os("KTSTR_LOOP40_FAIL_OBJ").is_some() {
+        // The nested lane's outer guest has no clang to build the two sides.
+        common::say_skipped("no clang here to build the two sides");
+        return;
+    }
+    let Some(_slot) = vm_slot() else { return };
+    // The same program name on both sides: the passing loop, then the one whose value is a
+    // u32 too short.
+    let Some(a) = compile_bpf("loop40_pass", "side_a", &[]) else {
+        return;
+    };
+    let Some(b) = compile_bpf("loop40_fail", "side_b", &["-Dloop40_fail=loop40_pass"]) else {
+        return;
+    };
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    let out = ktstr(&["verifier", "--object", &a, "--object", &b]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a side failed: stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("loop40_pass"))
+        .unwrap_or_else(|| panic!("no row for loop40_pass:\n{stdout}"));
+    assert!(row.contains("passes -> FAILS"), "{row}");
+    assert!(row.contains("<-- differs"), "{row}");
 }
