@@ -942,7 +942,8 @@ fn attempt_once(
         test_report: None,
         scheduler: None,
         monitor: None,
-        com2_only: (!cfg.bulk_channel).then(|| "not offered".into()),
+        // Said by the caller, who knows why the channel was not offered.
+        com2_only: None,
     };
     let (tx, rx) = mpsc::channel::<Event>();
     // COM2 and, where the engine has one, the bulk channel: each its own frame sequence,

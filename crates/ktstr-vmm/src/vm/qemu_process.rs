@@ -33,12 +33,14 @@ impl QemuProcess {
     /// Starts QEMU for `cfg` (already validated by [`super::Vm::start`]) on `engine`.
     pub(super) fn start(cfg: &VmConfig, engine: Engine) -> Result<QemuProcess, VmmError> {
         let program = qemu_program()?;
-        let ram_files = ram_files(cfg)?;
+        let stem = run_stem(cfg);
+        let ram_files = ram_files(cfg, &stem)?;
         if let Some(sock) = &cfg.qmp_socket {
             let _ = std::fs::remove_file(sock);
         }
         let bulk = if cfg.bulk_channel {
-            Some(BulkSocket::bind(&ram_files).inspect_err(|_| remove_ram_files(&ram_files))?)
+            let path = PathBuf::from(format!("{}-bulk.sock", stem.display()));
+            Some(BulkSocket::bind(path).inspect_err(|_| remove_ram_files(&ram_files))?)
         } else {
             None
         };
@@ -168,16 +170,8 @@ struct BulkSocket {
 }
 
 impl BulkSocket {
-    /// Listens beside the first RAM file (same directory, same run-unique stem).
-    fn bind(ram_files: &[GuestRamFile]) -> Result<BulkSocket, VmmError> {
-        let stem = ram_files
-            .first()
-            .map(|f| f.path.to_string_lossy().replace("-node0", ""))
-            .unwrap_or_else(|| {
-                let dir = std::env::temp_dir();
-                format!("{}/ktstr-ram-{}", dir.display(), std::process::id())
-            });
-        let path = PathBuf::from(format!("{stem}-bulk.sock"));
+    /// Listens at `path` (replacing a stale socket there).
+    fn bind(path: PathBuf) -> Result<BulkSocket, VmmError> {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(|source| VmmError::RunFile {
             path: path.clone(),
@@ -213,7 +207,9 @@ impl Drop for BulkSocket {
     }
 }
 
-fn ram_files(cfg: &VmConfig) -> Result<Vec<GuestRamFile>, VmmError> {
+/// The run-unique path prefix of this VM's host files (`<dir>/ktstr-ram-<pid>-<n>`): RAM files
+/// add `-node<N>`, the bulk channel's socket `-bulk.sock`; stale ones of dead processes go.
+fn run_stem(cfg: &VmConfig) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = if cfg.ram_dir.is_dir() {
@@ -222,6 +218,10 @@ fn ram_files(cfg: &VmConfig) -> Result<Vec<GuestRamFile>, VmmError> {
         std::env::temp_dir()
     };
     remove_stale_ram_files(&dir);
+    dir.join(format!("ktstr-ram-{}-{n}", std::process::id()))
+}
+
+fn ram_files(cfg: &VmConfig, stem: &Path) -> Result<Vec<GuestRamFile>, VmmError> {
     let files: Vec<GuestRamFile> = cfg
         .topology
         .split_memory_mib(cfg.memory_mib)
@@ -229,7 +229,7 @@ fn ram_files(cfg: &VmConfig) -> Result<Vec<GuestRamFile>, VmmError> {
         .enumerate()
         .map(|(node, mib)| GuestRamFile {
             node: node as u32,
-            path: dir.join(format!("ktstr-ram-{}-{n}-node{node}", std::process::id())),
+            path: PathBuf::from(format!("{}-node{node}", stem.display())),
             size: mib << 20,
         })
         .collect();
