@@ -121,11 +121,16 @@ pub struct KernelAddrs {
     pub nr_node_ids: Option<u64>,
     /// `init_task`: the head of the task list, for snapshots.
     pub init_task: Option<u64>,
+    /// The scheduling classes' `struct sched_class` objects, in [`SCHED_CLASSES`] order.
+    pub sched_classes: [Option<u64>; 6],
 }
 
+/// Short names of the kernel's scheduling classes; `<name>_sched_class` is the symbol.
+pub const SCHED_CLASSES: [&str; 6] = ["stop", "dl", "rt", "fair", "ext", "idle"];
+
 impl KernelAddrs {
-    /// Symbols to ask the guest's `/proc/kallsyms` for; the last four are optional.
-    pub const WANTED: [&'static str; 9] = [
+    /// Symbols to ask the guest's `/proc/kallsyms` for; all but the first five are optional.
+    pub const WANTED: [&'static str; 15] = [
         "runqueues",
         "__per_cpu_offset",
         "page_offset_base",
@@ -135,6 +140,12 @@ impl KernelAddrs {
         "scx_root",
         "nr_node_ids",
         "init_task",
+        "stop_sched_class",
+        "dl_sched_class",
+        "rt_sched_class",
+        "fair_sched_class",
+        "ext_sched_class",
+        "idle_sched_class",
     ];
 
     /// Picks the addresses out of a symbol table (vmlinux symbols, not modules').
@@ -155,6 +166,11 @@ impl KernelAddrs {
             scx_root: get("scx_root"),
             nr_node_ids: get("nr_node_ids"),
             init_task: get("init_task"),
+            sched_classes: SCHED_CLASSES.map(|c| {
+                syms.lookup_all(&format!("{c}_sched_class"))
+                    .find(|s| s.module.is_none())
+                    .map(|s| s.addr)
+            }),
         })
     }
 }
@@ -880,6 +896,7 @@ impl<M: GuestMemory> Sampler<M> {
                 SnapRoots {
                     init_task: self.addrs.init_task,
                     rq_addrs: &self.info.rq_addrs,
+                    sched_classes: &self.addrs.sched_classes,
                 },
                 &sample,
             ),

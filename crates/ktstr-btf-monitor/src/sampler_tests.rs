@@ -286,6 +286,7 @@ fn addrs() -> KernelAddrs {
         scx_root: Some(va(V_SCX_ROOT)),
         nr_node_ids: Some(va(V_NR_NODES)),
         init_task: None,
+        sched_classes: [None; 6],
     }
 }
 

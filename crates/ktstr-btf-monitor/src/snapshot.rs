@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::btf::{resolve, Btf, Field};
 use crate::memory::GuestMemory;
-use crate::sampler::{c_string as c_str, error_chain, value as at, DsqKind, DsqSample, Sample};
+use crate::sampler::{
+    c_string as c_str, error_chain, value as at, DsqKind, DsqSample, Sample, SCHED_CLASSES,
+};
 use crate::translate::{TranslateError, Translator};
 
 /// Most tasks a snapshot reads (thread-group leaders and threads together).
@@ -47,6 +49,8 @@ pub struct SnapLayout {
     cpu: Option<Field>,
     /// `task_struct.on_rq`.
     on_rq: Option<Field>,
+    /// `task_struct.sched_class`.
+    sched_class: Option<Field>,
     /// `task_struct.signal`, `signal_struct.thread_head` and `task_struct.thread_node`.
     threads: Option<(Field, u32, u32)>,
     /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.name` and its parent.
@@ -79,7 +83,13 @@ struct ScxEntityFields {
     dsq_vtime: Option<Field>,
     /// `task_struct.scx.dsq_list.node`: where a queued task links into its DSQ's list.
     dsq_node: u32,
+    /// `scx_dsq_list_node.flags` from the list node: a BPF iterator's cursor sits on a DSQ's
+    /// list too, with `SCX_DSQ_LNODE_ITER_CURSOR` set there.
+    cursor_flags: Option<u32>,
 }
+
+/// `SCX_DSQ_LNODE_ITER_CURSOR`: a list node that is an iterator's cursor, not a task.
+const LNODE_ITER_CURSOR: u32 = 1;
 
 impl SnapLayout {
     /// Resolves the layout; the task list itself is required, the rest optional.
@@ -95,6 +105,7 @@ impl SnapLayout {
         let state = opt("task_struct", "__state").or_else(|| opt("task_struct", "state"));
         let cpu = opt("task_struct", "thread_info.cpu").or_else(|| opt("task_struct", "cpu"));
         let on_rq = opt("task_struct", "on_rq");
+        let sched_class = opt("task_struct", "sched_class");
         let threads = match (
             opt("task_struct", "signal"),
             opt("signal_struct", "thread_head"),
@@ -122,6 +133,13 @@ impl SnapLayout {
                 flags: opt("task_struct", "scx.flags")?,
                 dsq_vtime: opt("task_struct", "scx.dsq_vtime"),
                 dsq_node: opt("task_struct", "scx.dsq_list.node")?.offset_bytes,
+                cursor_flags: match (
+                    opt("scx_dsq_list_node", "flags"),
+                    opt("scx_dsq_list_node", "node"),
+                ) {
+                    (Some(f), Some(n)) => f.offset_bytes.checked_sub(n.offset_bytes),
+                    _ => None,
+                },
             })
         })();
         let dsq_list = match (opt("scx_dispatch_q", "list"), opt("scx_dispatch_q", "id")) {
@@ -133,6 +151,7 @@ impl SnapLayout {
         fields.extend(state);
         fields.extend(cpu);
         fields.extend(on_rq);
+        fields.extend(sched_class);
         fields.extend(threads.map(|t| t.0));
         fields.extend(cgroup.map(|c| c.cgroups));
         if let Some(s) = &scx {
@@ -159,6 +178,7 @@ impl SnapLayout {
             state,
             cpu,
             on_rq,
+            sched_class,
             threads,
             cgroup,
             scx,
@@ -213,10 +233,13 @@ pub struct TaskSnapshot {
     /// `on_rq` (1 queued, 2 migrating).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_rq: Option<u32>,
+    /// Its scheduling class: `fair`, `ext`, `rt`, `dl`, `idle` or `stop`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     /// The path of its cgroup on the default hierarchy (`/` for the root).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
-    /// Its `sched_ext_entity`, for a runnable task on a kernel with sched_ext.
+    /// Its `sched_ext_entity`, for a runnable task of the `ext` class.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scx: Option<ScxEntity>,
 }
@@ -348,10 +371,13 @@ pub struct SnapRoots<'a> {
     pub init_task: Option<u64>,
     /// Each CPU's `struct rq`.
     pub rq_addrs: &'a [u64],
+    /// The scheduling classes' addresses, in [`SCHED_CLASSES`] order.
+    pub sched_classes: &'a [Option<u64>; 6],
 }
 
 /// What a snapshot walk reads with.
 struct Walker<'a> {
+    classes: &'a [Option<u64>; 6],
     t: &'a Translator,
     mem: &'a dyn GuestMemory,
     l: &'a SnapLayout,
@@ -421,6 +447,16 @@ impl Walker<'_> {
         };
         let mut out = Vec::new();
         for n in nodes {
+            if let Some(off) = scx.cursor_flags {
+                let mut b = [0u8; 4];
+                let cursor = self
+                    .t
+                    .read_virt(self.mem, n.wrapping_add(u64::from(off)), &mut b)
+                    .is_ok_and(|()| u32::from_le_bytes(b) & LNODE_ITER_CURSOR != 0);
+                if cursor {
+                    continue;
+                }
+            }
             match self.task_ref(n.wrapping_sub(u64::from(scx.dsq_node))) {
                 Ok(t) => out.push(t),
                 Err(e) => {
@@ -487,25 +523,33 @@ impl Walker<'_> {
             state: state.map(|s| s as u32),
             cpu: l.cpu.as_ref().and_then(get).map(|c| c as u32),
             on_rq: l.on_rq.as_ref().and_then(get).map(|c| c as u32),
+            class: l.sched_class.as_ref().and_then(get).and_then(|p| {
+                let i = self.classes.iter().position(|c| *c == Some(p))?;
+                Some(SCHED_CLASSES[i].to_string())
+            }),
             cgroup: None,
             scx: None,
         };
         let cgrp = l
             .cgroup
             .and_then(|c| get(&c.cgroups).map(|css_set| (c, css_set)));
-        let scx = l.scx.filter(|_| state == Some(TASK_RUNNING)).map(|s| {
-            (
-                s,
-                get(&s.dsq).unwrap_or(0),
-                ScxEntity {
-                    dsq_id: None,
-                    slice: get(&s.slice).unwrap_or(0),
-                    weight: get(&s.weight).unwrap_or(0) as u32,
-                    flags: get(&s.flags).unwrap_or(0) as u32,
-                    dsq_vtime: s.dsq_vtime.as_ref().and_then(get),
-                },
-            )
-        });
+        let is_ext = out.class.as_deref() == Some("ext");
+        let scx = l
+            .scx
+            .filter(|_| is_ext && state == Some(TASK_RUNNING))
+            .map(|s| {
+                (
+                    s,
+                    get(&s.dsq).unwrap_or(0),
+                    ScxEntity {
+                        dsq_id: None,
+                        slice: get(&s.slice).unwrap_or(0),
+                        weight: get(&s.weight).unwrap_or(0) as u32,
+                        flags: get(&s.flags).unwrap_or(0) as u32,
+                        dsq_vtime: s.dsq_vtime.as_ref().and_then(get),
+                    },
+                )
+            });
         if let Some((c, css_set)) = cgrp {
             let cg = self.u64(css_set.wrapping_add(u64::from(c.dfl_cgrp)))?;
             let pid = out.pid;
@@ -553,6 +597,7 @@ pub fn read_snapshot(
     sample: &Sample,
 ) -> Snapshot {
     let mut w = Walker {
+        classes: roots.sched_classes,
         t,
         mem,
         l,
