@@ -614,6 +614,17 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
                 progress(&format!("monitor: {n}"));
             }
         }
+        for s in &m.snapshots {
+            progress(&format!("monitor: {}", s.line()));
+        }
+        if let Some(f) = &m.snapshots_file {
+            progress(&format!("monitor: snapshots -> {}", f.display()));
+        }
+    }
+    match &r.failure_dump {
+        Some(Ok(path)) => progress(&format!("failure dump -> {}", path.display())),
+        Some(Err(why)) => progress(&format!("failure dump not written: {why}")),
+        None => {}
     }
     for issue in &r.channel_issues {
         progress(&format!("warning: guest channel: {issue}"));

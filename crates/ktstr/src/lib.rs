@@ -6,6 +6,7 @@
 //! - [`proto`]: the framed guest-to-host channel on COM2.
 //! - [`request`]: a test process's requests to the host (snapshots), answered in guest memory.
 //! - [`monitor`]: sample every CPU's runqueue from the host while a command runs.
+//! - [`failure_dump`]: what a monitored run that failed leaves behind, in one JSON file.
 //! - [`kvm_memory`]: ktstr's own KVM VMM's guest memory as a monitor memory source.
 //! - [`sched`]: attach a sched_ext scheduler in the guest and judge what became of it.
 //! - [`run`]: boot a guest, run a command in it, and tell the command's result
@@ -18,6 +19,7 @@
 
 pub mod cpio;
 mod error;
+pub mod failure_dump;
 pub mod guest;
 pub mod initramfs;
 pub mod kernel;

@@ -103,6 +103,8 @@ pub fn snapshot_times(n: u32, duration: Duration) -> Vec<Duration> {
 
 /// The closest two periodic snapshots come.
 pub const MIN_SNAPSHOT_GAP: Duration = Duration::from_millis(100);
+/// Samples kept for a failure dump.
+pub const RECENT_SAMPLES: usize = 200;
 /// Most snapshots kept per run; later ones are counted, not kept.
 pub const MAX_SNAPSHOTS: usize = 256;
 
@@ -148,6 +150,10 @@ pub struct MonitorSummary {
     pub snapshots_file: Option<PathBuf>,
     /// Milliseconds the guest spent frozen for snapshots, all told.
     pub frozen_ms: f64,
+    /// The last samples taken (at most [`RECENT_SAMPLES`]), oldest first, as written to the
+    /// output: for a failure dump.
+    #[serde(skip)]
+    pub recent: Vec<serde_json::Value>,
 }
 
 impl MonitorSummary {
@@ -555,6 +561,7 @@ fn monitor_thread(
                 .map_err(|e| format!("writing {}: {e}", summary.output.display()))?;
         }
         sinks.checker.observe(t_ns, &sample);
+        snaps.after_sample(t_ns, &sample, &mut sampler, launch);
         if let Some(t) = sinks.trace.as_mut() {
             if let Err(e) = t.sample(t_ns, &sample) {
                 summary.trace_error = Some(e.to_string());

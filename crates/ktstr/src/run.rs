@@ -406,6 +406,9 @@ pub struct RunReport {
     pub monitor: Option<MonitorSummary>,
     /// Why the engine offered no bulk channel and frames stayed on COM2, when it did not.
     pub com2_only: Option<String>,
+    /// The failure dump written for a monitored run that failed ([`crate::failure_dump`]),
+    /// or why it could not be written.
+    pub failure_dump: Option<Result<PathBuf, String>>,
 }
 
 impl RunReport {
@@ -945,6 +948,7 @@ fn attempt_once(
         monitor: None,
         // Said by the caller, who knows why the channel was not offered.
         com2_only: None,
+        failure_dump: None,
     };
     let (tx, rx) = mpsc::channel::<Event>();
     // COM2 and, where the engine has one, the bulk channel: each its own frame sequence,
@@ -1112,7 +1116,31 @@ fn attempt_once(
             .map(str::to_string)
             .collect();
     }
+    report.failure_dump = failure_dump(&report, &console);
     Ok(Attempt::Ran(Box::new(report)))
+}
+
+/// Writes the failure dump of a monitored run whose guest died, whose scheduler failed, or
+/// whose monitor saw a scheduler exit with an error (one a test attached, too).
+fn failure_dump(report: &RunReport, console: &str) -> Option<Result<PathBuf, String>> {
+    let m = report.monitor.as_ref()?;
+    let scheduler_failed = report.scheduler.as_ref().is_some_and(|s| !s.healthy());
+    let seen_failing = m
+        .snapshots
+        .iter()
+        .any(|s| s.name == crate::failure_dump::SNAPSHOT_NAME);
+    let what = match &report.outcome {
+        Outcome::GuestDied(f) => format!("the guest died: {f}"),
+        _ if scheduler_failed => report
+            .scheduler
+            .as_ref()
+            .map(|s| format!("the scheduler failed: {}", s.summary()))
+            .unwrap_or_default(),
+        _ if seen_failing => "a scheduler exited with an error".to_string(),
+        _ => return None,
+    };
+    let schedulers: Vec<SchedulerReport> = report.scheduler.iter().cloned().collect();
+    Some(crate::failure_dump::write(&what, m, &schedulers, console))
 }
 
 /// Hands a test process's request to the monitor, or refuses it in the asker's mailbox
@@ -1414,6 +1442,7 @@ mod tests {
             scheduler: None,
             monitor: None,
             com2_only: None,
+            failure_dump: None,
         }
     }
 

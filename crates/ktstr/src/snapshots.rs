@@ -5,15 +5,16 @@
 //! A request is answered in the asker's mailbox while the guest is still frozen, so the
 //! test process goes on only after its snapshot was read.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ktstr_btf_monitor::sampler::error_chain;
-use ktstr_btf_monitor::{GuestMemory, KernelAddrs, Sampler, Snapshot, SymbolTable};
+use ktstr_btf_monitor::{GuestMemory, KernelAddrs, Sample, Sampler, Snapshot, SymbolTable};
 use ktstr_vmm::Freezer;
 
-use crate::monitor::{MonitorSummary, MAX_SNAPSHOTS};
+use crate::monitor::{MonitorSummary, MAX_SNAPSHOTS, RECENT_SAMPLES};
 use crate::request::{Request, RequestOp, Status};
 use crate::watchdog::GuestWriter;
 
@@ -48,6 +49,11 @@ pub(crate) struct Snapshots {
     taken: Vec<Snapshot>,
     errors: Vec<String>,
     frozen: Duration,
+    /// The last samples, for a failure dump.
+    recent: VecDeque<serde_json::Value>,
+    /// The scheduler whose error exit was already snapshotted (`scx_root`'s ops name and
+    /// exit kind), so one failure takes one snapshot.
+    failed: Option<String>,
 }
 
 impl Snapshots {
@@ -72,6 +78,8 @@ impl Snapshots {
             taken: Vec::new(),
             errors: Vec::new(),
             frozen: Duration::ZERO,
+            recent: VecDeque::new(),
+            failed: None,
         }
     }
 
@@ -118,6 +126,42 @@ impl Snapshots {
                     }
                 }
             }
+        }
+    }
+
+    /// Keeps `sample` for a failure dump, and takes a `failure` snapshot the first time a
+    /// sample shows the attached scheduler exiting with an error (`exit_kind` `error*`):
+    /// sched_ext has marked it failed and the guest is still alive.
+    pub(crate) fn after_sample<M: GuestMemory>(
+        &mut self,
+        t_ns: u64,
+        sample: &Sample,
+        sampler: &mut Sampler<M>,
+        launch: Instant,
+    ) {
+        if self.recent.len() >= RECENT_SAMPLES {
+            self.recent.pop_front();
+        }
+        let mut v = serde_json::to_value(sample).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("t_ns".into(), t_ns.into());
+        }
+        self.recent.push_back(v);
+        let exiting = sample.scx.as_ref().and_then(|s| {
+            let kind = s.exit_kind.as_deref()?;
+            kind.starts_with("error")
+                .then(|| format!("{} {kind}", s.ops.as_deref().unwrap_or("?")))
+        });
+        match exiting {
+            Some(which) if self.failed.as_ref() != Some(&which) => {
+                self.failed = Some(which.clone());
+                if let Err(e) = self.take(crate::failure_dump::SNAPSHOT_NAME, sampler, launch, None)
+                {
+                    self.errors.push(format!("failure snapshot ({which}): {e}"));
+                }
+            }
+            Some(_) => {}
+            None => self.failed = None,
         }
     }
 
@@ -255,6 +299,7 @@ impl Snapshots {
                 Err(e) => self.errors.push(format!("writing {}: {e}", path.display())),
             }
         }
+        summary.recent = self.recent.into_iter().collect();
         summary.snapshots = self.taken;
         summary.snapshot_errors = self.errors;
         summary.frozen_ms = self.frozen.as_secs_f64() * 1000.0;

@@ -44,17 +44,55 @@ fn scx_ktstr_stall_fails_the_test(ctx: &Ctx) -> Result<AssertResult> {
     )
 }
 
-/// The error knob makes the scheduler exit with scx_bpf_error, and the test fails with its message.
+/// The error knob makes the scheduler exit with scx_bpf_error, and the test fails with its
+/// message. The monitor (on for the snapshot) sees the error exit while the guest still runs:
+/// it takes a `failure` snapshot, and the run leaves a failure dump that holds it, the
+/// scheduler's exit and the last samples.
 #[ktstr_test(
     scheduler = SCX_KTSTR,
     extra_sched_args = ["--error-after", "200"],
     llcs = 1,
     duration_s = 3,
+    num_snapshots = 1,
     expect_err,
-    expect_scx_bpf_error_contains = "error-after: 200 tasks dispatched"
+    expect_scx_bpf_error_contains = "error-after: 200 tasks dispatched",
+    post_vm_unconditional = the_failure_was_dumped
 )]
 fn scx_ktstr_error_fails_the_test(ctx: &Ctx) -> Result<AssertResult> {
     scenarios::steady(ctx)
+}
+
+fn the_failure_was_dumped(vm: &VmResult) -> Result<()> {
+    use anyhow::{ensure, Context};
+    let snap = vm
+        .snapshot("failure")
+        .with_context(|| format!("no failure snapshot: {:?}", vm.snapshot_errors))?;
+    let kind = &snap.sample["scx"]["exit_kind"];
+    ensure!(
+        kind == "error_bpf",
+        "the failure snapshot saw exit kind {kind}"
+    );
+    let error = vm.error.as_deref().unwrap_or_default();
+    let path = error
+        .lines()
+        .find_map(|l| l.strip_prefix("failure dump -> "))
+        .with_context(|| format!("no failure dump named in: {error}"))?;
+    let dump: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    ensure!(dump["snapshot"]["name"] == "failure", "{path}: no snapshot");
+    ensure!(
+        dump["last_samples"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{path}: no samples"
+    );
+    ensure!(
+        dump["what"]
+            .as_str()
+            .is_some_and(|w| w.contains("scheduler")),
+        "{path}: {}",
+        dump["what"]
+    );
+    Ok(())
 }
 
 /// An outside scheduler, the kernel's scx_simple, passes steady.

@@ -494,6 +494,11 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
             });
         }
     }
+    match (&report.failure_dump, vm.error.as_mut()) {
+        (Some(Ok(path)), Some(e)) => e.push_str(&format!("\nfailure dump -> {}", path.display())),
+        (Some(Err(why)), Some(e)) => e.push_str(&format!("\nfailure dump not written: {why}")),
+        _ => {}
+    }
     if vm.error.is_some() && !vm.console_tail.is_empty() {
         let tail = vm.console_tail.join("\n  | ");
         if let Some(e) = vm.error.as_mut() {
