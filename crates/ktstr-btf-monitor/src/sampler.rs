@@ -904,6 +904,21 @@ impl<M: GuestMemory> Sampler<M> {
         }
     }
 
+    /// The address of thread `pid`'s `task_struct` (see [`crate::snapshot::find_task`]).
+    pub fn find_task(&self, pid: i32) -> Result<u64, String> {
+        let l = self.snap.as_ref().map_err(|e| format!("tasks need {e}"))?;
+        let init = self
+            .addrs
+            .init_task
+            .ok_or("no init_task symbol from the guest")?;
+        crate::snapshot::find_task(&self.t, &self.mem, l, init, pid)
+    }
+
+    /// The addresses of the kernel variables it reads.
+    pub fn addrs(&self) -> &KernelAddrs {
+        &self.addrs
+    }
+
     fn sample_cpu(&mut self, cpu: usize) -> Result<RqSample, TranslateError> {
         let l = &self.layout;
         let base = self.info.rq_addrs[cpu];

@@ -502,6 +502,51 @@ impl Walker<'_> {
         Ok(format!("/{}", parts.join("/")))
     }
 
+    /// Every task's address: `init` and the thread-group leaders on its `tasks` list, each
+    /// leader followed by its threads; at most [`MAX_TASKS`].
+    fn task_addrs(&mut self, init: u64) -> Vec<u64> {
+        let l = self.l;
+        let toff = u64::from(l.tasks.offset_bytes);
+        let leaders = match self.list(init.wrapping_add(toff), MAX_TASKS) {
+            Ok(v) => v,
+            Err(e) => {
+                self.errors.push(format!("task list: {e}"));
+                Vec::new()
+            }
+        };
+        let mut out = Vec::new();
+        for leader in std::iter::once(init).chain(leaders.iter().map(|n| n.wrapping_sub(toff))) {
+            if out.len() >= MAX_TASKS {
+                self.errors
+                    .push(format!("more than {MAX_TASKS} tasks, the rest not read"));
+                break;
+            }
+            let mut members = vec![leader];
+            if let Some((signal, head, node)) = l.threads {
+                let threads = self
+                    .u64(leader.wrapping_add(u64::from(signal.offset_bytes)))
+                    .map_err(|e| error_chain(&e))
+                    .and_then(|sig| {
+                        if sig == 0 {
+                            return Ok(Vec::new());
+                        }
+                        self.list(sig.wrapping_add(u64::from(head)), MAX_TASKS)
+                    });
+                match threads {
+                    Ok(v) if !v.is_empty() => {
+                        members = v.iter().map(|n| n.wrapping_sub(u64::from(node))).collect()
+                    }
+                    Ok(_) => {}
+                    Err(e) => self
+                        .errors
+                        .push(format!("threads of task {leader:#x}: {e}")),
+                }
+            }
+            out.extend(members);
+        }
+        out
+    }
+
     fn task(
         &mut self,
         task: u64,
@@ -645,46 +690,12 @@ pub fn read_snapshot(
     if let Some(init) = roots.init_task {
         let mut paths = BTreeMap::new();
         let mut dsq_ids = BTreeMap::new();
-        let toff = u64::from(l.tasks.offset_bytes);
-        let leaders = match w.list(init.wrapping_add(toff), MAX_TASKS) {
-            Ok(v) => v,
-            Err(e) => {
-                w.errors.push(format!("task list: {e}"));
-                Vec::new()
-            }
-        };
-        for leader in std::iter::once(init).chain(leaders.iter().map(|n| n.wrapping_sub(toff))) {
-            if tasks.len() >= MAX_TASKS {
-                w.errors
-                    .push(format!("more than {MAX_TASKS} tasks, the rest not read"));
-                break;
-            }
-            let mut members = vec![leader];
-            if let Some((signal, head, node)) = l.threads {
-                let threads = w
-                    .u64(leader.wrapping_add(u64::from(signal.offset_bytes)))
-                    .map_err(|e| error_chain(&e))
-                    .and_then(|sig| {
-                        if sig == 0 {
-                            return Ok(Vec::new());
-                        }
-                        w.list(sig.wrapping_add(u64::from(head)), MAX_TASKS)
-                    });
-                match threads {
-                    Ok(v) if !v.is_empty() => {
-                        members = v.iter().map(|n| n.wrapping_sub(u64::from(node))).collect()
-                    }
-                    Ok(_) => {}
-                    Err(e) => w.errors.push(format!("threads of task {leader:#x}: {e}")),
-                }
-            }
-            for m in members {
-                match w.task(m, &mut paths, &mut dsq_ids) {
-                    Ok(t) => tasks.push(t),
-                    Err(e) => w
-                        .errors
-                        .push(format!("task at {m:#x}: {}", error_chain(&e))),
-                }
+        for m in w.task_addrs(init) {
+            match w.task(m, &mut paths, &mut dsq_ids) {
+                Ok(t) => tasks.push(t),
+                Err(e) => w
+                    .errors
+                    .push(format!("task at {m:#x}: {}", error_chain(&e))),
             }
         }
     } else {
@@ -711,4 +722,33 @@ pub fn read_snapshot(
         cgroups,
         ..Snapshot::of_sample(sample, w.errors)
     }
+}
+
+/// The address of the `task_struct` of thread `pid`, found by walking the task list from
+/// `init_task` (the guest should be frozen, or the list may change under the walk).
+pub fn find_task(
+    t: &Translator,
+    mem: &dyn GuestMemory,
+    l: &SnapLayout,
+    init_task: u64,
+    pid: i32,
+) -> Result<u64, String> {
+    let classes = [None; 6];
+    let mut w = Walker {
+        classes: &classes,
+        t,
+        mem,
+        l,
+        errors: Vec::new(),
+        buf: Vec::new(),
+    };
+    for a in w.task_addrs(init_task) {
+        if w.task_ref(a).is_ok_and(|r| r.pid == pid) {
+            return Ok(a);
+        }
+    }
+    Err(match w.errors.first() {
+        Some(e) => format!("no task with pid {pid} ({e})"),
+        None => format!("no task with pid {pid}"),
+    })
 }

@@ -147,6 +147,19 @@ impl SymbolTable {
         Self::from_elf_data(&cache, path)
     }
 
+    /// Whether the ELF file at `path` has a non-empty `.symtab` (an unstripped vmlinux
+    /// does; one extracted from a compressed boot image does not). Reads only its headers.
+    pub fn elf_has_symtab(path: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(path) else {
+            return false;
+        };
+        let cache = ReadCache::new(file);
+        object::File::parse(&cache).is_ok_and(|obj| {
+            use object::{Object, ObjectSection};
+            obj.section_by_name(".symtab").is_some_and(|s| s.size() > 0)
+        })
+    }
+
     /// [`Self::from_elf_file`] on an image held in memory.
     pub fn from_elf(data: &[u8]) -> Result<Self, SymbolError> {
         Self::from_elf_data(data, Path::new("<memory>"))

@@ -6,7 +6,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, ToTokens};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, ItemFn, Lit, Token};
@@ -250,6 +250,7 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
     inner_fn.sig.ident = inner.clone();
     inner_fn.vis = syn::Visibility::Inherited;
     let ctor_and_test = hook_and_test(&ctor, &entry, &name, &func.attrs, vis, ignore_attr);
+    let host_ops = names_a_host_op(func.block.to_token_stream());
 
     Ok(quote! {
         #[allow(dead_code)]
@@ -266,11 +267,40 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             expect_err: #expect_err,
             host_only: #host_only,
             requires_smt: #requires_smt,
+            host_ops: #host_ops,
             #(#fields,)*
             ..::ktstr::test_support::KtstrTestEntry::DEFAULT
         };
 
         #ctor_and_test
+    })
+}
+
+/// Ops the host serves from its monitor (snapshots, kernel memory); a test body that names
+/// one gets the monitor.
+const HOST_OPS: [&str; 14] = [
+    "capture_snapshot",
+    "watch_snapshot",
+    "write_kernel_hot",
+    "write_kernel_hot_batch",
+    "write_kernel_cold",
+    "write_kernel_cold_batch",
+    "read_kernel_hot",
+    "read_kernel_cold",
+    "CaptureSnapshot",
+    "WatchSnapshot",
+    "WriteKernelHot",
+    "WriteKernelCold",
+    "ReadKernelHot",
+    "ReadKernelCold",
+];
+
+/// Whether `tokens` name one of [`HOST_OPS`] anywhere.
+fn names_a_host_op(tokens: TokenStream2) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => HOST_OPS.iter().any(|op| i == op),
+        proc_macro2::TokenTree::Group(g) => names_a_host_op(g.stream()),
+        _ => false,
     })
 }
 
@@ -510,6 +540,12 @@ mod tests {
         }
         assert!(expand("auto_repro = false, num_snapshots = 0").is_ok());
         assert!(expand("num_snapshots = 12").is_ok());
+        let body = |b: &str| names_a_host_op(b.parse().unwrap());
+        assert!(body(
+            "{ execute_steps(ctx, vec![Step::with_op(Op::capture_snapshot(\"x\"), h)]) }"
+        ));
+        assert!(body("{ let o = Op::WriteKernelCold { writes }; }"));
+        assert!(!body("{ execute_defs(ctx, defs) /* capture_snapshot */ }"));
         assert!(expand("host_only, num_snapshots = 2")
             .unwrap_err()
             .contains("snapshots"));

@@ -196,11 +196,10 @@ pub fn init_main() -> ! {
     if !wanted.is_empty() {
         match kallsyms_lines(&wanted) {
             Ok(lines) => send(FrameKind::Symbols, lines.as_bytes()),
-            Err(e) => {
-                log(&format!("reading /proc/kallsyms: {e}"));
-                send(FrameKind::Symbols, b"");
-            }
+            Err(e) => log(&format!("reading /proc/kallsyms: {e}")),
         }
+        // An empty Symbols frame ends them (a long answer spans several frames).
+        send(FrameKind::Symbols, b"");
     }
     let result = job.and_then(|job| {
         load_modules(&job.modules)?;
@@ -281,41 +280,85 @@ fn open_bulk_device(dev: &str) -> Result<File, String> {
     opened.map_err(|e| format!("opening {dev}: {e}"))
 }
 
-/// The `/proc/kallsyms` lines of the vmlinux symbols named in `wanted` (comma-separated).
+/// The `/proc/kallsyms` lines of the vmlinux symbols named in `wanted` (comma-separated;
+/// `*` for every one), read only as far as the last of them: the file is large and slow to
+/// read under TCG, and `_text` alone (the host's usual ask) is on one of its first lines.
 fn kallsyms_lines(wanted: &str) -> std::io::Result<String> {
-    let mut text = Vec::with_capacity(16 << 20);
-    File::open("/proc/kallsyms")?.read_to_end(&mut text)?;
-    Ok(filter_kallsyms(&text, wanted))
+    let mut f = KallsymsFilter::new(wanted);
+    let mut r = std::io::BufReader::with_capacity(64 << 10, File::open("/proc/kallsyms")?);
+    let mut line = Vec::new();
+    while !f.done() {
+        line.clear();
+        if std::io::BufRead::read_until(&mut r, b'\n', &mut line)? == 0 {
+            break;
+        }
+        f.line(&line);
+    }
+    Ok(f.out)
 }
 
 /// Keeps the lines of kallsyms text whose name is in `wanted` and that belong to vmlinux
 /// (no `[module]`). Plain byte scanning: this runs in the guest, often under TCG.
+#[cfg(test)]
 fn filter_kallsyms(text: &[u8], wanted: &str) -> String {
-    let mut left: Vec<&[u8]> = wanted
-        .split(',')
-        .map(|s| s.trim().as_bytes())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let mut out = String::new();
+    let mut f = KallsymsFilter::new(wanted);
     for line in text.split(|&b| b == b'\n') {
-        // `ADDR T NAME` with no tab-separated `[module]` after the name.
-        if left.is_empty() {
+        if f.done() {
             break;
         }
+        f.line(line);
+    }
+    f.out
+}
+
+/// The kallsyms lines found so far, and the names still looked for.
+struct KallsymsFilter<'a> {
+    left: Vec<&'a [u8]>,
+    /// `*`: every vmlinux line.
+    all: bool,
+    out: String,
+}
+
+impl<'a> KallsymsFilter<'a> {
+    fn new(wanted: &'a str) -> Self {
+        KallsymsFilter {
+            all: wanted.trim() == "*",
+            left: wanted
+                .split(',')
+                .map(|s| s.trim().as_bytes())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            out: String::new(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        !self.all && self.left.is_empty()
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        // `ADDR T NAME` with no tab-separated `[module]` after the name.
         if line.contains(&b'\t') {
-            continue;
+            return;
         }
         let mut f = line.splitn(3, |&b| b == b' ');
         let (Some(_), Some(_), Some(name)) = (f.next(), f.next(), f.next()) else {
-            continue;
+            return;
         };
-        if let Some(i) = left.iter().position(|w| *w == name) {
-            left.swap_remove(i);
-            out.push_str(&String::from_utf8_lossy(line));
-            out.push('\n');
+        let keep = self.all
+            || match self.left.iter().position(|w| *w == name) {
+                Some(i) => {
+                    self.left.swap_remove(i);
+                    true
+                }
+                None => false,
+            };
+        if keep {
+            self.out.push_str(&String::from_utf8_lossy(line));
+            self.out.push('\n');
         }
     }
-    out
 }
 
 fn read_job() -> Result<Job, String> {
@@ -766,6 +809,12 @@ mod tests {
         assert_eq!(early, "ffffffff81000000 T _text\n");
         assert_eq!(filter_kallsyms(b"junk\n\n", "junk"), "");
         assert_eq!(filter_kallsyms(b"1 t a b\n", "a b"), "1 t a b\n");
+        let all = filter_kallsyms(text.as_bytes(), "*");
+        assert_eq!(
+            all.lines().count(),
+            4,
+            "every vmlinux line, no module's: {all}"
+        );
     }
 
     #[test]

@@ -21,10 +21,13 @@ impl GuestMemory for KvmGuestMemory {
 }
 
 impl crate::watchdog::GuestWriter for KvmGuestMemory {
-    fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError> {
+    fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemError> {
         self.0
-            .write_slice(&value.to_le_bytes(), GuestAddress(gpa))
-            .map_err(|_| MemError::Unmapped { gpa, len: 8 })
+            .write_slice(bytes, GuestAddress(gpa))
+            .map_err(|_| MemError::Unmapped {
+                gpa,
+                len: bytes.len(),
+            })
     }
 }
 

@@ -23,6 +23,7 @@ pub mod failure_dump;
 pub mod guest;
 pub mod initramfs;
 pub mod kernel;
+mod kernel_ops;
 pub mod kvm_memory;
 pub mod monitor;
 pub mod proto;
@@ -50,8 +51,9 @@ pub use serde_json::json;
 pub mod prelude {
     pub use crate::scenario::{
         execute_defs, execute_scenario, execute_scenario_with, execute_steps, execute_steps_with,
-        AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, IrqSelector, Op,
-        Phase, PhaseCgroupStats, Setup, SpawnPlacement, Step, WorkSpec,
+        AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, IrqSelector,
+        KernelTarget, KernelValue, KernelValueWidth, Op, Phase, PhaseCgroupStats, Setup,
+        SpawnPlacement, Step, WorkSpec,
     };
     pub use crate::scenarios;
     pub use crate::test_support::{

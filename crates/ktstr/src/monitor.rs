@@ -350,7 +350,7 @@ impl Monitor {
                     checker: Checker::new(thresholds),
                     trace,
                 };
-                let mut snaps = Snapshots::new(snapshot_at, req_rx, vmlinux.clone());
+                let mut snaps = Snapshots::new(snapshot_at, req_rx);
                 let r = monitor_thread(
                     &vmlinux,
                     watchdog_jiffies,
@@ -461,6 +461,61 @@ struct Sinks {
     trace: Option<TraceWriter<BufWriter<File>>>,
 }
 
+/// What the guest asks `/proc/kallsyms` for: where the kernel's link-time symbols are at
+/// hand ([`link_symbols`]), `_text` only (on its first lines, so the guest reads next to
+/// nothing), the rest coming from them moved by the KASLR slide; otherwise (`*`) every
+/// vmlinux symbol, since kernel memory ops may name any.
+pub fn kallsyms_request(vmlinux: Option<&Path>) -> Vec<String> {
+    match vmlinux.filter(|v| has_link_symbols(v)) {
+        Some(_) => vec![SLIDE_SYMBOL.to_string()],
+        None => vec!["*".to_string()],
+    }
+}
+
+/// The symbol whose runtime address gives the KASLR slide.
+pub(crate) const SLIDE_SYMBOL: &str = "_text";
+
+/// Whether [`link_symbols`] can find the symbols of the kernel whose vmlinux is `vmlinux`.
+fn has_link_symbols(vmlinux: &Path) -> bool {
+    SymbolTable::elf_has_symtab(vmlinux) || vmlinux.with_file_name("System.map").is_file()
+}
+
+/// The link-time symbols of the kernel whose vmlinux is `vmlinux`: its ELF symbol table, or
+/// the `System.map` beside it (a vmlinux unpacked from a bzImage has no symbol table).
+pub(crate) fn link_symbols(vmlinux: &Path) -> Result<SymbolTable, String> {
+    if SymbolTable::elf_has_symtab(vmlinux) {
+        return SymbolTable::from_elf_file(vmlinux)
+            .map_err(|e| format!("symbols of {}: {}", vmlinux.display(), error_chain(&e)));
+    }
+    let map = vmlinux.with_file_name("System.map");
+    let text = std::fs::read_to_string(&map).map_err(|e| {
+        format!(
+            "{} has no symbol table and {} is unreadable ({e})",
+            vmlinux.display(),
+            map.display()
+        )
+    })?;
+    SymbolTable::from_text(&text).map_err(|e| format!("{}: {}", map.display(), error_chain(&e)))
+}
+
+/// The guest kernel's symbols: its kallsyms lines as they came when they hold more than
+/// `_text`, else the link-time ones moved by the slide `_text` shows.
+fn guest_symbols(vmlinux: &Path, kallsyms: &str) -> Result<SymbolTable, String> {
+    let t = SymbolTable::from_text(kallsyms)
+        .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
+    if t.len() > 1 {
+        return Ok(t);
+    }
+    let text = t.lookup(SLIDE_SYMBOL).map(|s| s.addr).ok_or_else(|| {
+        format!("the guest sent neither the monitor's symbols nor `{SLIDE_SYMBOL}`")
+    })?;
+    let link = link_symbols(vmlinux)?;
+    let slide = link
+        .slide_to(SLIDE_SYMBOL, text)
+        .map_err(|e| format!("{}: {}", vmlinux.display(), error_chain(&e)))?;
+    Ok(link.slid(slide))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn monitor_thread(
     vmlinux: &Path,
@@ -494,8 +549,7 @@ fn monitor_thread(
         }
     };
     summary.symbols_ms = Some(start.at.as_millis() as u64);
-    let syms = SymbolTable::from_text(&start.symbols)
-        .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
+    let syms = guest_symbols(vmlinux, &start.symbols)?;
     let addrs = KernelAddrs::from_symbols(&syms).map_err(|e| error_chain(&e))?;
     let regs: Vec<CpuRegs> = start
         .regs?
@@ -511,7 +565,6 @@ fn monitor_thread(
     let (mem, phys_end) = start.ram.open()?;
     let mut sampler = Sampler::new(mem, &btf, &regs, addrs, nr_cpus, phys_end)
         .map_err(|e| format!("setting up the sampler: {}", error_chain(&e)))?;
-    snaps.ready(start.at, start.freezer.clone(), start.ram.writer(), &addrs);
     summary.notes = sampler.info().notes.clone();
     let mut watchdog = match watchdog_jiffies {
         None => None,
@@ -527,7 +580,14 @@ fn monitor_thread(
             }
         }
     };
-    drop(btf);
+    // The BTF stays for kernel memory ops, which resolve fields as tests ask.
+    snaps.ready(
+        start.at,
+        start.freezer.clone(),
+        start.ram.writer(),
+        btf,
+        syms,
+    );
     let period = Duration::from_nanos(1_000_000_000 / u64::from(summary.target_hz.max(1)));
     let mut next = Instant::now();
     let mut first: Option<Instant> = None;

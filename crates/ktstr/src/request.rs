@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::scenario::{KernelTarget, KernelValue, KernelValueWidth};
+
 /// The variable naming the FIFO a test process writes its requests to.
 pub const REQUEST_PATH_ENV: &str = "KTSTR_REQUEST_PATH";
 /// Where guest init makes that FIFO.
@@ -54,6 +56,22 @@ pub enum RequestOp {
     WatchSymbol {
         /// The kernel symbol.
         symbol: String,
+    },
+    /// Write kernel memory, in order; `cold`: with the guest frozen around the batch.
+    KernelWrite {
+        /// Where and what.
+        writes: Vec<(KernelTarget, KernelValue)>,
+        /// Freeze the guest around the writes.
+        cold: bool,
+    },
+    /// Read kernel memory; the answer is the value's JSON ([`KernelValue`]).
+    KernelRead {
+        /// Where.
+        target: KernelTarget,
+        /// How much.
+        width: KernelValueWidth,
+        /// Freeze the guest around the read.
+        cold: bool,
     },
 }
 
@@ -122,8 +140,9 @@ pub fn ask_host(op: RequestOp) -> Result<String, String> {
     line.push(b'\n');
     if line.len() > libc::PIPE_BUF {
         return Err(format!(
-            "request of {} bytes is longer than one atomic pipe write",
-            line.len()
+            "request of {} bytes is longer than one atomic pipe write ({}): split it",
+            line.len(),
+            libc::PIPE_BUF
         ));
     }
     std::fs::OpenOptions::new()
@@ -192,8 +211,7 @@ impl Mailbox {
             }
             if std::time::Instant::now() >= deadline {
                 return Err(format!(
-                    "the host did not answer within {} s (is the host monitor running? \
-                     snapshots need it: set num_snapshots on the test, or KTSTR_MONITOR=1)",
+                    "the host did not answer within {} s (is the host monitor running?)",
                     timeout.as_secs()
                 ));
             }

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ktstr_btf_monitor::KernelAddrs;
 use ktstr_topology::Topology;
 use ktstr_vmm::{
     choose_vmm, fallback_engine, host_kvm, AppChannel, Engine, EngineChoice, TcgThreads, Vm,
@@ -643,15 +642,7 @@ pub fn run(
         }),
         // Guest init answers with the kernel's own addresses of these symbols.
         kallsyms: match &opts.monitor {
-            Some(m) => KernelAddrs::WANTED
-                .iter()
-                .chain(
-                    m.watchdog_jiffies
-                        .iter()
-                        .flat_map(|_| crate::watchdog::SYMBOLS.iter()),
-                )
-                .map(|s| s.to_string())
-                .collect(),
+            Some(_) => crate::monitor::kallsyms_request(opts.kernel.vmlinux.as_deref()),
             None => Vec::new(),
         },
         channel_modules: channel_names,
@@ -965,6 +956,7 @@ fn attempt_once(
     let mut init_error: Option<String> = None;
     let vm_exit: Option<VmExit>;
     let mut timed_out = false;
+    let mut symbols = Vec::new();
     loop {
         if cancel.load(Ordering::SeqCst) {
             vm.kill();
@@ -976,8 +968,14 @@ fn attempt_once(
             Ok(ev) => {
                 if let Event::Frame(f) = &ev {
                     match (f.kind, monitor.as_mut()) {
-                        (FrameKind::Symbols, Some(m)) => {
-                            m.start(String::from_utf8_lossy(&f.payload).into_owned(), &vm)
+                        // A long answer spans several frames; an empty one ends it.
+                        (FrameKind::Symbols, Some(m)) if f.payload.is_empty() => {
+                            m.start(String::from_utf8_lossy(&symbols).into_owned(), &vm)
+                        }
+                        (FrameKind::Symbols, Some(_))
+                            if symbols.len() + f.payload.len() <= MAX_SYMBOLS =>
+                        {
+                            symbols.extend_from_slice(&f.payload)
                         }
                         (FrameKind::Exit, Some(m)) => m.stop(),
                         (FrameKind::Request, m) => {
@@ -1143,6 +1141,9 @@ fn failure_dump(report: &RunReport, console: &str) -> Option<Result<PathBuf, Str
     Some(crate::failure_dump::write(&what, m, &schedulers, console))
 }
 
+/// Most bytes of kernel symbols a guest may send (a whole `/proc/kallsyms` is ~10 MB).
+const MAX_SYMBOLS: usize = 64 << 20;
+
 /// Hands a test process's request to the monitor, or refuses it in the asker's mailbox
 /// when there is no monitor to serve it.
 fn serve_request(payload: &[u8], monitor: Option<&Monitor>, vm: &Vm, report: &mut RunReport) {
@@ -1160,8 +1161,9 @@ fn serve_request(payload: &[u8], monitor: Option<&Monitor>, vm: &Vm, report: &mu
         },
         None => (
             r,
-            "host requests (snapshots) need the host monitor: set num_snapshots on the test, \
-             or KTSTR_MONITOR=1",
+            "host requests (snapshots, kernel memory ops) need the host monitor, which a \
+             test gets when its body names such an op; for ops built elsewhere set \
+             num_snapshots on the test, or KTSTR_MONITOR=1 (`ktstr exec`: --monitor)",
         ),
     };
     if let Err(e) = GuestRam::of(vm).reply(refused.0.mailbox, Status::Refused, refused.1) {

@@ -6,14 +6,14 @@
 //! test process goes on only after its snapshot was read.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ktstr_btf_monitor::sampler::error_chain;
-use ktstr_btf_monitor::{GuestMemory, KernelAddrs, Sample, Sampler, Snapshot, SymbolTable};
+use ktstr_btf_monitor::{Btf, GuestMemory, Sample, Sampler, Snapshot, SymbolTable};
 use ktstr_vmm::Freezer;
 
+use crate::kernel_ops::KernelOps;
 use crate::monitor::{MonitorSummary, MAX_SNAPSHOTS, RECENT_SAMPLES};
 use crate::request::{Request, RequestOp, Status};
 use crate::watchdog::GuestWriter;
@@ -36,15 +36,12 @@ pub(crate) struct Snapshots {
     at: Vec<Duration>,
     next: usize,
     requests: mpsc::Receiver<Request>,
-    vmlinux: PathBuf,
     /// Launch to the symbols' arrival, once the monitor is set up.
     origin: Option<Duration>,
     freezer: Option<Freezer>,
     writer: Result<Box<dyn GuestWriter>, String>,
-    /// vmlinux's symbols and the KASLR slide, loaded on the first watch.
-    elf: Option<Result<(SymbolTable, u64), String>>,
-    /// The runtime address of `init_top_pgt`, to compute that slide.
-    anchor: Option<u64>,
+    /// Kernel memory ops (and symbol lookups for watches), once the monitor is set up.
+    kops: Option<KernelOps>,
     watches: Vec<Watch>,
     taken: Vec<Snapshot>,
     errors: Vec<String>,
@@ -58,22 +55,16 @@ pub(crate) struct Snapshots {
 
 impl Snapshots {
     /// Plans snapshots at `at` and serves the requests coming on `requests`.
-    pub(crate) fn new(
-        mut at: Vec<Duration>,
-        requests: mpsc::Receiver<Request>,
-        vmlinux: PathBuf,
-    ) -> Self {
+    pub(crate) fn new(mut at: Vec<Duration>, requests: mpsc::Receiver<Request>) -> Self {
         at.sort();
         Snapshots {
             at,
             next: 0,
             requests,
-            vmlinux,
             origin: None,
             freezer: None,
             writer: Err("the monitor is not set up".into()),
-            elf: None,
-            anchor: None,
+            kops: None,
             watches: Vec::new(),
             taken: Vec::new(),
             errors: Vec::new(),
@@ -83,18 +74,20 @@ impl Snapshots {
         }
     }
 
-    /// The monitor is set up: the symbols arrived `at` after launch.
+    /// The monitor is set up: the symbols arrived `at` after launch; `btf` and `syms` are
+    /// the guest kernel's (runtime addresses).
     pub(crate) fn ready(
         &mut self,
         at: Duration,
         freezer: Option<Freezer>,
         writer: Result<Box<dyn GuestWriter>, String>,
-        addrs: &KernelAddrs,
+        btf: Btf,
+        syms: SymbolTable,
     ) {
         self.origin = Some(at);
         self.freezer = freezer;
         self.writer = writer;
-        self.anchor = Some(addrs.init_top_pgt);
+        self.kops = Some(KernelOps::new(btf, syms));
     }
 
     /// Takes whatever is due: requested snapshots, planned ones, watched symbols that changed.
@@ -171,6 +164,19 @@ impl Snapshots {
                 .take(name, sampler, launch, Some(r.mailbox))
                 .map(|()| None),
             RequestOp::WatchSymbol { symbol } => self.watch(symbol, sampler).map(Some),
+            RequestOp::KernelWrite { writes, cold } => self
+                .kernel_op(*cold, r.mailbox, sampler, |k, s, w| k.write(writes, s, w))
+                .map(|()| None),
+            RequestOp::KernelRead {
+                target,
+                width,
+                cold,
+            } => self
+                .kernel_op(*cold, r.mailbox, sampler, |k, s, _| {
+                    let v = k.read(target, *width, s)?;
+                    serde_json::to_string(&v).map_err(|e| e.to_string())
+                })
+                .map(|()| None),
         };
         let (status, message) = match result {
             // Already answered while frozen.
@@ -184,6 +190,42 @@ impl Snapshots {
         if let Err(e) = self.reply(r.mailbox, status, &message) {
             self.errors.push(format!("answering a request: {e}"));
         }
+    }
+
+    /// Runs a kernel memory op, the guest frozen around it when `cold`, and answers
+    /// `mailbox` with its result (before thawing).
+    fn kernel_op<M: GuestMemory>(
+        &mut self,
+        cold: bool,
+        mailbox: u64,
+        sampler: &mut Sampler<M>,
+        op: impl FnOnce(&mut KernelOps, &Sampler<M>, &dyn GuestWriter) -> Result<String, String>,
+    ) -> Result<(), String> {
+        let frozen = match (cold, &self.freezer) {
+            (false, _) => None,
+            (true, Some(f)) => Some(
+                f.freeze(FREEZE_TIMEOUT)
+                    .map_err(|e| format!("freezing the guest: {}", error_chain(&e)))?,
+            ),
+            (true, None) => return Err("the guest cannot be frozen for a cold op".into()),
+        };
+        let writer = self.writer.as_ref().map_err(|e| e.clone())?;
+        let kops = self.kops.as_mut().ok_or("the monitor is not set up")?;
+        let (status, message) = match op(kops, sampler, writer.as_ref()) {
+            Ok(m) => (Status::Done, m),
+            Err(e) => (Status::Refused, e),
+        };
+        if status == Status::Refused {
+            self.errors.push(message.clone());
+        }
+        let answered = self.reply(mailbox, status, &message);
+        if let Some(f) = frozen {
+            let held = f
+                .thaw()
+                .map_err(|e| format!("thawing the guest: {}", error_chain(&e)))?;
+            self.frozen += held;
+        }
+        answered
     }
 
     fn reply(&self, mailbox: u64, status: Status, message: &str) -> Result<(), String> {
@@ -202,22 +244,12 @@ impl Snapshots {
                 "watch {symbol}: already watching {MAX_WATCHES} symbols"
             ));
         }
-        let anchor = self.anchor.ok_or("the monitor is not set up")?;
-        let vmlinux = self.vmlinux.clone();
-        let elf = self.elf.get_or_insert_with(|| {
-            let t = SymbolTable::from_elf_file(&vmlinux)
-                .map_err(|e| format!("symbols of {}: {}", vmlinux.display(), error_chain(&e)))?;
-            let link = t
-                .lookup("init_top_pgt")
-                .map(|s| s.addr)
-                .ok_or_else(|| format!("{} has no init_top_pgt", vmlinux.display()))?;
-            Ok((t, anchor.wrapping_sub(link)))
-        });
-        let (table, slide) = elf.as_ref().map_err(|e| format!("watch {symbol}: {e}"))?;
-        let addr = table
-            .lookup(symbol)
-            .map(|s| s.addr.wrapping_add(*slide))
-            .ok_or_else(|| format!("watch {symbol}: no such kernel symbol"))?;
+        let addr = self
+            .kops
+            .as_mut()
+            .ok_or("the monitor is not set up")?
+            .symbol_addr(symbol)
+            .map_err(|e| format!("watch {symbol}: {e}"))?;
         let last = sampler
             .translator()
             .read_virt_u64(sampler.memory(), addr)

@@ -54,13 +54,18 @@ enum State {
 
 /// Writes guest-physical memory: QEMU's RAM files or ktstr's own VMM's memory.
 pub trait GuestWriter: Send {
+    /// Writes `bytes` at `gpa`.
+    fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemError>;
+
     /// Writes a little-endian `u64` at `gpa`.
-    fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError>;
+    fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError> {
+        self.write(gpa, &value.to_le_bytes())
+    }
 }
 
 impl GuestWriter for RamWriter {
-    fn write_u64(&self, gpa: u64, value: u64) -> Result<(), MemError> {
-        RamWriter::write_u64(self, gpa, value)
+    fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemError> {
+        RamWriter::write(self, gpa, bytes)
     }
 }
 

@@ -6,7 +6,7 @@
 //! a kernel they print `SKIPPED <test>: <reason>` (and fail under `KTSTR_REQUIRE_VM=1`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context};
 use ktstr::prelude::*;
@@ -1094,4 +1094,100 @@ fn snapshots_match_the_guest(vm: &VmResult) -> Result<()> {
     let frozen_ms = vm.snapshots.iter().map(|s| s.frozen_us).max().unwrap_or(0) / 1000;
     claim!(verdict, frozen_ms).at_most(1000u64);
     verdict.into_anyhow_or_log()
+}
+
+/// Runs one op as a step of its own (no cgroups), returning what the scenario said.
+fn run_op(ctx: &Ctx, op: Op) -> Result<AssertResult> {
+    execute_steps(
+        ctx,
+        vec![Step::with_op(op, HoldSpec::fixed(Duration::from_millis(1)))],
+    )
+}
+
+/// Kernel memory ops from the host, checked by the guest itself: a cold write to a sysctl's
+/// variable shows in `/proc/sys`, a hot write to this process's `task_struct.comm` shows in
+/// `/proc/<pid>/comm`, reads of a per-CPU field and of a task field give what the guest knows,
+/// and writes outside the kernel's data (text, a field too narrow) are refused by name.
+#[ktstr_test(llcs = 1, cores = 2, threads = 1, duration_s = 1)]
+fn kernel_memory_ops_are_seen_by_the_guest(ctx: &Ctx) -> Result<AssertResult> {
+    const RT: &str = "/proc/sys/kernel/sched_rt_runtime_us";
+    let sysctl = || -> Result<String> { Ok(std::fs::read_to_string(RT)?.trim().to_string()) };
+    let before = sysctl()?;
+    let rt = || KernelTarget::symbol("sysctl_sched_rt_runtime");
+    run_op(ctx, Op::write_kernel_cold(rt(), KernelValue::u32(950_001)))?;
+    ensure!(
+        sysctl()? == "950001",
+        "{RT} reads {} after the write",
+        sysctl()?
+    );
+    run_op(
+        ctx,
+        Op::read_kernel_cold("rt", rt(), KernelValueWidth::u32()),
+    )?;
+    ensure!(ctx.kernel_read("rt") == Some(KernelValue::u32(950_001)));
+    run_op(
+        ctx,
+        Op::write_kernel_hot(rt(), KernelValue::u32(before.parse()?)),
+    )?;
+    ensure!(sysctl()? == before, "not restored: {}", sysctl()?);
+
+    let pid = std::process::id();
+    run_op(
+        ctx,
+        Op::read_kernel_hot(
+            "cpu1",
+            KernelTarget::per_cpu_field("runqueues", "cpu", 1),
+            KernelValueWidth::u32(),
+        ),
+    )?;
+    ensure!(ctx.kernel_read("cpu1") == Some(KernelValue::u32(1)));
+    run_op(
+        ctx,
+        Op::read_kernel_hot(
+            "pid",
+            KernelTarget::task_field(pid, 0, "pid"),
+            KernelValueWidth::u32(),
+        ),
+    )?;
+    ensure!(ctx.kernel_read("pid") == Some(KernelValue::u32(pid)));
+    run_op(
+        ctx,
+        Op::write_kernel_hot(
+            KernelTarget::task_field(pid, 0, "comm"),
+            KernelValue::bytes(*b"renamed-by-host\0"),
+        ),
+    )?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
+    ensure!(comm.trim() == "renamed-by-host", "comm is {comm:?}");
+
+    let refused = |op: Op, want: &str| -> Result<()> {
+        let e = match run_op(ctx, op) {
+            Ok(r) => anyhow::bail!("not refused: {r}"),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(e.contains(want), "refused, but not for `{want}`: {e}");
+        Ok(())
+    };
+    refused(
+        Op::write_kernel_cold(KernelTarget::symbol("schedule"), KernelValue::u32(0)),
+        "outside the kernel's data",
+    )?;
+    refused(
+        Op::write_kernel_hot(
+            KernelTarget::per_cpu_field("runqueues", "cpu", 0),
+            KernelValue::u64(0),
+        ),
+        "do not fit the 4-byte field",
+    )?;
+    refused(
+        Op::read_kernel_hot(
+            "x",
+            KernelTarget::symbol("no_such_symbol_here"),
+            KernelValueWidth::u32(),
+        ),
+        "no kernel symbol `no_such_symbol_here`",
+    )?;
+    // The guest still runs its scheduler: nothing else was written.
+    ensure!(std::fs::read_to_string("/proc/self/stat")?.contains(") R"));
+    Ok(AssertResult::pass())
 }

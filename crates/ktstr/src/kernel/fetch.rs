@@ -331,6 +331,12 @@ fn fetch_into(
     if let Some(c) = config {
         mv(&c, &work.join("config"))?;
     }
+    // The vmlinux unpacked from the bzImage has no symbol table: the host monitor finds
+    // kernel symbols in System.map instead.
+    let system_map = root.join(format!("boot/System.map-{release}"));
+    if system_map.is_file() {
+        mv(&system_map, &work.join("System.map"))?;
+    }
     let modules = work.join("modules");
     std::fs::create_dir_all(&modules).map_err(|e| KtstrError::io(&modules, e))?;
     for item in [

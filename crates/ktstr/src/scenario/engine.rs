@@ -418,6 +418,31 @@ impl<'c> Engine<'c> {
                 self.notes.push(said);
                 Ok(())
             }
+            Op::WriteKernelHot { writes } | Op::WriteKernelCold { writes } => {
+                let cold = matches!(op, Op::WriteKernelCold { .. });
+                let said = crate::request::ask_host(crate::request::RequestOp::KernelWrite {
+                    writes: writes.clone(),
+                    cold,
+                })
+                .map_err(|e| anyhow!("kernel write: {e}"))?;
+                self.notes.push(said);
+                Ok(())
+            }
+            Op::ReadKernelHot { tag, target, width }
+            | Op::ReadKernelCold { tag, target, width } => {
+                let cold = matches!(op, Op::ReadKernelCold { .. });
+                let said = crate::request::ask_host(crate::request::RequestOp::KernelRead {
+                    target: target.clone(),
+                    width: *width,
+                    cold,
+                })
+                .map_err(|e| anyhow!("kernel read {tag}: {e}"))?;
+                let value: crate::scenario::KernelValue = serde_json::from_str(&said)
+                    .map_err(|e| anyhow!("kernel read {tag}: the host's answer {said:?}: {e}"))?;
+                self.notes.push(format!("read {tag}: {value:?}"));
+                self.ctx.record_kernel_read(tag, value);
+                Ok(())
+            }
             Op::StopCgroup { cgroup } => self.stop(cgroup),
             Op::SetAffinity { cgroup, affinity } => self.set_affinity(cgroup, affinity),
             Op::MoveAllTasks { from, to } => {

@@ -10,6 +10,7 @@
 pub mod def;
 mod engine;
 pub mod irq;
+pub mod kernel_mem;
 pub mod payload_run;
 pub mod phase;
 pub mod sched_ctl;
@@ -28,6 +29,7 @@ use ktstr_workload::CgroupGroup;
 
 pub use def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
 pub use irq::IrqSelector;
+pub use kernel_mem::{KernelTarget, KernelValue, KernelValueWidth};
 pub use payload_run::PayloadResult;
 pub use phase::{Phase, PhaseCgroupStats, PhaseWorker};
 pub use sched_ctl::SchedulerCtl;
@@ -70,6 +72,7 @@ pub struct Ctx {
     phases: Mutex<Vec<PhaseCgroupStats>>,
     payload_results: Mutex<Vec<PayloadResult>>,
     captured_procs: Mutex<BTreeMap<String, Vec<i32>>>,
+    kernel_reads: Mutex<BTreeMap<String, KernelValue>>,
 }
 
 impl Ctx {
@@ -99,6 +102,7 @@ impl Ctx {
             phases: Mutex::new(Vec::new()),
             payload_results: Mutex::new(Vec::new()),
             captured_procs: Mutex::new(BTreeMap::new()),
+            kernel_reads: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -137,6 +141,22 @@ impl Ctx {
     /// The processes [`Op::CaptureCgroupProcs`] recorded under `tag` (the latest capture).
     pub fn captured_cgroup_procs(&self, tag: &str) -> Option<Vec<i32>> {
         self.captured_procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tag)
+            .cloned()
+    }
+
+    fn record_kernel_read(&self, tag: &str, value: KernelValue) {
+        self.kernel_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tag.to_string(), value);
+    }
+
+    /// The value [`Op::ReadKernelHot`] or [`Op::ReadKernelCold`] read under `tag` (the latest).
+    pub fn kernel_read(&self, tag: &str) -> Option<KernelValue> {
+        self.kernel_reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(tag)

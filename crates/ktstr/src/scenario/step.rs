@@ -8,6 +8,7 @@ use ktstr_workload::WorkType;
 
 use super::def::{AffinityIntent, CgroupDef, CpusetSpec, WorkSpec};
 use super::irq::IrqSelector;
+use super::kernel_mem::{KernelTarget, KernelValue, KernelValueWidth};
 use super::owned;
 use super::Ctx;
 use crate::test_support::{Payload, Scheduler};
@@ -201,6 +202,35 @@ pub enum Op {
         /// The kernel symbol.
         symbol: String,
     },
+    /// Write kernel memory while the guest runs, in order (see [`KernelTarget`]).
+    WriteKernelHot {
+        /// Where and what.
+        writes: Vec<(KernelTarget, KernelValue)>,
+    },
+    /// Write kernel memory with every vCPU frozen around the whole batch.
+    WriteKernelCold {
+        /// Where and what.
+        writes: Vec<(KernelTarget, KernelValue)>,
+    },
+    /// Read kernel memory while the guest runs; kept under `tag`
+    /// ([`Ctx::kernel_read`](super::Ctx::kernel_read)) and in the scenario's notes.
+    ReadKernelHot {
+        /// Name the value is kept under.
+        tag: String,
+        /// Where.
+        target: KernelTarget,
+        /// How much.
+        width: KernelValueWidth,
+    },
+    /// Read kernel memory with every vCPU frozen.
+    ReadKernelCold {
+        /// Name the value is kept under.
+        tag: String,
+        /// Where.
+        target: KernelTarget,
+        /// How much.
+        width: KernelValueWidth,
+    },
     /// Attach a sched_ext scheduler (none may be attached).
     AttachScheduler {
         /// The scheduler; its binary must be in the guest (`scheduler` or `staged_schedulers`).
@@ -379,6 +409,58 @@ impl Op {
     pub fn watch_snapshot(symbol: impl Into<Cow<'static, str>>) -> Op {
         Op::WatchSnapshot {
             symbol: owned(symbol),
+        }
+    }
+    /// Writes `value` at `target` while the guest runs.
+    pub fn write_kernel_hot(target: KernelTarget, value: KernelValue) -> Op {
+        Op::WriteKernelHot {
+            writes: vec![(target, value)],
+        }
+    }
+    /// Writes each pair, in order, while the guest runs.
+    pub fn write_kernel_hot_batch(
+        writes: impl IntoIterator<Item = (KernelTarget, KernelValue)>,
+    ) -> Op {
+        Op::WriteKernelHot {
+            writes: writes.into_iter().collect(),
+        }
+    }
+    /// Writes `value` at `target` with the guest frozen.
+    pub fn write_kernel_cold(target: KernelTarget, value: KernelValue) -> Op {
+        Op::WriteKernelCold {
+            writes: vec![(target, value)],
+        }
+    }
+    /// Writes each pair with the guest frozen once around them all.
+    pub fn write_kernel_cold_batch(
+        writes: impl IntoIterator<Item = (KernelTarget, KernelValue)>,
+    ) -> Op {
+        Op::WriteKernelCold {
+            writes: writes.into_iter().collect(),
+        }
+    }
+    /// Reads `width` at `target` while the guest runs, kept under `tag`.
+    pub fn read_kernel_hot(
+        tag: impl Into<Cow<'static, str>>,
+        target: KernelTarget,
+        width: KernelValueWidth,
+    ) -> Op {
+        Op::ReadKernelHot {
+            tag: owned(tag),
+            target,
+            width,
+        }
+    }
+    /// Reads `width` at `target` with the guest frozen, kept under `tag`.
+    pub fn read_kernel_cold(
+        tag: impl Into<Cow<'static, str>>,
+        target: KernelTarget,
+        width: KernelValueWidth,
+    ) -> Op {
+        Op::ReadKernelCold {
+            tag: owned(tag),
+            target,
+            width,
         }
     }
     /// Attaches `scheduler`.

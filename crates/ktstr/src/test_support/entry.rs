@@ -45,6 +45,9 @@ pub struct KtstrTestEntry {
     /// Snapshots taken over 10-90 % of the run, the guest frozen for each (0: none); they
     /// reach `post_vm` as [`VmResult::snapshots`].
     pub num_snapshots: u32,
+    /// The body names an op the host serves (`Op::capture_snapshot`, kernel memory ops):
+    /// the host monitor runs for it. Set by `#[ktstr_test]` from the body's tokens.
+    pub host_ops: bool,
     /// The scheduler under test ([`Scheduler::EEVDF`] for the kernel's own).
     pub scheduler: &'static Scheduler,
     /// Other schedulers packed into the guest for scheduler ops (`Op::attach_scheduler`).
@@ -99,6 +102,7 @@ impl KtstrTestEntry {
         duration_s: None,
         watchdog_timeout_s: None,
         num_snapshots: 0,
+        host_ops: false,
         scheduler: &Scheduler::EEVDF,
         staged_schedulers: &[],
         payload: None,

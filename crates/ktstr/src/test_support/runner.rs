@@ -367,6 +367,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     if assert.wants_monitor()
         || entry.watchdog_timeout_s.is_some()
         || entry.num_snapshots > 0
+        || entry.host_ops
         || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1")
     {
         let mut m = monitor_options(entry.name, &assert);
