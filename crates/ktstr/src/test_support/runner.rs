@@ -273,7 +273,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         "{},{},{},{}",
         topology.numa_nodes, topology.llcs, topology.cores, topology.threads
     );
-    if entry.requires_smt && topology.threads < 2 {
+    if entry.constraints.requires_smt && topology.threads < 2 {
         return Err(Unrunnable::Skip(format!(
             "requires_smt but the topology {topo_text} has one thread per core"
         )));
