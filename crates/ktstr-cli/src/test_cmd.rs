@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ktstr::test_support::{TestRecord, Verdict, RESULTS_DIR_ENV};
+use ktstr::test_support::{gauntlet, TestRecord, Verdict, RESULTS_DIR_ENV};
 
 /// Options of `test`.
 #[derive(Debug, Args)]
@@ -25,6 +25,14 @@ pub struct TestArgs {
     /// Run the host-side runqueue monitor beside every VM test (its findings are reported).
     #[arg(long)]
     monitor: bool,
+    /// Also run each test on every gauntlet topology preset its constraints admit, as
+    /// `gauntlet/<test>/<preset>` (presets bigger than the host on single-threaded TCG;
+    /// those whose memory the host cannot hold skipped, saying why).
+    #[arg(long)]
+    gauntlet: bool,
+    /// Say which gauntlet presets the tests' constraints leave out, and why.
+    #[arg(short, long)]
+    verbose: bool,
     /// Use `cargo test` even when cargo-nextest is installed.
     #[arg(long)]
     cargo_test: bool,
@@ -72,6 +80,12 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
         if a.monitor {
             cmd.env(ktstr::test_support::runner::MONITOR_ENV, "1");
         }
+        if a.gauntlet {
+            cmd.env(gauntlet::GAUNTLET_ENV, "1");
+        }
+        if a.verbose {
+            cmd.env(gauntlet::VERBOSE_ENV, "1");
+        }
         if let Some(spec) = spec {
             // Resolved (fetched or built) above: the tests find it in the cache.
             cmd.env("KTSTR_KERNEL", spec);
@@ -89,6 +103,19 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
         let status = cmd.status().context("running cargo")?;
         if !status.success() {
             worst = status.code().unwrap_or(1).max(1);
+        }
+        if a.gauntlet {
+            let rejected = read_rejected(&dir);
+            if a.verbose {
+                for r in &rejected {
+                    progress(r);
+                }
+            } else if !rejected.is_empty() {
+                progress(&format!(
+                    "gauntlet: {} test/preset pairs not run: the tests' constraints reject them (-v says which)",
+                    rejected.len()
+                ));
+            }
         }
         for rec in read_records(&dir)? {
             rows.push(Row {
@@ -116,6 +143,25 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
         worst = 1;
     }
     Ok(worst)
+}
+
+/// The presets the tests' constraints rejected, as the test binaries' listings wrote them.
+fn read_rejected(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(gauntlet::REJECTED_PREFIX)
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn read_records(dir: &Path) -> Result<Vec<TestRecord>> {

@@ -297,6 +297,7 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             assert: ::ktstr::prelude::Assert::NO_OVERRIDES #(#asserts)*,
             expect_err: #expect_err,
             host_only: #host_only,
+            ignore: #ignore,
             constraints: ::ktstr::test_support::TopologyConstraints {
                 #(#limits,)*
                 ..#sched_constraints

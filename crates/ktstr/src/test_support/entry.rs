@@ -71,6 +71,8 @@ pub struct KtstrTestEntry {
     pub constraints: TopologyConstraints,
     /// Run on the host, without a VM.
     pub host_only: bool,
+    /// `#[ignore]`d: its gauntlet runs are listed among the ignored tests too.
+    pub ignore: bool,
     /// A check of the result that runs whatever became of the guest (even after a failure,
     /// unlike `post_vm`); its failure fails the test.
     pub post_vm_unconditional: Option<PostVmFn>,
@@ -111,6 +113,7 @@ impl KtstrTestEntry {
         expect_scx_bpf_error_contains: None,
         constraints: TopologyConstraints::DEFAULT,
         host_only: false,
+        ignore: false,
         post_vm_unconditional: None,
         kaslr: true,
     };

@@ -175,7 +175,18 @@ impl TopologyConstraints {
 
     /// `Ok` when `t` is admitted, else why not, with the numbers (`9 CPUs > max_cpus 4`).
     pub fn admits(&self, t: &Topology) -> Result<(), String> {
-        let (nodes, llcs, cpus) = (t.numa_nodes, t.total_llcs(), t.total_cpus());
+        self.admits_shape(t.numa_nodes, t.total_llcs(), t.total_cpus(), t.threads)
+    }
+
+    /// [`TopologyConstraints::admits`] for `nodes` NUMA nodes, `llcs` LLCs in all, `cpus`
+    /// CPUs and `threads` per core.
+    pub fn admits_shape(
+        &self,
+        nodes: u32,
+        llcs: u32,
+        cpus: u32,
+        threads: u32,
+    ) -> Result<(), String> {
         let over = |what: &str, n: u32, key: &str, bound: Option<u32>| match bound {
             Some(b) if n > b => Err(format!("{n} {what} > {key} {b}")),
             _ => Ok(()),
@@ -191,7 +202,7 @@ impl TopologyConstraints {
         over("NUMA nodes", nodes, "max_numa_nodes", self.max_numa_nodes)?;
         under("LLCs", llcs, "min_llcs", self.min_llcs)?;
         over("LLCs", llcs, "max_llcs", self.max_llcs)?;
-        if self.requires_smt && t.threads < 2 {
+        if self.requires_smt && threads < 2 {
             return Err("no SMT, and requires_smt".into());
         }
         under("CPUs", cpus, "min_cpus", self.min_cpus)?;
@@ -241,6 +252,12 @@ impl TopoPreset {
             memory_mib,
             llc_cores: None,
         }
+    }
+
+    /// False for a preset of unequal LLCs, which the gauntlet does not run (as the existing
+    /// ktstr keeps `192cpu-11llc-smt` for its verifier sweep).
+    pub fn in_gauntlet(&self) -> bool {
+        self.llc_cores.is_none()
     }
 
     /// Its CPUs.
@@ -476,13 +493,18 @@ pub fn plan(
     test_memory_mib: Option<u64>,
     host: HostSize,
 ) -> Plan {
+    if let Err(why) = constraints.admits_shape(
+        preset.numa_nodes,
+        preset.llcs,
+        preset.cpus(),
+        preset.threads,
+    ) {
+        return Plan::Rejected(why);
+    }
     let topology = match preset.topology() {
         Ok(t) => t,
         Err(why) => return Plan::Skip(why),
     };
-    if let Err(why) = constraints.admits(&topology) {
-        return Plan::Rejected(why);
-    }
     let memory = preset_memory_mib(preset, test_memory_mib);
     if let Some(host_mib) = host.memory_mib {
         if memory > host_mib {
@@ -499,6 +521,111 @@ pub fn plan(
         )
     });
     Plan::Run { single_tcg }
+}
+
+/// Set to `1` (by `cargo ktstr test --gauntlet`) to list and run the gauntlet.
+pub const GAUNTLET_ENV: &str = "KTSTR_GAUNTLET";
+/// Set to `1` (by `cargo ktstr test -v`) for the gauntlet to say why it leaves presets out.
+pub const VERBOSE_ENV: &str = "KTSTR_VERBOSE";
+
+/// Files in `$KTSTR_RESULTS_DIR` that list the presets a binary's tests reject
+/// (`<prefix><pid>.txt`, one `gauntlet/<test>/<preset>: not run: <why>` a line).
+pub const REJECTED_PREFIX: &str = "gauntlet-rejected-";
+
+/// True under `cargo ktstr test --gauntlet` (`$KTSTR_GAUNTLET=1`).
+pub fn gauntlet_mode() -> bool {
+    std::env::var(GAUNTLET_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The gauntlet of `tests` on `host`: the `gauntlet/<test>/<preset>` names to list (those
+/// the constraints admit, including those the host will skip, so that the skip is reported),
+/// and one line per preset a test's constraints reject, saying why.
+/// `ignored` lists the runs of `#[ignore]`d tests (libtest's `--ignored`), else the others'.
+pub fn listing<'a>(
+    tests: impl IntoIterator<Item = &'a super::KtstrTestEntry>,
+    host: HostSize,
+    ignored: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut names = Vec::new();
+    let mut rejected = Vec::new();
+    for t in tests
+        .into_iter()
+        .filter(|t| !t.host_only && t.ignore == ignored)
+    {
+        for p in GAUNTLET_PRESETS.iter().filter(|p| p.in_gauntlet()) {
+            match plan(p, &t.constraints, t.memory_mib, host) {
+                Plan::Rejected(why) => {
+                    rejected.push(format!("{}: not run: {why}", variant_name(t.name, p.name)))
+                }
+                Plan::Run { .. } | Plan::Skip(_) => names.push(variant_name(t.name, p.name)),
+            }
+        }
+    }
+    (names, rejected)
+}
+
+/// What libtest's command line (as nextest and `cargo test` give it) asks of the gauntlet.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LibtestArgs {
+    /// `--list`.
+    pub list: bool,
+    /// `--ignored`: list (or run) the ignored tests, the gauntlet runs of `#[ignore]`d tests
+    /// among them.
+    pub ignored: bool,
+    /// `--exact`: filters are whole names.
+    pub exact: bool,
+    /// Name filters.
+    pub filters: Vec<String>,
+    /// `--skip` filters.
+    pub skips: Vec<String>,
+}
+
+impl LibtestArgs {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: &[String]) -> LibtestArgs {
+        let mut out = LibtestArgs::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--list" => out.list = true,
+                "--ignored" => out.ignored = true,
+                "--exact" => out.exact = true,
+                "--skip" => out.skips.extend(it.next().cloned()),
+                "--format" | "--test-threads" | "--color" | "--logfile" | "--shuffle-seed"
+                | "-Z" => {
+                    let _ = it.next();
+                }
+                a if a.starts_with('-') => {}
+                a => out.filters.push(a.to_string()),
+            }
+        }
+        out
+    }
+
+    /// True when `name` passes the filters.
+    pub fn selects(&self, name: &str) -> bool {
+        let hit = |f: &String| {
+            if self.exact {
+                f == name
+            } else {
+                name.contains(f.as_str())
+            }
+        };
+        (self.filters.is_empty() || self.filters.iter().any(hit))
+            && !self.skips.iter().any(|f| hit(f))
+    }
+
+    /// The `gauntlet/..` names asked for by name (what nextest runs: `--exact NAME`).
+    pub fn gauntlet_runs(&self) -> Vec<&str> {
+        if self.list {
+            return Vec::new();
+        }
+        self.filters
+            .iter()
+            .map(String::as_str)
+            .filter(|f| parse_variant_name(f).is_some())
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -719,6 +846,66 @@ mod tests {
             .consistent()
             .is_err());
         assert_eq!(TopologyConstraints::default(), TopologyConstraints::DEFAULT);
+    }
+
+    #[test]
+    fn libtest_arguments_as_nextest_gives_them() {
+        let a = |s: &str| LibtestArgs::parse(&s.split(' ').map(String::from).collect::<Vec<_>>());
+        let list = a("--list --format terse");
+        assert!(list.list && !list.ignored && list.filters.is_empty());
+        assert!(list.selects("gauntlet/t/4cpu-1llc-nosmt"));
+        assert!(a("--list --format terse --ignored").ignored);
+        let run = a("--exact gauntlet/t/4cpu-1llc-nosmt --nocapture");
+        assert_eq!(run.gauntlet_runs(), ["gauntlet/t/4cpu-1llc-nosmt"]);
+        assert!(!run.selects("gauntlet/t/4cpu-2llc-nosmt"));
+        let filtered = a("--list tiny --skip 2llc");
+        assert!(filtered.selects("gauntlet/tiny/4cpu-1llc-nosmt"));
+        assert!(!filtered.selects("gauntlet/tiny/4cpu-2llc-nosmt"));
+        assert!(!filtered.selects("gauntlet/other/4cpu-1llc-nosmt"));
+        assert!(filtered.gauntlet_runs().is_empty());
+        assert!(a("--test-threads 1 quick_taste").gauntlet_runs().is_empty());
+    }
+
+    #[test]
+    fn the_listing_names_admitted_runs_and_says_why_the_rest_are_not() {
+        use crate::test_support::KtstrTestEntry;
+        let tiny = KtstrTestEntry {
+            name: "tiny",
+            constraints: TopologyConstraints::DEFAULT.with_max_cpus(4),
+            ..KtstrTestEntry::DEFAULT
+        };
+        let ignored = KtstrTestEntry {
+            name: "later",
+            ignore: true,
+            ..KtstrTestEntry::DEFAULT
+        };
+        let host_only = KtstrTestEntry {
+            name: "here",
+            host_only: true,
+            ..KtstrTestEntry::DEFAULT
+        };
+        let tests = [tiny, ignored, host_only];
+        let (names, rejected) = listing(tests.iter(), BIG_HOST, false);
+        assert_eq!(
+            names,
+            [
+                "gauntlet/tiny/4cpu-1llc-nosmt",
+                "gauntlet/tiny/4cpu-2llc-nosmt"
+            ]
+        );
+        assert_eq!(rejected.len(), GAUNTLET_PRESETS.len() - 3);
+        assert!(rejected
+            .contains(&"gauntlet/tiny/9cpu-3llc-nosmt: not run: 9 CPUs > max_cpus 4".to_string()));
+        assert!(!rejected.iter().any(|r| r.contains("192cpu-11llc-smt")));
+        let (names, _) = listing(tests.iter(), BIG_HOST, true);
+        assert_eq!(names.len(), 15, "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("gauntlet/later/")));
+        // A preset the host cannot hold is still listed: its run says why it skips.
+        let small = HostSize {
+            cpus: 2,
+            memory_mib: Some(1024),
+        };
+        assert_eq!(listing(tests.iter(), small, false).0.len(), 2);
     }
 
     #[test]
