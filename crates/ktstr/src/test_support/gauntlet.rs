@@ -6,6 +6,39 @@ use ktstr_topology::Topology;
 
 /// Which topologies a test (or every test of a scheduler) accepts. The default admits one
 /// NUMA node, 1 to 12 LLCs and 1 to 192 CPUs, with or without SMT, as the existing ktstr's.
+///
+/// A test takes its scheduler's constraints and changes those its keys name. Constraints no
+/// topology meets, or a test's (or scheduler's) own topology outside them, do not compile:
+/// the macros name the key where the values are literals, and a `const` check of the
+/// declared test or scheduler catches the rest, such as a topology that comes from the
+/// scheduler:
+///
+/// ```compile_fail,E0080
+/// use ktstr::prelude::*;
+///
+/// declare_scheduler!(WIDE, { name = "wide", binary = "wide", topology = (1, 4, 4, 1) });
+///
+/// // WIDE's 16 CPUs, but the test allows 8.
+/// #[ktstr_test(scheduler = WIDE, max_cpus = 8)]
+/// fn too_big(ctx: &Ctx) -> Result<AssertResult> {
+///     Ok(AssertResult::pass())
+/// }
+/// # fn main() {}
+/// ```
+///
+/// The same test allowing 16 CPUs compiles:
+///
+/// ```no_run
+/// use ktstr::prelude::*;
+///
+/// declare_scheduler!(WIDE, { name = "wide", binary = "wide", topology = (1, 4, 4, 1) });
+///
+/// #[ktstr_test(scheduler = WIDE, max_cpus = 16)]
+/// fn fits(ctx: &Ctx) -> Result<AssertResult> {
+///     Ok(AssertResult::pass())
+/// }
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopologyConstraints {
     /// Fewest NUMA nodes.
@@ -119,16 +152,16 @@ impl TopologyConstraints {
     /// could pass. Usable in `const` context, where ktstr checks declared tests.
     pub const fn consistent(&self) -> Result<(), &'static str> {
         if self.min_numa_nodes == 0 || self.min_llcs == 0 || self.min_cpus == 0 {
-            return Err("min_numa_nodes, min_llcs and min_cpus are at least 1");
+            return Err("impossible topology constraints: min_numa_nodes, min_llcs and min_cpus are at least 1");
         }
         if !range_ok(self.min_numa_nodes, self.max_numa_nodes) {
-            return Err("min_numa_nodes is above max_numa_nodes");
+            return Err("impossible topology constraints: min_numa_nodes is above max_numa_nodes");
         }
         if !range_ok(self.min_llcs, self.max_llcs) {
-            return Err("min_llcs is above max_llcs");
+            return Err("impossible topology constraints: min_llcs is above max_llcs");
         }
         if !range_ok(self.min_cpus, self.max_cpus) {
-            return Err("min_cpus is above max_cpus");
+            return Err("impossible topology constraints: min_cpus is above max_cpus");
         }
         Ok(())
     }
@@ -144,30 +177,32 @@ impl TopologyConstraints {
         threads: u32,
     ) -> Result<(), &'static str> {
         if numa_nodes < self.min_numa_nodes {
-            return Err("fewer NUMA nodes than min_numa_nodes");
+            return Err("the topology has fewer NUMA nodes than its min_numa_nodes");
         }
         if let Some(m) = self.max_numa_nodes {
             if numa_nodes > m {
-                return Err("more NUMA nodes than max_numa_nodes");
+                return Err("the topology has more NUMA nodes than its max_numa_nodes");
             }
         }
         if llcs < self.min_llcs {
-            return Err("fewer LLCs than min_llcs");
+            return Err("the topology has fewer LLCs than its min_llcs");
         }
         if let Some(m) = self.max_llcs {
             if llcs > m {
-                return Err("more LLCs than max_llcs");
+                return Err("the topology has more LLCs than its max_llcs");
             }
         }
         if self.requires_smt && threads < 2 {
-            return Err("one thread per core, and requires_smt");
+            return Err(
+                "the topology has one thread per core, and its constraints say requires_smt",
+            );
         }
         if cpus < self.min_cpus {
-            return Err("fewer CPUs than min_cpus");
+            return Err("the topology has fewer CPUs than its min_cpus");
         }
         if let Some(m) = self.max_cpus {
             if cpus > m {
-                return Err("more CPUs than max_cpus");
+                return Err("the topology has more CPUs than its max_cpus");
             }
         }
         Ok(())
@@ -611,8 +646,7 @@ impl LibtestArgs {
                 name.contains(f.as_str())
             }
         };
-        (self.filters.is_empty() || self.filters.iter().any(hit))
-            && !self.skips.iter().any(|f| hit(f))
+        (self.filters.is_empty() || self.filters.iter().any(hit)) && !self.skips.iter().any(hit)
     }
 
     /// The `gauntlet/..` names asked for by name (what nextest runs: `--exact NAME`).
@@ -818,21 +852,24 @@ mod tests {
         const C: TopologyConstraints = TopologyConstraints::DEFAULT.with_min_llcs(2);
         const OK: Result<(), &str> = C.check_shape(1, 2, 4, 1);
         assert_eq!(OK, Ok(()));
-        assert_eq!(C.check_shape(1, 1, 2, 1), Err("fewer LLCs than min_llcs"));
+        assert_eq!(
+            C.check_shape(1, 1, 2, 1),
+            Err("the topology has fewer LLCs than its min_llcs")
+        );
         assert_eq!(
             C.check_shape(2, 2, 4, 1),
-            Err("more NUMA nodes than max_numa_nodes")
+            Err("the topology has more NUMA nodes than its max_numa_nodes")
         );
         assert_eq!(
             TopologyConstraints::DEFAULT
                 .with_requires_smt(true)
                 .check_shape(1, 1, 2, 1),
-            Err("one thread per core, and requires_smt")
+            Err("the topology has one thread per core, and its constraints say requires_smt")
         );
         assert_eq!(TopologyConstraints::DEFAULT.consistent(), Ok(()));
         assert_eq!(
             TopologyConstraints::DEFAULT.with_min_cpus(200).consistent(),
-            Err("min_cpus is above max_cpus")
+            Err("impossible topology constraints: min_cpus is above max_cpus")
         );
         assert_eq!(
             TopologyConstraints::DEFAULT
@@ -906,6 +943,51 @@ mod tests {
             memory_mib: Some(1024),
         };
         assert_eq!(listing(tests.iter(), small, false).0.len(), 2);
+    }
+
+    #[test]
+    fn declared_tests_and_schedulers_check_their_own_topology() {
+        use crate::test_support::{KtstrTestEntry, Scheduler};
+        static WIDE: Scheduler = Scheduler::named("wide").topology(1, 4, 4, 1);
+        let inherits = KtstrTestEntry {
+            scheduler: &WIDE,
+            constraints: WIDE.constraints.with_max_cpus(8),
+            ..KtstrTestEntry::DEFAULT
+        };
+        assert_eq!(
+            inherits.check_constraints(),
+            Err("the topology has more CPUs than its max_cpus")
+        );
+        // The test's own keys win over the scheduler's topology.
+        let own = KtstrTestEntry {
+            llcs: Some(2),
+            cores: Some(2),
+            ..inherits
+        };
+        assert_eq!(own.check_constraints(), Ok(()));
+        // requires_smt on a topology without SMT is a skip at run time, not an error here.
+        let smt = KtstrTestEntry {
+            constraints: TopologyConstraints::DEFAULT.with_requires_smt(true),
+            ..KtstrTestEntry::DEFAULT
+        };
+        assert_eq!(smt.check_constraints(), Ok(()));
+        let impossible = KtstrTestEntry {
+            constraints: TopologyConstraints::DEFAULT.with_min_llcs(13),
+            ..KtstrTestEntry::DEFAULT
+        };
+        assert!(impossible
+            .check_constraints()
+            .unwrap_err()
+            .starts_with("impossible"));
+        assert_eq!(WIDE.check_constraints(), Ok(()));
+        assert_eq!(
+            WIDE.max_llcs(2).check_constraints(),
+            Err("the topology has more LLCs than its max_llcs")
+        );
+        assert_eq!(
+            WIDE.requires_smt(true).check_constraints(),
+            Err("the topology has one thread per core, and its constraints say requires_smt")
+        );
     }
 
     #[test]
