@@ -7,7 +7,8 @@
 //! guest's own view of its CPUs and LLCs is checked against each; a rejected preset
 //! (`9cpu-3llc-nosmt`) is neither listed nor run. `gauntlet_tiny` is `ignore`d so that a
 //! plain `cargo test` does not boot its own topology as well: its gauntlet runs are listed
-//! with the ignored tests.
+//! with the ignored tests. Last, the `cargo test` form: the test's own run followed by its
+//! gauntlet runs, in one process.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -159,11 +160,7 @@ fn gauntlet_lists_and_runs_the_presets_a_test_admits() {
         );
     }
     // Nothing ran for the rejected preset.
-    let files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let files = file_names(&dir);
     assert!(!files.iter().any(|f| f.contains("9cpu")), "{files:?}");
     assert_eq!(
         files.iter().filter(|f| f.ends_with(".json")).count(),
@@ -171,4 +168,47 @@ fn gauntlet_lists_and_runs_the_presets_a_test_admits() {
         "{files:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+
+    // Under `cargo test` (no nextest to run each name), the test's own run is followed by
+    // its gauntlet runs, each recorded under its own name.
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "gauntlet_tiny", "--ignored", "--nocapture"])
+        .env("KTSTR_GAUNTLET", "1")
+        .env("KTSTR_RESULTS_DIR", &dir)
+        .env("KTSTR_OUTPUT_DIR", &dir)
+        .env_remove("NEXTEST_RUN_ID")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let mut records: Vec<String> = file_names(&dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".json"))
+        .collect();
+    records.sort();
+    assert_eq!(
+        records,
+        [
+            "gauntlet__gauntlet_tiny__4cpu-1llc-nosmt.json",
+            "gauntlet__gauntlet_tiny__4cpu-2llc-nosmt.json",
+            "gauntlet_tiny.json"
+        ]
+    );
+    let own = std::fs::read_to_string(dir.join("gauntlet_tiny.stdout")).unwrap();
+    assert!(own.contains("guest topology: cpus=2 llcs=1 "), "{own}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
