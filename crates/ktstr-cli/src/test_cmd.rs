@@ -77,15 +77,7 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
             cmd.arg("test");
         }
         cmd.args(&a.passthrough).env(RESULTS_DIR_ENV, &dir);
-        if a.monitor {
-            cmd.env(ktstr::test_support::runner::MONITOR_ENV, "1");
-        }
-        if a.gauntlet {
-            cmd.env(gauntlet::GAUNTLET_ENV, "1");
-        }
-        if a.verbose {
-            cmd.env(gauntlet::VERBOSE_ENV, "1");
-        }
+        cmd.envs(flag_env(a));
         if let Some(spec) = spec {
             // Resolved (fetched or built) above: the tests find it in the cache.
             cmd.env("KTSTR_KERNEL", spec);
@@ -143,6 +135,19 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
         worst = 1;
     }
     Ok(worst)
+}
+
+/// The variables the test binaries read for the flags given: `--monitor`, `--gauntlet`, `-v`.
+fn flag_env(a: &TestArgs) -> Vec<(&'static str, &'static str)> {
+    [
+        (a.monitor, ktstr::test_support::runner::MONITOR_ENV),
+        (a.gauntlet, gauntlet::GAUNTLET_ENV),
+        (a.verbose, gauntlet::VERBOSE_ENV),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, k)| (k, "1"))
+    .collect()
 }
 
 /// The presets the tests' constraints rejected, as the test binaries' listings wrote them.
@@ -354,6 +359,52 @@ mod tests {
         assert!(lines[2].contains("FAIL") && lines[2].ends_with("cg_0: worker 7 gap"));
         assert_eq!(lines[1].find("debian"), lines[2].find("debian"));
         assert_eq!(lines[3], "1 passed, 1 failed, 0 skipped");
+    }
+
+    #[test]
+    fn gauntlet_flags_reach_the_test_binaries() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: TestArgs,
+        }
+        let w = W::try_parse_from(["t", "--gauntlet", "-v", "--", "-p", "ktstr"]).unwrap();
+        assert_eq!(
+            flag_env(&w.a),
+            [("KTSTR_GAUNTLET", "1"), ("KTSTR_VERBOSE", "1")]
+        );
+        assert_eq!(w.a.passthrough, ["-p", "ktstr"]);
+        let w = W::try_parse_from(["t", "--monitor"]).unwrap();
+        assert_eq!(flag_env(&w.a), [("KTSTR_MONITOR", "1")]);
+    }
+
+    #[test]
+    fn rejected_presets_are_read_back_once_each() {
+        let dir = std::env::temp_dir().join(format!("ktstr-rejected-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = "gauntlet/t/9cpu-3llc-nosmt: not run: 9 CPUs > max_cpus 4";
+        // Two binaries' listings (and a record, which is not one of them).
+        std::fs::write(
+            dir.join(format!("{}1.txt", gauntlet::REJECTED_PREFIX)),
+            format!("{line}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{}2-ignored.txt", gauntlet::REJECTED_PREFIX)),
+            format!("{line}\ngauntlet/u/8cpu-2llc-smt: not run: 8 CPUs > max_cpus 4\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("t.json"), "{}").unwrap();
+        assert_eq!(
+            read_rejected(&dir),
+            [
+                line,
+                "gauntlet/u/8cpu-2llc-smt: not run: 8 CPUs > max_cpus 4"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
