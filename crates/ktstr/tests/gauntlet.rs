@@ -7,7 +7,8 @@
 //! guest's own view of its CPUs and LLCs is checked against each; a rejected preset
 //! (`9cpu-3llc-nosmt`) is neither listed nor run. `gauntlet_tiny` is `ignore`d so that a
 //! plain `cargo test` does not boot its own topology as well: its gauntlet runs are listed
-//! with the ignored tests. Last, the `cargo test` form: the test's own run followed by its
+//! with the ignored tests. `gauntlet_huge` asks for more memory than the host has: its runs
+//! skip, saying why, without booting. Last, the `cargo test` form: the test's own run followed by its
 //! gauntlet runs, in one process.
 
 use std::path::Path;
@@ -27,6 +28,13 @@ fn gauntlet_tiny(ctx: &Ctx) -> Result<AssertResult> {
         t.llcs.len(),
         t.nodes.len()
     );
+    Ok(AssertResult::pass())
+}
+
+/// Admits the same two presets, but asks for more guest memory than any host has: its
+/// gauntlet runs are skipped, saying so, without a VM.
+#[ktstr_test(max_cpus = 4, memory_mib = 1 << 40, ignore)]
+fn gauntlet_huge(_ctx: &Ctx) -> Result<AssertResult> {
     Ok(AssertResult::pass())
 }
 
@@ -114,6 +122,26 @@ fn gauntlet_lists_and_runs_the_presets_a_test_admits() {
 
     let dir = std::env::temp_dir().join(format!("ktstr-gauntlet-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // A preset whose memory the host cannot hold is skipped with the reason, and recorded.
+    let huge = "gauntlet/gauntlet_huge/4cpu-2llc-nosmt";
+    let out = this_binary(&["--exact", huge], &[("KTSTR_RESULTS_DIR", &dir)]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "SKIPPED {huge}: preset 4cpu-2llc-nosmt: its {} MiB of guest memory do not fit in this host's",
+            1u64 << 40
+        )),
+        "{stderr}"
+    );
+    let record = dir.join("gauntlet__gauntlet_huge__4cpu-2llc-nosmt.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    assert_eq!(record["verdict"], "skip");
+    assert_eq!(record["topology"], "1,2,2,1");
+    std::fs::remove_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // (preset, topology as recorded, what the guest printed)
