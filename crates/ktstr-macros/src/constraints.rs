@@ -56,6 +56,17 @@ pub fn check_literals(
     what: &str,
 ) -> syn::Result<()> {
     let get = |k: &str| args.iter().find(|(key, _, _)| key.name == k);
+    // Where a bound the test did not give (a default) is broken: at the topology's keys.
+    let topo_span = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| get(k))
+            .map_or_else(Span::call_site, |(_, ident, _)| ident.span())
+    };
+    let dim_keys: [&[&str]; 3] = [
+        &["numa_nodes", "topology"],
+        &["llcs", "topology"],
+        &["llcs", "cores", "threads", "topology"],
+    ];
     let [nodes, llcs, cores, threads] = topology;
     let cpus = match (llcs, cores, threads) {
         (Some(l), Some(c), Some(t)) => Some(l * c * t),
@@ -106,8 +117,12 @@ pub fn check_literals(
                 ));
             }
             if let Some(hi) = max.filter(|hi| n > *hi) {
+                let at = match max_arg {
+                    Some((s, _)) => s,
+                    None => topo_span(dim_keys[i]),
+                };
                 return Err(syn::Error::new(
-                    span(max_arg, min_arg),
+                    at,
                     format!(
                         "{what} has {n} {noun}, more than `{max_key} = {hi}`{}: raise `{max_key}`",
                         if max_arg.is_none() {

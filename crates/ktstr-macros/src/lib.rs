@@ -290,6 +290,8 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
         #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_TESTS)]
         #[linkme(crate = ::ktstr::__private::linkme)]
         #[doc(hidden)]
+        // A test giving every constraint key leaves nothing to its scheduler's.
+        #[allow(clippy::needless_update)]
         static #entry: ::ktstr::test_support::KtstrTestEntry = ::ktstr::test_support::KtstrTestEntry {
             name: #name_str,
             module_path: ::core::module_path!(),
@@ -376,11 +378,14 @@ fn ktstr_test_entry_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<
     let ctor = format_ident!("__KTSTR_CTOR_{}", upper);
     let hook = hook_and_test(&ctor, ident, &test, &[], &item.vis, None);
     let (attrs, vis, ty, expr) = (&item.attrs, &item.vis, &item.ty, &item.expr);
+    let check = constraints::const_check(quote!(#ident.check_constraints()));
     Ok(quote! {
         #(#attrs)*
         #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_TESTS)]
         #[linkme(crate = ::ktstr::__private::linkme)]
         #vis static #ident: #ty = #expr;
+
+        #check
 
         #hook
     })

@@ -84,8 +84,8 @@ static BUILT: Scheduler = Scheduler::named("scx_built")
     .assert(Assert::NO_OVERRIDES.check_isolation())
     .cgroup_parent("/built.slice");
 
-/// Topology constraints as the existing ktstr's documentation writes them: a whole set
-/// (cross-checked against the topology at compile time), and the single keys.
+// Topology constraints as the existing ktstr's documentation writes them: a whole set
+// (cross-checked against the topology at compile time), and the single keys.
 declare_scheduler!(CONSTRAINED_SCHED, {
     name = "scx_constrained",
     binary = "scx_constrained",
