@@ -13,6 +13,8 @@
 //! - [`sampler`]: per-CPU runqueue samples (`nr_running`, current task, rq clock, ...) and
 //!   sched_ext's state (enable state, event counters, global, bypass and user DSQ depths),
 //!   resolved once and then read cheaply.
+//! - [`snapshot`]: with the vCPUs frozen, every task (state, CPU, cgroup, `sched_ext_entity`),
+//!   each DSQ's queued tasks and each cgroup's members.
 //! - [`checks`]: the monitor checks (`max_imbalance_ratio`, `max_local_dsq_depth`, a stuck
 //!   rq clock, sched_ext fallback and keep-last event rates, a watchdog-free stall detector)
 //!   over a sequence of samples.
@@ -28,6 +30,7 @@ pub mod capture;
 pub mod checks;
 pub mod memory;
 pub mod sampler;
+pub mod snapshot;
 pub mod symbols;
 pub mod trace;
 pub mod translate;
@@ -40,6 +43,9 @@ pub use memory::{
 pub use sampler::{
     CpuRegs, CpuSample, DsqKind, DsqSample, KernelAddrs, RqLayout, RqSample, Sample, Sampler,
     SamplerError, ScxSample, SetupInfo,
+};
+pub use snapshot::{
+    CgroupSnapshot, CpuSnapshot, DsqSnapshot, ScxEntity, Snapshot, TaskRef, TaskSnapshot,
 };
 pub use symbols::{Symbol, SymbolError, SymbolTable};
 pub use trace::TraceWriter;

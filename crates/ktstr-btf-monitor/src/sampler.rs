@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::btf::{resolve, Btf, BtfError, Field, Kind, TypeBody};
 use crate::memory::GuestMemory;
+use crate::snapshot::{read_snapshot, SnapLayout, SnapRoots, Snapshot};
 use crate::symbols::{SymbolTable, START_KERNEL_MAP};
 use crate::translate::{TranslateError, Translator};
 
@@ -118,11 +119,18 @@ pub struct KernelAddrs {
     pub scx_root: Option<u64>,
     /// `nr_node_ids` (`unsigned int`): NUMA node ids in use; absent without `CONFIG_NUMA`.
     pub nr_node_ids: Option<u64>,
+    /// `init_task`: the head of the task list, for snapshots.
+    pub init_task: Option<u64>,
+    /// The scheduling classes' `struct sched_class` objects, in [`SCHED_CLASSES`] order.
+    pub sched_classes: [Option<u64>; 6],
 }
 
+/// Short names of the kernel's scheduling classes; `<name>_sched_class` is the symbol.
+pub const SCHED_CLASSES: [&str; 6] = ["stop", "dl", "rt", "fair", "ext", "idle"];
+
 impl KernelAddrs {
-    /// Symbols to ask the guest's `/proc/kallsyms` for; the last three are optional.
-    pub const WANTED: [&'static str; 8] = [
+    /// Symbols to ask the guest's `/proc/kallsyms` for; all but the first five are optional.
+    pub const WANTED: [&'static str; 15] = [
         "runqueues",
         "__per_cpu_offset",
         "page_offset_base",
@@ -131,6 +139,13 @@ impl KernelAddrs {
         "scx_enable_state_var",
         "scx_root",
         "nr_node_ids",
+        "init_task",
+        "stop_sched_class",
+        "dl_sched_class",
+        "rt_sched_class",
+        "fair_sched_class",
+        "ext_sched_class",
+        "idle_sched_class",
     ];
 
     /// Picks the addresses out of a symbol table (vmlinux symbols, not modules').
@@ -150,6 +165,12 @@ impl KernelAddrs {
             scx_enable_state: get("scx_enable_state_var"),
             scx_root: get("scx_root"),
             nr_node_ids: get("nr_node_ids"),
+            init_task: get("init_task"),
+            sched_classes: SCHED_CLASSES.map(|c| {
+                syms.lookup_all(&format!("{c}_sched_class"))
+                    .find(|s| s.module.is_none())
+                    .map(|s| s.addr)
+            }),
         })
     }
 }
@@ -176,6 +197,8 @@ pub struct ScxLayout {
 /// A DSQ's `nr` and `id`, at offsets inside the struct that holds the DSQ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DsqFields {
+    /// Offset of the `scx_dispatch_q` itself in its container.
+    pub base: u32,
     /// `scx_dispatch_q.nr`: tasks queued.
     pub nr: Field,
     /// `scx_dispatch_q.id`: the DSQ id (`SCX_DSQ_GLOBAL`, `SCX_DSQ_BYPASS`, ...).
@@ -292,7 +315,12 @@ fn dsq_fields(btf: &Btf, ty: &str, path: &str) -> Option<DsqFields> {
         "" => resolve(btf, ty, m).ok(),
         p => resolve(btf, ty, &format!("{p}.{m}")).ok(),
     };
+    let base = match path {
+        "" => 0,
+        p => resolve(btf, ty, p).ok()?.offset_bytes,
+    };
     Some(DsqFields {
+        base,
         nr: at("nr")?,
         id: at("id")?,
     })
@@ -463,7 +491,7 @@ fn span(fields: &[Field]) -> (u32, u32) {
 }
 
 /// A field's value from an image that starts at byte `base` of the struct.
-fn value(f: &Field, image: &[u8], base: u32) -> Option<u64> {
+pub(crate) fn value(f: &Field, image: &[u8], base: u32) -> Option<u64> {
     let shifted = Field {
         offset_bytes: f.offset_bytes.checked_sub(base)?,
         bit_offset: f.bit_offset.checked_sub(base.checked_mul(8)?)?,
@@ -531,7 +559,7 @@ pub struct CpuSample {
 }
 
 /// What kind of DSQ a [`DsqSample`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DsqKind {
     /// A global DSQ (`SCX_DSQ_GLOBAL`), one per NUMA node.
@@ -557,6 +585,9 @@ pub struct DsqSample {
     pub cpu: Option<u32>,
     /// `dsq.nr`: tasks queued.
     pub nr: u32,
+    /// The guest virtual address of the `scx_dispatch_q` (for walking its tasks).
+    #[serde(skip)]
+    pub addr: u64,
 }
 
 /// sched_ext's global state at one instant.
@@ -607,6 +638,7 @@ pub struct Sampler<M> {
     task_buf: Vec<u8>,
     scx_buf: Vec<u8>,
     nr_nodes: u32,
+    snap: Result<SnapLayout, String>,
 }
 
 impl<M> std::fmt::Debug for Sampler<M> {
@@ -768,6 +800,7 @@ impl<M: GuestMemory> Sampler<M> {
             .and_then(|l| l.pcpu.as_ref())
             .map_or(0, |p| p.span.1 - p.span.0);
         let mut s = Sampler {
+            snap: SnapLayout::from_btf(btf),
             rq_buf: vec![0; (rq_span.1 - rq_span.0) as usize],
             task_buf: vec![0; (task_span.1 - task_span.0) as usize],
             scx_buf: vec![0; scx_len as usize],
@@ -848,6 +881,26 @@ impl<M: GuestMemory> Sampler<M> {
         Sample {
             cpus,
             scx: self.sample_scx(),
+        }
+    }
+
+    /// Reads a [`Snapshot`]: a sample, then every task, DSQ and cgroup behind it. The
+    /// caller freezes the vCPUs around it; it names itself and its timing.
+    pub fn snapshot(&mut self) -> Snapshot {
+        let sample = self.sample();
+        match &self.snap {
+            Ok(l) => read_snapshot(
+                &self.t,
+                &self.mem,
+                l,
+                SnapRoots {
+                    init_task: self.addrs.init_task,
+                    rq_addrs: &self.info.rq_addrs,
+                    sched_classes: &self.addrs.sched_classes,
+                },
+                &sample,
+            ),
+            Err(e) => Snapshot::of_sample(&sample, vec![format!("snapshots need {e}")]),
         }
     }
 
@@ -1034,6 +1087,7 @@ fn sample_pcpu(
                 node: None,
                 cpu: Some(cpu as u32),
                 nr,
+                addr: base.wrapping_add(u64::from(d.base)),
             });
         }
     }
@@ -1073,6 +1127,7 @@ fn sample_global_dsqs(
             node: Some(node as u32),
             cpu: None,
             nr,
+            addr: p.wrapping_add(u64::from(g.dsq.base)),
         });
     }
     out.dsqs.extend(global);
@@ -1126,14 +1181,15 @@ fn sample_user_dsqs(
                     "user DSQs: more than {MAX_USER_DSQS} (a chain torn by an update?)"
                 ));
             }
-            let (nr, id) = read_dsq(t, mem, &u.dsq, node.wrapping_sub(u64::from(u.hash_node)))
-                .map_err(|err| e("dispatch queue", err))?;
+            let dsq = node.wrapping_sub(u64::from(u.hash_node));
+            let (nr, id) = read_dsq(t, mem, &u.dsq, dsq).map_err(|err| e("dispatch queue", err))?;
             user.push(DsqSample {
                 id,
                 kind: DsqKind::User,
                 node: None,
                 cpu: None,
                 nr,
+                addr: dsq,
             });
             node = t
                 .read_virt_u64(mem, node.wrapping_add(u64::from(u.next)))
@@ -1150,7 +1206,7 @@ fn walker_la57(regs: &[CpuRegs]) -> bool {
 }
 
 /// A NUL-terminated string of at most `len` bytes at `off`, lossily decoded.
-fn c_string(buf: &[u8], off: u32, len: u32) -> String {
+pub(crate) fn c_string(buf: &[u8], off: u32, len: u32) -> String {
     let bytes = buf
         .get(off as usize..)
         .map(|b| &b[..b.len().min(len as usize)])

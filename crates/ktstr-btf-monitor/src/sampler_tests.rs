@@ -285,6 +285,8 @@ fn addrs() -> KernelAddrs {
         scx_enable_state: Some(va(V_SCX_STATE)),
         scx_root: Some(va(V_SCX_ROOT)),
         nr_node_ids: Some(va(V_NR_NODES)),
+        init_task: None,
+        sched_classes: [None; 6],
     }
 }
 

@@ -274,6 +274,7 @@ mod tests {
                 node: Some(0),
                 cpu: None,
                 nr: global,
+                addr: 0,
             })
             .chain((0..2).map(|c| DsqSample {
                 id: 1 << 63 | 3,
@@ -281,6 +282,7 @@ mod tests {
                 node: None,
                 cpu: Some(c),
                 nr: bypass[c as usize],
+                addr: 0,
             }))
             .chain(std::iter::once(DsqSample {
                 id: 0,
@@ -288,6 +290,7 @@ mod tests {
                 node: None,
                 cpu: None,
                 nr: global * 2,
+                addr: 0,
             }))
             .collect(),
             error: None,

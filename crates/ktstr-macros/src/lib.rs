@@ -179,15 +179,7 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                 let on = bool_value(value);
                 asserts.push(quote!(.fail_on_rq_clock_stuck(#on)));
             }
-            "num_snapshots" => {
-                let zero = matches!(v, Some(Expr::Lit(l)) if matches!(&l.lit, Lit::Int(i) if i.base10_digits() == "0"));
-                if !zero {
-                    return Err(syn::Error::new(
-                        ident.span(),
-                        "`num_snapshots` other than 0 (freeze-and-capture points) is not implemented yet",
-                    ));
-                }
-            }
+            "num_snapshots" => fields.push(quote!(num_snapshots: #v)),
             "llcs" | "cores" | "threads" | "numa_nodes" => {
                 let f = Ident::new(key.name, Span::call_site());
                 fields.push(quote!(#f: ::core::option::Option::Some(#v)));
@@ -273,6 +265,16 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                     format!("`host_only` tests run without a VM and cannot take `{bad}`"),
                 ));
             }
+        }
+        let snapshots = args.iter().any(|(k, _, v)| {
+            k.name == "num_snapshots"
+                && !matches!(v, Some(Expr::Lit(l)) if matches!(&l.lit, Lit::Int(i) if i.base10_digits() == "0"))
+        });
+        if snapshots {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "`host_only` tests run without a VM and cannot take snapshots (`num_snapshots`)",
+            ));
         }
     }
     let ignore_attr = ignore.then(|| quote!(#[ignore]));
@@ -576,11 +578,16 @@ mod tests {
 
     #[test]
     fn keys_not_acted_on_are_errors_not_silence() {
-        for attr in ["num_snapshots = 3", "auto_repro", "auto_repro = true"] {
+        for attr in ["auto_repro", "auto_repro = true"] {
             let e = expand(attr).unwrap_err();
             assert!(e.contains("not") && e.contains("yet"), "{attr}: {e}");
         }
         assert!(expand("auto_repro = false, num_snapshots = 0").is_ok());
+        assert!(expand("num_snapshots = 12").is_ok());
+        assert!(expand("host_only, num_snapshots = 2")
+            .unwrap_err()
+            .contains("snapshots"));
+        assert!(expand("host_only, num_snapshots = 0").is_ok());
     }
 
     #[test]

@@ -26,4 +26,4 @@ pub use engine::{
 pub use error::VmmError;
 pub use qemu::{qemu_args, QEMU_BINARY};
 pub use qmp::{parse_info_registers, Qmp, QmpError, VcpuRegisters};
-pub use vm::{AppReader, GuestRamFile, Vm, VmExit, QEMU_ENV};
+pub use vm::{AppReader, Freezer, Frozen, GuestRamFile, Vm, VmExit, QEMU_ENV};

@@ -5,6 +5,7 @@
 //! VMM ([`kvm_backend`]): both start from one [`VmConfig`], write COM1 to its console log
 //! file, give COM2 as a byte stream, and end in a [`VmExit`].
 
+mod freezer;
 mod kvm_backend;
 mod qemu_process;
 mod terminal;
@@ -13,6 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use freezer::{Freezer, Frozen};
 use kvm_backend::KvmBackend;
 use qemu_process::QemuProcess;
 pub use qemu_process::QEMU_ENV;
@@ -129,6 +131,15 @@ impl Vm {
         match &self.backend {
             Backend::Qemu(q) => Ok(q.registers(timeout)?),
             Backend::Kvm(k) => k.registers(timeout),
+        }
+    }
+
+    /// A handle that freezes and thaws the guest's vCPUs from another thread: over QMP
+    /// (`None` when the VM has no QMP socket), or by parking ktstr's own vCPU threads.
+    pub fn freezer(&self) -> Option<Freezer> {
+        match &self.backend {
+            Backend::Qemu(q) => q.qmp_socket().map(|p| Freezer::Qmp(p.to_path_buf())),
+            Backend::Kvm(k) => Some(Freezer::Kvm(k.freezer())),
         }
     }
 

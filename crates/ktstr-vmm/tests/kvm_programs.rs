@@ -221,6 +221,55 @@ fn registers_are_read_while_the_guest_runs() {
 }
 
 #[test]
+fn a_frozen_guest_holds_still_until_thawed() {
+    if !kvm_available("a_frozen_guest_holds_still_until_thawed") {
+        return;
+    }
+    use vm_memory::{Bytes, GuestAddress};
+    const COUNTER: u64 = 0x18_0000;
+    // Two vCPUs each counting in memory as fast as they can:
+    //   inc qword [0x180000]; jmp back
+    let count = vec![0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x18, 0x00, 0xeb, 0xf6];
+    let mut h = KvmVm::builder()
+        .topology(Topology::new(1, 1, 2, 1).unwrap())
+        .memory_mib(16)
+        .program(count)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let mem = h.io().memory.clone();
+    let read = || mem.read_obj::<u64>(GuestAddress(COUNTER)).unwrap();
+    let moves = |what: &str| {
+        let a = read();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_ne!(read(), a, "{what}: the counter should move");
+    };
+    moves("before the freeze");
+    let f = h.freezer();
+    for round in 0..3 {
+        f.freeze(Duration::from_secs(5)).expect("freeze");
+        let a = read();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(read(), a, "round {round}: a frozen guest wrote memory");
+        // Register reads still work while frozen, and do not let the guest run.
+        assert_eq!(h.registers(Duration::from_secs(5)).unwrap().len(), 2);
+        assert_eq!(
+            read(),
+            a,
+            "round {round}: reading registers thawed the guest"
+        );
+        f.thaw();
+        moves("after a thaw");
+    }
+    h.kill();
+    assert!(matches!(
+        f.freeze(Duration::from_secs(1)),
+        Err(ktstr_vmm::kvm::KvmError::NotRunning)
+    ));
+}
+
+#[test]
 fn host_writes_reach_com2() {
     if !kvm_available("host_writes_reach_com2") {
         return;

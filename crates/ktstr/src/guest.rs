@@ -397,7 +397,17 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
     let start = Instant::now();
     let _ = std::fs::create_dir_all("/run/ktstr");
     let _ = std::fs::remove_file(REPORT_PATH);
-    let mut child = Command::new(program)
+    let requests = forward_requests();
+    let mut command = Command::new(program);
+    if requests.is_ok() {
+        command.env(
+            crate::request::REQUEST_PATH_ENV,
+            crate::request::REQUEST_PATH,
+        );
+    } else if let Err(e) = &requests {
+        log(&format!("host requests unavailable: {e}"));
+    }
+    let mut child = command
         .args(args)
         .env(REPORT_PATH_ENV, REPORT_PATH)
         .current_dir("/")
@@ -465,6 +475,44 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
         FrameKind::Exit,
         serde_json::to_string(&exit).unwrap_or_default().as_bytes(),
     );
+    Ok(())
+}
+
+/// Makes the request FIFO ([`crate::request`]) and forwards each line written to it as a
+/// [`FrameKind::Request`] frame, from a thread of its own, for as long as init lives.
+fn forward_requests() -> Result<(), String> {
+    use std::io::BufRead;
+    let path = crate::request::REQUEST_PATH;
+    let c = std::ffi::CString::new(path).map_err(|e| e.to_string())?;
+    // SAFETY: mkfifo with a NUL-terminated path we own.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(format!("mkfifo {path}: {e}"));
+        }
+    }
+    // Opened for writing too, so the reader never sees end-of-file between writers.
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("opening {path}: {e}"))?;
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(fifo);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match lines.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line.len() <= libc::PIPE_BUF => {
+                    send(FrameKind::Request, line.trim_ascii_end())
+                }
+                Ok(n) => log(&format!(
+                    "a request of {n} bytes dropped: longer than one pipe write"
+                )),
+            }
+        }
+    });
     Ok(())
 }
 

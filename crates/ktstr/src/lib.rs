@@ -4,6 +4,7 @@
 //! - [`initramfs`] (over [`cpio`]): the guest's root filesystem, built on the fly.
 //! - [`guest`]: ktstr as the guest's `/init`.
 //! - [`proto`]: the framed guest-to-host channel on COM2.
+//! - [`request`]: a test process's requests to the host (snapshots), answered in guest memory.
 //! - [`monitor`]: sample every CPU's runqueue from the host while a command runs.
 //! - [`kvm_memory`]: ktstr's own KVM VMM's guest memory as a monitor memory source.
 //! - [`sched`]: attach a sched_ext scheduler in the guest and judge what became of it.
@@ -23,10 +24,12 @@ pub mod kernel;
 pub mod kvm_memory;
 pub mod monitor;
 pub mod proto;
+pub mod request;
 pub mod run;
 pub mod scenario;
 pub mod scenarios;
 pub mod sched;
+mod snapshots;
 pub mod test_support;
 #[cfg(test)]
 mod testing;

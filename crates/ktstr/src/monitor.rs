@@ -31,14 +31,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ktstr_btf_monitor::sampler::error_chain;
+use ktstr_btf_monitor::Snapshot;
 use ktstr_btf_monitor::{
     Btf, Checker, CpuRegs, GuestMemory, KernelAddrs, MonitorReport, MonitorThresholds, RamFiles,
     Sample, Sampler, SymbolTable, TraceWriter,
 };
-use ktstr_vmm::{VcpuRegisters, Vm};
+use ktstr_vmm::{Freezer, VcpuRegisters, Vm};
 use serde::Serialize;
 
 use crate::kvm_memory::KvmGuestMemory;
+use crate::request::{Request, Status};
+use crate::snapshots::Snapshots;
 use crate::watchdog::{GuestWriter, WatchdogShortener};
 use crate::KtstrError;
 
@@ -65,6 +68,9 @@ pub struct MonitorOptions {
     /// Shorten the sched_ext watchdog of attached schedulers to this many jiffies
     /// (see [`crate::watchdog`]).
     pub watchdog_jiffies: Option<u64>,
+    /// Snapshots to take at these times after the guest's symbols arrive (just before the
+    /// command starts), named `periodic_<i>`.
+    pub snapshot_at: Vec<Duration>,
 }
 
 impl MonitorOptions {
@@ -76,9 +82,29 @@ impl MonitorOptions {
             thresholds: MonitorThresholds::default(),
             trace: None,
             watchdog_jiffies: None,
+            snapshot_at: Vec::new(),
         }
     }
 }
+
+/// `n` snapshot times spread over 10-90 % of a run of `duration`, at least
+/// [`MIN_SNAPSHOT_GAP`] apart (so a short run gets them later than 90 %, not closer).
+pub fn snapshot_times(n: u32, duration: Duration) -> Vec<Duration> {
+    let first = duration.mul_f64(0.1);
+    let step = match n {
+        0 | 1 => Duration::ZERO,
+        n => duration
+            .mul_f64(0.8 / f64::from(n - 1))
+            .max(MIN_SNAPSHOT_GAP),
+    };
+    let first = if n == 1 { duration / 2 } else { first };
+    (0..n).map(|i| first + step * i).collect()
+}
+
+/// The closest two periodic snapshots come.
+pub const MIN_SNAPSHOT_GAP: Duration = Duration::from_millis(100);
+/// Most snapshots kept per run; later ones are counted, not kept.
+pub const MAX_SNAPSHOTS: usize = 256;
 
 /// What the monitor did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -113,6 +139,15 @@ pub struct MonitorSummary {
     pub trace: Option<PathBuf>,
     /// Why the trace could not be written, if it could not.
     pub trace_error: Option<String>,
+    /// The snapshots taken, in order (not in the summary's JSON: see `VmResult::snapshots`).
+    #[serde(skip)]
+    pub snapshots: Vec<Snapshot>,
+    /// Snapshots asked for and not taken, with why.
+    pub snapshot_errors: Vec<String>,
+    /// The JSON file the snapshots were written to (beside `output`), when any were taken.
+    pub snapshots_file: Option<PathBuf>,
+    /// Milliseconds the guest spent frozen for snapshots, all told.
+    pub frozen_ms: f64,
 }
 
 impl MonitorSummary {
@@ -207,6 +242,39 @@ impl GuestRam {
     }
 }
 
+impl GuestRam {
+    /// The RAM of `vm`.
+    pub(crate) fn of(vm: &Vm) -> GuestRam {
+        match vm.kvm_io() {
+            Some(io) => GuestRam::Kvm(io.memory.clone()),
+            None => GuestRam::Files(vm.ram_files().iter().map(|r| r.path.clone()).collect()),
+        }
+    }
+
+    /// Answers a guest request by writing its mailbox ([`crate::request::write_reply`]).
+    pub(crate) fn reply(&self, mailbox: u64, status: Status, message: &str) -> Result<(), String> {
+        let w = self.writer()?;
+        reply_with(w.as_ref(), mailbox, status, message)
+    }
+}
+
+pub(crate) fn reply_with(
+    w: &dyn GuestWriter,
+    mailbox: u64,
+    status: Status,
+    message: &str,
+) -> Result<(), String> {
+    crate::request::write_reply(
+        &mut |gpa, v| {
+            w.write_u64(gpa, v)
+                .map_err(|e| format!("writing the mailbox at {gpa:#x}: {e}"))
+        },
+        mailbox,
+        status,
+        message,
+    )
+}
+
 /// What the run loop hands the monitor once the guest's symbols arrive.
 struct Start {
     /// Launch to the symbols' arrival.
@@ -215,11 +283,14 @@ struct Start {
     /// The vCPUs' registers, or why they could not be read.
     regs: Result<Vec<VcpuRegisters>, String>,
     ram: GuestRam,
+    /// Freezes the guest for snapshots (`None`: QEMU without a QMP socket).
+    freezer: Option<Freezer>,
 }
 
 /// A running monitor thread.
 pub(crate) struct Monitor {
     tx: Option<mpsc::Sender<Start>>,
+    requests: mpsc::Sender<Request>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<MonitorSummary>>,
     launch: Instant,
@@ -253,7 +324,9 @@ impl Monitor {
             };
         let thresholds = opts.thresholds;
         let watchdog_jiffies = opts.watchdog_jiffies;
+        let snapshot_at = opts.snapshot_at.clone();
         let (tx, rx) = mpsc::channel::<Start>();
+        let (requests, req_rx) = mpsc::channel::<Request>();
         let stop = Arc::new(AtomicBool::new(false));
         let summary = MonitorSummary {
             output: opts.output.clone(),
@@ -271,6 +344,7 @@ impl Monitor {
                     checker: Checker::new(thresholds),
                     trace,
                 };
+                let mut snaps = Snapshots::new(snapshot_at, req_rx, vmlinux.clone());
                 let r = monitor_thread(
                     &vmlinux,
                     watchdog_jiffies,
@@ -280,8 +354,10 @@ impl Monitor {
                     &stop2,
                     out,
                     &mut sinks,
+                    &mut snaps,
                     &mut summary,
                 );
+                snaps.finish(&mut summary);
                 if let Err(e) = r {
                     summary.setup_error = Some(e);
                 }
@@ -301,6 +377,7 @@ impl Monitor {
             })?;
         Ok(Monitor {
             tx: Some(tx),
+            requests,
             stop,
             thread: Some(thread),
             launch,
@@ -317,19 +394,17 @@ impl Monitor {
         let regs = vm
             .registers(REGS_TIMEOUT)
             .map_err(|e| format!("reading vCPU registers: {}", error_chain(&e)));
-        let ram = match vm.kvm_io() {
-            Some(io) => GuestRam::Kvm(io.memory.clone()),
-            None => GuestRam::Files(vm.ram_files().iter().map(|r| r.path.clone()).collect()),
-        };
-        self.start_with(symbols, regs, ram);
+        self.start_with(symbols, regs, GuestRam::of(vm), vm.freezer());
     }
 
-    /// Starts sampling with the guest's kallsyms lines, its vCPUs' registers and its RAM.
+    /// Starts sampling with the guest's kallsyms lines, its vCPUs' registers, its RAM and
+    /// the means to freeze it.
     fn start_with(
         &mut self,
         symbols: String,
         regs: Result<Vec<VcpuRegisters>, String>,
         ram: GuestRam,
+        freezer: Option<Freezer>,
     ) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Start {
@@ -337,8 +412,15 @@ impl Monitor {
                 symbols,
                 regs,
                 ram,
+                freezer,
             });
         }
+    }
+
+    /// Hands a guest's request to the thread; `Err` (with the request back) when the thread
+    /// has ended (its setup failed, or the command ended).
+    pub(crate) fn request(&self, r: Request) -> Result<(), Request> {
+        self.requests.send(r).map_err(|e| e.0)
     }
 
     /// Asks the thread to stop sampling (the command ended).
@@ -383,6 +465,7 @@ fn monitor_thread(
     stop: &AtomicBool,
     mut out: BufWriter<File>,
     sinks: &mut Sinks,
+    snaps: &mut Snapshots,
     summary: &mut MonitorSummary,
 ) -> Result<(), String> {
     let btf = Btf::from_file(vmlinux).map_err(|e| {
@@ -422,6 +505,7 @@ fn monitor_thread(
     let (mem, phys_end) = start.ram.open()?;
     let mut sampler = Sampler::new(mem, &btf, &regs, addrs, nr_cpus, phys_end)
         .map_err(|e| format!("setting up the sampler: {}", error_chain(&e)))?;
+    snaps.ready(start.at, start.freezer.clone(), start.ram.writer(), &addrs);
     summary.notes = sampler.info().notes.clone();
     let mut watchdog = match watchdog_jiffies {
         None => None,
@@ -446,6 +530,7 @@ fn monitor_thread(
     let mut busy = Duration::ZERO;
     let mut line = Vec::with_capacity(4096);
     while !stop.load(Ordering::SeqCst) {
+        snaps.serve(&mut sampler, launch);
         let t0 = Instant::now();
         let t_ns = launch.elapsed().as_nanos() as u64;
         let sample = sampler.sample();
@@ -696,7 +781,7 @@ mod tests {
         let out = std::env::temp_dir().join(format!("ktstr-mon-kvm-{}.jsonl", std::process::id()));
         let opts = MonitorOptions::new(out.clone(), 200);
         let mut m = Monitor::spawn(&opts, vmlinux, meta.nr_cpus, Instant::now()).expect("spawn");
-        m.start_with(meta.kallsyms.clone(), Ok(regs), GuestRam::Kvm(mem));
+        m.start_with(meta.kallsyms.clone(), Ok(regs), GuestRam::Kvm(mem), None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::metadata(&out).map_or(0, |md| md.len()) == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

@@ -44,6 +44,9 @@ pub enum FrameKind {
     /// A `#[ktstr_test]` body's report (JSON [`crate::test_support::GuestReport`]), which the
     /// body wrote to the file guest init named; a long one spans several frames, in order.
     Report = 9,
+    /// A test process's request to the host (JSON [`crate::request::Request`]), answered
+    /// in guest memory.
+    Request = 10,
 }
 
 impl FrameKind {
@@ -58,6 +61,7 @@ impl FrameKind {
             7 => FrameKind::Scheduler,
             8 => FrameKind::Symbols,
             9 => FrameKind::Report,
+            10 => FrameKind::Request,
             _ => return None,
         })
     }

@@ -23,8 +23,9 @@ use ktstr_vmm::{
 use crate::guest::{CommandExit, Hello, Job, JobMode};
 use crate::initramfs::{base_cache_key, build_base, write_run_initramfs, InitramfsSpec};
 use crate::kernel::{cache_root, check_config, parse_config, ConfigValue, Kernel, EXEC_REQUIRED};
-use crate::monitor::{Monitor, MonitorOptions, MonitorSummary};
+use crate::monitor::{GuestRam, Monitor, MonitorOptions, MonitorSummary};
 use crate::proto::{Decoder, Event, FrameKind};
+use crate::request::Status;
 use crate::sched::{SchedulerJob, SchedulerReport, GUEST_SCHED_DIR};
 use crate::KtstrError;
 
@@ -969,12 +970,15 @@ fn attempt_once(
         }
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(ev) => {
-                if let (Event::Frame(f), Some(m)) = (&ev, monitor.as_mut()) {
-                    match f.kind {
-                        FrameKind::Symbols => {
+                if let Event::Frame(f) = &ev {
+                    match (f.kind, monitor.as_mut()) {
+                        (FrameKind::Symbols, Some(m)) => {
                             m.start(String::from_utf8_lossy(&f.payload).into_owned(), &vm)
                         }
-                        FrameKind::Exit => m.stop(),
+                        (FrameKind::Exit, Some(m)) => m.stop(),
+                        (FrameKind::Request, m) => {
+                            serve_request(&f.payload, m.as_deref(), &vm, &mut report)
+                        }
                         _ => {}
                     }
                 }
@@ -1111,6 +1115,32 @@ fn attempt_once(
     Ok(Attempt::Ran(Box::new(report)))
 }
 
+/// Hands a test process's request to the monitor, or refuses it in the asker's mailbox
+/// when there is no monitor to serve it.
+fn serve_request(payload: &[u8], monitor: Option<&Monitor>, vm: &Vm, report: &mut RunReport) {
+    let r = match crate::request::parse_request(payload) {
+        Ok(r) => r,
+        Err(e) => return push_issue(report, e),
+    };
+    let refused = match monitor {
+        Some(m) => match m.request(r) {
+            Ok(()) => return,
+            Err(r) => (
+                r,
+                "the host monitor is not running (its setup failed; see the monitor's summary)",
+            ),
+        },
+        None => (
+            r,
+            "host requests (snapshots) need the host monitor: set num_snapshots on the test, \
+             or KTSTR_MONITOR=1",
+        ),
+    };
+    if let Err(e) = GuestRam::of(vm).reply(refused.0.mailbox, Status::Refused, refused.1) {
+        push_issue(report, format!("refusing a guest request: {e}"));
+    }
+}
+
 /// Decodes the frames of one guest stream on a thread of its own and sends what it finds.
 fn spawn_decoder(
     mut pipe: ktstr_vmm::AppReader,
@@ -1187,7 +1217,7 @@ fn handle_event(
                 }
             }
             // Handled by the run loop, which owns the monitor.
-            FrameKind::Symbols => {}
+            FrameKind::Symbols | FrameKind::Request => {}
         },
         Event::Garbage { bytes } => {
             report.channel_garbage.0 += bytes as u64;

@@ -1010,3 +1010,102 @@ fn cgroup_attach_storm_moves_children(ctx: &Ctx) -> Result<AssertResult> {
     }
     Ok(r)
 }
+
+/// `num_snapshots` and `Op::capture_snapshot`: the host freezes the guest and reads every
+/// task, runqueue and cgroup through BTF; the snapshot named `mid` must hold exactly the
+/// processes the guest itself listed in the cgroup just before (its `cgroup.procs`), and
+/// the spinners must be runnable there. Shaped like the existing ktstr's smoke tests: twelve
+/// snapshots, and a `post_vm` that ends with the verdict.
+#[ktstr_test(
+    llcs = 1,
+    cores = 2,
+    threads = 1,
+    duration_s = 3,
+    num_snapshots = 12,
+    not_stuck,
+    post_vm = snapshots_match_the_guest
+)]
+fn snapshots_see_tasks_cgroups_and_runqueues(ctx: &Ctx) -> Result<AssertResult> {
+    let backdrop =
+        Backdrop::from_cgroups(vec![CgroupDef::named("snap_a").workers(2).comm("snapper")]);
+    let steps = vec![
+        Step::hold(HoldSpec::frac(0.5)),
+        Step::new(
+            vec![
+                Op::capture_cgroup_procs("procs", "snap_a"),
+                Op::capture_snapshot("mid"),
+            ],
+            HoldSpec::frac(0.5),
+        ),
+    ];
+    let mut r = execute_scenario(ctx, backdrop, steps)?;
+    let procs = ctx
+        .captured_cgroup_procs("procs")
+        .context("the guest recorded no cgroup.procs")?;
+    r.notes.push(format!("snap_a procs: {procs:?}"));
+    Ok(r)
+}
+
+fn snapshots_match_the_guest(vm: &VmResult) -> Result<()> {
+    ensure!(
+        vm.snapshot_errors.is_empty(),
+        "snapshots not taken: {:?}",
+        vm.snapshot_errors
+    );
+    let names: Vec<&str> = vm.snapshots.iter().map(|s| s.name.as_str()).collect();
+    ensure!(names.contains(&"mid"), "no snapshot mid: {names:?}");
+    let note = vm
+        .result
+        .as_ref()
+        .and_then(|r| {
+            r.notes
+                .iter()
+                .find_map(|n| n.strip_prefix("snap_a procs: "))
+        })
+        .context("the body's note with the cgroup's processes is missing")?;
+    let mut procs: Vec<i32> = note
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .map(|p| p.parse().context("a pid"))
+        .collect::<Result<_>>()?;
+    procs.sort_unstable();
+    let mid = vm.snapshot("mid").context("no mid snapshot")?;
+    ensure!(mid.errors.is_empty(), "mid: {:?}", mid.errors);
+    ensure!(mid.frozen_us > 0, "mid was not frozen: {}", mid.line());
+    let cg = mid
+        .cgroup("ktstr/snap_a")
+        .with_context(|| format!("no /ktstr/snap_a in {:?}", mid.cgroups))?;
+    let mut tgids: Vec<i32> = cg
+        .pids
+        .iter()
+        .filter_map(|p| mid.task(*p).map(|t| t.tgid))
+        .collect();
+    tgids.sort_unstable();
+    tgids.dedup();
+    ensure!(
+        tgids == procs,
+        "the snapshot's /ktstr/snap_a holds processes {tgids:?}, the guest saw {procs:?}"
+    );
+    let spinners: Vec<_> = mid.tasks.iter().filter(|t| t.comm == "snapper").collect();
+    ensure!(spinners.len() == 2, "spinners: {spinners:?}");
+    for t in &spinners {
+        ensure!(t.state == Some(0), "a spinner is not runnable: {t:?}");
+        ensure!(t.class.as_deref() == Some("fair"), "not EEVDF's: {t:?}");
+        ensure!(t.cgroup.as_deref() == Some("/ktstr/snap_a"), "{t:?}");
+        ensure!(t.cpu.is_some_and(|c| c < 2), "{t:?}");
+    }
+    ensure!(mid.cpus.len() == 2, "{:?}", mid.cpus);
+    // init_task (pid 0) heads the list, then init (pid 1).
+    let swapper = mid.tasks.first();
+    ensure!(
+        swapper.is_some_and(|t| t.pid == 0 && t.class.as_deref() == Some("idle")),
+        "{swapper:?}"
+    );
+    ensure!(mid.task(1).is_some(), "no pid 1");
+    let mut verdict = Verdict::new();
+    let periodic = names.iter().filter(|n| n.starts_with("periodic_")).count();
+    claim!(verdict, periodic).at_least(12usize);
+    let frozen_ms = vm.snapshots.iter().map(|s| s.frozen_us).max().unwrap_or(0) / 1000;
+    claim!(verdict, frozen_ms).at_most(1000u64);
+    verdict.into_anyhow_or_log()
+}

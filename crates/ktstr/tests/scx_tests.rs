@@ -172,3 +172,88 @@ fn declared_schedulers_are_registered() {
     assert_eq!(ktstr::test_support::KTSTR_SCHEDULERS.len(), 1);
     assert!(ktstr::test_support::declared_scheduler("scx_simple").is_none());
 }
+
+/// Snapshots under sched_ext: six spinners crowd two CPUs, so most of them wait on DSQs.
+/// Every DSQ the host lists must hold as many tasks as the kernel's own count says, each
+/// task must name that DSQ in its own `scx.dsq` (a separate read), and every spinner must be
+/// of the ext class and either running or queued.
+#[ktstr_test(
+    scheduler = SCX_KTSTR,
+    llcs = 1,
+    duration_s = 3,
+    num_snapshots = 4,
+    post_vm = dsqs_are_consistent
+)]
+fn snapshots_list_the_tasks_on_each_dsq(ctx: &Ctx) -> Result<AssertResult> {
+    execute_defs(
+        ctx,
+        vec![CgroupDef::named("crowd").workers(6).comm("crowd")],
+    )
+}
+
+/// `SCX_DSQ_LOCAL`: the id of every CPU's local DSQ.
+const SCX_DSQ_LOCAL: u64 = 1 << 63 | 2;
+
+fn dsqs_are_consistent(vm: &VmResult) -> Result<()> {
+    use anyhow::ensure;
+    ensure!(vm.snapshots.len() == 4, "{:?}", vm.snapshot_errors);
+    let mut queued_seen = 0;
+    let mut crowded = 0;
+    for s in &vm.snapshots {
+        ensure!(s.errors.is_empty(), "{}: {:?}", s.name, s.errors);
+        let dsq_of = |pid: i32| s.task(pid).and_then(|t| t.scx.as_ref()?.dsq_id);
+        for d in &s.dsqs {
+            ensure!(
+                d.tasks.len() == d.nr as usize,
+                "{}: DSQ {:#x} lists {} tasks, the kernel counts {}",
+                s.name,
+                d.id,
+                d.tasks.len(),
+                d.nr
+            );
+            for t in &d.tasks {
+                ensure!(
+                    dsq_of(t.pid) == Some(d.id),
+                    "{}: {t:?} on {:#x}",
+                    s.name,
+                    d.id
+                );
+            }
+            queued_seen += d.tasks.len();
+        }
+        for c in &s.cpus {
+            for t in &c.local_dsq {
+                ensure!(dsq_of(t.pid) == Some(SCX_DSQ_LOCAL), "{}: {t:?}", s.name);
+            }
+            queued_seen += c.local_dsq.len();
+        }
+        let crowd: Vec<_> = s.tasks.iter().filter(|t| t.comm == "crowd").collect();
+        ensure!(crowd.len() <= 6, "{}: {crowd:?}", s.name);
+        if crowd.len() < 6 {
+            // Taken while the workers were still starting.
+            continue;
+        }
+        crowded += 1;
+        for t in &crowd {
+            ensure!(t.class.as_deref() == Some("ext"), "{}: {t:?}", s.name);
+        }
+        // A spinner is running or queued, except one caught between the two.
+        let placed = crowd
+            .iter()
+            .filter(|t| {
+                s.queued().any(|q| q.pid == t.pid)
+                    || s.cpus
+                        .iter()
+                        .any(|c| c.curr.as_ref().map(|q| q.pid) == Some(t.pid))
+            })
+            .count();
+        ensure!(
+            placed >= 5,
+            "{}: only {placed} of 6 spinners running or queued",
+            s.name
+        );
+    }
+    ensure!(crowded >= 1, "no snapshot saw all six spinners");
+    ensure!(queued_seen > 0, "no snapshot found a queued task");
+    Ok(())
+}

@@ -15,8 +15,7 @@
 //!   `watch_bpf_maps`, `perf_delta_assertions`, `disk`, `networks`,
 //!   `config`, `expect_scx_bpf_error_matches`, `wprof_args`, `cleanup_budget_ms`, `cpu_budget`,
 //!   `min_page_locality`, `max_cross_node_migration_ratio`, `max_slow_tier_ratio`;
-//!   `num_snapshots` other than 0; `auto_repro` (the existing default, true: only
-//!   `auto_repro = false` is accepted).
+//!   `auto_repro` (the existing default, true: only `auto_repro = false` is accepted).
 //! - `Payload`'s fields (`kind: PayloadKind`, `output`, `default_checks`, `metrics`,
 //!   `include_files`, ...): a struct-literal `Payload` does not compile; here a payload is
 //!   `Payload::named(..)`/`Payload::binary(..)` with `.default_args(..)`.
@@ -26,8 +25,7 @@
 //!   `config_file_def`, `kernels`, `verifier_exclude_topologies`;
 //!   `SchedulerSpec::KernelBuiltin`; `CgroupPath`;
 //!   `Payload::KERNEL_DEFAULT`; `#[derive(Payload)]`, `PayloadRun`.
-//! - `Op`s: `CaptureSnapshot`/`capture_snapshot`, `WatchSnapshot`/`watch_snapshot`,
-//!   `WriteKernelHot`/`WriteKernelCold`/`ReadKernelHot`/`ReadKernelCold` and their
+//! - `Op`s: `WriteKernelHot`/`WriteKernelCold`/`ReadKernelHot`/`ReadKernelCold` and their
 //!   constructors, `PinBpfMap`/`pin_bpf_map`; `KernelTarget`, `KernelValue`,
 //!   `KernelValueWidth`.
 //! - `Ctx` fields `topo` as the existing ktstr's `TestTopology`, `sched_pid`, `settle`,
@@ -190,7 +188,7 @@ fn conformance_assert_keys(ctx: &Ctx) -> Result<AssertResult> {
     workload_root_cgroup = "/test.slice",
     extra_sched_args = ["--extra"],
     extra_include_files = ["/etc/os-release"],
-    num_snapshots = 0,
+    num_snapshots = 12,
     post_vm = check_the_vm,
     post_vm_unconditional = check_the_vm,
     ignore
@@ -204,6 +202,8 @@ fn conformance_scheduler_keys(ctx: &Ctx) -> Result<AssertResult> {
                 vec![
                     Op::replace_scheduler(&BUILT),
                     Op::run_payload(&TRUE_BIN, vec![]),
+                    Op::capture_snapshot("after_replace"),
+                    Op::watch_snapshot("jiffies_64"),
                 ],
                 HoldSpec::frac(0.5),
             ),

@@ -107,6 +107,14 @@ pub enum KvmError {
     /// The VM is not running (it ended or was stopped).
     #[error("the VM is not running")]
     NotRunning,
+    /// Not every vCPU parked in time for a freeze.
+    #[error("only {parked} of {vcpus} vCPUs stopped in time for a freeze")]
+    FreezeTimedOut {
+        /// vCPUs that parked.
+        parked: u32,
+        /// vCPUs of the VM.
+        vcpus: u32,
+    },
     /// Some vCPUs did not give their registers in time.
     #[error("vCPUs {missing:?} did not give their registers in time")]
     RegistersTimedOut {

@@ -45,4 +45,4 @@ pub use layout::{E820Entry, MemoryLayout, RING_GPA, RING_SIZE};
 pub use memory::GuestMemory;
 pub use ring::{RingError, RingReader, RingRecord};
 pub use vcpu::{InternalError, KvmExit, VcpuRegs};
-pub use vm::{DiskConfig, GuestIo, KvmVm, KvmVmBuilder, KvmVmHandle, Payload};
+pub use vm::{DiskConfig, GuestIo, KvmFreezer, KvmVm, KvmVmBuilder, KvmVmHandle, Payload};

@@ -213,6 +213,9 @@ pub struct Shared {
     snapshot_gen: AtomicU64,
     snapshot: Mutex<Vec<(u64, u32, VcpuRegs)>>,
     snapshot_done: Condvar,
+    /// Whether a pause is asked for, and how many vCPUs sit parked in it.
+    pause: Mutex<(bool, u32)>,
+    pause_changed: Condvar,
 }
 
 impl Shared {
@@ -286,6 +289,55 @@ impl Shared {
         self.snapshot_done.notify_all();
     }
 
+    /// Asks every vCPU to park at its next exit from KVM_RUN (the caller kicks them).
+    pub fn ask_pause(&self) {
+        crate::kvm::lock(&self.pause).0 = true;
+    }
+
+    /// Waits up to `timeout` for `n` vCPUs to be parked; returns how many are.
+    pub fn wait_parked(&self, n: u32, timeout: std::time::Duration) -> u32 {
+        let p = crate::kvm::lock(&self.pause);
+        let p = match self
+            .pause_changed
+            .wait_timeout_while(p, timeout, |p| p.1 < n)
+        {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+        p.1
+    }
+
+    /// Lets parked vCPUs run again.
+    pub fn release(&self) {
+        crate::kvm::lock(&self.pause).0 = false;
+        self.pause_changed.notify_all();
+    }
+
+    /// On a vCPU thread: while a pause is asked for and the VM is not stopping, stays out of
+    /// KVM_RUN (still answering register requests).
+    fn park(&self, cpu: u32, fd: &VcpuFd, answered: &mut u64) {
+        let mut p = crate::kvm::lock(&self.pause);
+        if !p.0 {
+            return;
+        }
+        p.1 += 1;
+        self.pause_changed.notify_all();
+        while p.0 && !self.stopping() {
+            p = match self
+                .pause_changed
+                .wait_timeout(p, std::time::Duration::from_millis(2))
+            {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+            drop(p);
+            self.answer_snapshot(cpu, fd, answered);
+            p = crate::kvm::lock(&self.pause);
+        }
+        p.1 -= 1;
+        self.pause_changed.notify_all();
+    }
+
     /// Port-I/O exits handled so far.
     pub fn io_exits(&self) -> u64 {
         self.io_exits.load(Ordering::Relaxed)
@@ -357,6 +409,7 @@ pub fn run_vcpu(
     let mut answered = 0;
     loop {
         shared.answer_snapshot(cpu, &fd, &mut answered);
+        shared.park(cpu, &fd, &mut answered);
         if shared.stopping() {
             let regs = VcpuRegs::read(&fd);
             crate::kvm::lock(&shared.stopped_regs).push((cpu, regs));

@@ -653,7 +653,7 @@ impl KvmVm {
         Ok(KvmVmHandle {
             io: self.io.clone(),
             shared,
-            threads,
+            threads: Arc::new(Mutex::new(threads)),
             io_thread,
             vm: self,
             started: Instant::now(),
@@ -726,7 +726,7 @@ impl VirtioAttacher<'_> {
 /// Kicks every thread out of KVM_RUN until it has returned, then joins it.
 fn stop_threads(threads: &mut Vec<(u32, JoinHandle<()>)>) -> Vec<u32> {
     let mut lost = Vec::new();
-    for (cpu, t) in threads.drain(..) {
+    for (cpu, t) in std::mem::take(threads) {
         while !t.is_finished() {
             // An error means the thread is already gone.
             let _ = t.kill(vcpu::kick_signal());
@@ -739,11 +739,71 @@ fn stop_threads(threads: &mut Vec<(u32, JoinHandle<()>)>) -> Vec<u32> {
     lost
 }
 
+/// The vCPU threads of a running VM, shared with its [`KvmFreezer`]s; emptied (under the
+/// lock) before they are joined, so nobody signals a thread that is gone.
+type VcpuThreads = Arc<Mutex<Vec<(u32, JoinHandle<()>)>>>;
+
+/// Takes the threads out of `threads` and stops them (see [`stop_threads`]).
+fn take_and_stop(threads: &VcpuThreads) -> Vec<u32> {
+    let mut taken = std::mem::take(&mut *crate::kvm::lock(threads));
+    stop_threads(&mut taken)
+}
+
+/// Freezes a running VM's vCPUs from any thread, and lets them go on.
+#[derive(Clone)]
+pub struct KvmFreezer {
+    shared: Arc<Shared>,
+    threads: VcpuThreads,
+}
+
+impl std::fmt::Debug for KvmFreezer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvmFreezer").finish_non_exhaustive()
+    }
+}
+
+impl KvmFreezer {
+    /// Parks every vCPU outside KVM_RUN, waiting up to `timeout` for all of them; on
+    /// failure none stays parked. Guest memory does not change until [`KvmFreezer::thaw`].
+    pub fn freeze(&self, timeout: Duration) -> Result<(), KvmError> {
+        let deadline = Instant::now() + timeout;
+        self.shared.ask_pause();
+        loop {
+            let n = {
+                let threads = crate::kvm::lock(&self.threads);
+                if threads.is_empty() || self.shared.stopping() {
+                    drop(threads);
+                    self.shared.release();
+                    return Err(KvmError::NotRunning);
+                }
+                // A kick that lands outside KVM_RUN is lost: kick until every one parked.
+                for (_, t) in threads.iter() {
+                    let _ = t.kill(vcpu::kick_signal());
+                }
+                threads.len() as u32
+            };
+            let parked = self.shared.wait_parked(n, Duration::from_millis(2));
+            if parked >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.shared.release();
+                return Err(KvmError::FreezeTimedOut { parked, vcpus: n });
+            }
+        }
+    }
+
+    /// Lets the vCPUs run again.
+    pub fn thaw(&self) {
+        self.shared.release();
+    }
+}
+
 /// A running VM.
 pub struct KvmVmHandle {
     io: GuestIo,
     shared: Arc<Shared>,
-    threads: Vec<(u32, JoinHandle<()>)>,
+    threads: VcpuThreads,
     io_thread: Option<IoThread>,
     // Keeps the VM, vCPU fds' VM and memory alive until the threads are joined; also
     // holds the I/O thread's kick counter.
@@ -762,28 +822,36 @@ impl KvmVmHandle {
         self.started
     }
 
+    /// A handle that freezes and thaws this VM's vCPUs from another thread.
+    pub fn freezer(&self) -> KvmFreezer {
+        KvmFreezer {
+            shared: Arc::clone(&self.shared),
+            threads: Arc::clone(&self.threads),
+        }
+    }
+
     /// Every running vCPU's registers, in vCPU order: each vCPU thread is kicked out of
     /// KVM_RUN, reads its own registers and goes on running.
     pub fn registers(&self, timeout: Duration) -> Result<Vec<VcpuRegs>, KvmError> {
-        if self.threads.is_empty() || self.shared.stopping() {
+        let threads = crate::kvm::lock(&self.threads);
+        if threads.is_empty() || self.shared.stopping() {
             return Err(KvmError::NotRunning);
         }
         let gen = self.shared.request_snapshot();
         let deadline = Instant::now() + timeout;
         loop {
             // A kick that lands outside KVM_RUN is lost, so kick again until all answered.
-            for (_, t) in &self.threads {
+            for (_, t) in threads.iter() {
                 let _ = t.kill(vcpu::kick_signal());
             }
             let got = self.shared.snapshot_answers(gen, Duration::from_millis(2));
-            if got.len() >= self.threads.len() {
+            if got.len() >= threads.len() {
                 let mut regs: Vec<(u32, VcpuRegs)> = got;
                 regs.sort_by_key(|r| r.0);
                 return Ok(regs.into_iter().map(|r| r.1).collect());
             }
             if Instant::now() >= deadline || self.shared.stopping() {
-                let missing = self
-                    .threads
+                let missing = threads
                     .iter()
                     .map(|t| t.0)
                     .filter(|c| !got.iter().any(|g| g.0 == *c))
@@ -811,7 +879,7 @@ impl KvmVmHandle {
     /// Waits until the guest ends or `timeout` passes (then stops it): how it ended.
     /// [`KvmError::NotRunning`] once the VM was stopped (an earlier wait, or a kill).
     pub fn wait(&mut self, timeout: Duration) -> Result<KvmExit, KvmError> {
-        if self.threads.is_empty() {
+        if crate::kvm::lock(&self.threads).is_empty() {
             return Err(KvmError::NotRunning);
         }
         let outcome = self.shared.wait(Instant::now() + timeout);
@@ -822,7 +890,7 @@ impl KvmVmHandle {
     ///
     /// After it returned `Some`, the VM is stopped and later calls return `None`.
     pub fn try_wait(&mut self) -> Result<Option<KvmExit>, KvmError> {
-        if self.threads.is_empty() {
+        if crate::kvm::lock(&self.threads).is_empty() {
             return Ok(None);
         }
         match self.shared.wait(Instant::now()) {
@@ -834,7 +902,7 @@ impl KvmVmHandle {
     /// Stops every vCPU now and ends the console and application streams.
     pub fn kill(&mut self) {
         self.shared.stop();
-        stop_threads(&mut self.threads);
+        take_and_stop(&self.threads);
         self.stop_io_thread();
         self.io.close_outputs();
     }
@@ -850,9 +918,9 @@ impl KvmVmHandle {
         &mut self,
         outcome: Option<Result<KvmExit, KvmError>>,
     ) -> Result<KvmExit, KvmError> {
-        let n = self.threads.len() as u32;
+        let n = crate::kvm::lock(&self.threads).len() as u32;
         self.shared.stop();
-        let lost = stop_threads(&mut self.threads);
+        let lost = take_and_stop(&self.threads);
         self.stop_io_thread();
         self.io.close_outputs();
         match (outcome, lost.first()) {

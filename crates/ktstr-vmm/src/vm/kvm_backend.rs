@@ -62,6 +62,10 @@ impl KvmBackend {
     }
 
     /// Every vCPU's control registers, read by the vCPU threads themselves.
+    pub(super) fn freezer(&self) -> crate::kvm::KvmFreezer {
+        self.handle.freezer()
+    }
+
     pub(super) fn registers(&self, timeout: Duration) -> Result<Vec<VcpuRegisters>, VmmError> {
         let regs = self.handle.registers(timeout)?;
         Ok(regs

@@ -402,6 +402,22 @@ impl<'c> Engine<'c> {
                 self.ctx.record_procs(tag, procs);
                 Ok(())
             }
+            Op::CaptureSnapshot { name } => {
+                let said = crate::request::ask_host(crate::request::RequestOp::Snapshot {
+                    name: name.clone(),
+                })
+                .map_err(|e| anyhow!("Op::capture_snapshot({name:?}): {e}"))?;
+                self.notes.push(said);
+                Ok(())
+            }
+            Op::WatchSnapshot { symbol } => {
+                let said = crate::request::ask_host(crate::request::RequestOp::WatchSymbol {
+                    symbol: symbol.clone(),
+                })
+                .map_err(|e| anyhow!("Op::watch_snapshot({symbol:?}): {e}"))?;
+                self.notes.push(said);
+                Ok(())
+            }
             Op::StopCgroup { cgroup } => self.stop(cgroup),
             Op::SetAffinity { cgroup, affinity } => self.set_affinity(cgroup, affinity),
             Op::MoveAllTasks { from, to } => {

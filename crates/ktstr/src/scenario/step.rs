@@ -187,6 +187,20 @@ pub enum Op {
         /// The cgroup.
         cgroup: String,
     },
+    /// Freeze the guest and take a snapshot of the scheduler's state under `name`
+    /// ([`VmResult::snapshots`](crate::test_support::VmResult::snapshots)); the scenario goes
+    /// on once the host has read it. Needs the host monitor (`num_snapshots`, or
+    /// `KTSTR_MONITOR=1`).
+    CaptureSnapshot {
+        /// The snapshot's name.
+        name: String,
+    },
+    /// From now on, take a snapshot named after `symbol` whenever the 8 bytes at that kernel
+    /// symbol change (checked every monitor tick).
+    WatchSnapshot {
+        /// The kernel symbol.
+        symbol: String,
+    },
     /// Attach a sched_ext scheduler (none may be attached).
     AttachScheduler {
         /// The scheduler; its binary must be in the guest (`scheduler` or `staged_schedulers`).
@@ -355,6 +369,16 @@ impl Op {
         Op::CaptureCgroupProcs {
             tag: owned(tag),
             cgroup: owned(cgroup),
+        }
+    }
+    /// Freezes the guest and takes a snapshot named `name`.
+    pub fn capture_snapshot(name: impl Into<Cow<'static, str>>) -> Op {
+        Op::CaptureSnapshot { name: owned(name) }
+    }
+    /// Takes a snapshot whenever kernel symbol `symbol`'s value changes.
+    pub fn watch_snapshot(symbol: impl Into<Cow<'static, str>>) -> Op {
+        Op::WatchSnapshot {
+            symbol: owned(symbol),
         }
     }
     /// Attaches `scheduler`.

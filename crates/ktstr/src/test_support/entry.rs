@@ -43,6 +43,9 @@ pub struct KtstrTestEntry {
     /// sched_ext watchdog timeout for the test, written into the guest by the host
     /// (see [`crate::watchdog`]); `None` leaves the scheduler's own.
     pub watchdog_timeout_s: Option<u64>,
+    /// Snapshots taken over 10-90 % of the run, the guest frozen for each (0: none); they
+    /// reach `post_vm` as [`VmResult::snapshots`].
+    pub num_snapshots: u32,
     /// The scheduler under test ([`Scheduler::EEVDF`] for the kernel's own).
     pub scheduler: &'static Scheduler,
     /// Other schedulers packed into the guest for scheduler ops (`Op::attach_scheduler`).
@@ -100,6 +103,7 @@ impl KtstrTestEntry {
         memory_mib: None,
         duration_s: None,
         watchdog_timeout_s: None,
+        num_snapshots: 0,
         scheduler: &Scheduler::EEVDF,
         staged_schedulers: &[],
         payload: None,

@@ -15,12 +15,13 @@ use super::gauntlet::{plan, preset_memory_mib, variant_name, HostSize, Plan, Top
 use super::slots::vm_slot;
 use super::tail::{StreamTail, TAIL_LIMIT};
 use crate::kernel;
-use crate::monitor::{MonitorOptions, MonitorSummary};
+use crate::monitor::{snapshot_times, MonitorOptions, MonitorSummary};
 use crate::run::{self, Mode, Outcome, RunOptions, SchedulerRun, Stream};
 use crate::scenario::{CpuTopo, Phase, PhaseCgroupStats};
 use crate::sched::SchedulerReport;
 use ktstr_assert::Assert;
 use ktstr_btf_monitor::MonitorThresholds;
+use ktstr_btf_monitor::Snapshot;
 use ktstr_topology::Topology;
 
 /// How long a scheduler may take to attach in a test.
@@ -72,12 +73,22 @@ pub struct VmResult {
     pub wall: Duration,
     /// How each payload run ended.
     pub payloads: Vec<crate::scenario::PayloadResult>,
-    /// What the host-side runqueue monitor saw, when it ran (monitor checks asked for, or
-    /// `KTSTR_MONITOR=1`).
+    /// What the host-side runqueue monitor saw, when it ran (monitor checks asked for,
+    /// `num_snapshots`, or `KTSTR_MONITOR=1`).
     pub monitor: Option<MonitorSummary>,
+    /// The snapshots taken (`num_snapshots` ones named `periodic_<i>`, then those
+    /// `Op::capture_snapshot` and `Op::watch_snapshot` took), in the order taken.
+    pub snapshots: Vec<Snapshot>,
+    /// Snapshots asked for and not taken, with why.
+    pub snapshot_errors: Vec<String>,
 }
 
 impl VmResult {
+    /// The first snapshot named `name`.
+    pub fn snapshot(&self, name: &str) -> Option<&Snapshot> {
+        self.snapshots.iter().find(|s| s.name == name)
+    }
+
     /// One cgroup's measurements over one phase.
     pub fn phase_cgroup(&self, phase: Phase, cgroup: &str) -> Option<&PhaseCgroupStats> {
         self.phases
@@ -499,9 +510,11 @@ fn run_vm(entry: &KtstrTestEntry, target: &Target) -> Result<VmResult, Unrunnabl
     let assert = entry.effective_assert();
     if assert.wants_monitor()
         || entry.watchdog_timeout_s.is_some()
+        || entry.num_snapshots > 0
         || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1")
     {
         let mut m = monitor_options(&file_stem(&target.name), &assert);
+        m.snapshot_at = snapshot_times(entry.num_snapshots, entry.duration());
         if let Some(secs) = entry.watchdog_timeout_s {
             let hz = kernel
                 .config_text()
@@ -601,6 +614,10 @@ fn run_vm(entry: &KtstrTestEntry, target: &Target) -> Result<VmResult, Unrunnabl
     let guest_schedulers =
         absorb_report(&mut vm, report.test_report.as_deref(), &stdout, guest_error);
     vm.monitor = report.monitor.clone();
+    if let Some(m) = vm.monitor.as_mut() {
+        vm.snapshots = std::mem::take(&mut m.snapshots);
+        vm.snapshot_errors = m.snapshot_errors.clone();
+    }
     judge_monitor(&mut vm, &assert);
     vm.schedulers.extend(vm.scheduler.iter().cloned());
     vm.schedulers.extend(guest_schedulers);
@@ -664,6 +681,21 @@ fn judge_monitor(vm: &mut VmResult, assert: &Assert) {
             .iter()
             .filter(|n| n.starts_with("watchdog:"))
             .map(|n| format!("monitor: {n}")),
+    );
+    lines.extend(
+        vm.snapshots
+            .iter()
+            .map(|s| format!("monitor: {}", s.line())),
+    );
+    lines.extend(
+        m.snapshots_file
+            .iter()
+            .map(|f| format!("monitor: snapshots -> {}", f.display())),
+    );
+    lines.extend(
+        vm.snapshot_errors
+            .iter()
+            .map(|e| format!("monitor: snapshot not taken: {e}")),
     );
     if let Some(r) = vm.result.as_mut() {
         r.notes.extend(lines.iter().cloned());
