@@ -215,7 +215,8 @@ fn table(rows: &[Row]) -> String {
                 rec.scheduler.clone(),
                 format!("{:.1}s", rec.duration_s),
                 verdict_text(rec.verdict).to_string(),
-                rec.reason.clone().unwrap_or_default(),
+                // Why it failed or skipped, else how it ran (single-threaded TCG).
+                rec.reason.clone().or(rec.note.clone()).unwrap_or_default(),
             ]
         })
         .collect();
@@ -338,6 +339,7 @@ mod tests {
                 verdict,
                 reason: reason.map(str::to_string),
                 detail: reason.map(|r| format!("{r}\nmore <detail> & stuff")),
+                note: None,
             },
         }
     }
@@ -352,13 +354,22 @@ mod tests {
                 Some("cg_0: worker 7 gap"),
             ),
         ];
+        let mut rows = rows;
+        let mut big = row("gauntlet/steady/9cpu-3llc-nosmt", Verdict::Pass, None);
+        big.record.note = Some("9 vCPUs on 2 host CPUs: single-threaded TCG".into());
+        rows.push(big);
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[3].contains("PASS")
+                && lines[3].ends_with("9 vCPUs on 2 host CPUs: single-threaded TCG"),
+            "{t}"
+        );
         assert!(lines[0].starts_with("test "));
         assert!(lines[1].contains("PASS"));
         assert!(lines[2].contains("FAIL") && lines[2].ends_with("cg_0: worker 7 gap"));
         assert_eq!(lines[1].find("debian"), lines[2].find("debian"));
-        assert_eq!(lines[3], "1 passed, 1 failed, 0 skipped");
+        assert_eq!(lines[4], "2 passed, 1 failed, 0 skipped");
     }
 
     #[test]

@@ -181,6 +181,14 @@ fn gauntlet_lists_and_runs_the_presets_a_test_admits() {
         assert_eq!(record["test"], name.as_str());
         assert_eq!(record["verdict"], "pass", "{record}");
         assert_eq!(record["topology"], topology, "{record}");
+        if host_cpus < 4 {
+            // The summary table says it too (its last column).
+            assert_eq!(
+                record["note"],
+                format!("4 vCPUs on {host_cpus} host CPUs: single-threaded TCG").as_str(),
+                "{record}"
+            );
+        }
         let guest = std::fs::read_to_string(dir.join(format!("{stem}.stdout"))).unwrap();
         assert!(
             guest.contains(&format!("guest topology: {seen} ")),

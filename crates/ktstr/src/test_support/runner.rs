@@ -142,6 +142,10 @@ pub struct TestRecord {
     pub reason: Option<String>,
     /// The full failure text.
     pub detail: Option<String>,
+    /// How the run was placed, when worth saying: a gauntlet preset with more vCPUs than
+    /// the host has CPUs ran under single-threaded TCG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn required() -> bool {
@@ -238,8 +242,13 @@ impl Target {
             )),
             Plan::Skip(why) => {
                 let why = format!("preset {}: {why}", preset.name);
+                let target = Target {
+                    name: name.clone(),
+                    preset: None,
+                    single_tcg: None,
+                };
                 write_record(
-                    &name,
+                    &target,
                     entry,
                     &None,
                     Duration::ZERO,
@@ -274,7 +283,7 @@ fn run_one(entry: &KtstrTestEntry, target: &Target) -> Result<(), String> {
         Judged::Fail { reason, detail, vm } => (Verdict::Fail, Some(reason), Some(detail), vm),
     };
     write_record(
-        &target.name,
+        target,
         entry,
         &vm,
         start.elapsed(),
@@ -851,7 +860,7 @@ fn file_stem(name: &str) -> String {
 }
 
 fn write_record(
-    name: &str,
+    target: &Target,
     entry: &KtstrTestEntry,
     vm: &Option<VmResult>,
     wall: Duration,
@@ -862,6 +871,7 @@ fn write_record(
     let Some(dir) = std::env::var_os(RESULTS_DIR_ENV).map(PathBuf::from) else {
         return;
     };
+    let name = target.name.as_str();
     let record = TestRecord {
         test: name.to_string(),
         topology: vm.as_ref().map(|v| v.topology.clone()).unwrap_or_else(|| {
@@ -880,6 +890,7 @@ fn write_record(
         verdict,
         reason: reason.clone(),
         detail: detail.clone(),
+        note: target.single_tcg.clone(),
     };
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(json) = serde_json::to_string_pretty(&record) {
