@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ktstr::test_support::{TestRecord, Verdict, RESULTS_DIR_ENV};
+use ktstr::test_support::{gauntlet, TestRecord, Verdict, RESULTS_DIR_ENV};
 
 /// Options of `test`.
 #[derive(Debug, Args)]
@@ -25,6 +25,14 @@ pub struct TestArgs {
     /// Run the host-side runqueue monitor beside every VM test (its findings are reported).
     #[arg(long)]
     monitor: bool,
+    /// Also run each test on every gauntlet topology preset its constraints admit, as
+    /// `gauntlet/<test>/<preset>` (presets bigger than the host on single-threaded TCG;
+    /// those whose memory the host cannot hold skipped, saying why).
+    #[arg(long)]
+    gauntlet: bool,
+    /// Say which gauntlet presets the tests' constraints leave out, and why.
+    #[arg(short, long)]
+    verbose: bool,
     /// Use `cargo test` even when cargo-nextest is installed.
     #[arg(long)]
     cargo_test: bool,
@@ -69,9 +77,7 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
             cmd.arg("test");
         }
         cmd.args(&a.passthrough).env(RESULTS_DIR_ENV, &dir);
-        if a.monitor {
-            cmd.env(ktstr::test_support::runner::MONITOR_ENV, "1");
-        }
+        cmd.envs(flag_env(a));
         if let Some(spec) = spec {
             // Resolved (fetched or built) above: the tests find it in the cache.
             cmd.env("KTSTR_KERNEL", spec);
@@ -89,6 +95,19 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
         let status = cmd.status().context("running cargo")?;
         if !status.success() {
             worst = status.code().unwrap_or(1).max(1);
+        }
+        if a.gauntlet {
+            let rejected = read_rejected(&dir);
+            if a.verbose {
+                for r in &rejected {
+                    progress(r);
+                }
+            } else if !rejected.is_empty() {
+                progress(&format!(
+                    "gauntlet: {} test/preset pairs not run: the tests' constraints reject them (-v says which)",
+                    rejected.len()
+                ));
+            }
         }
         for rec in read_records(&dir)? {
             rows.push(Row {
@@ -116,6 +135,38 @@ pub fn run(a: &TestArgs, progress: &dyn Fn(&str)) -> Result<i32> {
         worst = 1;
     }
     Ok(worst)
+}
+
+/// The variables the test binaries read for the flags given: `--monitor`, `--gauntlet`, `-v`.
+fn flag_env(a: &TestArgs) -> Vec<(&'static str, &'static str)> {
+    [
+        (a.monitor, ktstr::test_support::runner::MONITOR_ENV),
+        (a.gauntlet, gauntlet::GAUNTLET_ENV),
+        (a.verbose, gauntlet::VERBOSE_ENV),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, k)| (k, "1"))
+    .collect()
+}
+
+/// The presets the tests' constraints rejected, as the test binaries' listings wrote them.
+fn read_rejected(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(gauntlet::REJECTED_PREFIX)
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn read_records(dir: &Path) -> Result<Vec<TestRecord>> {
@@ -164,7 +215,8 @@ fn table(rows: &[Row]) -> String {
                 rec.scheduler.clone(),
                 format!("{:.1}s", rec.duration_s),
                 verdict_text(rec.verdict).to_string(),
-                rec.reason.clone().unwrap_or_default(),
+                // Why it failed or skipped, else how it ran (single-threaded TCG).
+                rec.reason.clone().or(rec.note.clone()).unwrap_or_default(),
             ]
         })
         .collect();
@@ -287,6 +339,7 @@ mod tests {
                 verdict,
                 reason: reason.map(str::to_string),
                 detail: reason.map(|r| format!("{r}\nmore <detail> & stuff")),
+                note: None,
             },
         }
     }
@@ -301,13 +354,68 @@ mod tests {
                 Some("cg_0: worker 7 gap"),
             ),
         ];
+        let mut rows = rows;
+        let mut big = row("gauntlet/steady/9cpu-3llc-nosmt", Verdict::Pass, None);
+        big.record.note = Some("9 vCPUs on 2 host CPUs: single-threaded TCG".into());
+        rows.push(big);
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[3].contains("PASS")
+                && lines[3].ends_with("9 vCPUs on 2 host CPUs: single-threaded TCG"),
+            "{t}"
+        );
         assert!(lines[0].starts_with("test "));
         assert!(lines[1].contains("PASS"));
         assert!(lines[2].contains("FAIL") && lines[2].ends_with("cg_0: worker 7 gap"));
         assert_eq!(lines[1].find("debian"), lines[2].find("debian"));
-        assert_eq!(lines[3], "1 passed, 1 failed, 0 skipped");
+        assert_eq!(lines[4], "2 passed, 1 failed, 0 skipped");
+    }
+
+    #[test]
+    fn gauntlet_flags_reach_the_test_binaries() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: TestArgs,
+        }
+        let w = W::try_parse_from(["t", "--gauntlet", "-v", "--", "-p", "ktstr"]).unwrap();
+        assert_eq!(
+            flag_env(&w.a),
+            [("KTSTR_GAUNTLET", "1"), ("KTSTR_VERBOSE", "1")]
+        );
+        assert_eq!(w.a.passthrough, ["-p", "ktstr"]);
+        let w = W::try_parse_from(["t", "--monitor"]).unwrap();
+        assert_eq!(flag_env(&w.a), [("KTSTR_MONITOR", "1")]);
+    }
+
+    #[test]
+    fn rejected_presets_are_read_back_once_each() {
+        let dir = std::env::temp_dir().join(format!("ktstr-rejected-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = "gauntlet/t/9cpu-3llc-nosmt: not run: 9 CPUs > max_cpus 4";
+        // Two binaries' listings (and a record, which is not one of them).
+        std::fs::write(
+            dir.join(format!("{}1.txt", gauntlet::REJECTED_PREFIX)),
+            format!("{line}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{}2-ignored.txt", gauntlet::REJECTED_PREFIX)),
+            format!("{line}\ngauntlet/u/8cpu-2llc-smt: not run: 8 CPUs > max_cpus 4\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("t.json"), "{}").unwrap();
+        assert_eq!(
+            read_rejected(&dir),
+            [
+                line,
+                "gauntlet/u/8cpu-2llc-smt: not run: 8 CPUs > max_cpus 4"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

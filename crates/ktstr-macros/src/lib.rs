@@ -11,6 +11,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, ItemFn, Lit, Token};
 
+mod constraints;
 mod keys;
 
 use keys::{Key, KeyKind, SCHEDULER_KEYS, TEST_KEYS};
@@ -143,13 +144,21 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
     let mut asserts = Vec::new();
     let mut ignore = false;
     let mut flags = (false, false, false, false);
+    let mut limits = Vec::new();
     for (key, ident, value) in &args {
         let v = value.as_ref();
         match key.name {
             "ignore" => ignore = bool_value(value),
             "expect_err" => flags.0 = bool_value(value),
             "host_only" => flags.1 = bool_value(value),
-            "requires_smt" => flags.2 = bool_value(value),
+            "requires_smt" => {
+                let on = bool_value(value);
+                flags.2 = on;
+                limits.push(quote!(requires_smt: #on));
+            }
+            k if constraints::is_constraint_key(k) => {
+                limits.push(constraints::field(k, v.expect("a value key has a value")));
+            }
             "kaslr" => {
                 let on = bool_value(value);
                 fields.push(quote!(kaslr: #on));
@@ -213,7 +222,32 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             }
         }
     }
-    let (expect_err, host_only, requires_smt, _) = flags;
+    let (expect_err, host_only, _, _) = flags;
+    // Constraints: the scheduler's, with the test's keys on top.
+    let sched_arg = args.iter().find(|(k, _, _)| k.name == "scheduler");
+    let sched_constraints = match sched_arg {
+        Some((_, _, Some(s))) => quote!((#s).constraints),
+        _ => quote!(::ktstr::test_support::Scheduler::EEVDF.constraints),
+    };
+    let lit = |k: &str| {
+        let given = args.iter().find(|(key, _, _)| key.name == k);
+        match given {
+            Some((_, _, v)) => constraints::lit_int(v.as_ref()),
+            // Without a scheduler the topology's defaults are Scheduler::EEVDF's.
+            None if sched_arg.is_none() => Some(match k {
+                "cores" => 2,
+                _ => 1,
+            }),
+            None => None,
+        }
+    };
+    constraints::check_literals(
+        &args,
+        [lit("numa_nodes"), lit("llcs"), lit("cores"), lit("threads")],
+        sched_arg.is_none(),
+        "the test's own topology",
+    )?;
+    let check = constraints::const_check(quote!(#entry.check_constraints()));
     let has_scx_expect = args
         .iter()
         .any(|(k, _, _)| k.name == "expect_scx_bpf_error_contains");
@@ -259,6 +293,8 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
         #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_TESTS)]
         #[linkme(crate = ::ktstr::__private::linkme)]
         #[doc(hidden)]
+        // A test giving every constraint key leaves nothing to its scheduler's.
+        #[allow(clippy::needless_update)]
         static #entry: ::ktstr::test_support::KtstrTestEntry = ::ktstr::test_support::KtstrTestEntry {
             name: #name_str,
             module_path: ::core::module_path!(),
@@ -266,11 +302,17 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
             assert: ::ktstr::prelude::Assert::NO_OVERRIDES #(#asserts)*,
             expect_err: #expect_err,
             host_only: #host_only,
-            requires_smt: #requires_smt,
             host_ops: #host_ops,
+            ignore: #ignore,
+            constraints: ::ktstr::test_support::TopologyConstraints {
+                #(#limits,)*
+                ..#sched_constraints
+            },
             #(#fields,)*
             ..::ktstr::test_support::KtstrTestEntry::DEFAULT
         };
+
+        #check
 
         #ctor_and_test
     })
@@ -368,11 +410,14 @@ fn ktstr_test_entry_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<
     let ctor = format_ident!("__KTSTR_CTOR_{}", upper);
     let hook = hook_and_test(&ctor, ident, &test, &[], &item.vis, None);
     let (attrs, vis, ty, expr) = (&item.attrs, &item.vis, &item.ty, &item.expr);
+    let check = constraints::const_check(quote!(#ident.check_constraints()));
     Ok(quote! {
         #(#attrs)*
         #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_TESTS)]
         #[linkme(crate = ::ktstr::__private::linkme)]
         #vis static #ident: #ty = #expr;
+
+        #check
 
         #hook
     })
@@ -441,10 +486,36 @@ fn declare_scheduler_impl(input: TokenStream2) -> syn::Result<TokenStream2> {
         ));
     }
     let mut chain = vec![quote!(::ktstr::test_support::Scheduler::named(#name))];
+    // A whole `constraints = ..` first, so that single constraint keys refine it.
+    if let Some((_, _, Some(c))) = get("constraints") {
+        chain.push(quote!(.constraints(#c)));
+    }
+    let topo = match get("topology") {
+        Some((_, _, Some(Expr::Tuple(t)))) if t.elems.len() == 4 => {
+            let e: Vec<Option<u64>> = t
+                .elems
+                .iter()
+                .map(|e| constraints::lit_int(Some(e)))
+                .collect();
+            [e[0], e[1], e[2], e[3]]
+        }
+        Some(_) => [None; 4],
+        None => [Some(1), Some(1), Some(2), Some(1)],
+    };
+    constraints::check_literals(
+        &args,
+        topo,
+        get("constraints").is_none(),
+        "the scheduler's topology",
+    )?;
     for (key, _, value) in &args {
         let v = value.as_ref();
         chain.push(match key.name {
-            "name" => continue,
+            "name" | "constraints" => continue,
+            "requires_smt" => {
+                let on = bool_value(value);
+                quote!(.requires_smt(#on))
+            }
             "binary" => quote!(.binary_discover(#v)),
             "binary_path" => {
                 quote!(.binary(::ktstr::test_support::SchedulerSpec::Path(#v)))
@@ -483,9 +554,12 @@ fn declare_scheduler_impl(input: TokenStream2) -> syn::Result<TokenStream2> {
     let ident = decl.name;
     let doc = format!("Scheduler `{ident}`, declared with `declare_scheduler!`.");
     let entry = format_ident!("__KTSTR_SCHEDULER_{}", ident);
+    let check = constraints::const_check(quote!(#ident.check_constraints()));
     Ok(quote! {
         #[doc = #doc]
         #vis static #ident: ::ktstr::test_support::Scheduler = #(#chain)*;
+
+        #check
 
         #[::ktstr::__private::linkme::distributed_slice(::ktstr::test_support::KTSTR_SCHEDULERS)]
         #[linkme(crate = ::ktstr::__private::linkme)]
@@ -591,6 +665,81 @@ mod tests {
     }
 
     #[test]
+    fn constraint_keys_land_over_the_schedulers() {
+        let out = expand(
+            "llcs = 2, cores = 2, threads = 2, min_llcs = 2, max_llcs = 4, max_cpus = 8, requires_smt",
+        )
+        .unwrap();
+        assert!(out.contains("min_llcs : 2"), "{out}");
+        assert!(
+            out.contains("max_cpus : :: core :: option :: Option :: Some (8)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("max_llcs : :: core :: option :: Option :: Some (4)"),
+            "{out}"
+        );
+        assert!(out.contains("requires_smt : true"), "{out}");
+        assert!(out.contains(".. :: ktstr :: test_support :: Scheduler :: EEVDF . constraints"));
+        // With a scheduler, the rest come from its constraints.
+        let out = expand("scheduler = MY_SCHED, min_cpus = 2").unwrap();
+        assert!(out.contains(".. (MY_SCHED) . constraints"), "{out}");
+        // What literals cannot show is checked in a const of the finished entry.
+        assert!(
+            out.contains("const _ : () = if let :: core :: result :: Result :: Err (why) = __KTSTR_ENTRY_T . check_constraints ()"),
+            "{out}"
+        );
+        assert!(expand("min_numa_nodes = 2, max_numa_nodes = 2, numa_nodes = 2, llcs = 2").is_ok());
+    }
+
+    #[test]
+    fn impossible_constraints_are_compile_errors() {
+        let e = expand("min_llcs = 4, max_llcs = 2").unwrap_err();
+        assert!(e.contains("`min_llcs = 4` is above `max_llcs = 2`"), "{e}");
+        let e = expand("min_cpus = 200").unwrap_err();
+        assert!(
+            e.contains("`min_cpus = 200` is above `max_cpus = 192` (the default)"),
+            "{e}"
+        );
+        // Without a scheduler the defaults are known; with one they are its, unseen here.
+        assert!(expand("scheduler = S, min_cpus = 200").is_ok());
+        let e = expand("min_numa_nodes = 0").unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = expand("max_numa_nodes = 2, min_numa_nodes = 3").unwrap_err();
+        assert!(
+            e.contains("`min_numa_nodes = 3` is above `max_numa_nodes = 2`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_topology_outside_its_constraints_is_a_compile_error() {
+        let e = expand("llcs = 4, max_llcs = 2").unwrap_err();
+        assert_eq!(
+            e,
+            "the test's own topology has 4 LLCs, more than `max_llcs = 2`: raise `max_llcs`"
+        );
+        let e = expand("numa_nodes = 2, llcs = 2").unwrap_err();
+        assert!(
+            e.contains("2 NUMA nodes, more than `max_numa_nodes = 1` (the default)"),
+            "{e}"
+        );
+        // CPUs: LLCs x cores x threads, the default cores (2) counted.
+        let e = expand("llcs = 2, threads = 2, max_cpus = 4").unwrap_err();
+        assert!(e.contains("8 CPUs, more than `max_cpus = 4`"), "{e}");
+        let e = expand("min_cpus = 4").unwrap_err();
+        assert!(e.contains("has 2 CPUs, fewer than `min_cpus = 4`"), "{e}");
+        let e = expand("min_llcs = 2").unwrap_err();
+        assert!(e.contains("has 1 LLCs, fewer than `min_llcs = 2`"), "{e}");
+        assert!(expand("llcs = 2, cores = 2, min_cpus = 4, max_cpus = 4").is_ok());
+        // With a scheduler, dimensions the test leaves to it are unknown here.
+        assert!(expand("scheduler = S, min_cpus = 64").is_ok());
+        assert!(expand("scheduler = S, llcs = 4, max_llcs = 2").is_err());
+        // requires_smt on a topology without SMT stays a skip at run time.
+        assert!(expand("requires_smt").is_ok());
+    }
+
+    #[test]
     fn test_entry_registers_a_static() {
         let item = "static MY_ENTRY: KtstrTestEntry = KtstrTestEntry { name: \"x\", ..KtstrTestEntry::DEFAULT };";
         let ok = ktstr_test_entry_impl(TokenStream2::new(), item.parse().unwrap())
@@ -636,5 +785,46 @@ mod tests {
             bad("S, { name = \"x\", binary = \"y\", topology = (1, 2) }").contains("4 numbers")
         );
         assert!(bad("S, { name = \"x\", binary = \"y\", kernels = [] }").contains("not"));
+    }
+
+    #[test]
+    fn declare_scheduler_takes_constraints() {
+        let ok = declare_scheduler_impl(
+            "S, { name = \"x\", binary = \"y\", max_llcs = 4, requires_smt, constraints = C, topology = (1, 2, 2, 2) }"
+                .parse()
+                .unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        // The whole set first, whatever the order, then the single keys on top.
+        let c = ok.find(". constraints (C)").expect(&ok);
+        let l = ok.find(". max_llcs (4)").expect(&ok);
+        assert!(c < l, "{ok}");
+        assert!(ok.contains(". requires_smt (true)"), "{ok}");
+        assert!(ok.contains("S . check_constraints ()"), "{ok}");
+        let bad = |s: &str| {
+            declare_scheduler_impl(s.parse().unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad("S, { name = \"x\", binary = \"y\", topology = (1, 4, 2, 1), max_llcs = 2 }"),
+            "the scheduler's topology has 4 LLCs, more than `max_llcs = 2`: raise `max_llcs`"
+        );
+        assert!(
+            bad("S, { name = \"x\", binary = \"y\", min_cpus = 8, max_cpus = 4 }")
+                .contains("`min_cpus = 8` is above `max_cpus = 4`")
+        );
+        assert!(
+            bad("S, { name = \"x\", binary = \"y\", topology = (2, 2, 2, 1) }")
+                .contains("2 NUMA nodes, more than `max_numa_nodes = 1` (the default)")
+        );
+        // A whole `constraints` set hides the bounds from the macro: the const check has them.
+        assert!(declare_scheduler_impl(
+            "S, { name = \"x\", binary = \"y\", topology = (2, 2, 2, 1), constraints = C }"
+                .parse()
+                .unwrap()
+        )
+        .is_ok());
     }
 }

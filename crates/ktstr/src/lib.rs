@@ -47,6 +47,17 @@ pub use ktstr_vmm as vmm;
 pub use ktstr_workload as workload;
 pub use serde_json::json;
 
+/// The gauntlet's topology presets (`ktstr::gauntlet::gauntlet_presets()`), as in the
+/// existing ktstr.
+pub mod gauntlet {
+    pub use crate::test_support::gauntlet::*;
+
+    /// Every preset, as the existing ktstr's `gauntlet_presets()` returns them.
+    pub fn gauntlet_presets() -> Vec<TopoPreset> {
+        GAUNTLET_PRESETS.to_vec()
+    }
+}
+
 /// What a test file imports: `use ktstr::prelude::*;`.
 pub mod prelude {
     pub use crate::scenario::{
@@ -57,7 +68,7 @@ pub mod prelude {
     };
     pub use crate::scenarios;
     pub use crate::test_support::{
-        KtstrTestEntry, Payload, Scheduler, SchedulerSpec, Sysctl, VmResult,
+        KtstrTestEntry, Payload, Scheduler, SchedulerSpec, Sysctl, TopologyConstraints, VmResult,
     };
     pub use crate::{
         claim, claim_better, claim_present, claim_seq, claim_set, declare_scheduler, json,

@@ -756,7 +756,14 @@ fn kaslr_false_boots_an_unrandomized_kernel(_ctx: &Ctx) -> Result<AssertResult> 
 }
 
 /// `numa_node(n)` keeps a cgroup's workers on the CPUs of NUMA node `n`.
-#[ktstr_test(numa_nodes = 2, llcs = 2, cores = 1, threads = 1, duration_s = 2)]
+#[ktstr_test(
+    numa_nodes = 2,
+    max_numa_nodes = 2,
+    llcs = 2,
+    cores = 1,
+    threads = 1,
+    duration_s = 2
+)]
 fn numa_node_keeps_workers_on_the_node(ctx: &Ctx) -> Result<AssertResult> {
     let root = ctx.lock_cgroups().root().to_path_buf();
     let node1 = std::fs::read_to_string("/sys/devices/system/node/node1/cpulist")?;
@@ -926,7 +933,14 @@ fn cgroup_churn_moves_workers_round_siblings(ctx: &Ctx) -> Result<AssertResult> 
 }
 
 /// `NumaWorkingSetSweep` binds its region to the target node and its pages move there.
-#[ktstr_test(numa_nodes = 2, llcs = 2, cores = 1, threads = 1, duration_s = 2)]
+#[ktstr_test(
+    numa_nodes = 2,
+    max_numa_nodes = 2,
+    llcs = 2,
+    cores = 1,
+    threads = 1,
+    duration_s = 2
+)]
 fn numa_working_set_sweep_binds_its_region(ctx: &Ctx) -> Result<AssertResult> {
     let root = ctx.lock_cgroups().root().to_path_buf();
     let def = CgroupDef::named("sweeper")

@@ -14,18 +14,16 @@
 //!   `survives_storm`, `allow_inconclusive`, `wprof`, `bpf_map_write`,
 //!   `watch_bpf_maps`, `perf_delta_assertions`, `disk`, `networks`,
 //!   `config`, `expect_scx_bpf_error_matches`, `wprof_args`, `cleanup_budget_ms`, `cpu_budget`,
-//!   `min_numa_nodes`, `max_numa_nodes`, `min_llcs`, `max_llcs`, `min_cpus`, `max_cpus`,
 //!   `min_page_locality`, `max_cross_node_migration_ratio`, `max_slow_tier_ratio`;
 //!   `auto_repro` (the existing default, true: only `auto_repro = false` is accepted).
 //! - `Payload`'s fields (`kind: PayloadKind`, `output`, `default_checks`, `metrics`,
 //!   `include_files`, ...): a struct-literal `Payload` does not compile; here a payload is
 //!   `Payload::named(..)`/`Payload::binary(..)` with `.default_args(..)`.
 //! - `declare_scheduler!` keys: `kernels`, `config_file` (rejected as not implemented),
-//!   `config_file_def`, `constraints`, `verifier_exclude_topologies`, `kernel_builtin_enable`,
-//!   `kernel_builtin_disable`; `Scheduler` builders `manifest_dir`, `constraints`,
-//!   `min_numa_nodes`, `max_numa_nodes`, `min_llcs`, `max_llcs`, `requires_smt`, `min_cpus`,
-//!   `max_cpus`, `config_file`, `config_file_def`, `kernels`, `verifier_exclude_topologies`;
-//!   `SchedulerSpec::KernelBuiltin`; `CgroupPath`; `TopologyConstraints`;
+//!   `config_file_def`, `verifier_exclude_topologies`, `kernel_builtin_enable`,
+//!   `kernel_builtin_disable`; `Scheduler` builders `manifest_dir`, `config_file`,
+//!   `config_file_def`, `kernels`, `verifier_exclude_topologies`;
+//!   `SchedulerSpec::KernelBuiltin`; `CgroupPath`;
 //!   `Payload::KERNEL_DEFAULT`; `#[derive(Payload)]`, `PayloadRun`.
 //! - `Op`s: `WriteKernelHot`/`WriteKernelCold`/`ReadKernelHot`/`ReadKernelCold` and their
 //!   constructors, `PinBpfMap`/`pin_bpf_map`; `KernelTarget`, `KernelValue`,
@@ -48,7 +46,9 @@
 //!   `assert_cross_node_migration`; `#[derive(Claim)]`; `VmResult::phase_cgroup_metric`,
 //!   `phase_buckets`, `run_metric`, `step_throughput`.
 //! - The canned-scenario modules `affinity`, `basic`, `cpuset`, `dynamic`, `stress`, `nested`,
-//!   `performance`, `interaction`, and the gauntlet presets.
+//!   `performance`, `interaction`. The gauntlet's `TopoPreset` has the existing ktstr's
+//!   names and shapes but not its `topology: Topology` field (numa_nodes, llcs, cores,
+//!   threads are fields of their own here), and the aarch64 set is not here.
 //!
 //! Names are taken as the existing ktstr takes them (`impl Into<Cow<'static, str>>`) but kept
 //! as `String` fields: code that builds ops and cgroups compiles unchanged; code that matches
@@ -81,6 +81,51 @@ static BUILT: Scheduler = Scheduler::named("scx_built")
     .kargs(&["quiet"])
     .assert(Assert::NO_OVERRIDES.check_isolation())
     .cgroup_parent("/built.slice");
+
+// Topology constraints as the existing ktstr's documentation writes them: a whole set
+// (cross-checked against the topology at compile time), and the single keys.
+declare_scheduler!(CONSTRAINED_SCHED, {
+    name = "scx_constrained",
+    binary = "scx_constrained",
+    topology = (1, 2, 2, 2),
+    constraints = TopologyConstraints {
+        min_numa_nodes: 1,
+        max_numa_nodes: Some(1),
+        min_llcs: 2,
+        max_llcs: Some(8),
+        requires_smt: true,
+        min_cpus: 4,
+        max_cpus: Some(64),
+    },
+});
+
+declare_scheduler!(KEYED_SCHED, {
+    name = "scx_keyed",
+    binary = "scx_keyed",
+    topology = (2, 2, 2, 1),
+    constraints = TopologyConstraints {
+        max_numa_nodes: Some(2),
+        ..TopologyConstraints::DEFAULT
+    },
+    min_llcs = 2,
+    max_llcs = 4,
+    min_cpus = 4,
+    max_cpus = 32,
+    min_numa_nodes = 1,
+    max_numa_nodes = 2,
+    requires_smt = false,
+});
+
+/// The const builders of constraints.
+static BOUNDED: Scheduler = Scheduler::named("scx_bounded")
+    .constraints(TopologyConstraints::DEFAULT)
+    .min_numa_nodes(1)
+    .max_numa_nodes(2)
+    .min_llcs(1)
+    .max_llcs(8)
+    .requires_smt(false)
+    .min_cpus(1)
+    .max_cpus(64);
 
 /// The discover shorthand.
 static DISCOVERED: Scheduler = Scheduler::named("scx_discovered").binary_discover("scx_x");
@@ -175,6 +220,28 @@ fn check_the_vm(result: &VmResult) -> Result<()> {
         claim_present!(verdict, step0.run_delay_summary().map(|(mean, _)| mean)).at_least(0.0);
     }
     verdict.into_anyhow_or_log()
+}
+
+/// Every constraint key on a test; the gauntlet runs it on the presets these admit.
+#[ktstr_test(
+    min_numa_nodes = 1,
+    max_numa_nodes = 2,
+    min_llcs = 1,
+    max_llcs = 4,
+    min_cpus = 2,
+    max_cpus = 16,
+    requires_smt = false,
+    duration_s = 2,
+    ignore
+)]
+fn conformance_constraint_keys(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+/// A test inheriting its scheduler's constraints, tightening one.
+#[ktstr_test(scheduler = CONSTRAINED_SCHED, max_cpus = 32, ignore)]
+fn conformance_inherited_constraints(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
 }
 
 /// A test that must fail, naming the scheduler error it expects.
@@ -405,6 +472,64 @@ fn conformance_tests_are_registered() {
     assert_eq!(CONFORMANCE_ENTRY.duration_s, Some(2));
     assert!(BUILT.has_active_scheduling() && BUILT.has_bpf_scheduler());
     assert!(!Scheduler::EEVDF.has_bpf_scheduler());
+}
+
+/// Constraint keys land in the entry over the scheduler's, and the gauntlet's presets are
+/// the existing ktstr's.
+#[test]
+fn constraints_and_presets_are_the_existing_ones() {
+    use ktstr::test_support::KtstrTestEntry;
+    let own = KtstrTestEntry::find("conformance_constraint_keys").expect("registered");
+    assert_eq!(
+        own.constraints,
+        TopologyConstraints::DEFAULT
+            .with_max_numa_nodes(2)
+            .with_max_llcs(4)
+            .with_min_cpus(2)
+            .with_max_cpus(16)
+    );
+    let inherited = KtstrTestEntry::find("conformance_inherited_constraints").expect("registered");
+    assert_eq!(
+        inherited.constraints,
+        CONSTRAINED_SCHED.constraints.with_max_cpus(32)
+    );
+    assert!(inherited.constraints.requires_smt && inherited.constraints.min_llcs == 2);
+    assert_eq!(
+        KEYED_SCHED.constraints,
+        TopologyConstraints::DEFAULT
+            .with_max_numa_nodes(2)
+            .with_min_llcs(2)
+            .with_max_llcs(4)
+            .with_min_cpus(4)
+            .with_max_cpus(32)
+    );
+    assert_eq!(BOUNDED.constraints.max_llcs, Some(8));
+    assert_eq!(
+        TopologyConstraints::DEFAULT,
+        TopologyConstraints {
+            min_numa_nodes: 1,
+            max_numa_nodes: Some(1),
+            min_llcs: 1,
+            max_llcs: Some(12),
+            requires_smt: false,
+            min_cpus: 1,
+            max_cpus: Some(192),
+        }
+    );
+    let names: Vec<&str> = ktstr::gauntlet::gauntlet_presets()
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    for n in [
+        "4cpu-1llc-nosmt",
+        "14cpu-7llc-nosmt",
+        "252cpu-14llc-smt",
+        "2numa-32cpu-2llc-smt",
+        "4numa-192cpu-12llc-smt",
+        "192cpu-11llc-smt",
+    ] {
+        assert!(names.contains(&n), "{n}");
+    }
 }
 
 /// The shared work types take the existing ktstr's fields, and their defaults validate.

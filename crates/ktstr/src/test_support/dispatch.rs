@@ -69,6 +69,75 @@ pub fn early_dispatch() {
         let name = args.get(2).cloned().unwrap_or_default();
         std::process::exit(run_test_body(&name));
     }
+    if let Some(code) = gauntlet_dispatch(&args) {
+        std::process::exit(code);
+    }
+}
+
+/// The gauntlet's part of libtest's command line: under `$KTSTR_GAUNTLET=1`, `--list` also
+/// lists `gauntlet/<test>/<preset>` for every preset a test's constraints admit (and with
+/// `$KTSTR_VERBOSE=1` says on stderr why the others are left out), then libtest lists its
+/// own; a `gauntlet/..` name to run (nextest's `--exact NAME`) runs here and exits with
+/// 0 (passed or skipped) or 101 (failed, or a preset the constraints reject).
+fn gauntlet_dispatch(args: &[String]) -> Option<i32> {
+    use super::gauntlet::{gauntlet_mode, listing, parse_variant_name, preset, HostSize};
+    let req = super::gauntlet::LibtestArgs::parse(args.get(1..).unwrap_or_default());
+    if req.list {
+        if gauntlet_mode() {
+            let (names, rejected) =
+                listing(super::KTSTR_TESTS.iter(), HostSize::here(), req.ignored);
+            let mut out = std::io::stdout().lock();
+            for n in names.iter().filter(|n| req.selects(n)) {
+                let _ = writeln!(out, "{n}: test");
+            }
+            let _ = out.flush();
+            let rejected: Vec<&String> = rejected
+                .iter()
+                .filter(|r| r.split(": ").next().is_some_and(|n| req.selects(n)))
+                .collect();
+            if std::env::var(super::gauntlet::VERBOSE_ENV).is_ok_and(|v| v == "1") {
+                for r in &rejected {
+                    eprintln!("ktstr: {r}");
+                }
+            }
+            // For `cargo ktstr test`, which reads them back (nextest keeps a listing's stderr).
+            let file_tag = if req.ignored { "-ignored" } else { "" };
+            if let Some(dir) = std::env::var_os(super::RESULTS_DIR_ENV) {
+                let text: String = rejected.iter().map(|r| format!("{r}\n")).collect();
+                let file = Path::new(&dir).join(format!(
+                    "{}{}{file_tag}.txt",
+                    super::gauntlet::REJECTED_PREFIX,
+                    std::process::id()
+                ));
+                let _ = std::fs::write(file, text);
+            }
+        }
+        return None;
+    }
+    let runs = req.gauntlet_runs();
+    if runs.is_empty() {
+        return None;
+    }
+    let mut failed = false;
+    for name in runs {
+        let Some((test, preset_name)) = parse_variant_name(name) else {
+            continue;
+        };
+        let outcome = match (KtstrTestEntry::find(test), preset(preset_name)) {
+            (None, _) => Err(format!("{name}: no test named `{test}` in this binary")),
+            (_, None) => Err(format!("{name}: no gauntlet preset named `{preset_name}`")),
+            (Some(entry), Some(p)) => super::runner::run_gauntlet_variant(entry, p),
+        };
+        match outcome {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(e) => {
+                eprintln!("{e}");
+                println!("test {name} ... FAILED");
+                failed = true;
+            }
+        }
+    }
+    Some(if failed { 101 } else { 0 })
 }
 
 /// Runs test `name`'s body here and writes its [`GuestReport`] to the file

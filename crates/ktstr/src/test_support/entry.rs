@@ -3,6 +3,7 @@
 use ktstr_assert::{Assert, AssertResult};
 use ktstr_topology::{Topology, TopologyError};
 
+use super::gauntlet::TopologyConstraints;
 use super::payload::Payload;
 use super::scheduler::Scheduler;
 use super::VmResult;
@@ -70,10 +71,14 @@ pub struct KtstrTestEntry {
     pub expect_err: bool,
     /// With `expect_err`: the scheduler's error must contain this text.
     pub expect_scx_bpf_error_contains: Option<&'static str>,
-    /// Skip unless the topology has SMT siblings.
-    pub requires_smt: bool,
+    /// The topologies the test accepts: the gauntlet runs it on the presets these admit
+    /// (`requires_smt` also skips its own run on a topology without SMT). `#[ktstr_test]`
+    /// takes the scheduler's and sets the keys the test gives.
+    pub constraints: TopologyConstraints,
     /// Run on the host, without a VM.
     pub host_only: bool,
+    /// `#[ignore]`d: its gauntlet runs are listed among the ignored tests too.
+    pub ignore: bool,
     /// A check of the result that runs whatever became of the guest (even after a failure,
     /// unlike `post_vm`); its failure fails the test.
     pub post_vm_unconditional: Option<PostVmFn>,
@@ -114,8 +119,9 @@ impl KtstrTestEntry {
         assert: Assert::NO_OVERRIDES,
         expect_err: false,
         expect_scx_bpf_error_contains: None,
-        requires_smt: false,
+        constraints: TopologyConstraints::DEFAULT,
         host_only: false,
+        ignore: false,
         post_vm_unconditional: None,
         kaslr: true,
     };
@@ -123,13 +129,40 @@ impl KtstrTestEntry {
     /// The topology the guest gets: the test's keys, else the scheduler's, else 1/1/2/1.
     /// `llcs` counts LLCs across all nodes and must divide evenly over them.
     pub fn topology(&self) -> Result<Topology, TopologyError> {
+        let (n, l, c, t) = self.shape();
+        Topology::with_total_llcs(n, l, c, t)
+    }
+
+    /// (NUMA nodes, LLCs in all, cores per LLC, threads per core) the test asks for.
+    const fn shape(&self) -> (u32, u32, u32, u32) {
+        const fn pick(v: Option<u32>, d: u32) -> u32 {
+            match v {
+                Some(v) => v,
+                None => d,
+            }
+        }
         let (n, l, c, t) = self.scheduler.topology;
-        Topology::with_total_llcs(
-            self.numa_nodes.unwrap_or(n),
-            self.llcs.unwrap_or(l),
-            self.cores.unwrap_or(c),
-            self.threads.unwrap_or(t),
+        (
+            pick(self.numa_nodes, n),
+            pick(self.llcs, l),
+            pick(self.cores, c),
+            pick(self.threads, t),
         )
+    }
+
+    /// `Err(why)` when the test's constraints are inconsistent or its own topology is
+    /// outside them. `#[ktstr_test]` evaluates it in a `const`, so such a test does not compile.
+    pub const fn check_constraints(&self) -> Result<(), &'static str> {
+        if let Err(why) = self.constraints.consistent() {
+            return Err(why);
+        }
+        let (n, l, c, t) = self.shape();
+        // `llcs` counts LLCs across all nodes: the CPUs are LLCs x cores x threads.
+        let cpus = l.saturating_mul(c).saturating_mul(t);
+        // `requires_smt` on a topology without SMT skips the test's own run (it says so at
+        // run time) and keeps the gauntlet's SMT presets: not an error here.
+        let smt_ok = if t < 2 { 2 } else { t };
+        self.constraints.check_shape(n, l, cpus, smt_ok)
     }
 
     /// Workload duration.

@@ -3,6 +3,7 @@
 //!
 //! - [`entry`]: [`KtstrTestEntry`] and the [`KTSTR_TESTS`] registry.
 //! - [`scheduler`]: [`Scheduler`], [`SchedulerSpec`], the [`KTSTR_SCHEDULERS`] registry.
+//! - [`gauntlet`]: [`TopologyConstraints`] and the gauntlet's topology presets.
 //! - [`payload`]: [`Payload`]: outside programs run beside the workers.
 //! - [`runner`]: [`run_ktstr_test`], [`VmResult`], per-test records for `cargo ktstr test`.
 //! - [`dispatch`]: [`early_dispatch`]: guest init or one test body, chosen before `main`.
@@ -11,6 +12,7 @@
 
 pub mod dispatch;
 pub mod entry;
+pub mod gauntlet;
 pub mod payload;
 pub mod runner;
 pub mod scheduler;
@@ -19,6 +21,7 @@ pub mod tail;
 
 pub use dispatch::{early_dispatch, GuestReport};
 pub use entry::{KtstrTestEntry, PostVmFn, TestFn, DEFAULT_DURATION_S, KTSTR_TESTS};
+pub use gauntlet::{TopoPreset, TopologyConstraints, GAUNTLET_PRESETS};
 pub use ktstr_assert::Polarity;
 pub use payload::Payload;
 pub use runner::{run_ktstr_test, TestRecord, Verdict, VmResult, OUTPUT_DIR_ENV, RESULTS_DIR_ENV};

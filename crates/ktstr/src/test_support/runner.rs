@@ -11,6 +11,7 @@ use ktstr_assert::{AssertResult, DetailKind};
 
 use super::dispatch::{GuestReport, TEST_ARG};
 use super::entry::KtstrTestEntry;
+use super::gauntlet::{plan, preset_memory_mib, variant_name, HostSize, Plan, TopoPreset};
 use super::slots::vm_slot;
 use super::tail::{StreamTail, TAIL_LIMIT};
 use crate::kernel;
@@ -21,6 +22,7 @@ use crate::sched::SchedulerReport;
 use ktstr_assert::Assert;
 use ktstr_btf_monitor::MonitorThresholds;
 use ktstr_btf_monitor::Snapshot;
+use ktstr_topology::Topology;
 
 /// How long a scheduler may take to attach in a test.
 pub const TEST_ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -140,37 +142,172 @@ pub struct TestRecord {
     pub reason: Option<String>,
     /// The full failure text.
     pub detail: Option<String>,
+    /// How the run was placed, when worth saying: a gauntlet preset with more vCPUs than
+    /// the host has CPUs ran under single-threaded TCG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn required() -> bool {
     std::env::var("KTSTR_REQUIRE_VM").is_ok_and(|v| v == "1")
 }
 
-/// Runs one registered test and panics (failing it under libtest) when it fails.
+/// Runs one registered test and panics (failing it under libtest) when it fails. Under
+/// `cargo ktstr test --gauntlet` run by `cargo test` (not nextest, which lists and runs each
+/// `gauntlet/<test>/<preset>` by itself), the test's gauntlet runs follow its own.
 pub fn run_ktstr_test(entry: &KtstrTestEntry) {
+    let mut failures = Vec::new();
+    if let Err(e) = run_one(entry, &Target::own(entry)) {
+        failures.push(e);
+    }
+    if super::gauntlet::gauntlet_mode() && std::env::var_os("NEXTEST_RUN_ID").is_none() {
+        let verbose = std::env::var(super::gauntlet::VERBOSE_ENV).is_ok_and(|v| v == "1");
+        for preset in super::gauntlet::GAUNTLET_PRESETS {
+            if !preset.in_gauntlet() {
+                continue;
+            }
+            if entry.host_only {
+                break;
+            }
+            let host = HostSize::here();
+            if let Plan::Rejected(why) = plan(preset, &entry.constraints, entry.memory_mib, host) {
+                if verbose {
+                    let name = variant_name(entry.name, preset.name);
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr(),
+                        format!("ktstr: {name}: not run: {why}\n").as_bytes(),
+                    );
+                }
+                continue;
+            }
+            match Target::preset(entry, preset) {
+                Ok(Some(target)) => {
+                    if let Err(e) = run_one(entry, &target) {
+                        failures.push(e);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    if !failures.is_empty() {
+        panic!("{}", failures.join("\n"));
+    }
+}
+
+/// Runs `gauntlet/<entry>/<preset>`: `Ok` when it passed or was skipped (the skip said on
+/// stderr), `Err(why)` when it failed or its constraints reject the preset.
+pub fn run_gauntlet_variant(entry: &KtstrTestEntry, preset: &TopoPreset) -> Result<(), String> {
+    match Target::preset(entry, preset)? {
+        Some(target) => run_one(entry, &target),
+        None => Ok(()),
+    }
+}
+
+/// What one run boots: the test's own topology, or a gauntlet preset's.
+struct Target {
+    /// `<test>`, or `gauntlet/<test>/<preset>`.
+    name: String,
+    /// The preset's topology and memory (`None`: the test's own).
+    preset: Option<(Topology, u64)>,
+    /// Why the run is on single-threaded TCG (a preset bigger than the host).
+    single_tcg: Option<String>,
+}
+
+impl Target {
+    fn own(entry: &KtstrTestEntry) -> Target {
+        Target {
+            name: entry.name.to_string(),
+            preset: None,
+            single_tcg: None,
+        }
+    }
+
+    /// The run of `entry` on `preset`; `Ok(None)` when this host cannot hold it (skipped:
+    /// said on stderr and recorded), `Err` when the test's constraints reject it.
+    fn preset(entry: &KtstrTestEntry, preset: &TopoPreset) -> Result<Option<Target>, String> {
+        let name = variant_name(entry.name, preset.name);
+        if entry.host_only {
+            return Err(format!("{name}: host_only tests have no gauntlet"));
+        }
+        match plan(
+            preset,
+            &entry.constraints,
+            entry.memory_mib,
+            HostSize::here(),
+        ) {
+            Plan::Rejected(why) => Err(format!(
+                "{name}: the test's constraints reject this preset ({why})"
+            )),
+            Plan::Skip(why) => {
+                let why = format!("preset {}: {why}", preset.name);
+                let target = Target {
+                    name: name.clone(),
+                    preset: None,
+                    single_tcg: None,
+                };
+                write_record(
+                    &target,
+                    entry,
+                    &None,
+                    Duration::ZERO,
+                    Verdict::Skip,
+                    &Some(why.clone()),
+                    &None,
+                );
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("SKIPPED {name}: {why}\n").as_bytes(),
+                );
+                Ok(None)
+            }
+            Plan::Run { single_tcg } => {
+                let topology = preset.topology()?;
+                Ok(Some(Target {
+                    name,
+                    preset: Some((topology, preset_memory_mib(preset, entry.memory_mib))),
+                    single_tcg,
+                }))
+            }
+        }
+    }
+}
+
+/// Runs `entry` on `target`, records it, and says a skip on stderr; `Err` on failure.
+fn run_one(entry: &KtstrTestEntry, target: &Target) -> Result<(), String> {
     let start = Instant::now();
-    let (verdict, reason, detail, vm) = match judge(entry) {
+    let (verdict, reason, detail, vm) = match judge(entry, target) {
         Judged::Pass(vm) => (Verdict::Pass, None, None, Some(vm)),
         Judged::Skip(why) => (Verdict::Skip, Some(why), None, None),
         Judged::Fail { reason, detail, vm } => (Verdict::Fail, Some(reason), Some(detail), vm),
     };
-    write_record(entry, &vm, start.elapsed(), verdict, &reason, &detail);
+    write_record(
+        target,
+        entry,
+        &vm,
+        start.elapsed(),
+        verdict,
+        &reason,
+        &detail,
+    );
     match verdict {
-        Verdict::Pass => {}
+        Verdict::Pass => Ok(()),
         Verdict::Skip => {
             let why = reason.unwrap_or_default();
             assert!(!required(), "KTSTR_REQUIRE_VM=1 but {why}");
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
-                format!("SKIPPED {}: {why}\n", entry.name).as_bytes(),
+                format!("SKIPPED {}: {why}\n", target.name).as_bytes(),
             );
+            Ok(())
         }
-        Verdict::Fail => panic!(
+        Verdict::Fail => Err(format!(
             "ktstr test {} failed: {}\n{}",
-            entry.name,
+            target.name,
             reason.unwrap_or_default(),
             detail.unwrap_or_default()
-        ),
+        )),
     }
 }
 
@@ -194,8 +331,8 @@ fn fail(reason: impl Into<String>, detail: impl Into<String>, vm: Option<VmResul
 
 /// Runs the test and decides pass, fail or skip, honouring `expect_err`, `post_vm` and
 /// `post_vm_unconditional`.
-fn judge(entry: &KtstrTestEntry) -> Judged {
-    let vm = match run_vm(entry) {
+fn judge(entry: &KtstrTestEntry, target: &Target) -> Judged {
+    let vm = match run_vm(entry, target) {
         Ok(vm) => vm,
         Err(Unrunnable::Skip(why)) => return Judged::Skip(why),
         Err(Unrunnable::Error(e)) => return fail(e.clone(), e, None),
@@ -276,15 +413,18 @@ fn qemu_present() -> bool {
 }
 
 /// Boots a VM (or, for `host_only`, a child process here) and collects its result.
-fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
-    let topology = entry
-        .topology()
-        .map_err(|e| Unrunnable::Error(format!("topology: {e}")))?;
+fn run_vm(entry: &KtstrTestEntry, target: &Target) -> Result<VmResult, Unrunnable> {
+    let topology = match target.preset {
+        Some((t, _)) => t,
+        None => entry
+            .topology()
+            .map_err(|e| Unrunnable::Error(format!("topology: {e}")))?,
+    };
     let topo_text = format!(
         "{},{},{},{}",
         topology.numa_nodes, topology.llcs, topology.cores, topology.threads
     );
-    if entry.requires_smt && topology.threads < 2 {
+    if entry.constraints.requires_smt && topology.threads < 2 {
         return Err(Unrunnable::Skip(format!(
             "requires_smt but the topology {topo_text} has one thread per core"
         )));
@@ -341,7 +481,20 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         let binary = p.resolve_binary().map_err(Unrunnable::Error)?;
         opts.extra_files.push((p.guest_path(), binary));
     }
-    opts.memory_mib = entry.memory_mib;
+    opts.memory_mib = match target.preset {
+        Some((_, mib)) => Some(mib),
+        None => entry.memory_mib,
+    };
+    if let Some(why) = &target.single_tcg {
+        // More vCPUs than host CPUs: one host thread runs them all, as QEMU's TCG.
+        opts.vmm = ktstr_vmm::VmmKind::Qemu;
+        opts.accel = ktstr_vmm::VmmRequest::Tcg;
+        opts.tcg_threads = Some(ktstr_vmm::TcgThreads::Single);
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("ktstr: {}: {why}\n", target.name).as_bytes(),
+        );
+    }
     // Sysctls and kernel arguments of every scheduler the test may run apply from boot:
     // the kernel command line is fixed then, and sysctls are set before any scheduler starts.
     let schedulers =
@@ -370,7 +523,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
         || entry.host_ops
         || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1")
     {
-        let mut m = monitor_options(entry.name, &assert);
+        let mut m = monitor_options(&file_stem(&target.name), &assert);
         m.snapshot_at = snapshot_times(entry.num_snapshots, entry.duration());
         if let Some(secs) = entry.watchdog_timeout_s {
             let hz = kernel
@@ -391,7 +544,7 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     }
     let mode = Mode::Exec(vec!["/init".into(), TEST_ARG.into(), entry.name.into()]);
     let _slot = vm_slot().map_err(|e| Unrunnable::Error(format!("VM slot lock: {e}")))?;
-    let (mut stdout, mut stderr) = output_tails(entry.name);
+    let (mut stdout, mut stderr) = output_tails(&file_stem(&target.name));
     let cancel = AtomicBool::new(false);
     let report = run::run(
         &opts,
@@ -409,19 +562,19 @@ fn run_vm(entry: &KtstrTestEntry) -> Result<VmResult, Unrunnable> {
     {
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
-            format!("ktstr: {}: guest output not saved: {e}\n", entry.name).as_bytes(),
+            format!("ktstr: {}: guest output not saved: {e}\n", target.name).as_bytes(),
         );
     }
     if let Some(line) = &report.fallback {
         // Said as `ktstr exec` says it, past libtest's capture like SKIPPED.
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
-            format!("ktstr: {}: {line}\n", entry.name).as_bytes(),
+            format!("ktstr: {}: {line}\n", target.name).as_bytes(),
         );
     }
     let stdout = stdout.into_text();
     let mut vm = VmResult {
-        test: entry.name.to_string(),
+        test: target.name.clone(),
         kernel: kernel.name.clone(),
         topology: topo_text,
         stderr: stderr.into_text(),
@@ -707,7 +860,13 @@ fn output_tails(test: &str) -> (StreamTail, StreamTail) {
     (tail("stdout"), tail("stderr"))
 }
 
+/// A run's name as a file name: `gauntlet/t/p` becomes `gauntlet__t__p`.
+fn file_stem(name: &str) -> String {
+    name.replace('/', "__")
+}
+
 fn write_record(
+    target: &Target,
     entry: &KtstrTestEntry,
     vm: &Option<VmResult>,
     wall: Duration,
@@ -718,11 +877,15 @@ fn write_record(
     let Some(dir) = std::env::var_os(RESULTS_DIR_ENV).map(PathBuf::from) else {
         return;
     };
+    let name = target.name.as_str();
     let record = TestRecord {
-        test: entry.name.to_string(),
+        test: name.to_string(),
         topology: vm.as_ref().map(|v| v.topology.clone()).unwrap_or_else(|| {
-            entry
-                .topology()
+            // A gauntlet run that did not boot: its preset's shape.
+            super::gauntlet::parse_variant_name(name)
+                .and_then(|(_, p)| super::gauntlet::preset(p))
+                .map(|p| p.topology())
+                .unwrap_or_else(|| entry.topology().map_err(|e| e.to_string()))
                 .map(|t| format!("{},{},{},{}", t.numa_nodes, t.llcs, t.cores, t.threads))
                 .unwrap_or_default()
         }),
@@ -733,10 +896,11 @@ fn write_record(
         verdict,
         reason: reason.clone(),
         detail: detail.clone(),
+        note: target.single_tcg.clone(),
     };
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(json) = serde_json::to_string_pretty(&record) {
-        let _ = std::fs::write(dir.join(format!("{}.json", entry.name)), json);
+        let _ = std::fs::write(dir.join(format!("{}.json", file_stem(name))), json);
     }
 }
 

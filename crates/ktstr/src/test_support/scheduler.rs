@@ -5,6 +5,8 @@ use std::process::Command;
 
 use ktstr_assert::Assert;
 
+use super::gauntlet::TopologyConstraints;
+
 /// Where a scheduler's binary comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SchedulerSpec {
@@ -61,6 +63,8 @@ pub struct Scheduler {
     pub sysctls: &'static [Sysctl],
     /// Extra kernel command-line arguments for its tests.
     pub kargs: &'static [&'static str],
+    /// The topologies its tests accept (each test's own keys win).
+    pub constraints: TopologyConstraints,
 }
 
 impl Scheduler {
@@ -74,6 +78,7 @@ impl Scheduler {
         cgroup_parent: None,
         sysctls: &[],
         kargs: &[],
+        constraints: TopologyConstraints::DEFAULT,
     };
 
     /// A scheduler called `name`, discovered by that name until [`Scheduler::binary`] says otherwise.
@@ -130,6 +135,65 @@ impl Scheduler {
     pub const fn kargs(mut self, kargs: &'static [&'static str]) -> Self {
         self.kargs = kargs;
         self
+    }
+
+    /// Sets the topologies its tests accept.
+    pub const fn constraints(mut self, c: TopologyConstraints) -> Self {
+        self.constraints = c;
+        self
+    }
+
+    /// Sets the fewest NUMA nodes its tests accept.
+    pub const fn min_numa_nodes(mut self, n: u32) -> Self {
+        self.constraints = self.constraints.with_min_numa_nodes(n);
+        self
+    }
+
+    /// Sets the most NUMA nodes its tests accept.
+    pub const fn max_numa_nodes(mut self, n: u32) -> Self {
+        self.constraints = self.constraints.with_max_numa_nodes(n);
+        self
+    }
+
+    /// Sets the fewest LLCs its tests accept.
+    pub const fn min_llcs(mut self, n: u32) -> Self {
+        self.constraints = self.constraints.with_min_llcs(n);
+        self
+    }
+
+    /// Sets the most LLCs its tests accept.
+    pub const fn max_llcs(mut self, n: u32) -> Self {
+        self.constraints = self.constraints.with_max_llcs(n);
+        self
+    }
+
+    /// Its tests accept only topologies with SMT (or any).
+    pub const fn requires_smt(mut self, on: bool) -> Self {
+        self.constraints = self.constraints.with_requires_smt(on);
+        self
+    }
+
+    /// Sets the fewest CPUs its tests accept.
+    pub const fn min_cpus(mut self, n: u32) -> Self {
+        self.constraints = self.constraints.with_min_cpus(n);
+        self
+    }
+
+    /// Sets the most CPUs its tests accept.
+    pub const fn max_cpus(mut self, n: u32) -> Self {
+        self.constraints = self.constraints.with_max_cpus(n);
+        self
+    }
+
+    /// `Err(why)` when its constraints are inconsistent or its own topology is outside them
+    /// (`declare_scheduler!` evaluates it in a `const`).
+    pub const fn check_constraints(&self) -> Result<(), &'static str> {
+        if let Err(why) = self.constraints.consistent() {
+            return Err(why);
+        }
+        let (n, l, c, t) = self.topology;
+        let cpus = l.saturating_mul(c).saturating_mul(t);
+        self.constraints.check_shape(n, l, cpus, t)
     }
 
     /// True unless this is the kernel's default scheduler.
