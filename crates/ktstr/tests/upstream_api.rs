@@ -25,9 +25,7 @@
 //!   `config_file_def`, `kernels`, `verifier_exclude_topologies`;
 //!   `SchedulerSpec::KernelBuiltin`; `CgroupPath`;
 //!   `Payload::KERNEL_DEFAULT`; `#[derive(Payload)]`, `PayloadRun`.
-//! - `Op`s: `WriteKernelHot`/`WriteKernelCold`/`ReadKernelHot`/`ReadKernelCold` and their
-//!   constructors, `PinBpfMap`/`pin_bpf_map`; `KernelTarget`, `KernelValue`,
-//!   `KernelValueWidth`.
+//! - `Op`s: `PinBpfMap`/`pin_bpf_map`.
 //! - `Ctx` fields `topo` as the existing ktstr's `TestTopology`, `sched_pid`, `settle`,
 //!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
@@ -204,6 +202,32 @@ fn conformance_scheduler_keys(ctx: &Ctx) -> Result<AssertResult> {
                     Op::run_payload(&TRUE_BIN, vec![]),
                     Op::capture_snapshot("after_replace"),
                     Op::watch_snapshot("jiffies_64"),
+                    Op::write_kernel_hot(
+                        KernelTarget::symbol("sysctl_sched_rt_runtime"),
+                        KernelValue::u32(950_000),
+                    ),
+                    Op::write_kernel_hot_batch([(
+                        KernelTarget::direct(0xffff_8880_0000_1000),
+                        KernelValue::bytes(vec![0u8; 4]),
+                    )]),
+                    Op::write_kernel_cold(
+                        KernelTarget::per_cpu_field("runqueues", "scx.flags", 0),
+                        KernelValue::or_u32(1 << 5),
+                    ),
+                    Op::write_kernel_cold_batch(vec![(
+                        KernelTarget::task_field(1, 0, "scx.dsq_vtime"),
+                        KernelValue::u64(1),
+                    )]),
+                    Op::read_kernel_hot(
+                        "jiffies",
+                        KernelTarget::kva(0xffff_ffff_8200_0000),
+                        KernelValueWidth::u64(),
+                    ),
+                    Op::read_kernel_cold(
+                        "comm",
+                        KernelTarget::task_field(1, 0, "comm"),
+                        KernelValueWidth::bytes(16),
+                    ),
                 ],
                 HoldSpec::frac(0.5),
             ),
