@@ -210,6 +210,12 @@ struct MonitorArgs {
     /// (a run that already failed keeps its own code). The checks are printed either way.
     #[arg(long, requires = "monitor")]
     monitor_enforce: bool,
+    /// Freeze the guest every MS milliseconds after the command starts and take a snapshot
+    /// (every task, runqueue, DSQ and cgroup; at most 256), written beside FILE as
+    /// `.snapshots.json`.
+    #[arg(long, value_name = "MS", requires = "monitor",
+          value_parser = clap::value_parser!(u64).range(100..))]
+    snapshot_every: Option<u64>,
 }
 
 impl MonitorArgs {
@@ -219,6 +225,14 @@ impl MonitorArgs {
             .clone()
             .map(|output| ktstr::monitor::MonitorOptions {
                 trace: self.monitor_trace.clone(),
+                snapshot_at: self
+                    .snapshot_every
+                    .map(|ms| {
+                        (1..=ktstr::monitor::MAX_SNAPSHOTS as u64)
+                            .map(|i| Duration::from_millis(ms * i))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 ..ktstr::monitor::MonitorOptions::new(output, self.monitor_hz)
             })
     }
