@@ -20,11 +20,14 @@
 //!   over a sequence of samples.
 //! - [`capture`]: record the pages a sample reads and write them as a small ELF core,
 //!   for fixtures replayed without a VM.
+//! - [`bpf`]: the guest's BPF maps and programs through `map_idr`/`prog_idr`, a map's
+//!   own BTF, and the globals of a program's data maps.
 //! - [`trace`]: a Chrome/Perfetto trace of per-CPU running tasks and queue depths.
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("ktstr-btf-monitor supports 64-bit hosts only");
 
+pub mod bpf;
 pub mod btf;
 pub mod capture;
 pub mod checks;

@@ -62,6 +62,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("post_vm"),
     v("post_vm_unconditional"),
     v("num_snapshots"),
+    v("bpf_map_write"),
     b("auto_repro"),
     b("not_stuck"),
     b("isolation"),

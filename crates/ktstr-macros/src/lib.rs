@@ -180,6 +180,13 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                 asserts.push(quote!(.fail_on_rq_clock_stuck(#on)));
             }
             "num_snapshots" => fields.push(quote!(num_snapshots: #v)),
+            "bpf_map_write" => match v {
+                Some(Expr::Array(arr)) => {
+                    let elems = arr.elems.iter();
+                    fields.push(quote!(bpf_map_writes: &[#(#elems),*]))
+                }
+                _ => fields.push(quote!(bpf_map_writes: &[#v])),
+            },
             "llcs" | "cores" | "threads" | "numa_nodes" => {
                 let f = Ident::new(key.name, Span::call_site());
                 fields.push(quote!(#f: ::core::option::Option::Some(#v)));
@@ -614,6 +621,10 @@ mod tests {
         }
         assert!(expand("auto_repro = false, num_snapshots = 0").is_ok());
         assert!(expand("num_snapshots = 12").is_ok());
+        let one = expand("bpf_map_write = W").unwrap();
+        assert!(one.contains("bpf_map_writes : & [W]"), "{one}");
+        let two = expand("bpf_map_write = [W, X]").unwrap();
+        assert!(two.contains("bpf_map_writes : & [W , X]"), "{two}");
         let body = |b: &str| names_a_host_op(b.parse().unwrap());
         assert!(body(
             "{ execute_steps(ctx, vec![Step::with_op(Op::capture_snapshot(\"x\"), h)]) }"

@@ -12,6 +12,7 @@
 //! Anything else (kernel text, read-only data, an unmapped address) is refused with an error
 //! naming the address, before a byte is written.
 
+use ktstr_btf_monitor::bpf::{global_var, list_maps, map_btf, BpfLayout};
 use ktstr_btf_monitor::sampler::error_chain;
 use ktstr_btf_monitor::{btf::TypeBody, resolve, Btf, GuestMemory, Kind, Sampler, SymbolTable};
 
@@ -29,6 +30,8 @@ pub(crate) struct KernelOps {
     btf: Btf,
     /// The guest kernel's symbols at their runtime addresses.
     syms: SymbolTable,
+    /// Where BPF maps' members are, or why they cannot be found.
+    bpf: Result<BpfLayout, String>,
 }
 
 /// Where a target resolved to: its address, and the field's size when it is a field.
@@ -42,7 +45,60 @@ struct Place {
 impl KernelOps {
     /// Ops on the guest kernel with `btf` and symbols `syms` (runtime addresses).
     pub(crate) fn new(btf: Btf, syms: SymbolTable) -> Self {
-        KernelOps { btf, syms }
+        KernelOps {
+            bpf: BpfLayout::from_btf(&btf),
+            btf,
+            syms,
+        }
+    }
+
+    /// Sets global `field` of every map whose name ends with `suffix` (and whose BTF has
+    /// it) to `value`; `Ok(None)` while no such map exists yet.
+    pub(crate) fn write_map_global<M: GuestMemory>(
+        &mut self,
+        suffix: &str,
+        field: &str,
+        value: u32,
+        sampler: &Sampler<M>,
+        writer: &dyn GuestWriter,
+    ) -> Result<Option<String>, String> {
+        let l = self.bpf.as_ref().map_err(|e| e.clone())?.clone();
+        let idr = self.symbol_addr("map_idr")?;
+        let (t, mem) = (sampler.translator(), sampler.memory());
+        let maps = list_maps(&t, mem, &l, idr)?;
+        let mut done = Vec::new();
+        for m in maps.iter().filter(|m| m.name.ends_with(suffix)) {
+            let Some(base) = m.value_addr else { continue };
+            let Ok(btf) = map_btf(&t, mem, &l, m) else {
+                continue;
+            };
+            let Some((off, size)) = global_var(&btf, m.btf_value_type_id, field) else {
+                continue;
+            };
+            if m.name.ends_with(".rodata") {
+                return Err(format!(
+                    "map {} is read-only data, frozen when its program loaded: {field} not written",
+                    m.name
+                ));
+            }
+            if u64::from(off) + u64::from(size) > u64::from(m.value_size) || size > 8 {
+                return Err(format!(
+                    "map {}: {field} at {off} ({size} bytes) is not a scalar inside its value",
+                    m.name
+                ));
+            }
+            let bytes = u64::from(value).to_le_bytes();
+            if size < 4 && u64::from(value) >> (8 * size) != 0 {
+                return Err(format!("{value} does not fit {field}'s {size} bytes"));
+            }
+            let va = base + u64::from(off);
+            write_at(sampler, writer, va, &bytes[..size as usize])?;
+            done.push(format!(
+                "map {} (id {}): {field} = {value} ({size} bytes at {va:#x})",
+                m.name, m.id
+            ));
+        }
+        Ok((!done.is_empty()).then(|| done.join("; ")))
     }
 
     /// The runtime address of kernel symbol `name`.

@@ -68,7 +68,8 @@ pub mod prelude {
     };
     pub use crate::scenarios;
     pub use crate::test_support::{
-        KtstrTestEntry, Payload, Scheduler, SchedulerSpec, Sysctl, TopologyConstraints, VmResult,
+        BpfMapWrite, KtstrTestEntry, Payload, Scheduler, SchedulerSpec, Sysctl,
+        TopologyConstraints, VmResult,
     };
     pub use crate::{
         claim, claim_better, claim_present, claim_seq, claim_set, declare_scheduler, json,

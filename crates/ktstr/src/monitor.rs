@@ -71,6 +71,8 @@ pub struct MonitorOptions {
     /// Snapshots to take at these times after the guest's symbols arrive (just before the
     /// command starts), named `periodic_<i>`.
     pub snapshot_at: Vec<Duration>,
+    /// BPF globals to set once their maps exist: `(map name suffix, variable, value)`.
+    pub map_writes: Vec<(String, String, u32)>,
 }
 
 impl MonitorOptions {
@@ -83,6 +85,7 @@ impl MonitorOptions {
             trace: None,
             watchdog_jiffies: None,
             snapshot_at: Vec::new(),
+            map_writes: Vec::new(),
         }
     }
 }
@@ -146,6 +149,8 @@ pub struct MonitorSummary {
     pub snapshots: Vec<Snapshot>,
     /// Snapshots asked for and not taken, with why.
     pub snapshot_errors: Vec<String>,
+    /// What became of each BPF map write (`bpf_map_write`), one line each.
+    pub map_writes: Vec<String>,
     /// The JSON file the snapshots were written to (beside `output`), when any were taken.
     pub snapshots_file: Option<PathBuf>,
     /// Milliseconds the guest spent frozen for snapshots, all told.
@@ -331,6 +336,7 @@ impl Monitor {
         let thresholds = opts.thresholds;
         let watchdog_jiffies = opts.watchdog_jiffies;
         let snapshot_at = opts.snapshot_at.clone();
+        let map_writes = opts.map_writes.clone();
         let (tx, rx) = mpsc::channel::<Start>();
         let (requests, req_rx) = mpsc::channel::<Request>();
         let stop = Arc::new(AtomicBool::new(false));
@@ -351,6 +357,7 @@ impl Monitor {
                     trace,
                 };
                 let mut snaps = Snapshots::new(snapshot_at, req_rx);
+                snaps.map_writes(map_writes);
                 let r = monitor_thread(
                     &vmlinux,
                     watchdog_jiffies,

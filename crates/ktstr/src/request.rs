@@ -64,6 +64,8 @@ pub enum RequestOp {
         /// Freeze the guest around the writes.
         cold: bool,
     },
+    /// Wait until the host has made the test's BPF map writes (`bpf_map_write`).
+    AwaitMapWrites,
     /// Read kernel memory; the answer is the value's JSON ([`KernelValue`]).
     KernelRead {
         /// Where.

@@ -48,6 +48,14 @@ pub(crate) struct Snapshots {
     frozen: Duration,
     /// The last samples, for a failure dump.
     recent: VecDeque<serde_json::Value>,
+    /// BPF globals still to write: `(suffix, field, value)`.
+    map_writes: Vec<(String, String, u32)>,
+    /// What the writes did, one line each.
+    map_written: Vec<String>,
+    /// Mailboxes waiting for every map write.
+    map_waiters: Vec<u64>,
+    /// When the maps were last looked for.
+    maps_checked: Option<Instant>,
     /// The scheduler whose error exit was already snapshotted (`scx_root`'s ops name and
     /// exit kind), so one failure takes one snapshot.
     failed: Option<String>,
@@ -71,6 +79,10 @@ impl Snapshots {
             frozen: Duration::ZERO,
             recent: VecDeque::new(),
             failed: None,
+            map_writes: Vec::new(),
+            map_written: Vec::new(),
+            map_waiters: Vec::new(),
+            maps_checked: None,
         }
     }
 
@@ -90,11 +102,57 @@ impl Snapshots {
         self.kops = Some(KernelOps::new(btf, syms));
     }
 
+    /// BPF globals to write once their maps exist.
+    pub(crate) fn map_writes(&mut self, writes: Vec<(String, String, u32)>) {
+        self.map_writes = writes;
+    }
+
+    /// Makes the map writes whose maps exist now (looking at most every 50 ms), and answers
+    /// those waiting once none is left.
+    fn serve_map_writes<M: GuestMemory>(&mut self, sampler: &Sampler<M>) {
+        if !self.map_writes.is_empty()
+            && self
+                .maps_checked
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(50))
+        {
+            self.maps_checked = Some(Instant::now());
+            let (Some(kops), Ok(writer)) = (self.kops.as_mut(), self.writer.as_ref()) else {
+                return;
+            };
+            let mut left = Vec::new();
+            for (suffix, field, value) in std::mem::take(&mut self.map_writes) {
+                match kops.write_map_global(&suffix, &field, value, sampler, writer.as_ref()) {
+                    Ok(Some(said)) => self.map_written.push(said),
+                    Ok(None) => left.push((suffix, field, value)),
+                    Err(e) => self
+                        .map_written
+                        .push(format!("{suffix} {field}: FAILED: {e}")),
+                }
+            }
+            self.map_writes = left;
+        }
+        if self.map_writes.is_empty() && !self.map_waiters.is_empty() {
+            let failed = self.map_written.iter().any(|w| w.contains("FAILED"));
+            let status = if failed {
+                Status::Refused
+            } else {
+                Status::Done
+            };
+            let text = self.map_written.join("\n");
+            for m in std::mem::take(&mut self.map_waiters) {
+                if let Err(e) = self.reply(m, status, &text) {
+                    self.errors.push(format!("answering a map-write wait: {e}"));
+                }
+            }
+        }
+    }
+
     /// Takes whatever is due: requested snapshots, planned ones, watched symbols that changed.
     pub(crate) fn serve<M: GuestMemory>(&mut self, sampler: &mut Sampler<M>, launch: Instant) {
         while let Ok(r) = self.requests.try_recv() {
             self.answer(r, sampler, launch);
         }
+        self.serve_map_writes(sampler);
         let Some(origin) = self.origin else { return };
         while self.next < self.at.len() && launch.elapsed() >= origin + self.at[self.next] {
             let name = format!("periodic_{}", self.next);
@@ -164,6 +222,11 @@ impl Snapshots {
                 .take(name, sampler, launch, Some(r.mailbox))
                 .map(|()| None),
             RequestOp::WatchSymbol { symbol } => self.watch(symbol, sampler).map(Some),
+            RequestOp::AwaitMapWrites => {
+                // Answered by serve_map_writes once every write is made.
+                self.map_waiters.push(r.mailbox);
+                return;
+            }
             RequestOp::KernelWrite { writes, cold } => self
                 .kernel_op(*cold, r.mailbox, sampler, |k, s, w| k.write(writes, s, w))
                 .map(|()| None),
@@ -321,6 +384,15 @@ impl Snapshots {
             let _ = self.reply(r.mailbox, Status::Refused, why);
             self.errors.push(format!("a request: {why}"));
         }
+        for (suffix, field, _) in &self.map_writes {
+            self.map_written.push(format!(
+                "{suffix} {field}: FAILED: no map named *{suffix} with {field} appeared"
+            ));
+        }
+        for m in std::mem::take(&mut self.map_waiters) {
+            let _ = self.reply(m, Status::Refused, &self.map_written.join("\n"));
+        }
+        summary.map_writes = std::mem::take(&mut self.map_written);
         if !self.taken.is_empty() {
             let path = summary.output.with_extension("snapshots.json");
             match serde_json::to_vec(&self.taken)

@@ -295,3 +295,37 @@ fn dsqs_are_consistent(vm: &VmResult) -> Result<()> {
     ensure!(queued_seen > 0, "no snapshot found a queued task");
     Ok(())
 }
+
+/// scx-ktstr's dispatch counter, set by the host close to where `--error-after` fires.
+const NEAR_THE_END: BpfMapWrite = BpfMapWrite::new(".bss", "nr_dispatched", 999_999_990);
+
+/// A BPF global written from the host changes what the scheduler does: with
+/// `--error-after 1000000000` scx-ktstr would run for days before its error; the host finds its
+/// `.bss` map through the kernel's map IDR and the map's own BTF, sets `nr_dispatched` ten
+/// dispatches short, and the scheduler fails within the test.
+#[ktstr_test(
+    scheduler = SCX_KTSTR,
+    extra_sched_args = ["--error-after", "1000000000"],
+    llcs = 1,
+    duration_s = 3,
+    bpf_map_write = NEAR_THE_END,
+    expect_err,
+    expect_scx_bpf_error_contains = "error-after: 1000000000 tasks dispatched",
+    post_vm_unconditional = the_map_write_was_made
+)]
+fn a_bpf_global_written_from_the_host_changes_the_scheduler(ctx: &Ctx) -> Result<AssertResult> {
+    scenarios::steady(ctx)
+}
+
+fn the_map_write_was_made(vm: &VmResult) -> Result<()> {
+    use anyhow::{ensure, Context};
+    let m = vm.monitor.as_ref().context("no monitor")?;
+    ensure!(
+        m.map_writes
+            .iter()
+            .any(|w| w.contains(".bss") && w.contains("nr_dispatched = 999999990")),
+        "map writes: {:?}",
+        m.map_writes
+    );
+    Ok(())
+}

@@ -174,8 +174,17 @@ pub fn run_test_body(name: &str) -> i32 {
         ),
         Ok(mut ctx) => {
             ctx.payload = entry.payload;
-            let body =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.func)(&ctx)));
+            let writes = if entry.bpf_map_writes.is_empty() {
+                Ok(String::new())
+            } else {
+                crate::request::ask_host(crate::request::RequestOp::AwaitMapWrites)
+            };
+            let body = match writes {
+                Ok(_) => {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.func)(&ctx)))
+                }
+                Err(e) => Ok(Err(anyhow::anyhow!("bpf_map_write: {e}"))),
+            };
             let result = match body {
                 Ok(Ok(r)) => Ok(r),
                 Ok(Err(e)) => Err(format!("{e:#}")),

@@ -46,6 +46,9 @@ pub struct KtstrTestEntry {
     /// Snapshots taken over 10-90 % of the run, the guest frozen for each (0: none); they
     /// reach `post_vm` as [`VmResult::snapshots`].
     pub num_snapshots: u32,
+    /// Globals the host writes into the scheduler's BPF maps once they exist; the body
+    /// starts after they are written (`bpf_map_write = ..`).
+    pub bpf_map_writes: &'static [BpfMapWrite],
     /// The body names an op the host serves (`Op::capture_snapshot`, kernel memory ops):
     /// the host monitor runs for it. Set by `#[ktstr_test]` from the body's tokens.
     pub host_ops: bool,
@@ -86,6 +89,30 @@ pub struct KtstrTestEntry {
     pub kaslr: bool,
 }
 
+/// A global of a BPF program the host sets while its scheduler runs: the variable `field` of
+/// the map whose name ends with `map_suffix` (`.bss`, `.data`; a `.rodata` map is frozen at
+/// load and refused), to `value` (zero-extended to the variable's size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfMapWrite {
+    /// How the map's name ends.
+    pub map_suffix: &'static str,
+    /// The global variable.
+    pub field: &'static str,
+    /// Its new value.
+    pub value: u32,
+}
+
+impl BpfMapWrite {
+    /// Sets `field` in the map whose name ends with `map_suffix` to `value`.
+    pub const fn new(map_suffix: &'static str, field: &'static str, value: u32) -> Self {
+        BpfMapWrite {
+            map_suffix,
+            field,
+            value,
+        }
+    }
+}
+
 /// Default workload duration, seconds.
 pub const DEFAULT_DURATION_S: u64 = 12;
 
@@ -108,6 +135,7 @@ impl KtstrTestEntry {
         watchdog_timeout_s: None,
         num_snapshots: 0,
         host_ops: false,
+        bpf_map_writes: &[],
         scheduler: &Scheduler::EEVDF,
         staged_schedulers: &[],
         payload: None,

@@ -20,7 +20,7 @@ pub mod slots;
 pub mod tail;
 
 pub use dispatch::{early_dispatch, GuestReport};
-pub use entry::{KtstrTestEntry, PostVmFn, TestFn, DEFAULT_DURATION_S, KTSTR_TESTS};
+pub use entry::{BpfMapWrite, KtstrTestEntry, PostVmFn, TestFn, DEFAULT_DURATION_S, KTSTR_TESTS};
 pub use gauntlet::{TopoPreset, TopologyConstraints, GAUNTLET_PRESETS};
 pub use ktstr_assert::Polarity;
 pub use payload::Payload;

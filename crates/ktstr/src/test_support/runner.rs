@@ -521,10 +521,16 @@ fn run_vm(entry: &KtstrTestEntry, target: &Target) -> Result<VmResult, Unrunnabl
         || entry.watchdog_timeout_s.is_some()
         || entry.num_snapshots > 0
         || entry.host_ops
+        || !entry.bpf_map_writes.is_empty()
         || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1")
     {
         let mut m = monitor_options(&file_stem(&target.name), &assert);
         m.snapshot_at = snapshot_times(entry.num_snapshots, entry.duration());
+        m.map_writes = entry
+            .bpf_map_writes
+            .iter()
+            .map(|w| (w.map_suffix.to_string(), w.field.to_string(), w.value))
+            .collect();
         if let Some(secs) = entry.watchdog_timeout_s {
             let hz = kernel
                 .config_text()
