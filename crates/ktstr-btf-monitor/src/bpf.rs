@@ -22,6 +22,8 @@ pub const MAX_IDR_ENTRIES: usize = 65536;
 pub const MAX_MAP_BTF: u32 = 16 << 20;
 /// `BPF_MAP_TYPE_ARRAY`: the maps whose values sit inline after `struct bpf_array`.
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`: `struct bpf_array` holds a per-CPU pointer per entry.
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 
 /// Where the IDR, map, array, BTF and program members are, from the kernel's BTF.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +179,8 @@ pub struct BpfMapInfo {
     pub max_entries: u32,
     /// Address of its `struct bpf_map`.
     pub addr: u64,
-    /// Address of its first value, for an array map.
+    /// Address of its first value, for an array map; for a per-CPU array, of its first
+    /// entry's per-CPU pointer.
     pub value_addr: Option<u64>,
     /// Its `struct btf` (0: none).
     pub btf: u64,
@@ -226,7 +229,7 @@ pub fn list_maps(
             addr,
             value_addr: l
                 .array_value
-                .filter(|_| map_type == BPF_MAP_TYPE_ARRAY)
+                .filter(|_| matches!(map_type, BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_PERCPU_ARRAY))
                 .map(|off| addr + u64::from(off)),
             btf: get(&m.btf),
             btf_value_type_id: get(&m.btf_value_type_id) as u32,
@@ -366,4 +369,43 @@ pub fn list_progs(
         });
     }
     Ok(out)
+}
+
+/// Where `path` lies in a value of type `value_type` of `btf`: `(offset, size)`. For a data
+/// section the first step names a global variable and the rest a member path inside it; for a
+/// struct the whole path is a member path.
+pub fn value_field(btf: &Btf, value_type: u32, path: &str) -> Result<(u32, u32), String> {
+    let ty = btf
+        .get(TypeId(value_type))
+        .ok_or_else(|| format!("no type {value_type} in the map's BTF"))?;
+    let (base, struct_id, rest) = match &ty.body {
+        TypeBody::Datasec { vars, .. } => {
+            let (var, rest) = path.split_once('.').unwrap_or((path, ""));
+            let v = vars
+                .iter()
+                .find(|v| btf.name(v.ty) == var)
+                .ok_or_else(|| format!("no global `{var}` in the map"))?;
+            if rest.is_empty() {
+                return Ok((v.offset, v.size));
+            }
+            let inner = match btf.get(v.ty).map(|t| &t.body) {
+                Some(TypeBody::Var { ty, .. }) => *ty,
+                _ => return Err(format!("`{var}` is not a variable")),
+            };
+            (v.offset, inner, rest)
+        }
+        _ => (0, TypeId(value_type), path),
+    };
+    let sid = btf.skip_modifiers(struct_id).map_err(|e| e.to_string())?;
+    let name = btf.name(sid);
+    if name.is_empty() {
+        return Err(format!(
+            "`{path}`: the value's type has no name to resolve in"
+        ));
+    }
+    let f = resolve(btf, name, rest).map_err(|e| format!("{name}.{rest}: {e}"))?;
+    if f.bit_size % 8 != 0 || f.bit_offset % 8 != 0 {
+        return Err(format!("`{path}` is a bitfield"));
+    }
+    Ok((base + f.offset_bytes, f.size))
 }

@@ -144,6 +144,17 @@ impl<W: Write> TraceWriter<W> {
         Ok(())
     }
 
+    /// Adds a counter track `name` with `values` at `t_ns` (one line per key).
+    pub fn counters(
+        &mut self,
+        name: &str,
+        t_ns: u64,
+        values: &std::collections::BTreeMap<String, f64>,
+    ) -> io::Result<()> {
+        let args: Map<String, Value> = values.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        self.counter(name, t_ns, &args)
+    }
+
     fn counter(&mut self, name: &str, t_ns: u64, args: &Map<String, Value>) -> io::Result<()> {
         self.event(&json!({"ph": "C", "name": name, "pid": PID, "tid": 0,
                            "ts": t_ns as f64 / 1e3, "args": args}))

@@ -63,6 +63,7 @@ pub const TEST_KEYS: &[Key] = &[
     v("post_vm_unconditional"),
     v("num_snapshots"),
     v("bpf_map_write"),
+    v("watch_bpf_maps"),
     b("auto_repro"),
     b("not_stuck"),
     b("isolation"),

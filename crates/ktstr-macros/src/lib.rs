@@ -187,6 +187,13 @@ fn ktstr_test_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenS
                 }
                 _ => fields.push(quote!(bpf_map_writes: &[#v])),
             },
+            "watch_bpf_maps" => match v {
+                Some(Expr::Array(arr)) => {
+                    let elems = arr.elems.iter();
+                    fields.push(quote!(watch_bpf_maps: &[#(#elems),*]))
+                }
+                _ => fields.push(quote!(watch_bpf_maps: &[#v])),
+            },
             "llcs" | "cores" | "threads" | "numa_nodes" => {
                 let f = Ident::new(key.name, Span::call_site());
                 fields.push(quote!(#f: ::core::option::Option::Some(#v)));

@@ -6,6 +6,7 @@
 //! - [`proto`]: the framed guest-to-host channel on COM2.
 //! - [`request`]: a test process's requests to the host (snapshots), answered in guest memory.
 //! - [`monitor`]: sample every CPU's runqueue from the host while a command runs.
+//! - [`bpf_watch`]: scheduler BPF map fields read from the host every monitor tick.
 //! - [`failure_dump`]: what a monitored run that failed leaves behind, in one JSON file.
 //! - [`kvm_memory`]: ktstr's own KVM VMM's guest memory as a monitor memory source.
 //! - [`sched`]: attach a sched_ext scheduler in the guest and judge what became of it.
@@ -17,6 +18,7 @@
 //! - [`watchdog`]: shorten a guest's sched_ext watchdog from the host.
 //! - [`prelude`]: what a test file imports.
 
+pub mod bpf_watch;
 pub mod cpio;
 mod error;
 pub mod failure_dump;
@@ -60,6 +62,7 @@ pub mod gauntlet {
 
 /// What a test file imports: `use ktstr::prelude::*;`.
 pub mod prelude {
+    pub use crate::bpf_watch::{BpfMapAgg, WatchBpfMap};
     pub use crate::scenario::{
         execute_defs, execute_scenario, execute_scenario_with, execute_steps, execute_steps_with,
         AffinityIntent, Backdrop, CgroupDef, CpuTopo, CpusetSpec, Ctx, HoldSpec, IrqSelector,

@@ -22,6 +22,7 @@
 //! summary, and, when asked, to a Chrome/Perfetto trace ([`MonitorOptions::trace`]).
 //! Whether a failed check fails the run is the caller's choice.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use ktstr_btf_monitor::{
 use ktstr_vmm::{Freezer, VcpuRegisters, Vm};
 use serde::Serialize;
 
+use crate::bpf_watch::WatchBpfMap;
 use crate::kvm_memory::KvmGuestMemory;
 use crate::request::{Request, Status};
 use crate::snapshots::Snapshots;
@@ -73,6 +75,8 @@ pub struct MonitorOptions {
     pub snapshot_at: Vec<Duration>,
     /// BPF globals to set once their maps exist: `(map name suffix, variable, value)`.
     pub map_writes: Vec<(String, String, u32)>,
+    /// BPF map fields to read at every tick ([`crate::bpf_watch`]).
+    pub watch_maps: Vec<WatchBpfMap>,
 }
 
 impl MonitorOptions {
@@ -86,6 +90,7 @@ impl MonitorOptions {
             watchdog_jiffies: None,
             snapshot_at: Vec::new(),
             map_writes: Vec::new(),
+            watch_maps: Vec::new(),
         }
     }
 }
@@ -151,6 +156,10 @@ pub struct MonitorSummary {
     pub snapshot_errors: Vec<String>,
     /// What became of each BPF map write (`bpf_map_write`), one line each.
     pub map_writes: Vec<String>,
+    /// Run metrics of the watched BPF map fields (`watch_bpf_maps`), by `<object>_<label>`.
+    pub run_metrics: BTreeMap<String, f64>,
+    /// Watched BPF map fields that could not be read, with why.
+    pub bpf_watch_errors: Vec<String>,
     /// The JSON file the snapshots were written to (beside `output`), when any were taken.
     pub snapshots_file: Option<PathBuf>,
     /// Milliseconds the guest spent frozen for snapshots, all told.
@@ -314,6 +323,9 @@ struct Line<'a> {
     seq: u64,
     #[serde(flatten)]
     sample: &'a Sample,
+    /// Watched BPF map fields by metric key (one value, or one per CPU).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    bpf: &'a BTreeMap<String, Vec<u64>>,
 }
 
 impl Monitor {
@@ -337,6 +349,7 @@ impl Monitor {
         let watchdog_jiffies = opts.watchdog_jiffies;
         let snapshot_at = opts.snapshot_at.clone();
         let map_writes = opts.map_writes.clone();
+        let watch_maps = opts.watch_maps.clone();
         let (tx, rx) = mpsc::channel::<Start>();
         let (requests, req_rx) = mpsc::channel::<Request>();
         let stop = Arc::new(AtomicBool::new(false));
@@ -358,6 +371,7 @@ impl Monitor {
                 };
                 let mut snaps = Snapshots::new(snapshot_at, req_rx);
                 snaps.map_writes(map_writes);
+                snaps.watch_maps(watch_maps);
                 let r = monitor_thread(
                     &vmlinux,
                     watchdog_jiffies,
@@ -616,11 +630,13 @@ fn monitor_thread(
                 summary.first_error.get_or_insert_with(|| e.clone());
             }
         }
+        let bpf = snaps.sample_bpf(&sampler);
         line.clear();
         let rec = Line {
             t_ns,
             seq: summary.samples,
             sample: &sample,
+            bpf: &bpf,
         };
         if serde_json::to_writer(&mut line, &rec).is_ok() {
             line.push(b'\n');
@@ -630,7 +646,23 @@ fn monitor_thread(
         sinks.checker.observe(t_ns, &sample);
         snaps.after_sample(t_ns, &sample, &mut sampler, launch);
         if let Some(t) = sinks.trace.as_mut() {
-            if let Err(e) = t.sample(t_ns, &sample) {
+            let counters: BTreeMap<String, f64> = bpf
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.iter().map(|x| *x as f64).sum::<f64>() / v.len().max(1) as f64,
+                    )
+                })
+                .collect();
+            let r = t.sample(t_ns, &sample).and_then(|()| {
+                if counters.is_empty() {
+                    Ok(())
+                } else {
+                    t.counters("BPF maps", t_ns, &counters)
+                }
+            });
+            if let Err(e) = r {
                 summary.trace_error = Some(e.to_string());
                 sinks.trace = None;
             }

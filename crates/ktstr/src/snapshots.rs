@@ -5,14 +5,16 @@
 //! A request is answered in the asker's mailbox while the guest is still frozen, so the
 //! test process goes on only after its snapshot was read.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ktstr_btf_monitor::bpf::BpfLayout;
 use ktstr_btf_monitor::sampler::error_chain;
 use ktstr_btf_monitor::{Btf, GuestMemory, Sample, Sampler, Snapshot, SymbolTable};
 use ktstr_vmm::Freezer;
 
+use crate::bpf_watch::{BpfWatches, WatchBpfMap};
 use crate::kernel_ops::KernelOps;
 use crate::monitor::{MonitorSummary, MAX_SNAPSHOTS, RECENT_SAMPLES};
 use crate::request::{Request, RequestOp, Status};
@@ -48,6 +50,9 @@ pub(crate) struct Snapshots {
     frozen: Duration,
     /// The last samples, for a failure dump.
     recent: VecDeque<serde_json::Value>,
+    /// BPF map fields read at every tick.
+    map_watches: Vec<WatchBpfMap>,
+    bpf_watches: Option<BpfWatches>,
     /// BPF globals still to write: `(suffix, field, value)`.
     map_writes: Vec<(String, String, u32)>,
     /// What the writes did, one line each.
@@ -79,6 +84,8 @@ impl Snapshots {
             frozen: Duration::ZERO,
             recent: VecDeque::new(),
             failed: None,
+            map_watches: Vec::new(),
+            bpf_watches: None,
             map_writes: Vec::new(),
             map_written: Vec::new(),
             map_waiters: Vec::new(),
@@ -99,7 +106,33 @@ impl Snapshots {
         self.origin = Some(at);
         self.freezer = freezer;
         self.writer = writer;
+        if !self.map_watches.is_empty() {
+            self.bpf_watches = Some(BpfWatches::new(
+                &self.map_watches,
+                BpfLayout::from_btf(&btf),
+            ));
+        }
         self.kops = Some(KernelOps::new(btf, syms));
+    }
+
+    /// BPF map fields to read at every tick.
+    pub(crate) fn watch_maps(&mut self, watches: Vec<WatchBpfMap>) {
+        self.map_watches = watches;
+    }
+
+    /// Reads the watched BPF map fields once (see [`BpfWatches::sample`]).
+    pub(crate) fn sample_bpf<M: GuestMemory>(
+        &mut self,
+        sampler: &Sampler<M>,
+    ) -> BTreeMap<String, Vec<u64>> {
+        let Some(w) = self.bpf_watches.as_mut() else {
+            return BTreeMap::new();
+        };
+        let idr = self
+            .kops
+            .as_mut()
+            .and_then(|k| k.symbol_addr("map_idr").ok());
+        w.sample(sampler, idr)
     }
 
     /// BPF globals to write once their maps exist.
@@ -393,6 +426,14 @@ impl Snapshots {
             let _ = self.reply(m, Status::Refused, &self.map_written.join("\n"));
         }
         summary.map_writes = std::mem::take(&mut self.map_written);
+        if let Some(w) = &self.bpf_watches {
+            summary.run_metrics = w.metrics();
+            summary.bpf_watch_errors = w.errors.clone();
+            summary.bpf_watch_errors.extend(w.unresolved());
+        } else if !self.map_watches.is_empty() {
+            summary.bpf_watch_errors =
+                vec!["the monitor never started: no BPF map was watched".into()];
+        }
         if !self.taken.is_empty() {
             let path = summary.output.with_extension("snapshots.json");
             match serde_json::to_vec(&self.taken)

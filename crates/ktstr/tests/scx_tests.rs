@@ -220,6 +220,7 @@ fn declared_schedulers_are_registered() {
     llcs = 1,
     duration_s = 3,
     num_snapshots = 4,
+    watch_bpf_maps = [DISPATCHED, VTIME_NOW],
     post_vm = dsqs_are_consistent
 )]
 fn snapshots_list_the_tasks_on_each_dsq(ctx: &Ctx) -> Result<AssertResult> {
@@ -229,11 +230,20 @@ fn snapshots_list_the_tasks_on_each_dsq(ctx: &Ctx) -> Result<AssertResult> {
     )
 }
 
+/// scx-ktstr's dispatch counter and its vtime clock, read from the host every tick.
+const DISPATCHED: WatchBpfMap = WatchBpfMap::new(
+    ".bss",
+    "nr_dispatched",
+    BpfMapAgg::ScalarCounter,
+    "dispatched",
+);
+const VTIME_NOW: WatchBpfMap = WatchBpfMap::new(".bss", "vtime_now", BpfMapAgg::Scalar, "vtime");
+
 /// `SCX_DSQ_LOCAL`: the id of every CPU's local DSQ.
 const SCX_DSQ_LOCAL: u64 = 1 << 63 | 2;
 
 fn dsqs_are_consistent(vm: &VmResult) -> Result<()> {
-    use anyhow::ensure;
+    use anyhow::{ensure, Context};
     ensure!(vm.snapshots.len() == 4, "{:?}", vm.snapshot_errors);
     let mut queued_seen = 0;
     let mut crowded = 0;
@@ -292,6 +302,32 @@ fn dsqs_are_consistent(vm: &VmResult) -> Result<()> {
         );
     }
     ensure!(crowded >= 1, "no snapshot saw all six spinners");
+    // The watched globals: the counter's last value is in the last JSON line too, and the
+    // snapshots' scheduler saw tasks dispatched.
+    let m = vm.monitor.as_ref().context("no monitor")?;
+    let dispatched = vm.run_metric("main_bpf_dispatched").with_context(|| {
+        format!(
+            "no dispatch metric: {:?} {:?}",
+            m.run_metrics, m.bpf_watch_errors
+        )
+    })?;
+    ensure!(dispatched > 100.0, "only {dispatched} dispatches");
+    ensure!(
+        vm.run_metric("main_bpf_vtime").is_some_and(|v| v > 0.0),
+        "{:?}",
+        m.run_metrics
+    );
+    let text = std::fs::read_to_string(&m.output)?;
+    let last = text
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["bpf"]["main_bpf_dispatched"][0].as_f64())
+        .context("no sample line carries the watched counter")?;
+    ensure!(
+        last == dispatched,
+        "last line {last} != metric {dispatched}"
+    );
     ensure!(queued_seen > 0, "no snapshot found a queued task");
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct KtstrTestEntry {
     /// Globals the host writes into the scheduler's BPF maps once they exist; the body
     /// starts after they are written (`bpf_map_write = ..`).
     pub bpf_map_writes: &'static [BpfMapWrite],
+    /// BPF map fields the host reads every monitor tick and folds into run metrics
+    /// (`watch_bpf_maps = [..]`, [`VmResult::run_metric`]).
+    pub watch_bpf_maps: &'static [crate::bpf_watch::WatchBpfMap],
     /// The body names an op the host serves (`Op::capture_snapshot`, kernel memory ops):
     /// the host monitor runs for it. Set by `#[ktstr_test]` from the body's tokens.
     pub host_ops: bool,
@@ -136,6 +139,7 @@ impl KtstrTestEntry {
         num_snapshots: 0,
         host_ops: false,
         bpf_map_writes: &[],
+        watch_bpf_maps: &[],
         scheduler: &Scheduler::EEVDF,
         staged_schedulers: &[],
         payload: None,

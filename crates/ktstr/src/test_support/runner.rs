@@ -84,6 +84,12 @@ pub struct VmResult {
 }
 
 impl VmResult {
+    /// A run metric of a watched BPF map field (`watch_bpf_maps`): `<object>_<label>`, with
+    /// `_avg`/`_max` for a per-CPU gauge; `None` when it was never read.
+    pub fn run_metric(&self, key: &str) -> Option<f64> {
+        self.monitor.as_ref()?.run_metrics.get(key).copied()
+    }
+
     /// The first snapshot named `name`.
     pub fn snapshot(&self, name: &str) -> Option<&Snapshot> {
         self.snapshots.iter().find(|s| s.name == name)
@@ -522,6 +528,7 @@ fn run_vm(entry: &KtstrTestEntry, target: &Target) -> Result<VmResult, Unrunnabl
         || entry.num_snapshots > 0
         || entry.host_ops
         || !entry.bpf_map_writes.is_empty()
+        || !entry.watch_bpf_maps.is_empty()
         || std::env::var(MONITOR_ENV).is_ok_and(|v| v == "1")
     {
         let mut m = monitor_options(&file_stem(&target.name), &assert);
@@ -531,6 +538,7 @@ fn run_vm(entry: &KtstrTestEntry, target: &Target) -> Result<VmResult, Unrunnabl
             .iter()
             .map(|w| (w.map_suffix.to_string(), w.field.to_string(), w.value))
             .collect();
+        m.watch_maps = entry.watch_bpf_maps.to_vec();
         if let Some(secs) = entry.watchdog_timeout_s {
             let hz = kernel
                 .config_text()
