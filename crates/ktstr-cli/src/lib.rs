@@ -631,6 +631,9 @@ fn print_report(r: &RunReport, a: &VmArgs, topo: &Topology) {
         for s in &m.snapshots {
             progress(&format!("monitor: {}", s.line()));
         }
+        for l in m.prog_lines() {
+            progress(&format!("monitor: {l}"));
+        }
         if let Some(f) = &m.snapshots_file {
             progress(&format!("monitor: snapshots -> {}", f.display()));
         }

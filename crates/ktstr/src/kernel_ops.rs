@@ -12,7 +12,7 @@
 //! Anything else (kernel text, read-only data, an unmapped address) is refused with an error
 //! naming the address, before a byte is written.
 
-use ktstr_btf_monitor::bpf::{global_var, list_maps, map_btf, BpfLayout};
+use ktstr_btf_monitor::bpf::{global_var, list_maps, list_progs, map_btf, BpfLayout, BpfProgInfo};
 use ktstr_btf_monitor::sampler::error_chain;
 use ktstr_btf_monitor::{btf::TypeBody, resolve, Btf, GuestMemory, Kind, Sampler, SymbolTable};
 
@@ -50,6 +50,22 @@ impl KernelOps {
             btf,
             syms,
         }
+    }
+
+    /// Every BPF program with its statistics.
+    pub(crate) fn bpf_progs<M: GuestMemory>(
+        &mut self,
+        sampler: &Sampler<M>,
+    ) -> Result<Vec<BpfProgInfo>, String> {
+        let l = self.bpf.as_ref().map_err(|e| e.clone())?.clone();
+        let idr = self.symbol_addr("prog_idr")?;
+        list_progs(
+            &sampler.translator(),
+            sampler.memory(),
+            &l,
+            idr,
+            &sampler.info().per_cpu_offsets,
+        )
     }
 
     /// Sets global `field` of every map whose name ends with `suffix` (and whose BTF has

@@ -160,6 +160,9 @@ pub struct MonitorSummary {
     pub run_metrics: BTreeMap<String, f64>,
     /// Watched BPF map fields that could not be read, with why.
     pub bpf_watch_errors: Vec<String>,
+    /// Every BPF program seen, with the kernel's counts (runs and run time need
+    /// `kernel.bpf_stats_enabled`, which monitored runs set).
+    pub bpf_progs: Vec<ktstr_btf_monitor::bpf::BpfProgInfo>,
     /// The JSON file the snapshots were written to (beside `output`), when any were taken.
     pub snapshots_file: Option<PathBuf>,
     /// Milliseconds the guest spent frozen for snapshots, all told.
@@ -198,6 +201,28 @@ impl MonitorSummary {
             );
         }
         s
+    }
+
+    /// One line per BPF program seen: name, id, runs, mean run time, verified instructions.
+    pub fn prog_lines(&self) -> Vec<String> {
+        self.bpf_progs
+            .iter()
+            .map(|p| {
+                let runs = match (p.run_cnt, p.run_time_ns) {
+                    (Some(1), Some(ns)) => format!("1 run, {ns} ns"),
+                    (Some(c), Some(ns)) if c > 0 => {
+                        format!("{c} runs, {:.0} ns each", ns as f64 / c as f64)
+                    }
+                    (Some(c), _) => format!("{c} runs"),
+                    _ => "runs not counted".into(),
+                };
+                let insns = p
+                    .verified_insns
+                    .map(|v| format!(", {v} instructions verified"))
+                    .unwrap_or_default();
+                format!("bpf prog {} (id {}): {runs}{insns}", p.name, p.id)
+            })
+            .collect()
     }
 
     /// One line per monitor check (value, threshold, pass or fail), and the trace.
@@ -631,6 +656,7 @@ fn monitor_thread(
             }
         }
         let bpf = snaps.sample_bpf(&sampler);
+        snaps.read_progs(&sampler);
         line.clear();
         let rec = Line {
             t_ns,

@@ -634,7 +634,15 @@ pub fn run(
             Mode::Shell => JobMode::Shell,
         },
         modules: module_names,
-        sysctls: opts.sysctls.clone(),
+        sysctls: {
+            let mut s = opts.sysctls.clone();
+            // The monitor reports each BPF program's runs and run time, which the kernel
+            // counts only when asked.
+            if opts.monitor.is_some() && !s.iter().any(|(k, _)| k == BPF_STATS) {
+                s.push((BPF_STATS.into(), "1".into()));
+            }
+            s
+        },
         scheduler: opts.scheduler.as_ref().map(|s| SchedulerJob {
             path: s.guest_path(),
             args: s.args.clone(),
@@ -1140,6 +1148,9 @@ fn failure_dump(report: &RunReport, console: &str) -> Option<Result<PathBuf, Str
     let schedulers: Vec<SchedulerReport> = report.scheduler.iter().cloned().collect();
     Some(crate::failure_dump::write(&what, m, &schedulers, console))
 }
+
+/// The sysctl that makes the kernel count BPF programs' runs and run time.
+const BPF_STATS: &str = "kernel.bpf_stats_enabled";
 
 /// Most bytes of kernel symbols a guest may send (a whole `/proc/kallsyms` is ~10 MB).
 const MAX_SYMBOLS: usize = 64 << 20;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ktstr_btf_monitor::bpf::BpfLayout;
+use ktstr_btf_monitor::bpf::{BpfLayout, BpfProgInfo};
 use ktstr_btf_monitor::sampler::error_chain;
 use ktstr_btf_monitor::{Btf, GuestMemory, Sample, Sampler, Snapshot, SymbolTable};
 use ktstr_vmm::Freezer;
@@ -22,6 +22,8 @@ use crate::watchdog::GuestWriter;
 
 /// How long a freeze may take to stop every vCPU.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the BPF programs' statistics are read.
+const PROGS_EVERY: Duration = Duration::from_millis(500);
 /// Most symbols watched at once.
 const MAX_WATCHES: usize = 16;
 
@@ -53,6 +55,9 @@ pub(crate) struct Snapshots {
     /// BPF map fields read at every tick.
     map_watches: Vec<WatchBpfMap>,
     bpf_watches: Option<BpfWatches>,
+    /// The BPF programs seen, by id (the latest reading of each), and when last read.
+    progs: BTreeMap<u32, BpfProgInfo>,
+    progs_read: Option<Instant>,
     /// BPF globals still to write: `(suffix, field, value)`.
     map_writes: Vec<(String, String, u32)>,
     /// What the writes did, one line each.
@@ -86,6 +91,8 @@ impl Snapshots {
             failed: None,
             map_watches: Vec::new(),
             bpf_watches: None,
+            progs: BTreeMap::new(),
+            progs_read: None,
             map_writes: Vec::new(),
             map_written: Vec::new(),
             map_waiters: Vec::new(),
@@ -118,6 +125,23 @@ impl Snapshots {
     /// BPF map fields to read at every tick.
     pub(crate) fn watch_maps(&mut self, watches: Vec<WatchBpfMap>) {
         self.map_watches = watches;
+    }
+
+    /// Reads the BPF programs' statistics, at most every [`PROGS_EVERY`]: each program keeps
+    /// its latest reading, so one that unloaded before the end is still reported.
+    pub(crate) fn read_progs<M: GuestMemory>(&mut self, sampler: &Sampler<M>) {
+        if self.progs_read.is_some_and(|t| t.elapsed() < PROGS_EVERY) {
+            return;
+        }
+        self.progs_read = Some(Instant::now());
+        let Some(kops) = self.kops.as_mut() else {
+            return;
+        };
+        if let Ok(progs) = kops.bpf_progs(sampler) {
+            for p in progs {
+                self.progs.insert(p.id, p);
+            }
+        }
     }
 
     /// Reads the watched BPF map fields once (see [`BpfWatches::sample`]).
@@ -426,6 +450,7 @@ impl Snapshots {
             let _ = self.reply(m, Status::Refused, &self.map_written.join("\n"));
         }
         summary.map_writes = std::mem::take(&mut self.map_written);
+        summary.bpf_progs = std::mem::take(&mut self.progs).into_values().collect();
         if let Some(w) = &self.bpf_watches {
             summary.run_metrics = w.metrics();
             summary.bpf_watch_errors = w.errors.clone();
