@@ -211,7 +211,8 @@ fn declared_schedulers_are_registered() {
     assert!(ktstr::test_support::declared_scheduler("scx_simple").is_none());
 }
 
-/// Snapshots under sched_ext: six spinners crowd two CPUs, so most of them wait on DSQs.
+/// Snapshots, watched BPF globals, program statistics and a pinned map under sched_ext: six
+/// spinners crowd two CPUs, so most of them wait on DSQs.
 /// Every DSQ the host lists must hold as many tasks as the kernel's own count says, each
 /// task must name that DSQ in its own `scx.dsq` (a separate read), and every spinner must be
 /// of the ext class and either running or queued.
@@ -224,10 +225,20 @@ fn declared_schedulers_are_registered() {
     post_vm = dsqs_are_consistent
 )]
 fn snapshots_list_the_tasks_on_each_dsq(ctx: &Ctx) -> Result<AssertResult> {
-    execute_defs(
+    let r = execute_steps(
         ctx,
-        vec![CgroupDef::named("crowd").workers(6).comm("crowd")],
-    )
+        vec![Step::with_defs(
+            vec![CgroupDef::named("crowd").workers(6).comm("crowd")],
+            HoldSpec::FULL,
+        )
+        .set_ops(vec![Op::pin_bpf_map("main_bpf.bss")])],
+    )?;
+    // Op::pin_bpf_map: the scheduler's globals, pinned where a payload could open them.
+    anyhow::ensure!(
+        std::path::Path::new("/sys/fs/bpf/main_bpf_bss").exists(),
+        "the pinned map is not at /sys/fs/bpf/main_bpf_bss: {r}"
+    );
+    Ok(r)
 }
 
 /// scx-ktstr's dispatch counter and its vtime clock, read from the host every tick.

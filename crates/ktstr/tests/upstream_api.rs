@@ -25,7 +25,6 @@
 //!   `config_file_def`, `kernels`, `verifier_exclude_topologies`;
 //!   `SchedulerSpec::KernelBuiltin`; `CgroupPath`;
 //!   `Payload::KERNEL_DEFAULT`; `#[derive(Payload)]`, `PayloadRun`.
-//! - `Op`s: `PinBpfMap`/`pin_bpf_map`.
 //! - `Ctx` fields `topo` as the existing ktstr's `TestTopology`, `sched_pid`, `settle`,
 //!   `wait_for_map_write`, `variant_hash`; `spawn_diverse`, `split_half`, `dfl_wl`.
 //! - `CgroupDef::pcomm` (workers as threads of one named process).
@@ -228,6 +227,7 @@ fn conformance_scheduler_keys(ctx: &Ctx) -> Result<AssertResult> {
                         KernelTarget::task_field(1, 0, "comm"),
                         KernelValueWidth::bytes(16),
                     ),
+                    Op::pin_bpf_map("ktstr.bss"),
                 ],
                 HoldSpec::frac(0.5),
             ),

@@ -443,6 +443,13 @@ impl<'c> Engine<'c> {
                 self.ctx.record_kernel_read(tag, value);
                 Ok(())
             }
+            Op::PinBpfMap { name } => {
+                let path =
+                    super::bpf_pin::pin_map(name).map_err(|e| anyhow!("Op::pin_bpf_map: {e}"))?;
+                self.notes
+                    .push(format!("pinned BPF map {name} at {}", path.display()));
+                Ok(())
+            }
             Op::StopCgroup { cgroup } => self.stop(cgroup),
             Op::SetAffinity { cgroup, affinity } => self.set_affinity(cgroup, affinity),
             Op::MoveAllTasks { from, to } => {

@@ -7,6 +7,7 @@
 //! - [`irq`]: interrupts to steer ([`IrqSelector`]).
 //! - `engine`: runs it all; [`execute_defs`], [`execute_steps`], [`execute_scenario`] drive it.
 
+pub mod bpf_pin;
 pub mod def;
 mod engine;
 pub mod irq;

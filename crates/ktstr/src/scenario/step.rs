@@ -231,6 +231,12 @@ pub enum Op {
         /// How much.
         width: KernelValueWidth,
     },
+    /// Pin the BPF map named `name` (or whose name ends with it) at `/sys/fs/bpf/<name>`, each
+    /// `.` made `_` (the BPF filesystem refuses dots).
+    PinBpfMap {
+        /// The map's name, or how it ends.
+        name: String,
+    },
     /// Attach a sched_ext scheduler (none may be attached).
     AttachScheduler {
         /// The scheduler; its binary must be in the guest (`scheduler` or `staged_schedulers`).
@@ -462,6 +468,10 @@ impl Op {
             target,
             width,
         }
+    }
+    /// Pins the BPF map named `name` at `/sys/fs/bpf/<name>`.
+    pub fn pin_bpf_map(name: impl Into<Cow<'static, str>>) -> Op {
+        Op::PinBpfMap { name: owned(name) }
     }
     /// Attaches `scheduler`.
     pub const fn attach_scheduler(scheduler: &'static Scheduler) -> Op {
