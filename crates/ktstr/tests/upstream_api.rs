@@ -11,8 +11,8 @@
 //! Names from upstream-api.md still MISSING here (a test using one does not compile yet):
 //!
 //! - `#[ktstr_test]` keys: `expect_auto_repro`, `performance_mode`, `no_perf_mode`, `pci`,
-//!   `survives_storm`, `allow_inconclusive`, `wprof`, `bpf_map_write`,
-//!   `watch_bpf_maps`, `perf_delta_assertions`, `disk`, `networks`,
+//!   `survives_storm`, `allow_inconclusive`, `wprof`, `perf_delta_assertions`, `disk`,
+//!   `networks`,
 //!   `config`, `expect_scx_bpf_error_matches`, `wprof_args`, `cleanup_budget_ms`, `cpu_budget`,
 //!   `min_page_locality`, `max_cross_node_migration_ratio`, `max_slow_tier_ratio`;
 //!   `auto_repro` (the existing default, true: only `auto_repro = false` is accepted).
@@ -186,6 +186,8 @@ fn conformance_assert_keys(ctx: &Ctx) -> Result<AssertResult> {
     extra_sched_args = ["--extra"],
     extra_include_files = ["/etc/os-release"],
     num_snapshots = 12,
+    bpf_map_write = BpfMapWrite::new(".bss", "nr_dispatched", 1),
+    watch_bpf_maps = [GAUGE, COUNTER],
     post_vm = check_the_vm,
     post_vm_unconditional = check_the_vm,
     ignore
@@ -235,10 +237,20 @@ fn conformance_scheduler_keys(ctx: &Ctx) -> Result<AssertResult> {
     )
 }
 
+/// Watched BPF map fields, as the existing ktstr declares them.
+const GAUGE: WatchBpfMap = WatchBpfMap::new(".bss", "vtime_now", BpfMapAgg::Scalar, "vtime");
+const COUNTER: WatchBpfMap = WatchBpfMap::new(
+    ".bss",
+    "nr_dispatched",
+    BpfMapAgg::ScalarCounter,
+    "dispatched",
+);
+
 /// The existing ktstr's post_vm idiom: claims over the VM's result, ending with the verdict.
 fn check_the_vm(result: &VmResult) -> Result<()> {
     let mut verdict = Verdict::new();
     claim!(verdict, result.payloads.len()).at_least(1usize);
+    claim_present!(verdict, result.run_metric("main_bpf_dispatched")).at_least(1.0);
     if let Some(step0) = result.phase_cgroup(Phase::step(0), "cg_0") {
         claim!(verdict, step0.total_iterations).gt(0u64);
         claim_present!(verdict, step0.run_delay_summary().map(|(mean, _)| mean)).at_least(0.0);
