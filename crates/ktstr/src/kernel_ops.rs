@@ -16,6 +16,7 @@ use ktstr_btf_monitor::bpf::{global_var, list_maps, list_progs, map_btf, BpfLayo
 use ktstr_btf_monitor::sampler::error_chain;
 use ktstr_btf_monitor::{btf::TypeBody, resolve, Btf, GuestMemory, Kind, Sampler, SymbolTable};
 
+use crate::monitor::FullSymbols;
 use crate::scenario::kernel_mem::MAX_KERNEL_READ;
 use crate::scenario::{KernelTarget, KernelValue, KernelValueWidth};
 use crate::watchdog::GuestWriter;
@@ -28,8 +29,11 @@ const PAGE: u64 = 4096;
 /// Resolves and performs kernel memory ops for one guest.
 pub(crate) struct KernelOps {
     btf: Btf,
-    /// The guest kernel's symbols at their runtime addresses.
+    /// The guest kernel's symbols at their runtime addresses: the monitor's few at first,
+    /// the whole table once a lookup misses.
     syms: SymbolTable,
+    /// Where the whole table comes from, until it is loaded.
+    full: Option<FullSymbols>,
     /// Where BPF maps' members are, or why they cannot be found.
     bpf: Result<BpfLayout, String>,
 }
@@ -44,11 +48,12 @@ struct Place {
 
 impl KernelOps {
     /// Ops on the guest kernel with `btf` and symbols `syms` (runtime addresses).
-    pub(crate) fn new(btf: Btf, syms: SymbolTable) -> Self {
+    pub(crate) fn new(btf: Btf, syms: SymbolTable, full: FullSymbols) -> Self {
         KernelOps {
             bpf: BpfLayout::from_btf(&btf),
             btf,
             syms,
+            full: Some(full),
         }
     }
 
@@ -119,11 +124,18 @@ impl KernelOps {
 
     /// The runtime address of kernel symbol `name`.
     pub(crate) fn symbol_addr(&mut self, name: &str) -> Result<u64, String> {
-        self.syms
-            .lookup_all(name)
-            .find(|s| s.module.is_none())
-            .map(|s| s.addr)
-            .ok_or_else(|| format!("no kernel symbol `{name}`"))
+        let find = |t: &SymbolTable| {
+            t.lookup_all(name)
+                .find(|s| s.module.is_none())
+                .map(|s| s.addr)
+        };
+        if let Some(a) = find(&self.syms) {
+            return Ok(a);
+        }
+        if let Some(full) = self.full.take() {
+            self.syms = full.load()?;
+        }
+        find(&self.syms).ok_or_else(|| format!("no kernel symbol `{name}`"))
     }
 
     fn place<M: GuestMemory>(

@@ -544,22 +544,84 @@ pub(crate) fn link_symbols(vmlinux: &Path) -> Result<SymbolTable, String> {
     SymbolTable::from_text(&text).map_err(|e| format!("{}: {}", map.display(), error_chain(&e)))
 }
 
-/// The guest kernel's symbols: its kallsyms lines as they came when they hold more than
-/// `_text`, else the link-time ones moved by the slide `_text` shows.
-fn guest_symbols(vmlinux: &Path, kallsyms: &str) -> Result<SymbolTable, String> {
-    let t = SymbolTable::from_text(kallsyms)
-        .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
-    if t.len() > 1 {
-        return Ok(t);
+/// The symbols the monitor reads on its own: the sampler's, the watchdog's, the BPF IDRs.
+/// Others (a kernel memory op's) are looked up in the whole table, parsed on first need.
+fn monitor_symbols() -> Vec<&'static str> {
+    KernelAddrs::WANTED
+        .iter()
+        .chain(&crate::watchdog::SYMBOLS)
+        .chain(&["map_idr", "prog_idr", SLIDE_SYMBOL])
+        .copied()
+        .collect()
+}
+
+/// Where the guest kernel's whole symbol table comes from, once it is needed.
+pub(crate) enum FullSymbols {
+    /// The guest's own `/proc/kallsyms` lines (runtime addresses).
+    Text(String),
+    /// vmlinux's (or System.map's) link-time symbols, moved by `slide`.
+    Link {
+        /// The kernel's vmlinux.
+        vmlinux: PathBuf,
+        /// The KASLR slide.
+        slide: i64,
+    },
+}
+
+impl FullSymbols {
+    /// Parses the whole table.
+    pub(crate) fn load(&self) -> Result<SymbolTable, String> {
+        match self {
+            FullSymbols::Text(t) => SymbolTable::from_text(t)
+                .map_err(|e| format!("guest kallsyms: {}", error_chain(&e))),
+            FullSymbols::Link { vmlinux, slide } => Ok(link_symbols(vmlinux)?.slid(*slide)),
+        }
     }
-    let text = t.lookup(SLIDE_SYMBOL).map(|s| s.addr).ok_or_else(|| {
+}
+
+/// The lines of kallsyms `text` that name one of `names`.
+fn pick_lines(text: &str, names: &[&str]) -> String {
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.rsplit(' ').next().is_some_and(|n| names.contains(&n)) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The guest kernel's symbols the monitor reads itself (runtime addresses), and where the
+/// whole table comes from: its kallsyms lines as they came when they hold more than `_text`,
+/// else the link-time ones moved by the slide `_text` shows.
+fn guest_symbols(vmlinux: &Path, kallsyms: &str) -> Result<(SymbolTable, FullSymbols), String> {
+    let names = monitor_symbols();
+    let small = SymbolTable::from_text(&pick_lines(kallsyms, &names))
+        .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
+    if small.lookup("runqueues").is_some() {
+        return Ok((small, FullSymbols::Text(kallsyms.to_string())));
+    }
+    let text = small.lookup(SLIDE_SYMBOL).map(|s| s.addr).ok_or_else(|| {
         format!("the guest sent neither the monitor's symbols nor `{SLIDE_SYMBOL}`")
     })?;
     let link = link_symbols(vmlinux)?;
     let slide = link
         .slide_to(SLIDE_SYMBOL, text)
         .map_err(|e| format!("{}: {}", vmlinux.display(), error_chain(&e)))?;
-    Ok(link.slid(slide))
+    let slid = link.slid(slide);
+    let small = SymbolTable::new(
+        slid.iter()
+            .filter(|s| names.contains(&s.name.as_str()))
+            .cloned()
+            .collect(),
+    );
+    Ok((
+        small,
+        FullSymbols::Link {
+            vmlinux: vmlinux.to_path_buf(),
+            slide,
+        },
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -595,7 +657,7 @@ fn monitor_thread(
         }
     };
     summary.symbols_ms = Some(start.at.as_millis() as u64);
-    let syms = guest_symbols(vmlinux, &start.symbols)?;
+    let (syms, full_syms) = guest_symbols(vmlinux, &start.symbols)?;
     let addrs = KernelAddrs::from_symbols(&syms).map_err(|e| error_chain(&e))?;
     let regs: Vec<CpuRegs> = start
         .regs?
@@ -633,6 +695,7 @@ fn monitor_thread(
         start.ram.writer(),
         btf,
         syms,
+        full_syms,
     );
     let period = Duration::from_nanos(1_000_000_000 / u64::from(summary.target_hz.max(1)));
     let mut next = Instant::now();

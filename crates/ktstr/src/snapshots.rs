@@ -16,7 +16,7 @@ use ktstr_vmm::Freezer;
 
 use crate::bpf_watch::{BpfWatches, WatchBpfMap};
 use crate::kernel_ops::KernelOps;
-use crate::monitor::{MonitorSummary, MAX_SNAPSHOTS, RECENT_SAMPLES};
+use crate::monitor::{FullSymbols, MonitorSummary, MAX_SNAPSHOTS, RECENT_SAMPLES};
 use crate::request::{Request, RequestOp, Status};
 use crate::watchdog::GuestWriter;
 
@@ -109,6 +109,7 @@ impl Snapshots {
         writer: Result<Box<dyn GuestWriter>, String>,
         btf: Btf,
         syms: SymbolTable,
+        full: FullSymbols,
     ) {
         self.origin = Some(at);
         self.freezer = freezer;
@@ -119,7 +120,7 @@ impl Snapshots {
                 BpfLayout::from_btf(&btf),
             ));
         }
-        self.kops = Some(KernelOps::new(btf, syms));
+        self.kops = Some(KernelOps::new(btf, syms, full));
     }
 
     /// BPF map fields to read at every tick.
