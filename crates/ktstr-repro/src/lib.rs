@@ -6,16 +6,19 @@
 //! | [`failure`] | parse the failure text: exit reason, backtrace, debug dump tasks, oops trace |
 //! | [`symbol`] | stack frames and what a symbol is: kernel function, BPF program, struct_ops trampoline |
 //! | [`ops`] | the scheduler's callbacks and the kernel functions that call them (7.3 source) |
+//! | [`plan`](mod@plan) | the probe plan: kprobe/fexit on kernel functions, fentry/fexit on callbacks, the exit trigger, BTF-typed arguments and fields, what was left out and why |
 //! | [`error`] | [`ReproError`] |
 
 pub mod error;
 pub mod failure;
 pub mod ops;
+pub mod plan;
 pub mod symbol;
 
 pub use error::ReproError;
 pub use failure::{DumpTask, Failure, FailureKind, StackFunction, TaskRef};
 pub use ops::{op, op_of_prog, OpInfo, OPS};
+pub use plan::{plan, KernelInfo, KernelVersion, ProbePlan};
 pub use symbol::{classify, Frame, SymbolKind};
 
 /// Most functions one plan probes.

@@ -1,0 +1,73 @@
+//! Shared by the integration tests: fixtures, and the cached 7.3 kernel's BTF and symbols.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ktstr_btf_monitor::{Btf, SymbolTable};
+
+/// The release of the kernel the fixtures were captured on.
+pub const RELEASE: &str = "7.3.4+deb13-cloud-amd64";
+
+/// A fixture's text.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A fixture's bytes.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The vmlinux `ktstr kernel fetch` caches for Debian's 7.3 kernel, found as
+/// ktstr-btf-monitor's kernel tests find it: `$KTSTR_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/ktstr`, else `~/.cache/ktstr`.
+pub fn vmlinux_7_3() -> PathBuf {
+    let nonempty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    };
+    let cache = nonempty("KTSTR_CACHE_DIR")
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("ktstr")))
+        .unwrap_or_else(|| nonempty("HOME").unwrap_or_default().join(".cache/ktstr"));
+    cache.join(format!("kernels/{RELEASE}/vmlinux"))
+}
+
+/// Says visibly that a test skips, and fails it under `KTSTR_REQUIRE_VM=1`.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("KTSTR_REQUIRE_VM").as_deref() != Ok("1"),
+        "KTSTR_REQUIRE_VM=1 but {why}"
+    );
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// The 7.3 kernel's BTF and ELF symbols, parsed once; `None` (after saying so) when the
+/// kernel is not cached.
+pub fn kernel_7_3() -> Option<&'static (Btf, SymbolTable)> {
+    static CELL: OnceLock<Option<(Btf, SymbolTable)>> = OnceLock::new();
+    let path = vmlinux_7_3();
+    let k = CELL
+        .get_or_init(|| {
+            if !path.exists() {
+                return None;
+            }
+            let btf = Btf::from_file(&path).expect("7.3 BTF parses");
+            let syms = SymbolTable::from_elf_file(&path).expect("7.3 symbols parse");
+            Some((btf, syms))
+        })
+        .as_ref();
+    if k.is_none() {
+        skip(&format!(
+            "{} is absent (`ktstr kernel fetch`)",
+            path.display()
+        ));
+    }
+    k
+}
