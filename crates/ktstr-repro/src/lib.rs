@@ -7,15 +7,18 @@
 //! | [`symbol`] | stack frames and what a symbol is: kernel function, BPF program, struct_ops trampoline |
 //! | [`ops`] | the scheduler's callbacks and the kernel functions that call them (7.3 source) |
 //! | [`plan`](mod@plan) | the probe plan: kprobe/fexit on kernel functions, fentry/fexit on callbacks, the exit trigger, BTF-typed arguments and fields, what was left out and why |
+//! | [`event`] | the probe events' wire format (version 1, documented there) and their decoding with the plan |
 //! | [`error`] | [`ReproError`] |
 
 pub mod error;
+pub mod event;
 pub mod failure;
 pub mod ops;
 pub mod plan;
 pub mod symbol;
 
 pub use error::ReproError;
+pub use event::{decode, decode_stream, Event, EventKind, RawEvent, Value};
 pub use failure::{DumpTask, Failure, FailureKind, StackFunction, TaskRef};
 pub use ops::{op, op_of_prog, OpInfo, OPS};
 pub use plan::{plan, KernelInfo, KernelVersion, ProbePlan};

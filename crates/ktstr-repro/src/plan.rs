@@ -312,7 +312,7 @@ fn entry_code(name: &str) -> Option<&'static str> {
 
 /// Fields read through a pointer to each struct: `(label, path)`, where `->` follows a
 /// pointer. Resolved against BTF; paths the kernel lacks are skipped.
-const FIELD_CATALOGUE: &[(&str, &[(&str, &str)])] = &[
+pub const FIELD_CATALOGUE: &[(&str, &[(&str, &str)])] = &[
     (
         "task_struct",
         &[
@@ -338,7 +338,7 @@ const FIELD_CATALOGUE: &[(&str, &[(&str, &str)])] = &[
 ];
 
 /// Scalar arguments whose values are flags of a sched_ext enum, by parameter name.
-const FLAG_ARGS: &[(&str, &str)] = &[
+pub const FLAG_ARGS: &[(&str, &str)] = &[
     ("enq_flags", "scx_enq_flags"),
     ("deq_flags", "scx_deq_flags"),
     ("wake_flags", "scx_wake_flags"),

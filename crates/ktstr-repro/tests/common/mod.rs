@@ -71,3 +71,43 @@ pub fn kernel_7_3() -> Option<&'static (Btf, SymbolTable)> {
     }
     k
 }
+
+pub mod btf_subset;
+
+/// The failure fixtures the plans are made for.
+pub const FAILURES: &[&[&str]] = &[
+    &["scx-ktstr-error-after.sched.txt"],
+    &["scx-ktstr-stall.sched.txt", "scx-ktstr-stall.dmesg.txt"],
+    &["sysrq-crash-panic.console.txt"],
+];
+
+/// The committed BTF subset.
+pub const SUBSET: &str = "btf-7.3-subset.btf";
+
+/// The FUNCs a plan for the fixtures can look up: the failures' functions, every
+/// callback's callers and CFI stub, and the exit-trigger functions.
+pub fn subset_funcs() -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for names in FAILURES {
+        let text: String = names.iter().map(|n| fixture(n)).collect();
+        let f = ktstr_repro::Failure::parse(&text).expect("fixture parses");
+        for s in f.functions() {
+            if let ktstr_repro::SymbolKind::Kernel { function, .. } = s.kind {
+                v.push(function);
+            }
+        }
+    }
+    for o in ktstr_repro::OPS {
+        v.push(format!("sched_ext_ops__{}", o.name));
+        for path in o.callers {
+            v.extend(path.iter().map(|f| f.to_string()));
+        }
+    }
+    v.extend(["scx_vexit".to_string(), "scx_dump_state".to_string()]);
+    v
+}
+
+/// The committed BTF subset, parsed.
+pub fn subset_btf() -> Btf {
+    Btf::parse(&fixture_bytes(SUBSET)).expect("committed subset parses")
+}
