@@ -211,10 +211,11 @@ fn task_ref(s: &str) -> Option<(TaskRef, &str)> {
 /// Splits `reason (message)` at its outermost parentheses.
 fn reason_message(s: &str) -> (String, Option<String>) {
     let s = s.trim();
-    match (s.find(" ("), s.strip_suffix(')')) {
-        (Some(open), Some(inner)) => (s[..open].to_string(), Some(inner[open + 2..].to_string())),
-        _ => (s.to_string(), None),
-    }
+    let split = s.find(" (").and_then(|open| {
+        let inner = s.strip_suffix(')')?.get(open + 2..)?;
+        Some((s[..open].to_string(), Some(inner.to_string())))
+    });
+    split.unwrap_or_else(|| (s.to_string(), None))
 }
 
 fn num(s: &str) -> Option<u64> {

@@ -221,3 +221,33 @@ fn truncated_captures_parse_what_is_there() {
         }
     }
 }
+
+#[test]
+fn mutated_captures_never_panic() {
+    let texts: Vec<Vec<u8>> = [
+        "scx-ktstr-error-after.sched.txt",
+        "scx-ktstr-stall.sched.txt",
+        "scx-ktstr-stall.dmesg.txt",
+        "sysrq-crash-panic.console.txt",
+        "ktstr-exec-error-after.stderr.txt",
+    ]
+    .iter()
+    .map(|n| fixture(n).into_bytes())
+    .collect();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let alphabet = b"[]()*:+/x0123456789 \n?<>|=-_.\"";
+    for round in 0..3000 {
+        let mut b = texts[round % texts.len()].clone();
+        for _ in 0..(next() % 16 + 1) {
+            let i = (next() as usize) % b.len();
+            b[i] = alphabet[(next() as usize) % alphabet.len()];
+        }
+        let _ = Failure::parse(&String::from_utf8_lossy(&b));
+    }
+}
