@@ -288,6 +288,25 @@ pub struct KernelInfo<'a> {
     pub symbols: Option<&'a SymbolTable>,
     /// `available_filter_functions`, when known: functions outside it are notrace.
     pub traceable: Option<&'a HashSet<String>>,
+    /// The kprobe blacklist (`/sys/kernel/debug/kprobes/blacklist`), when known: a
+    /// traceable function on it gets fentry instead of a kprobe.
+    pub no_kprobe: Option<&'a HashSet<String>>,
+}
+
+/// Function names of `available_filter_functions` text (`name` or `name [module]`).
+pub fn parse_filter_functions(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Function names of the kprobe blacklist (`0xstart-0xend<TAB>name`).
+pub fn parse_kprobe_blacklist(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Why a function of 7.3's x86-64 entry code cannot be probed: assembly, or C marked
@@ -589,15 +608,29 @@ impl Planner<'_> {
         if self.has(&target) {
             return true;
         }
-        let notrace = match (self.k.traceable, entry_code(function)) {
-            (_, Some(why)) => Some(why.to_string()),
-            (Some(set), None) if !set.contains(function) => {
-                Some("absent from available_filter_functions".to_string())
-            }
-            _ => None,
+        // An empty table (a stripped vmlinux) knows nothing.
+        let has_symbol = self
+            .k
+            .symbols
+            .filter(|s| !s.is_empty())
+            .map(|s| s.lookup(function).is_some());
+        let refusal = if let Some(why) = entry_code(function) {
+            Some((LeftOutReason::Notrace, why))
+        } else if has_symbol == Some(false) {
+            Some((
+                LeftOutReason::Inlined,
+                "no symbol: inlined into its callers",
+            ))
+        } else if self.k.traceable.is_some_and(|t| !t.contains(function)) {
+            Some((
+                LeftOutReason::Notrace,
+                "absent from available_filter_functions",
+            ))
+        } else {
+            None
         };
-        if let Some(detail) = notrace {
-            self.leave_out(function, LeftOutReason::Notrace, detail);
+        if let Some((reason, detail)) = refusal {
+            self.leave_out(function, reason, detail.into());
             return false;
         }
         let Some(proto) = self
@@ -606,12 +639,8 @@ impl Planner<'_> {
             .find(function, Kind::Func)
             .and_then(|id| func_proto(self.k.btf, id))
         else {
-            let (reason, detail) = match self.k.symbols.map(|s| s.lookup(function).is_some()) {
-                Some(false) => (
-                    LeftOutReason::Inlined,
-                    "no symbol: inlined into its callers",
-                ),
-                Some(true) => (
+            let (reason, detail) = match has_symbol {
+                Some(_) => (
                     LeftOutReason::MissingFromBtf,
                     "has a symbol but no BTF FUNC",
                 ),
@@ -625,11 +654,20 @@ impl Planner<'_> {
         };
         let (args, args_dropped, fields, fields_dropped, ret) =
             signature(self.k.btf, proto, 0, &[]);
+        let no_kprobe = self.k.no_kprobe.is_some_and(|b| b.contains(function));
+        let (entry, why) = if no_kprobe {
+            (
+                Attach::Fentry,
+                format!("{why}; on the kprobe blacklist, so fentry"),
+            )
+        } else {
+            (Attach::Kprobe, why.to_string())
+        };
         self.push(Probe {
             target,
-            attach: vec![Attach::Kprobe, Attach::Fexit],
+            attach: vec![entry, Attach::Fexit],
             phase: Phase::BeforeScheduler,
-            why: why.to_string(),
+            why,
             args,
             args_dropped,
             fields,

@@ -22,6 +22,7 @@ fn stall_plan() -> ProbePlan {
         btf: &btf,
         symbols: None,
         traceable: None,
+        no_kprobe: None,
     };
     plan(&Failure::parse(&text).unwrap(), &k).unwrap()
 }

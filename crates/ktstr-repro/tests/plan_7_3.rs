@@ -4,20 +4,28 @@
 
 mod common;
 
-use common::{fixture, kernel_7_3, RELEASE};
+use common::{blacklist_7_3, fixture, kallsyms_7_3, kernel_7_3, traceable_7_3, RELEASE};
 use ktstr_repro::plan::{Attach, LeftOutReason, Phase, Target, ValueType};
 use ktstr_repro::{plan, Failure, KernelInfo, ProbePlan, ReproError, MAX_FUNCS};
 
+/// The plan for the fixtures `names` on the 7.3 BTF, with the captured guest's symbols,
+/// traceable functions and kprobe blacklist.
 fn plan_for(names: &[&str]) -> Option<ProbePlan> {
-    let (btf, syms) = kernel_7_3()?;
+    let btf = kernel_7_3()?;
+    let (syms, traceable, blacklist) = (kallsyms_7_3(), traceable_7_3(), blacklist_7_3());
     let k = KernelInfo {
         release: RELEASE,
         btf,
-        symbols: Some(syms),
-        traceable: None,
+        symbols: Some(&syms),
+        traceable: Some(&traceable),
+        no_kprobe: Some(&blacklist),
     };
     let text: String = names.iter().map(|n| fixture(n)).collect();
-    Some(plan(&Failure::parse(&text).unwrap(), &k).unwrap())
+    let p = plan(&Failure::parse(&text).unwrap(), &k).unwrap();
+    if std::env::var_os("KTSTR_REPRO_PRINT").is_some() {
+        println!("{}", serde_json::to_string_pretty(&p).unwrap());
+    }
+    Some(p)
 }
 
 fn probe_names(p: &ProbePlan) -> Vec<&str> {
@@ -84,16 +92,18 @@ fn scx_bpf_error_plan_probes_the_stack_and_the_callback() {
             "ttwu_do_activate",
             "try_to_wake_up",
             "call_timer_fn",
-            "__run_timers",
             "run_timer_softirq",
             "handle_softirqs",
-            "__irq_exit_rcu",
         ]
     );
+    // __run_timers and __irq_exit_rcu have symbols and BTF but are not in the guest's
+    // available_filter_functions.
     assert_eq!(
         left_out(&p),
         [
             ("bpf__sched_ext_ops_enqueue", LeftOutReason::Trampoline),
+            ("__run_timers", LeftOutReason::Notrace),
+            ("__irq_exit_rcu", LeftOutReason::Notrace),
             ("sysvec_apic_timer_interrupt", LeftOutReason::Notrace),
             ("asm_sysvec_apic_timer_interrupt", LeftOutReason::Notrace),
         ]
@@ -243,14 +253,13 @@ fn stall_plan_adds_the_scheduling_callbacks_and_their_callers() {
 }
 
 #[test]
-fn panic_plan_leaves_out_entry_code() {
+fn panic_plan_leaves_out_entry_code_and_notrace() {
     let Some(p) = plan_for(&["sysrq-crash-panic.console.txt"]) else {
         return;
     };
     assert_eq!(
         probe_names(&p),
         [
-            "dump_stack_lvl",
             "vpanic",
             "panic",
             "sysrq_handle_crash",
@@ -264,42 +273,44 @@ fn panic_plan_leaves_out_entry_code() {
     assert_eq!(
         left_out(&p),
         [
+            ("dump_stack_lvl", LeftOutReason::Notrace),
             ("do_syscall_64", LeftOutReason::Notrace),
             ("entry_SYSCALL_64_after_hwframe", LeftOutReason::Notrace),
         ]
     );
-    let panic_probe = &p.probes[2];
+    let panic_probe = &p.probes[1];
     assert_eq!(panic_probe.fields[0].label, "*fmt");
     assert_eq!(panic_probe.fields[0].value, ValueType::Str { len: 16 });
 }
 
 #[test]
-fn traceable_list_and_bounds() {
-    let Some((btf, syms)) = kernel_7_3() else {
+fn kprobe_blacklist_and_bounds() {
+    let Some(btf) = kernel_7_3() else {
         return;
     };
-    // available_filter_functions without enqueue_task: it is left out as notrace.
+    // A function on the kprobe blacklist but traceable gets fentry instead of a kprobe.
     let text = fixture("scx-ktstr-error-after.sched.txt");
     let f = Failure::parse(&text).unwrap();
-    let mut traceable: std::collections::HashSet<String> = f
-        .functions()
-        .into_iter()
-        .map(|s| s.symbol)
-        .chain(["enqueue_task_scx".to_string()])
-        .collect();
-    traceable.remove("enqueue_task");
+    let blacklist: std::collections::HashSet<String> = ["enqueue_task".to_string()].into();
     let k = KernelInfo {
         release: RELEASE,
         btf,
-        symbols: Some(syms),
-        traceable: Some(&traceable),
+        symbols: None,
+        traceable: None,
+        no_kprobe: Some(&blacklist),
     };
     let p = plan(&f, &k).unwrap();
-    assert!(p
-        .left_out
+    let et = p
+        .probes
         .iter()
-        .any(|l| l.function == "enqueue_task" && l.reason == LeftOutReason::Notrace));
-    assert!(!p.probes.iter().any(|x| x.name() == "enqueue_task"));
+        .find(|x| x.name() == "enqueue_task")
+        .unwrap();
+    assert_eq!(et.attach, [Attach::Fentry, Attach::Fexit]);
+    assert!(
+        et.why.ends_with("on the kprobe blacklist, so fentry"),
+        "{}",
+        et.why
+    );
 
     // A backtrace of 32 BPF programs of distinct callbacks: 32 fentry probes, then their
     // kernel callers, overflow MAX_FUNCS; the rest are listed as TooMany.
@@ -310,6 +321,7 @@ fn traceable_list_and_bounds() {
     let f = Failure::parse(&big).unwrap();
     let k = KernelInfo {
         traceable: None,
+        no_kprobe: None,
         ..k
     };
     let p = plan(&f, &k).unwrap();

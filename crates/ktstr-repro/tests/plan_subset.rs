@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    btf_subset, fixture, kernel_7_3, subset_btf, subset_funcs, FAILURES, RELEASE, SUBSET,
+    btf_subset, fixture, kallsyms_7_3, kernel_7_3, subset_btf, subset_funcs, traceable_7_3,
+    FAILURES, RELEASE, SUBSET,
 };
 use ktstr_repro::plan::{Attach, LeftOutReason, Target};
 use ktstr_repro::{plan, Failure, KernelInfo};
@@ -16,7 +17,7 @@ fn failure(names: &[&str]) -> Failure {
 
 #[test]
 fn committed_subset_is_what_the_real_btf_gives() {
-    let Some((btf, _)) = kernel_7_3() else { return };
+    let Some(btf) = kernel_7_3() else { return };
     let fresh = btf_subset::subset(btf, &subset_funcs(), &[]);
     let path = format!("{}/tests/fixtures/{SUBSET}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var("KTSTR_REPRO_REGEN").as_deref() == Ok("1") {
@@ -33,7 +34,7 @@ fn committed_subset_is_what_the_real_btf_gives() {
 
 #[test]
 fn plans_from_the_subset_equal_plans_from_the_real_btf() {
-    let Some((btf, _)) = kernel_7_3() else { return };
+    let Some(btf) = kernel_7_3() else { return };
     let sub = subset_btf();
     for names in FAILURES {
         let f = failure(names);
@@ -42,6 +43,7 @@ fn plans_from_the_subset_equal_plans_from_the_real_btf() {
             btf,
             symbols: None,
             traceable: None,
+            no_kprobe: None,
         };
         let small = KernelInfo { btf: &sub, ..real };
         assert_eq!(
@@ -61,6 +63,7 @@ fn subset_plans_without_the_kernel() {
         btf: &btf,
         symbols: None,
         traceable: None,
+        no_kprobe: None,
     };
     let p = plan(&failure(FAILURES[0]), &k).unwrap();
     assert_eq!(
@@ -98,6 +101,35 @@ fn subset_plans_without_the_kernel() {
         .left_out
         .iter()
         .any(|l| l.function == "dispatch_one" && l.reason == LeftOutReason::NotInBtf));
+    // With the guest's kallsyms and available_filter_functions it is inlined, and
+    // functions the guest cannot trace are notrace.
+    let (syms, traceable) = (kallsyms_7_3(), traceable_7_3());
+    let k = KernelInfo {
+        symbols: Some(&syms),
+        traceable: Some(&traceable),
+        ..k
+    };
+    let p = plan(&failure(FAILURES[1]), &k).unwrap();
+    assert!(p
+        .left_out
+        .iter()
+        .any(|l| l.function == "dispatch_one" && l.reason == LeftOutReason::Inlined));
+    let p = plan(&failure(FAILURES[0]), &k).unwrap();
+    let notrace: Vec<&str> = p
+        .left_out
+        .iter()
+        .filter(|l| l.reason == LeftOutReason::Notrace)
+        .map(|l| l.function.as_str())
+        .collect();
+    assert_eq!(
+        notrace,
+        [
+            "__run_timers",
+            "__irq_exit_rcu",
+            "sysvec_apic_timer_interrupt",
+            "asm_sysvec_apic_timer_interrupt"
+        ]
+    );
 }
 
 #[test]
@@ -114,6 +146,7 @@ fn exit_trigger_falls_back_by_what_the_btf_has() {
             btf: &btf,
             symbols: None,
             traceable: None,
+            no_kprobe: None,
         };
         plan(&f, &k).map(|p| {
             (
@@ -148,5 +181,29 @@ fn exit_trigger_falls_back_by_what_the_btf_has() {
     assert!(
         matches!(no_scx, Err(ktstr_repro::ReproError::NoSchedExt { .. })),
         "{no_scx:?}"
+    );
+}
+
+#[test]
+fn names_list_covers_every_function_the_planner_asks_about() {
+    let path = format!(
+        "{}/tests/fixtures/7.3-names.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut want = subset_funcs();
+    want.sort();
+    want.dedup();
+    if std::env::var("KTSTR_REPRO_REGEN").as_deref() == Ok("1") {
+        std::fs::write(&path, want.join("\n") + "\n").unwrap();
+    }
+    let have = fixture("7.3-names.txt");
+    let have: Vec<&str> = have.lines().collect();
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|n| !have.contains(&n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "7.3-names.txt lacks {missing:?}: regenerate (fixtures/README.md)"
     );
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -48,19 +49,17 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
-/// The 7.3 kernel's BTF and ELF symbols, parsed once; `None` (after saying so) when the
-/// kernel is not cached.
-pub fn kernel_7_3() -> Option<&'static (Btf, SymbolTable)> {
-    static CELL: OnceLock<Option<(Btf, SymbolTable)>> = OnceLock::new();
+/// The 7.3 kernel's BTF, parsed once; `None` (after saying so) when the kernel is not
+/// cached. (Its vmlinux has no `.symtab`: symbols come from the captured kallsyms.)
+pub fn kernel_7_3() -> Option<&'static Btf> {
+    static CELL: OnceLock<Option<Btf>> = OnceLock::new();
     let path = vmlinux_7_3();
     let k = CELL
         .get_or_init(|| {
             if !path.exists() {
                 return None;
             }
-            let btf = Btf::from_file(&path).expect("7.3 BTF parses");
-            let syms = SymbolTable::from_elf_file(&path).expect("7.3 symbols parse");
-            Some((btf, syms))
+            Some(Btf::from_file(&path).expect("7.3 BTF parses"))
         })
         .as_ref();
     if k.is_none() {
@@ -70,6 +69,21 @@ pub fn kernel_7_3() -> Option<&'static (Btf, SymbolTable)> {
         ));
     }
     k
+}
+
+/// The captured guest's `/proc/kallsyms`, cut to the names in `7.3-names.txt`.
+pub fn kallsyms_7_3() -> SymbolTable {
+    SymbolTable::from_text(&fixture("7.3-kallsyms.txt")).expect("kallsyms fixture parses")
+}
+
+/// The captured guest's `available_filter_functions`, cut the same way.
+pub fn traceable_7_3() -> HashSet<String> {
+    ktstr_repro::plan::parse_filter_functions(&fixture("7.3-available_filter_functions.txt"))
+}
+
+/// The captured guest's kprobe blacklist, cut the same way.
+pub fn blacklist_7_3() -> HashSet<String> {
+    ktstr_repro::plan::parse_kprobe_blacklist(&fixture("7.3-kprobe-blacklist.txt"))
 }
 
 pub mod btf_subset;
