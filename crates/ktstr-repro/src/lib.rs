@@ -8,6 +8,7 @@
 //! | [`ops`] | the scheduler's callbacks and the kernel functions that call them (7.3 source) |
 //! | [`plan`](mod@plan) | the probe plan: kprobe/fexit on kernel functions, fentry/fexit on callbacks, the exit trigger, BTF-typed arguments and fields, what was left out and why |
 //! | [`event`] | the probe events' wire format (version 1, documented there) and their decoding with the plan |
+//! | [`probe_config`] | the probe program's config map entries and attachments for a plan (`bpf/probe.h`, `bpf/probe.bpf.c`) |
 //! | [`error`] | [`ReproError`] |
 
 pub mod error;
@@ -15,6 +16,7 @@ pub mod event;
 pub mod failure;
 pub mod ops;
 pub mod plan;
+pub mod probe_config;
 pub mod symbol;
 
 pub use error::ReproError;
