@@ -10,6 +10,24 @@
 //! | [`event`] | the probe events' wire format (version 1, documented there) and their decoding with the plan |
 //! | [`probe_config`] | the probe program's config map entries and attachments for a plan (`bpf/probe.h`, `bpf/probe.bpf.c`) |
 //! | [`error`] | [`ReproError`] |
+//!
+//! ```
+//! use ktstr_repro::{Failure, FailureKind};
+//!
+//! let console = "\
+//! [    4.631811] sched_ext: BPF scheduler \"ktstr\" disabled (scx_bpf_error)
+//! [    4.631872] sched_ext: ktstr: src/bpf/main.bpf.c:96: error-after: 50 tasks dispatched
+//! [    4.632444]    bpf_prog_cb55bb7efa107ee2_ktstr_enqueue+0x101/0x147
+//! [    4.632590]    bpf__sched_ext_ops_enqueue+0x50/0xad
+//! [    4.632602]    scx_do_enqueue_task+0x310/0x7d0
+//! ";
+//! let f = Failure::parse(console)?;
+//! assert_eq!((f.kind, f.reason.as_str()), (FailureKind::ScxExit, "scx_bpf_error"));
+//! let funcs = f.functions();
+//! assert_eq!(funcs[0].op.as_deref(), Some("enqueue"));
+//! assert_eq!(funcs[2].symbol, "scx_do_enqueue_task");
+//! # Ok::<(), ktstr_repro::ReproError>(())
+//! ```
 
 pub mod error;
 pub mod event;
