@@ -9,6 +9,7 @@
 //! | [`plan`](mod@plan) | the probe plan: kprobe/fexit on kernel functions, fentry/fexit on callbacks, the exit trigger, BTF-typed arguments and fields, what was left out and why |
 //! | [`event`] | the probe events' wire format (version 1, documented there) and their decoding with the plan |
 //! | [`probe_config`] | the probe program's config map entries and attachments for a plan (`bpf/probe.h`, `bpf/probe.bpf.c`) |
+//! | [`symbolize`] | kernel addresses back to `function+0xoff` from kallsyms |
 //! | [`error`] | [`ReproError`] |
 //!
 //! ```
@@ -36,6 +37,7 @@ pub mod ops;
 pub mod plan;
 pub mod probe_config;
 pub mod symbol;
+pub mod symbolize;
 
 pub use error::ReproError;
 pub use event::{decode, decode_stream, Event, EventKind, RawEvent, Value};
