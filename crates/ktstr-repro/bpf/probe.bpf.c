@@ -50,7 +50,56 @@ static __always_inline void put_u64(__u8 *p, __u64 v)
 	__builtin_memcpy(p, &v, 8);
 }
 
-static __always_inline int emit(void *ctx, __u32 key, __u8 kind, __u64 *args, __u64 ret)
+/* What the per-field callback of bpf_loop() needs. */
+struct emit_ctx {
+	struct ktstr_repro_probe_cfg *cfg;
+	struct ktstr_repro_slot *slot;
+	__u64 args[KTSTR_REPRO_MAX_ARGS];
+	__u32 base;			/* offset of the first field slot */
+};
+
+/* Reads field i into its slot. A callback of bpf_loop(), so the verifier checks it once
+ * rather than once per field and path (the unrolled loop went past 1M instructions). */
+static long field_cb(__u64 i, void *data)
+{
+	struct emit_ctx *c = data;
+	struct ktstr_repro_field_cfg *f;
+	__u8 *fs;
+	__u64 p;
+	__u32 size, a, off;
+	long err = 0;
+
+	if (i >= KTSTR_REPRO_MAX_FIELDS || c->base > KTSTR_REPRO_HDR_LEN + 8 * KTSTR_REPRO_MAX_ARGS)
+		return 1;
+	f = &c->cfg->fields[i];
+	off = c->base + i * KTSTR_REPRO_SLOT_LEN;
+	fs = &c->slot->rec[off];
+	__builtin_memset(fs, 0, KTSTR_REPRO_SLOT_LEN);
+	a = f->arg;
+	if (a >= KTSTR_REPRO_MAX_ARGS)
+		a = 0;
+	p = c->args[a];
+	if (f->nr_derefs > 0)
+		err = bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + f->derefs[0]));
+	if (!err && f->nr_derefs > 1)
+		err = bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + f->derefs[1]));
+	size = f->size;
+	if (size > KTSTR_REPRO_FIELD_BYTES)
+		size = KTSTR_REPRO_FIELD_BYTES;
+	if (!err) {
+		if (f->is_str)
+			err = bpf_probe_read_kernel_str(fs + 8, size, (void *)(p + f->offset)) < 0;
+		else
+			err = bpf_probe_read_kernel(fs + 8, size, (void *)(p + f->offset));
+	}
+	fs[0] = err ? 1 : 0;
+	fs[1] = err ? 0 : size;
+	return 0;
+}
+
+/* Writes one record for probe `key` into the next ring slot. `c->args` holds the
+ * arguments as plain numbers (never pointers the verifier tracks). */
+static __always_inline int emit(void *ctx, __u32 key, __u8 kind, struct emit_ctx *c, __u64 ret)
 {
 	struct ktstr_repro_probe_cfg *cfg;
 	struct ktstr_repro_slot *slot;
@@ -100,45 +149,15 @@ static __always_inline int emit(void *ctx, __u32 key, __u8 kind, __u64 *args, __
 	for (i = 0; i < KTSTR_REPRO_MAX_ARGS; i++) {
 		if (i >= nr_args)
 			break;
-		put_u64(&slot->rec[off], args[i]);
+		put_u64(&slot->rec[off], c->args[i]);
 		off += 8;
 	}
 
-	for (i = 0; i < KTSTR_REPRO_MAX_FIELDS; i++) {
-		struct ktstr_repro_field_cfg *f = &cfg->fields[i];
-		__u8 *fs;
-		__u64 p;
-		__u32 size, a;
-		long err = 0;
-
-		if (i >= nr_fields)
-			break;
-		if (off > KTSTR_REPRO_HDR_LEN + 8 * KTSTR_REPRO_MAX_ARGS +
-			  KTSTR_REPRO_SLOT_LEN * (KTSTR_REPRO_MAX_FIELDS - 1))
-			break;
-		fs = &slot->rec[off];
-		__builtin_memset(fs, 0, KTSTR_REPRO_SLOT_LEN);
-		a = f->arg;
-		if (a >= KTSTR_REPRO_MAX_ARGS)
-			a = 0;
-		p = args[a];
-		if (f->nr_derefs > 0)
-			err = bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + f->derefs[0]));
-		if (!err && f->nr_derefs > 1)
-			err = bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + f->derefs[1]));
-		size = f->size;
-		if (size > KTSTR_REPRO_FIELD_BYTES)
-			size = KTSTR_REPRO_FIELD_BYTES;
-		if (!err) {
-			if (f->is_str)
-				err = bpf_probe_read_kernel_str(fs + 8, size, (void *)(p + f->offset)) < 0;
-			else
-				err = bpf_probe_read_kernel(fs + 8, size, (void *)(p + f->offset));
-		}
-		fs[0] = err ? 1 : 0;
-		fs[1] = err ? 0 : size;
-		off += KTSTR_REPRO_SLOT_LEN;
-	}
+	c->cfg = cfg;
+	c->slot = slot;
+	c->base = off;
+	bpf_loop(nr_fields, field_cb, c, 0);
+	off += nr_fields * KTSTR_REPRO_SLOT_LEN;
 
 	if (cfg->stack && off <= KTSTR_REPRO_MAX_RECORD - 8 * KTSTR_REPRO_MAX_STACK) {
 		long n = bpf_get_stack(ctx, &slot->rec[off], 8 * KTSTR_REPRO_MAX_STACK, 0);
@@ -160,12 +179,14 @@ static __always_inline int emit(void *ctx, __u32 key, __u8 kind, __u64 *args, __
 SEC("kprobe/scx_do_enqueue_task")
 int BPF_KPROBE(ktstr_repro_kprobe)
 {
-	__u64 args[KTSTR_REPRO_MAX_ARGS] = {
-		PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx),
-		PT_REGS_PARM4(ctx), PT_REGS_PARM5(ctx), PT_REGS_PARM6(ctx),
+	struct emit_ctx c = {
+		.args = {
+			PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx),
+			PT_REGS_PARM4(ctx), PT_REGS_PARM5(ctx), PT_REGS_PARM6(ctx),
+		},
 	};
 
-	return emit(ctx, bpf_get_attach_cookie(ctx), KTSTR_REPRO_ENTRY, args, 0);
+	return emit(ctx, bpf_get_attach_cookie(ctx), KTSTR_REPRO_ENTRY, &c, 0);
 }
 
 static __always_inline void func_args(void *ctx, __u64 *args)
@@ -180,28 +201,32 @@ static __always_inline void func_args(void *ctx, __u64 *args)
 SEC("fentry/scx_do_enqueue_task")
 int ktstr_repro_fentry(__u64 *ctx)
 {
-	__u64 args[KTSTR_REPRO_MAX_ARGS];
+	struct emit_ctx c = {};
 
-	func_args(ctx, args);
-	return emit(ctx, bpf_get_attach_cookie(ctx), KTSTR_REPRO_ENTRY, args, 0);
+	func_args(ctx, c.args);
+	return emit(ctx, bpf_get_attach_cookie(ctx), KTSTR_REPRO_ENTRY, &c, 0);
 }
 
 SEC("fexit/scx_do_enqueue_task")
 int ktstr_repro_fexit(__u64 *ctx)
 {
-	__u64 args[KTSTR_REPRO_MAX_ARGS];
+	struct emit_ctx c = {};
 	__u64 ret = 0;
 
-	func_args(ctx, args);
+	func_args(ctx, c.args);
 	bpf_get_func_ret(ctx, &ret);
-	return emit(ctx, bpf_get_attach_cookie(ctx), KTSTR_REPRO_EXIT, args, ret);
+	return emit(ctx, bpf_get_attach_cookie(ctx), KTSTR_REPRO_EXIT, &c, ret);
 }
 
-/* sched_ext_exit(struct scx_sched *sch, __u32 kind): the trigger on 7.x. */
+/* sched_ext_exit(struct scx_sched *sch, __u32 kind): the trigger on 7.x. The arguments
+ * are copied out of the context as numbers: the verifier would track ctx[0] as a trusted
+ * scx_sched pointer and refuse the byte arithmetic of the record. */
 SEC("tp_btf/sched_ext_exit")
 int ktstr_repro_exit(__u64 *ctx)
 {
-	__u64 args[KTSTR_REPRO_MAX_ARGS] = { ctx[0], ctx[1] };
+	struct emit_ctx c = {};
 
-	return emit(ctx, KTSTR_REPRO_MAX_FUNCS, KTSTR_REPRO_TRIGGER_EV, args, 0);
+	bpf_probe_read_kernel(&c.args[0], sizeof(__u64), &ctx[0]);
+	bpf_probe_read_kernel(&c.args[1], sizeof(__u64), &ctx[1]);
+	return emit(ctx, KTSTR_REPRO_MAX_FUNCS, KTSTR_REPRO_TRIGGER_EV, &c, 0);
 }
