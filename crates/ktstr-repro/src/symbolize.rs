@@ -3,6 +3,9 @@
 
 use ktstr_btf_monitor::SymbolTable;
 
+/// Farthest an address may be from its symbol: no kernel function is this large.
+pub const MAX_FUNCTION_SIZE: u64 = 1 << 20;
+
 /// Text symbols sorted by address, for address lookups.
 #[derive(Clone, Debug, Default)]
 pub struct Symbolizer {
@@ -22,13 +25,15 @@ impl Symbolizer {
         Symbolizer { text }
     }
 
-    /// `function+0xoff` for `addr`: the nearest text symbol at or below it; `None` below
-    /// the first. The table must be whole: with symbols missing, the one before a gap
-    /// takes its addresses.
+    /// `function+0xoff` for `addr`: the nearest text symbol at or below it. `None` below
+    /// the first symbol, or more than [`MAX_FUNCTION_SIZE`] past its symbol
+    /// (JIT code of BPF programs whose kallsyms entries are gone). The table must be
+    /// whole: with symbols missing, the one before a gap takes its addresses.
     pub fn symbolize(&self, addr: u64) -> Option<String> {
         let i = self.text.partition_point(|(a, _)| *a <= addr);
         let (base, name) = self.text.get(i.checked_sub(1)?)?;
-        Some(format!("{name}+{:#x}", addr - base))
+        let off = addr - base;
+        (off <= MAX_FUNCTION_SIZE).then(|| format!("{name}+{off:#x}"))
     }
 }
 
@@ -54,5 +59,12 @@ mod tests {
             Some("scx_bpf_error_bstr+0x0")
         );
         assert_eq!(s.symbolize(0xffff_ffff_8000_0000), None);
+        // JIT code far above the last symbol is unknown, not the last symbol's.
+        assert_eq!(s.symbolize(0xffff_ffff_c000_1294), None);
+        // Data symbols are not functions.
+        assert_eq!(
+            s.symbolize(0xffff_ffff_813f_5b00).as_deref(),
+            Some("scx_exit_bstr+0x40")
+        );
     }
 }
