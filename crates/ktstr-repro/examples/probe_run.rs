@@ -5,7 +5,8 @@
 //! order, one `REC <hex>` line each, then `HEAD <records written>`.
 //!
 //! `cargo build --release -p ktstr-repro --features agent --example probe_run`, then in the
-//! guest: `probe_run probe.bpf.o plan.json SECONDS`.
+//! guest: `probe_run probe.bpf.o plan.json SECONDS [POLL_MS]` (POLL_MS, default 200, is how
+//! often the ring is read for the trigger's record; make it long when measuring overhead).
 
 use std::error::Error;
 use std::io::Write;
@@ -20,10 +21,11 @@ const RING_SLOTS: u32 = 4096;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, obj_path, plan_path, secs] = args.as_slice() else {
-        return Err("usage: probe_run OBJ PLAN.json SECONDS".into());
+    let (obj_path, plan_path, secs, poll_ms) = match args.as_slice() {
+        [_, o, p, s] => (o, p, s.parse::<u64>()?, 200),
+        [_, o, p, s, ms] => (o, p, s.parse::<u64>()?, ms.parse::<u64>()?),
+        _ => return Err("usage: probe_run OBJ PLAN.json SECONDS [POLL_MS]".into()),
     };
-    let secs: u64 = secs.parse()?;
     let plan: ProbePlan = serde_json::from_slice(&std::fs::read(plan_path)?)?;
 
     let mut open = ObjectBuilder::default().open_file(obj_path)?;
@@ -91,10 +93,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
         }
         let triggered = recs.iter().any(|(_, r)| r.get(5) == Some(&2));
-        if triggered || start.elapsed() > Duration::from_secs(secs) {
+        if triggered || start.elapsed() >= Duration::from_secs(secs) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(poll_ms));
     }
     drop(links);
     recs.sort_by_key(|(s, _)| *s);
