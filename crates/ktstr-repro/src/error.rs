@@ -1,8 +1,6 @@
 //! [`ReproError`]: everything that can go wrong turning a failure into a plan and
 //! decoding the events the probes send back.
 
-use ktstr_btf_monitor::BtfError;
-
 /// Errors of this crate; each says which input was wrong and where.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -34,15 +32,6 @@ pub enum ReproError {
         release: String,
         /// The candidates, in order of preference.
         looked_for: String,
-    },
-    /// A BTF lookup failed for something the plan needs.
-    #[error("BTF lookup failed for {what}")]
-    Btf {
-        /// What was being looked up.
-        what: String,
-        /// What the BTF parser said.
-        #[source]
-        source: BtfError,
     },
     /// An event record is shorter than its header or than what its header announces.
     #[error("event at byte {at}: truncated, needs {need} bytes but {have} remain")]
