@@ -23,6 +23,7 @@ pub mod cpio;
 mod error;
 pub mod failure_dump;
 pub mod guest;
+mod host_services;
 pub mod initramfs;
 pub mod kernel;
 mod kernel_ops;
@@ -34,7 +35,6 @@ pub mod run;
 pub mod scenario;
 pub mod scenarios;
 pub mod sched;
-mod snapshots;
 pub mod test_support;
 #[cfg(test)]
 mod testing;

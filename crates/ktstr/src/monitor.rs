@@ -41,9 +41,9 @@ use ktstr_vmm::{Freezer, VcpuRegisters, Vm};
 use serde::Serialize;
 
 use crate::bpf_watch::WatchBpfMap;
+use crate::host_services::HostServices;
 use crate::kvm_memory::KvmGuestMemory;
 use crate::request::{Request, Status};
-use crate::snapshots::Snapshots;
 use crate::watchdog::{GuestWriter, WatchdogShortener};
 use crate::KtstrError;
 
@@ -70,7 +70,7 @@ pub struct MonitorOptions {
     /// Shorten the sched_ext watchdog of attached schedulers to this many jiffies
     /// (see [`crate::watchdog`]).
     pub watchdog_jiffies: Option<u64>,
-    /// Snapshots to take at these times after the guest's symbols arrive (just before the
+    /// HostServices to take at these times after the guest's symbols arrive (just before the
     /// command starts), named `periodic_<i>`.
     pub snapshot_at: Vec<Duration>,
     /// BPF globals to set once their maps exist: `(map name suffix, variable, value)`.
@@ -152,7 +152,7 @@ pub struct MonitorSummary {
     /// The snapshots taken, in order (not in the summary's JSON: see `VmResult::snapshots`).
     #[serde(skip)]
     pub snapshots: Vec<Snapshot>,
-    /// Snapshots asked for and not taken, with why.
+    /// HostServices asked for and not taken, with why.
     pub snapshot_errors: Vec<String>,
     /// What became of each BPF map write (`bpf_map_write`), one line each.
     pub map_writes: Vec<String>,
@@ -394,9 +394,9 @@ impl Monitor {
                     checker: Checker::new(thresholds),
                     trace,
                 };
-                let mut snaps = Snapshots::new(snapshot_at, req_rx);
-                snaps.map_writes(map_writes);
-                snaps.watch_maps(watch_maps);
+                let mut services = HostServices::new(snapshot_at, req_rx);
+                services.map_writes(map_writes);
+                services.watch_maps(watch_maps);
                 let r = monitor_thread(
                     &vmlinux,
                     watchdog_jiffies,
@@ -406,10 +406,10 @@ impl Monitor {
                     &stop2,
                     out,
                     &mut sinks,
-                    &mut snaps,
+                    &mut services,
                     &mut summary,
                 );
-                snaps.finish(&mut summary);
+                services.finish(&mut summary);
                 if let Err(e) = r {
                     summary.setup_error = Some(e);
                 }
@@ -634,7 +634,7 @@ fn monitor_thread(
     stop: &AtomicBool,
     mut out: BufWriter<File>,
     sinks: &mut Sinks,
-    snaps: &mut Snapshots,
+    services: &mut HostServices,
     summary: &mut MonitorSummary,
 ) -> Result<(), String> {
     let btf = Btf::from_file(vmlinux).map_err(|e| {
@@ -689,7 +689,7 @@ fn monitor_thread(
         }
     };
     // The BTF stays for kernel memory ops, which resolve fields as tests ask.
-    snaps.ready(
+    services.ready(
         start.at,
         start.freezer.clone(),
         start.ram.writer(),
@@ -705,7 +705,7 @@ fn monitor_thread(
     let mut busy = Duration::ZERO;
     let mut line = Vec::with_capacity(4096);
     while !stop.load(Ordering::SeqCst) {
-        snaps.serve(&mut sampler, launch);
+        services.serve(&mut sampler, launch);
         let t0 = Instant::now();
         let t_ns = launch.elapsed().as_nanos() as u64;
         let sample = sampler.sample();
@@ -718,8 +718,8 @@ fn monitor_thread(
                 summary.first_error.get_or_insert_with(|| e.clone());
             }
         }
-        let bpf = snaps.sample_bpf(&sampler);
-        snaps.read_progs(&sampler);
+        let bpf = services.sample_bpf(&sampler);
+        services.read_progs(&sampler);
         line.clear();
         let rec = Line {
             t_ns,
@@ -733,7 +733,7 @@ fn monitor_thread(
                 .map_err(|e| format!("writing {}: {e}", summary.output.display()))?;
         }
         sinks.checker.observe(t_ns, &sample);
-        snaps.after_sample(t_ns, &sample, &mut sampler, launch);
+        services.after_sample(t_ns, &sample, &mut sampler, launch);
         if let Some(t) = sinks.trace.as_mut() {
             let counters: BTreeMap<String, f64> = bpf
                 .iter()

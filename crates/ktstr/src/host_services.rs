@@ -1,6 +1,13 @@
-//! The monitor's snapshots: taken at planned times (`num_snapshots`), when a test process
-//! asks ([`RequestOp::Snapshot`]), and whenever a watched kernel symbol's value changes
-//! ([`RequestOp::WatchSymbol`]), each with every vCPU frozen for the read.
+//! What the monitor thread does for a run besides sampling, with the guest's memory, BTF and
+//! symbols at hand:
+//!
+//! - snapshots, taken at planned times (`num_snapshots`), when a test process asks
+//!   ([`RequestOp::Snapshot`]), whenever a watched kernel symbol's value changes
+//!   ([`RequestOp::WatchSymbol`]), and at a scheduler's error exit (`failure`), each with
+//!   every vCPU frozen for the read;
+//! - kernel memory reads and writes ([`RequestOp::KernelRead`], [`RequestOp::KernelWrite`]);
+//! - BPF map writes (`bpf_map_write`, answered to [`RequestOp::AwaitMapWrites`]), watched BPF
+//!   map fields (`watch_bpf_maps`) and the BPF programs' statistics.
 //!
 //! A request is answered in the asker's mailbox while the guest is still frozen, so the
 //! test process goes on only after its snapshot was read.
@@ -35,7 +42,7 @@ struct Watch {
 }
 
 /// The snapshot side of one monitor thread.
-pub(crate) struct Snapshots {
+pub(crate) struct HostServices {
     /// Planned times after the symbols' arrival, ascending; `next` is the first not taken.
     at: Vec<Duration>,
     next: usize,
@@ -71,11 +78,11 @@ pub(crate) struct Snapshots {
     failed: Option<String>,
 }
 
-impl Snapshots {
+impl HostServices {
     /// Plans snapshots at `at` and serves the requests coming on `requests`.
     pub(crate) fn new(mut at: Vec<Duration>, requests: mpsc::Receiver<Request>) -> Self {
         at.sort();
-        Snapshots {
+        HostServices {
             at,
             next: 0,
             requests,
