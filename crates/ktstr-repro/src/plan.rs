@@ -293,6 +293,19 @@ pub struct KernelInfo<'a> {
     pub no_kprobe: Option<&'a HashSet<String>>,
 }
 
+impl<'a> KernelInfo<'a> {
+    /// A kernel known only by its release and BTF (no symbols, trace or kprobe lists).
+    pub fn new(release: &'a str, btf: &'a Btf) -> Self {
+        KernelInfo {
+            release,
+            btf,
+            symbols: None,
+            traceable: None,
+            no_kprobe: None,
+        }
+    }
+}
+
 /// Function names of `available_filter_functions` text (`name` or `name [module]`).
 pub fn parse_filter_functions(text: &str) -> HashSet<String> {
     text.lines()

@@ -17,13 +17,7 @@ use ktstr_repro::{
 fn stall_plan() -> ProbePlan {
     let btf = subset_btf();
     let text: String = FAILURES[1].iter().map(|n| fixture(n)).collect();
-    let k = KernelInfo {
-        release: RELEASE,
-        btf: &btf,
-        symbols: None,
-        traceable: None,
-        no_kprobe: None,
-    };
+    let k = KernelInfo::new(RELEASE, &btf);
     plan(&Failure::parse(&text).unwrap(), &k).unwrap()
 }
 

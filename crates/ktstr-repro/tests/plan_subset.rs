@@ -38,13 +38,7 @@ fn plans_from_the_subset_equal_plans_from_the_real_btf() {
     let sub = subset_btf();
     for names in FAILURES {
         let f = failure(names);
-        let real = KernelInfo {
-            release: RELEASE,
-            btf,
-            symbols: None,
-            traceable: None,
-            no_kprobe: None,
-        };
+        let real = KernelInfo::new(RELEASE, btf);
         let small = KernelInfo { btf: &sub, ..real };
         assert_eq!(
             plan(&f, &real).unwrap(),

@@ -14,13 +14,7 @@ use ktstr_repro::{plan, Failure, KernelInfo, ProbePlan};
 
 fn error_after_plan() -> ProbePlan {
     let btf = subset_btf();
-    let k = KernelInfo {
-        release: RELEASE,
-        btf: &btf,
-        symbols: None,
-        traceable: None,
-        no_kprobe: None,
-    };
+    let k = KernelInfo::new(RELEASE, &btf);
     let text: String = FAILURES[0].iter().map(|n| fixture(n)).collect();
     plan(&Failure::parse(&text).unwrap(), &k).unwrap()
 }
