@@ -13,8 +13,7 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 
 /// Kernel parameters that make TCG boots faster without changing what a test sees:
 /// skip TSC recalibration and mitigation patching, trust the CPU's RNG.
-const TCG_CMDLINE: &str =
-    "mitigations=off no_timer_check cryptomgr.notests random.trust_cpu=on acpi=noirq";
+const TCG_CMDLINE: &str = "mitigations=off no_timer_check cryptomgr.notests random.trust_cpu=on";
 
 /// Builds QEMU's arguments for `cfg` on `engine`, with guest RAM in `ram_files` (one per node)
 /// and, when `cfg` asks for the bulk channel, its host end on the UNIX socket `bulk_socket`
