@@ -247,6 +247,70 @@ fn vm_frames_stay_on_com2_when_asked() {
     assert_eq!(nums, (1..=3000).collect::<Vec<_>>());
 }
 
+/// `--monitor --snapshot-every`: the host freezes the guest (QMP `stop`/`cont` on QEMU,
+/// parked vCPU threads on ktstr's own VMM in the nested lane) and reads every task through
+/// BTF: the command's three sleepers (the pids it printed) must be seen asleep, in the root
+/// cgroup, while they live.
+#[test]
+fn vm_snapshots_freeze_the_guest_and_see_its_tasks() {
+    let Some(_slot) = vm_slot() else { return };
+    let dir = std::env::temp_dir().join(format!("ktstr-vm-snap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let monitor = dir.join("m.jsonl");
+    let out = ktstr(&[
+        "exec",
+        "--monitor",
+        monitor.to_str().unwrap(),
+        "--snapshot-every",
+        "300",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do sleep 30 & echo $!; done; sleep 2; kill $(jobs -p)",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pids: Vec<i64> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 3, "{}", text(&out.stdout));
+    let file = monitor.with_extension("snapshots.json");
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", file.display())),
+    )
+    .expect("snapshots JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(snaps.len() >= 3, "{} snapshots\n{stderr}", snaps.len());
+    let mut saw = 0;
+    for s in &snaps {
+        assert!(s.get("errors").is_none(), "{}: {}", s["name"], s["errors"]);
+        let frozen = s["frozen_us"].as_u64().unwrap_or(0);
+        assert!(
+            frozen > 0 && frozen < 2_000_000,
+            "{}: frozen {frozen} us",
+            s["name"]
+        );
+        let sleepers = s["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .filter(|t| {
+                t["pid"].as_i64().is_some_and(|p| pids.contains(&p))
+                    && t["state"].as_u64().is_some_and(|st| st != 0)
+                    && t["cgroup"] == "/"
+            })
+            .count();
+        if sleepers == 3 {
+            saw += 1;
+        }
+    }
+    assert!(
+        saw >= 2,
+        "only {saw} snapshots saw the three sleepers\n{stderr}"
+    );
+}
+
 #[test]
 fn vm_include_files_and_signal_status() {
     let Some(_slot) = vm_slot() else { return };

@@ -301,7 +301,7 @@ impl HostServices {
                 cold,
             } => self
                 .kernel_op(*cold, r.mailbox, sampler, |k, s, _| {
-                    let v = k.read(target, *width, s)?;
+                    let v = k.read(target, *width, *cold, s)?;
                     serde_json::to_string(&v).map_err(|e| e.to_string())
                 })
                 .map(|()| None),

@@ -326,11 +326,14 @@ impl KernelOps {
         Ok(format!("wrote {}", said.join(", ")))
     }
 
-    /// Reads `width` at `target`.
+    /// Reads `width` at `target`. A hot read (`frozen` false) of more than 8 bytes is read
+    /// twice and must come out the same; one that does not is read once more, and a torn
+    /// read that repeats is an error.
     pub(crate) fn read<M: GuestMemory>(
         &mut self,
         target: &KernelTarget,
         width: KernelValueWidth,
+        frozen: bool,
         sampler: &Sampler<M>,
     ) -> Result<KernelValue, String> {
         if width.len() > MAX_KERNEL_READ {
@@ -342,7 +345,22 @@ impl KernelOps {
         let place = self
             .place(target, sampler)
             .map_err(|e| format!("{target:?}: {e}"))?;
-        let bytes = read_at(sampler, place.va, width.len())?;
+        let mut bytes = read_at(sampler, place.va, width.len())?;
+        if !frozen && width.len() > 8 {
+            let mut again = read_at(sampler, place.va, width.len())?;
+            if again != bytes {
+                bytes = again;
+                again = read_at(sampler, place.va, width.len())?;
+                if again != bytes {
+                    return Err(format!(
+                        "{target:?}: the {} bytes at {:#x} changed while read, twice (torn): \
+                         read it cold",
+                        width.len(),
+                        place.va
+                    ));
+                }
+            }
+        }
         Ok(width.value(&bytes))
     }
 }

@@ -216,6 +216,8 @@ pub struct Shared {
     /// Whether a pause is asked for, and how many vCPUs sit parked in it.
     pause: Mutex<(bool, u32)>,
     pause_changed: Condvar,
+    /// `pause.0` without the lock: every exit checks it, so the common case takes no lock.
+    pause_asked: AtomicBool,
 }
 
 impl Shared {
@@ -292,6 +294,7 @@ impl Shared {
     /// Asks every vCPU to park at its next exit from KVM_RUN (the caller kicks them).
     pub fn ask_pause(&self) {
         crate::kvm::lock(&self.pause).0 = true;
+        self.pause_asked.store(true, Ordering::SeqCst);
     }
 
     /// Waits up to `timeout` for `n` vCPUs to be parked; returns how many are.
@@ -309,13 +312,19 @@ impl Shared {
 
     /// Lets parked vCPUs run again.
     pub fn release(&self) {
-        crate::kvm::lock(&self.pause).0 = false;
+        let mut p = crate::kvm::lock(&self.pause);
+        p.0 = false;
+        self.pause_asked.store(false, Ordering::SeqCst);
+        drop(p);
         self.pause_changed.notify_all();
     }
 
     /// On a vCPU thread: while a pause is asked for and the VM is not stopping, stays out of
     /// KVM_RUN (still answering register requests).
     fn park(&self, cpu: u32, fd: &VcpuFd, answered: &mut u64) {
+        if !self.pause_asked.load(Ordering::SeqCst) {
+            return;
+        }
         let mut p = crate::kvm::lock(&self.pause);
         if !p.0 {
             return;
