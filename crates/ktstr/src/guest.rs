@@ -459,27 +459,34 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    // Each pump holds a sender until its pipe closes; none ever sends.
+    // Each pump holds a sender until its pipe closes, sends () after each chunk it moved,
+    // and counts itself in `busy` while it writes one out (a slow COM2 can take seconds).
     let (tx, rx) = mpsc::channel::<()>();
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     if let Some(out) = child.stdout.take() {
-        pump(out, FrameKind::Stdout, tx.clone());
+        pump(out, FrameKind::Stdout, tx.clone(), busy.clone());
     }
     if let Some(err) = child.stderr.take() {
-        pump(err, FrameKind::Stderr, tx.clone());
+        pump(err, FrameKind::Stderr, tx.clone(), busy.clone());
     }
     drop(tx);
-    // Wait until both pipes close or the command is gone and its pipes stay quiet.
+    // Wait until both pipes close, or the command is gone and its pipes have stayed quiet
+    // (no chunk moved, none being written) for a second.
     let mut exited = None;
+    let mut moved = Instant::now();
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(()) => {}
+            Ok(()) => moved = Instant::now(),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if exited.is_none() {
                     exited = child.try_wait().ok().flatten().map(|s| (s, Instant::now()));
                 }
                 // A daemon the command left behind may hold the pipes open.
-                if matches!(exited, Some((_, t)) if t.elapsed() > Duration::from_secs(1)) {
+                let quiet = busy.load(std::sync::atomic::Ordering::SeqCst) == 0
+                    && moved.elapsed() > Duration::from_secs(1);
+                if quiet && matches!(exited, Some((_, t)) if t.elapsed() > Duration::from_secs(1))
+                {
                     break;
                 }
             }
@@ -561,19 +568,24 @@ fn forward_requests() -> Result<(), String> {
 
 /// Sends what `pipe` gives as `kind` frames, straight from its own thread (no hop through
 /// another thread: under TCG every cross-vCPU wake-up is costly), until the pipe closes;
-/// `alive` is dropped then.
+/// `alive` says each chunk moved and is dropped then, `busy` counts it while it writes.
 fn pump(
     mut pipe: impl Read + Send + 'static,
     kind: FrameKind,
     alive: mpsc::Sender<()>,
+    busy: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering::SeqCst;
     std::thread::spawn(move || {
         let mut buf = vec![0u8; crate::proto::MAX_PAYLOAD];
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    busy.fetch_add(1, SeqCst);
                     send(kind, &buf[..n]);
+                    busy.fetch_sub(1, SeqCst);
+                    let _ = alive.send(());
                     // A writer of small pieces: let a few gather in the pipe, so that each
                     // frame (and each exit to the VMM) carries more of them.
                     if n < COALESCE_BELOW {
