@@ -485,8 +485,7 @@ fn exec(argv: &[String], scheduler: Option<&SchedulerJob>) -> Result<(), String>
                 // A daemon the command left behind may hold the pipes open.
                 let quiet = busy.load(std::sync::atomic::Ordering::SeqCst) == 0
                     && moved.elapsed() > Duration::from_secs(1);
-                if quiet && matches!(exited, Some((_, t)) if t.elapsed() > Duration::from_secs(1))
-                {
+                if quiet && matches!(exited, Some((_, t)) if t.elapsed() > Duration::from_secs(1)) {
                     break;
                 }
             }
