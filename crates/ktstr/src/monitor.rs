@@ -508,12 +508,14 @@ struct Sinks {
 }
 
 /// What the guest asks `/proc/kallsyms` for: where the kernel's link-time symbols are at
-/// hand ([`link_symbols`]), `_text` only (on its first lines, so the guest reads next to
-/// nothing), the rest coming from them moved by the KASLR slide; otherwise (`*`) every
-/// vmlinux symbol, since kernel memory ops may name any.
+/// hand ([`link_symbols`]), the monitor's own symbols (with `_text`, whose slide moves the
+/// link-time ones when a kernel memory op needs another); otherwise (`*`) every vmlinux
+/// symbol, since kernel memory ops may name any.
 pub fn kallsyms_request(vmlinux: Option<&Path>) -> Vec<String> {
     match vmlinux.filter(|v| has_link_symbols(v)) {
-        Some(_) => vec![SLIDE_SYMBOL.to_string()],
+        // The monitor's own symbols come from the guest (cheap to parse on a slow host); the
+        // rest, when an op needs them, from the link-time table moved by `_text`'s slide.
+        Some(_) => monitor_symbols().iter().map(|s| s.to_string()).collect(),
         None => vec!["*".to_string()],
     }
 }
@@ -559,12 +561,12 @@ fn monitor_symbols() -> Vec<&'static str> {
 pub(crate) enum FullSymbols {
     /// The guest's own `/proc/kallsyms` lines (runtime addresses).
     Text(String),
-    /// vmlinux's (or System.map's) link-time symbols, moved by `slide`.
+    /// vmlinux's (or System.map's) link-time symbols, moved by the slide `_text` shows.
     Link {
         /// The kernel's vmlinux.
         vmlinux: PathBuf,
-        /// The KASLR slide.
-        slide: i64,
+        /// `_text`'s runtime address.
+        text: u64,
     },
 }
 
@@ -574,7 +576,13 @@ impl FullSymbols {
         match self {
             FullSymbols::Text(t) => SymbolTable::from_text(t)
                 .map_err(|e| format!("guest kallsyms: {}", error_chain(&e))),
-            FullSymbols::Link { vmlinux, slide } => Ok(link_symbols(vmlinux)?.slid(*slide)),
+            FullSymbols::Link { vmlinux, text } => {
+                let link = link_symbols(vmlinux)?;
+                let slide = link
+                    .slide_to(SLIDE_SYMBOL, *text)
+                    .map_err(|e| format!("{}: {}", vmlinux.display(), error_chain(&e)))?;
+                Ok(link.slid(slide))
+            }
         }
     }
 }
@@ -599,7 +607,14 @@ fn guest_symbols(vmlinux: &Path, kallsyms: &str) -> Result<(SymbolTable, FullSym
     let small = SymbolTable::from_text(&pick_lines(kallsyms, &names))
         .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
     if small.lookup("runqueues").is_some() {
-        return Ok((small, FullSymbols::Text(kallsyms.to_string())));
+        let full = match small.lookup(SLIDE_SYMBOL) {
+            Some(t) if has_link_symbols(vmlinux) => FullSymbols::Link {
+                vmlinux: vmlinux.to_path_buf(),
+                text: t.addr,
+            },
+            _ => FullSymbols::Text(kallsyms.to_string()),
+        };
+        return Ok((small, full));
     }
     let text = small.lookup(SLIDE_SYMBOL).map(|s| s.addr).ok_or_else(|| {
         format!("the guest sent neither the monitor's symbols nor `{SLIDE_SYMBOL}`")
@@ -619,7 +634,7 @@ fn guest_symbols(vmlinux: &Path, kallsyms: &str) -> Result<(SymbolTable, FullSym
         small,
         FullSymbols::Link {
             vmlinux: vmlinux.to_path_buf(),
-            slide,
+            text,
         },
     ))
 }
