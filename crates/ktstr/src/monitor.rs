@@ -599,44 +599,25 @@ fn pick_lines(text: &str, names: &[&str]) -> String {
     out
 }
 
-/// The guest kernel's symbols the monitor reads itself (runtime addresses), and where the
-/// whole table comes from: its kallsyms lines as they came when they hold more than `_text`,
-/// else the link-time ones moved by the slide `_text` shows.
+/// The guest kernel's symbols the monitor reads itself (runtime addresses, from the guest's
+/// kallsyms lines), and where the whole table comes from: the link-time symbols moved by the
+/// slide `_text` shows where the host has them, else those same lines (all of them, `*`).
 fn guest_symbols(vmlinux: &Path, kallsyms: &str) -> Result<(SymbolTable, FullSymbols), String> {
     let names = monitor_symbols();
     let small = SymbolTable::from_text(&pick_lines(kallsyms, &names))
         .map_err(|e| format!("guest kallsyms: {}", error_chain(&e)))?;
-    if small.lookup("runqueues").is_some() {
-        let full = match small.lookup(SLIDE_SYMBOL) {
-            Some(t) if has_link_symbols(vmlinux) => FullSymbols::Link {
-                vmlinux: vmlinux.to_path_buf(),
-                text: t.addr,
-            },
-            _ => FullSymbols::Text(kallsyms.to_string()),
-        };
-        return Ok((small, full));
+    if small.lookup("runqueues").is_none() {
+        return Err("the guest's kernel symbols lack `runqueues`".into());
     }
-    let text = small.lookup(SLIDE_SYMBOL).map(|s| s.addr).ok_or_else(|| {
-        format!("the guest sent neither the monitor's symbols nor `{SLIDE_SYMBOL}`")
-    })?;
-    let link = link_symbols(vmlinux)?;
-    let slide = link
-        .slide_to(SLIDE_SYMBOL, text)
-        .map_err(|e| format!("{}: {}", vmlinux.display(), error_chain(&e)))?;
-    let slid = link.slid(slide);
-    let small = SymbolTable::new(
-        slid.iter()
-            .filter(|s| names.contains(&s.name.as_str()))
-            .cloned()
-            .collect(),
-    );
-    Ok((
-        small,
-        FullSymbols::Link {
+    // The whole table is parsed only if a kernel memory op names another symbol.
+    let full = match small.lookup(SLIDE_SYMBOL) {
+        Some(t) if has_link_symbols(vmlinux) => FullSymbols::Link {
             vmlinux: vmlinux.to_path_buf(),
-            text,
+            text: t.addr,
         },
-    ))
+        _ => FullSymbols::Text(kallsyms.to_string()),
+    };
+    Ok((small, full))
 }
 
 #[allow(clippy::too_many_arguments)]
